@@ -6,6 +6,7 @@ at import time, so what exists is visible in one place and import order cannot c
 
 from __future__ import annotations
 
+from aijobs import errors
 from aijobs.jobs import ai_generation, prompt_analysis, review_processing, sentiment_analysis
 from aijobs.jobs.base import JobType
 
@@ -20,13 +21,16 @@ _JOB_TYPES: tuple[JobType, ...] = (
 JOB_TYPE_NAMES: tuple[str, ...] = tuple(jt.name for jt in _JOB_TYPES)
 
 
-class UnknownJobType(KeyError):
+class UnknownJobType(errors.UnknownJobType, KeyError):
     """A job names a type this build does not have (bad API input, or a row from a newer build)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.message = f"unknown job type {name!r}; known types: {', '.join(JOB_TYPE_NAMES)}"
-        super().__init__(self.message)
+        super().__init__(
+            f"unknown job type {name!r}; known types: {', '.join(JOB_TYPE_NAMES)}",
+            type=name,
+            known=list(JOB_TYPE_NAMES),
+        )
 
     def __str__(self) -> str:
         # KeyError's own __str__ repr()-quotes the message; keep it readable in API errors.

@@ -96,10 +96,14 @@ BusinessName = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeVal
 Rating = Annotated[Annotated[int, Field(ge=1, le=5)] | None, BeforeValidator(_blank_to_none)]
 
 
-def preview(text: str, limit: int = 40) -> str:
-    """One-line, shortened copy of user text for log lines (keeps logs readable and single-line)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[:limit].rstrip() + "..."
+def preview(text: str) -> str:
+    """How a log line mentions customer text: by size only.
+
+    Reviews and prompts are customer data; logs are read by operators and shipped to other
+    systems, so they never carry the text itself (the reliability suite checks with a canary).
+    """
+    words = len(text.split())
+    return f"<{len(text)} chars, {words} words>"
 
 
 async def run_task(ctx: JobContext, task: LLMTask[M]) -> HandlerResult:

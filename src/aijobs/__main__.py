@@ -1,0 +1,5 @@
+"""`python -m aijobs` is the `aijobs` command."""
+
+from aijobs.cli import app
+
+app()

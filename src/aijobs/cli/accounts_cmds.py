@@ -1,0 +1,67 @@
+"""`aijobs accounts create|grant|show`."""
+
+from __future__ import annotations
+
+import uuid
+from uuid import UUID
+
+import typer
+
+from aijobs.cli.app import accounts_app, database, echo_json, open_store, run_async, settings_or_exit
+
+
+@accounts_app.command("create")
+def create(
+    user: UUID = typer.Option(None, "--user", help="User id (uuid); a new one if omitted."),
+    credits: int = typer.Option(0, "--credits", min=0, help="Initial credits to grant."),
+) -> None:
+    """Create an account (optionally with credits)."""
+    settings = settings_or_exit()
+    user_id = user or uuid.uuid4()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.transaction() as session:
+                await session.create_account(user_id)
+                if credits:
+                    await session.grant_credits(user_id, credits, "initial credits")
+                account = await session.get_account(user_id)
+        echo_json({"user_id": user_id, "balance": account.balance if account else 0})
+
+    run_async(go)
+
+
+@accounts_app.command("grant")
+def grant(
+    user: UUID = typer.Option(..., "--user"),
+    amount: int = typer.Option(..., "--amount", min=1),
+    note: str = typer.Option("grant", "--note"),
+) -> None:
+    """Add credits (a ledger row; the account is created if missing)."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                balance = await session.grant_credits(user, amount, note)
+        echo_json({"user_id": user, "balance": balance})
+
+    run_async(go)
+
+
+@accounts_app.command("show")
+def show(user: UUID = typer.Option(..., "--user"), ledger: int = typer.Option(10, "--ledger")) -> None:
+    """Balance and the latest ledger rows."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                account = await session.get_account(user)
+                if account is None:
+                    typer.echo(f"error: no account for user {user}", err=True)
+                    raise typer.Exit(1)
+                rows = await session.ledger(user, ledger)
+        echo_json({"user_id": user, "balance": account.balance, "ledger": rows})
+
+    run_async(go)

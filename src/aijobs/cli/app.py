@@ -1,0 +1,74 @@
+"""The Typer app and what every command shares: settings, the database, JSON output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import typer
+
+from aijobs.config import ConfigError, Settings, load_settings
+from aijobs.db.embedded import database_url
+from aijobs.db.store import Store
+from aijobs.errors import AijobsError
+from aijobs.logs import setup_logging
+
+app = typer.Typer(help="aijobs: a PostgreSQL-backed job system for AI work.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Inspect and act on jobs.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Accounts and credits.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(accounts_app, name="accounts")
+
+T = TypeVar("T")
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """Settings, or exit 2 with each bad variable named and why."""
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        typer.echo(f"aijobs: {exc}", err=True)
+        raise typer.Exit(2) from None
+    setup_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[str]:
+    """DATABASE_URL, or the embedded server (started or joined) while the command runs."""
+    with database_url(settings.database_url, settings.embedded_data_dir) as url:
+        yield url
+
+
+@asynccontextmanager
+async def open_store(url: str, settings: Settings, *, name: str = "aijobs-cli") -> AsyncIterator[Store]:
+    store = await Store.open(url, min_size=1, max_size=settings.db_pool_size, name=name)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; a domain refusal becomes a clear message and exit code 1."""
+    try:
+        return asyncio.run(factory())  # type: ignore[arg-type]
+    except AijobsError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def parse_json_option(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: {option} is not valid JSON: {exc.msg} at position {exc.pos}", err=True)
+        sys.exit(2)

@@ -1,0 +1,140 @@
+"""`aijobs enqueue` and `aijobs jobs list|show|cancel|retry`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from uuid import UUID
+
+import typer
+
+from aijobs.cli.app import (
+    app,
+    database,
+    echo_json,
+    jobs_app,
+    open_store,
+    parse_json_option,
+    run_async,
+    settings_or_exit,
+)
+from aijobs.queue.enqueue import enqueue as enqueue_job
+
+
+@app.command("enqueue")
+def enqueue(
+    job_type: str = typer.Argument(..., help="ai_generation | review_processing | prompt_analysis | ..."),
+    user: UUID = typer.Option(..., "--user", help="The account to charge."),
+    payload: str = typer.Option(..., "--payload", help="The job's payload as JSON."),
+    priority: int = typer.Option(0, "--priority", min=-100, max=100, help="Higher runs first."),
+    max_attempts: int = typer.Option(None, "--max-attempts", min=1, max=100),
+    idempotency_key: str = typer.Option(None, "--idempotency-key"),
+) -> None:
+    """Create a job, consuming the type's credits atomically."""
+    settings = settings_or_exit()
+    body = parse_json_option(payload, "--payload")
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                created = await enqueue_job(
+                    session,
+                    user_id=user,
+                    job_type=job_type,
+                    payload=body,
+                    priority=priority,
+                    max_attempts=max_attempts or settings.max_attempts,
+                    idempotency_key=idempotency_key,
+                )
+        echo_json(asdict(created))
+
+    run_async(go)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    user: UUID = typer.Option(None, "--user"),
+    status: str = typer.Option(None, "--status"),
+    job_type: str = typer.Option(None, "--type"),
+    limit: int = typer.Option(20, "--limit", min=1, max=1000),
+) -> None:
+    """Newest jobs first."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                rows = await session.list_jobs(user_id=user, status=status, type=job_type, limit=limit)
+        for row in rows:
+            typer.echo(
+                f"{row['id']}  {row['status']:<10}  {row['type']:<18}  attempts {row['attempts']}/"
+                f"{row['max_attempts']}  {row['created_at']:%Y-%m-%d %H:%M:%S}"
+            )
+
+    run_async(go)
+
+
+@jobs_app.command("show")
+def show(job_id: UUID) -> None:
+    """A job with its attempts."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                job = await session.get_job(job_id)
+                if job is None:
+                    typer.echo(f"error: no job {job_id}", err=True)
+                    raise typer.Exit(1)
+                job["attempt_history"] = await session.job_attempts(job_id)
+        echo_json(job)
+
+    run_async(go)
+
+
+@jobs_app.command("cancel")
+def cancel(job_id: UUID) -> None:
+    """Cancel a pending job (refunded at once) or ask a running one to stop."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                row = await session.cancel_job(job_id)
+        if row is None:
+            typer.echo(f"error: no job {job_id}", err=True)
+            raise typer.Exit(1)
+        echo_json(row)
+
+    run_async(go)
+
+
+@jobs_app.command("retry")
+def retry(job_id: UUID) -> None:
+    """Run a failed or cancelled job again as a new job (charged again; the old one keeps its refund)."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        with database(settings) as url:
+            async with open_store(url, settings) as store, store.session() as session:
+                job = await session.get_job(job_id)
+                if job is None:
+                    typer.echo(f"error: no job {job_id}", err=True)
+                    raise typer.Exit(1)
+                if job["status"] not in ("failed", "cancelled"):
+                    typer.echo(
+                        f"error: job {job_id} is {job['status']}; only failed or cancelled jobs are retried",
+                        err=True,
+                    )
+                    raise typer.Exit(1)
+                created = await enqueue_job(
+                    session,
+                    user_id=job["user_id"],
+                    job_type=job["type"],
+                    payload=job["payload"],
+                    priority=job["priority"],
+                    max_attempts=job["max_attempts"],
+                    retry_of=job_id,
+                )
+        echo_json(asdict(created))
+
+    run_async(go)

@@ -1,0 +1,143 @@
+"""Configuration, read once at an entry point and passed down (no module-level globals).
+
+Values come from the environment, then `.env` and `.env.local` (the seed's file), with the
+environment winning. A bad value is refused at start: `load_settings` turns pydantic's
+errors into one message per variable, naming it and the reason.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "gpt-5-nano"
+
+
+class ConfigError(Exception):
+    """Raised when the environment holds a value aijobs cannot run with."""
+
+
+class Settings(BaseSettings):
+    """Every knob aijobs reads. Env names are the field names upper-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=(".env", ".env.local"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    # Database. Unset means: start the embedded PostgreSQL under ./.aijobs/pgdata.
+    database_url: str | None = None
+    embedded_data_dir: str = ".aijobs/pgdata"
+    db_pool_size: int = Field(default=4, ge=1, le=100)
+
+    # Worker (the seed's names and defaults).
+    polling_interval: int = Field(default=5000, ge=10, le=3_600_000, description="ms between polls")
+    max_retries: int = Field(default=3, ge=0, le=100)
+    worker_concurrency: int = Field(default=10, ge=1, le=1000)
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=3600)
+    retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
+    retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)
+
+    # LLM providers.
+    # auto | openai | offline | "package.module:Factory" (any callable returning a Provider).
+    llm_provider: str = "auto"
+    llm_api: Literal["responses", "chat"] | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str = DEFAULT_MODEL
+    openai_base_url: str | None = None
+    openai_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    openai_max_output_tokens: int = Field(default=2048, ge=16, le=128_000)
+    openai_reasoning_effort: Literal["minimal", "low", "medium", "high", "none"] = "minimal"
+    openai_rpm: int | None = Field(default=None, ge=1)
+    openai_tpm: int | None = Field(default=None, ge=1)
+    rate_limit_max_wait_seconds: float = Field(default=3600.0, ge=0)
+    # USD per 1M tokens as "model=input:output,model2=input:output"; empty uses the built-in table.
+    openai_prices: str = ""
+
+    # API.
+    jwt_secret: SecretStr | None = None
+    jwt_jwks_url: str | None = None
+    jwt_audience: str = "authenticated"
+    jwt_issuer: str | None = None
+    service_role_key: SecretStr | None = None
+    cors_origins: str = ""
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    max_jobs_in_flight_per_user: int = Field(default=100, ge=1)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+
+    # Maintenance.
+    retention_days: float = Field(default=7.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+
+    # Logging.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        if not value.startswith(("postgres://", "postgresql://")) and "=" not in value:
+            raise ValueError("must be a postgresql:// URL or a libpq key=value string")
+        return value
+
+    @field_validator("llm_provider")
+    @classmethod
+    def _check_provider(cls, value: str) -> str:
+        if value in ("auto", "openai", "offline") or ":" in value:
+            return value
+        raise ValueError("must be auto, openai, offline, or an import path 'package.module:Factory'")
+
+    @model_validator(mode="after")
+    def _check_heartbeat(self) -> Settings:
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ValueError(
+                f"HEARTBEAT_SECONDS ({self.heartbeat_seconds}) must be below LEASE_SECONDS "
+                f"({self.lease_seconds}), or every lease expires between two heartbeats"
+            )
+        return self
+
+    @property
+    def polling_seconds(self) -> float:
+        return self.polling_interval / 1000.0
+
+    @property
+    def max_attempts(self) -> int:
+        """A job runs once, then up to MAX_RETRIES more times."""
+        return self.max_retries + 1
+
+    def price_table(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Parse OPENAI_PRICES into {model: (input_usd_per_mtok, output_usd_per_mtok)}."""
+        table: dict[str, tuple[Decimal, Decimal]] = {}
+        for item in filter(None, (part.strip() for part in self.openai_prices.split(","))):
+            model, _, prices = item.partition("=")
+            inp, _, out = prices.partition(":")
+            table[model.strip()] = (Decimal(inp), Decimal(out))
+        return table
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings or raise ConfigError naming each bad variable and why."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "configuration"
+            shown = "" if _is_secret(name) else f" (got {err.get('input')!r})"
+            lines.append(f"{name}: {err['msg']}{shown}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _is_secret(name: str) -> bool:
+    """Never echo keys, secrets or URLs (which may carry a password) back in an error."""
+    return any(word in name for word in ("KEY", "SECRET", "URL", "PASSWORD", "TOKEN"))

@@ -1,0 +1,1 @@
+"""The only place that runs SQL: migrations, named queries, the store, the embedded server."""

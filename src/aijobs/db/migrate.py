@@ -1,0 +1,114 @@
+"""Apply the numbered migrations in `migrations/`, once each, under an advisory lock.
+
+Safe to run twice and from several processes at once: the lock serialises runners, and each
+migration commits together with its row in `schema_migrations`. An applied migration whose
+file changed afterwards is reported, never silently re-applied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+from aijobs.db.queries import query
+
+log = logging.getLogger("aijobs.migrate")
+
+# Any constant works; it only has to be the same for every aijobs process.
+MIGRATION_LOCK_KEY = 0x41494A4F42530001
+_FILE = re.compile(r"^(\d{3})_(\w+)\.sql$")
+
+
+class MigrationError(Exception):
+    """A migration failed, or an applied one no longer matches its file."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def available() -> list[Migration]:
+    folder = resources.files("aijobs.db") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a number: {versions}")
+    return found
+
+
+def schema_fingerprint() -> str:
+    """Identifies the schema the code expects (used to name test template databases)."""
+    digest = hashlib.sha256()
+    for migration in available():
+        digest.update(migration.checksum.encode())
+    return digest.hexdigest()[:16]
+
+
+def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = None) -> list[str]:
+    """Apply pending migrations; return the names applied. Optionally sync job types."""
+    applied_now: list[str] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.execute(
+                """create table if not exists schema_migrations (
+                       version integer primary key,
+                       name text not null,
+                       checksum text not null,
+                       applied_at timestamptz not null default now())"""
+            )
+            done = {row[0]: row[1] for row in conn.execute("select version, checksum from schema_migrations")}
+            for migration in available():
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version:03d}_{migration.name} was changed after it "
+                            "was applied; add a new migration instead"
+                        )
+                    continue
+                log.info("applying migration %03d_%s", migration.version, migration.name)
+                try:
+                    with conn.transaction():
+                        conn.execute(migration.sql.encode())
+                        conn.execute(
+                            "insert into schema_migrations (version, name, checksum) values (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg.Error as exc:
+                    raise MigrationError(
+                        f"migration {migration.version:03d}_{migration.name} failed: {exc}"
+                    ) from exc
+                applied_now.append(f"{migration.version:03d}_{migration.name}")
+            if job_types:
+                names, costs, timeouts = (list(col) for col in zip(*job_types, strict=True))
+                conn.execute(query("job_types_sync"), {"names": names, "costs": costs, "timeouts": timeouts})
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    return applied_now
+
+
+def pending(conninfo: str) -> list[str]:
+    """Names of migrations not yet applied (used by /readyz)."""
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        exists = conn.execute("select to_regclass('schema_migrations') is not null").fetchone()
+        done: set[int] = set()
+        if exists and exists[0]:
+            done = {row[0] for row in conn.execute("select version from schema_migrations")}
+    return [f"{m.version:03d}_{m.name}" for m in available() if m.version not in done]

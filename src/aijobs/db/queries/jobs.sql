@@ -1,0 +1,159 @@
+-- Named queries for the queue. Each starts with `-- name: <name>`; aijobs.db.queries loads
+-- them once. Parameters are psycopg named placeholders; nothing here is built from input.
+
+-- name: job_claim
+-- Claim up to `limit` runnable jobs for one worker in one statement: highest priority
+-- first, then FIFO. SKIP LOCKED lets many workers claim at once without waiting on each
+-- other; the attempt rows are written by the same statement.
+with picked as (
+    select id from jobs
+    where status = 'pending' and run_at <= now()
+    order by priority desc, run_at, created_at
+    limit %(limit)s
+    for update skip locked
+), claimed as (
+    update jobs j
+    set status = 'processing',
+        attempts = j.attempts + 1,
+        lease_token = nextval('job_lease_seq'),
+        lease_owner = %(worker_id)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        started_at = coalesce(j.started_at, now()),
+        updated_at = now()
+    from picked
+    where j.id = picked.id
+    returning j.id, j.user_id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token,
+              j.priority, j.run_at, j.created_at, j.cost
+), opened as (
+    insert into job_attempts (lease_token, job_id, attempt, worker_id)
+    select lease_token, id, attempts, %(worker_id)s from claimed
+)
+select id, user_id, type, payload, attempts, max_attempts, lease_token, priority, run_at, created_at, cost
+from claimed
+order by priority desc, run_at, created_at;
+
+-- name: job_finish_many
+-- End many attempts in one statement. Each row names the job, the lease token it claimed
+-- with (the fence: a write whose token is no longer current changes nothing), the next
+-- status and what to record. `give_back` returns the attempt to the budget (graceful
+-- shutdown, rate limits). Refunds follow from the status change (trigger), at most once.
+with done as (
+    select * from jsonb_to_recordset(%(rows)s::jsonb) as d(
+        id uuid, lease_token bigint, status job_status, outcome text, result jsonb, error text,
+        retry_in real, give_back boolean, provider text, model text, request_id text,
+        latency_ms real, input_tokens integer, output_tokens integer, reasoning_tokens integer,
+        cost_usd numeric
+    )
+), finished as (
+    update jobs j
+    set status = d.status,
+        result = case when d.status = 'completed' then d.result else j.result end,
+        error = d.error,
+        attempts = j.attempts - (case when coalesce(d.give_back, false) then 1 else 0 end),
+        run_at = case when d.status = 'pending' then now() + make_interval(secs => coalesce(d.retry_in, 0))
+                      else j.run_at end,
+        finished_at = case when d.status in ('completed', 'failed', 'cancelled') then now() end,
+        lease_owner = null,
+        lease_expires_at = null,
+        cancel_requested = false,
+        updated_at = now()
+    from done d
+    where j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
+    returning j.id, j.lease_token
+), closed as (
+    update job_attempts a
+    set finished_at = coalesce(a.finished_at, now()),
+        outcome = case when f.id is not null then d.outcome else 'superseded' end,
+        error = coalesce(d.error, a.error),
+        provider = d.provider, model = d.model, request_id = d.request_id,
+        latency_ms = d.latency_ms, input_tokens = d.input_tokens, output_tokens = d.output_tokens,
+        reasoning_tokens = d.reasoning_tokens, cost_usd = d.cost_usd
+    from done d
+    left join finished f on f.lease_token = d.lease_token
+    where a.lease_token = d.lease_token
+)
+select id from finished;
+
+-- name: job_heartbeat
+-- Extend the leases this worker still holds and report which of them were asked to cancel.
+-- A (job, token) pair missing from the answer is a lease this worker has lost.
+update jobs j
+set lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+from unnest(%(ids)s::uuid[], %(tokens)s::bigint[]) as t(id, token)
+where j.id = t.id and j.lease_token = t.token and j.status = 'processing'
+returning j.id, j.cancel_requested;
+
+-- name: job_rescue_expired
+-- Take back jobs whose lease expired by the database clock (worker killed, machine gone):
+-- back to pending, or failed when the attempt budget is spent (a poison job), or cancelled
+-- when a cancel was asked. The dead attempt is closed as `lost`.
+with expired as (
+    select id from jobs
+    where status = 'processing' and lease_expires_at < now()
+    order by lease_expires_at
+    limit %(limit)s
+    for update skip locked
+), rescued as (
+    update jobs j
+    set status = case when j.cancel_requested then 'cancelled'::job_status
+                      when j.attempts >= j.max_attempts then 'failed'::job_status
+                      else 'pending'::job_status end,
+        error = 'lease expired: worker ' || coalesce(j.lease_owner, '?')
+                || ' stopped heartbeating during attempt ' || j.attempts,
+        run_at = now(),
+        finished_at = case when j.cancel_requested or j.attempts >= j.max_attempts then now() end,
+        lease_owner = null,
+        lease_expires_at = null,
+        cancel_requested = false,
+        updated_at = now()
+    from expired e
+    where j.id = e.id
+    returning j.id, j.type, j.status, j.lease_token, j.error, j.attempts
+), closed as (
+    update job_attempts a
+    set finished_at = now(), outcome = 'lost', error = r.error
+    from rescued r
+    where a.lease_token = r.lease_token and a.finished_at is null
+)
+select id, type, status, attempts, error from rescued;
+
+-- name: job_get
+select j.*, (select count(*) from job_attempts a where a.job_id = j.id) as attempt_rows
+from jobs j where j.id = %(id)s;
+
+-- name: job_attempts_for
+select * from job_attempts where job_id = %(id)s order by lease_token;
+
+-- name: job_list
+-- Newest first, keyset-paginated on (created_at, id).
+select * from jobs
+where (%(user_id)s::uuid is null or user_id = %(user_id)s::uuid)
+  and (%(status)s::job_status is null or status = %(status)s::job_status)
+  and (%(type)s::text is null or type = %(type)s::text)
+  and (%(before_created_at)s::timestamptz is null
+       or (created_at, id) < (%(before_created_at)s::timestamptz, %(before_id)s::uuid))
+order by created_at desc, id desc
+limit %(limit)s;
+
+-- name: job_create
+select * from create_credit_consuming_job(
+    %(user_id)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
+    %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
+);
+
+-- name: job_cancel
+select * from job_cancel(%(id)s, %(user_id)s);
+
+-- name: job_status_summary
+-- The seed's own query: count and average processing time per status.
+select status::text as status,
+       count(*) as count,
+       avg(extract(epoch from (updated_at - created_at))) as avg_processing_time
+from jobs
+group by status
+order by status;
+
+-- name: job_queue_depth
+select type, status::text as status, count(*) as count
+from jobs where status in ('pending', 'processing')
+group by type, status order by type, status;

@@ -1,0 +1,98 @@
+"""Typed rows that cross the store's boundary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job this worker now holds, fenced by `lease_token`."""
+
+    id: UUID
+    user_id: UUID
+    type: str
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    lease_token: int
+    priority: int
+    run_at: datetime
+    created_at: datetime
+    cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedJob:
+    """What the credit-consuming function answers: `created` is False on an idempotent replay."""
+
+    id: UUID
+    status: str
+    cost: int
+    balance: int
+    created: bool
+    created_at: datetime
+    run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How one attempt ends. Serialised into one JSON row of `job_finish_many`."""
+
+    id: UUID
+    lease_token: int
+    status: str
+    outcome: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    give_back: bool = False
+    provider: str | None = None
+    model: str | None = None
+    request_id: str | None = None
+    latency_ms: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "lease_token": self.lease_token,
+            "status": self.status,
+            "outcome": self.outcome,
+            "result": self.result,
+            "error": self.error,
+            "retry_in": self.retry_in,
+            "give_back": self.give_back,
+            "provider": self.provider,
+            "model": self.model,
+            "request_id": self.request_id,
+            "latency_ms": self.latency_ms,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "cost_usd": str(self.cost_usd) if self.cost_usd is not None else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    id: UUID
+    type: str
+    status: str
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    user_id: UUID
+    balance: int
+    created_at: datetime
+    updated_at: datetime

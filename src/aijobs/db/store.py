@@ -1,0 +1,275 @@
+"""The store: one typed method per named query, over a psycopg connection pool.
+
+`Store.session()` lends a pooled connection as the owner role (worker, CLI, admin);
+`Store.as_user(claims)` opens a transaction as Supabase's `authenticated` role with the JWT
+claims set locally, so row-level security decides what the request may see. Either way the
+caller gets a `Session`, whose methods are the only SQL the rest of aijobs runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from aijobs import errors
+from aijobs.db.queries import query
+from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, Rescued
+
+# SQLSTATEs raised by the SQL functions (see 003_create_credit_consuming_job_function.sql).
+_SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
+    "AJ001": errors.UnknownJobType,
+    "AJ002": errors.UnknownUser,
+    "AJ003": errors.InsufficientCredits,
+    "AJ004": errors.Forbidden,
+    "AJ005": errors.InvalidArgument,
+}
+
+
+def translate(exc: psycopg.Error) -> errors.AijobsError | None:
+    """Map a typed refusal from SQL to its domain error (None for anything else)."""
+    kind = _SQLSTATE_ERRORS.get(exc.sqlstate or "")
+    if kind is None:
+        return None
+    detail = exc.diag.message_detail
+    details: dict[str, Any] = json.loads(detail) if detail else {}
+    return kind(exc.diag.message_primary or str(exc), **details)
+
+
+class Session:
+    """Typed queries on one connection (inside whatever transaction the caller holds)."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    # -- queue hot path -------------------------------------------------------------
+    async def claim(self, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+        async with self.conn.cursor(row_factory=class_row(ClaimedJob)) as cur:
+            await cur.execute(
+                query("job_claim"),
+                {"worker_id": worker_id, "limit": limit, "lease_seconds": lease_seconds},
+                prepare=True,
+            )
+            return await cur.fetchall()
+
+    async def finish(self, rows: Sequence[Finish]) -> set[UUID]:
+        """End attempts; returns the ids whose write won (the others were fenced out)."""
+        if not rows:
+            return set()
+        cur = await self.conn.execute(
+            query("job_finish_many"), {"rows": Jsonb([r.as_json() for r in rows])}, prepare=True
+        )
+        return {row[0] for row in await cur.fetchall()}
+
+    async def heartbeat(
+        self, ids: Sequence[UUID], tokens: Sequence[int], lease_seconds: float
+    ) -> dict[UUID, bool]:
+        """Extend held leases; returns {job id: cancel requested} for leases still held."""
+        cur = await self.conn.execute(
+            query("job_heartbeat"),
+            {"ids": list(ids), "tokens": list(tokens), "lease_seconds": lease_seconds},
+            prepare=True,
+        )
+        return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def rescue_expired(self, limit: int = 100) -> list[Rescued]:
+        async with self.conn.cursor(row_factory=class_row(Rescued)) as cur:
+            await cur.execute(query("job_rescue_expired"), {"limit": limit}, prepare=True)
+            return await cur.fetchall()
+
+    # -- jobs -----------------------------------------------------------------------
+    async def create_job(
+        self,
+        *,
+        user_id: UUID | None,
+        type: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        run_at: datetime | None = None,
+        max_attempts: int = 4,
+        idempotency_key: str | None = None,
+        retry_of: UUID | None = None,
+    ) -> CreatedJob:
+        """Charge and insert through the credit-consuming function, or raise its typed error."""
+        params = {
+            "user_id": user_id,
+            "type": type,
+            "payload": Jsonb(payload),
+            "priority": priority,
+            "run_at": run_at,
+            "max_attempts": max_attempts,
+            "idempotency_key": idempotency_key,
+            "retry_of": retry_of,
+        }
+        try:
+            async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
+                await cur.execute(query("job_create"), params, prepare=True)
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        assert row is not None
+        return row
+
+    async def cancel_job(self, job_id: UUID, user_id: UUID | None = None) -> dict[str, Any] | None:
+        try:
+            async with self.conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query("job_cancel"), {"id": job_id, "user_id": user_id})
+                return await cur.fetchone()
+        except psycopg.Error as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+
+    async def get_job(self, job_id: UUID) -> dict[str, Any] | None:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_get"), {"id": job_id})
+            return await cur.fetchone()
+
+    async def job_attempts(self, job_id: UUID) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_attempts_for"), {"id": job_id})
+            return await cur.fetchall()
+
+    async def list_jobs(
+        self,
+        *,
+        user_id: UUID | None = None,
+        status: str | None = None,
+        type: str | None = None,
+        before: tuple[datetime, UUID] | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("job_list"),
+                {
+                    "user_id": user_id,
+                    "status": status,
+                    "type": type,
+                    "before_created_at": before[0] if before else None,
+                    "before_id": before[1] if before else None,
+                    "limit": limit,
+                },
+            )
+            return await cur.fetchall()
+
+    async def status_summary(self) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_status_summary"))
+            return await cur.fetchall()
+
+    async def queue_depth(self) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_queue_depth"))
+            return await cur.fetchall()
+
+    # -- accounts -------------------------------------------------------------------
+    async def create_account(self, user_id: UUID) -> bool:
+        cur = await self.conn.execute(query("account_create"), {"user_id": user_id})
+        return await cur.fetchone() is not None
+
+    async def grant_credits(self, user_id: UUID, amount: int, note: str = "grant") -> int:
+        try:
+            cur = await self.conn.execute(
+                query("credit_grant"), {"user_id": user_id, "amount": amount, "note": note}
+            )
+        except psycopg.Error as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def get_account(self, user_id: UUID) -> Account | None:
+        async with self.conn.cursor(row_factory=class_row(Account)) as cur:
+            await cur.execute(query("account_get"), {"user_id": user_id})
+            return await cur.fetchone()
+
+    async def ledger(self, user_id: UUID, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("ledger_for_user"), {"user_id": user_id, "limit": limit})
+            return await cur.fetchall()
+
+    # -- workers --------------------------------------------------------------------
+    async def register_worker(
+        self, *, worker_id: str, host: str, pid: int, version: str, concurrency: int
+    ) -> None:
+        await self.conn.execute(
+            query("worker_register"),
+            {"id": worker_id, "host": host, "pid": pid, "version": version, "concurrency": concurrency},
+        )
+
+    async def beat_worker(self, worker_id: str, in_flight: int) -> None:
+        await self.conn.execute(query("worker_beat"), {"id": worker_id, "in_flight": in_flight}, prepare=True)
+
+    async def stop_worker(self, worker_id: str) -> None:
+        await self.conn.execute(query("worker_stop"), {"id": worker_id})
+
+
+class Store:
+    """A pool of connections to one database, lent out as Sessions."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def open(
+        cls, conninfo: str, *, min_size: int = 1, max_size: int = 4, name: str = "aijobs"
+    ) -> Store:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True, "application_name": name},
+            open=False,
+            # A connection killed by a database restart is noticed before it is lent.
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=3600,
+        )
+        await pool.open(wait=True, timeout=30)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        """A connection as the owner role, in autocommit: each query is its own transaction."""
+        async with self.pool.connection() as conn:
+            yield Session(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        """Several owner-role queries in one transaction."""
+        async with self.pool.connection() as conn, conn.transaction():
+            yield Session(conn)
+
+    @asynccontextmanager
+    async def as_user(self, claims: dict[str, Any] | None) -> AsyncIterator[Session]:
+        """A transaction as `authenticated` (or `anon` without claims), claims set locally.
+
+        Both settings are always set, for anonymous requests too, and are local to the
+        transaction, so nothing leaks to the next borrower of the pooled connection.
+        """
+        role = "authenticated" if claims else "anon"
+        async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                (role, json.dumps(claims or {})),
+                prepare=True,
+            )
+            yield Session(conn)

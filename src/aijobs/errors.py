@@ -1,0 +1,54 @@
+"""Domain errors shared by every layer. Each names what was wrong, so callers can say so."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AijobsError(Exception):
+    """Base of every refusal aijobs makes on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class UnknownJobType(AijobsError):
+    code = "unknown_job_type"
+
+
+class UnknownUser(AijobsError):
+    code = "unknown_user"
+
+
+class InsufficientCredits(AijobsError):
+    code = "insufficient_credits"
+
+    @property
+    def balance(self) -> int:
+        return int(self.details.get("balance", 0))
+
+    @property
+    def cost(self) -> int:
+        return int(self.details.get("cost", 0))
+
+
+class Forbidden(AijobsError):
+    code = "forbidden"
+
+
+class InvalidPayload(AijobsError):
+    """A payload failed validation; `errors` lists each field and the reason."""
+
+    code = "invalid_payload"
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.details.get("errors", []))
+
+
+class InvalidArgument(AijobsError):
+    code = "invalid_argument"

@@ -1,0 +1,1 @@
+"""LLM back ends behind one `Provider` protocol."""

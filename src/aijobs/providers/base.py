@@ -1,0 +1,104 @@
+"""The provider seam: what a job handler asks of an LLM back end, and what can go wrong.
+
+A handler builds an `LLMTask` (instructions kept apart from the user's data, and the pydantic
+model the answer must fit) and awaits `Provider.run`. The queue — not the provider — decides
+about retries, so providers only *classify* failures into the exceptions below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LLMTask(Generic[M]):
+    """One request to a language model.
+
+    `instructions` are ours (developer/system text); `input` is the user's data (a review, a
+    prompt) and is only ever sent as the user message, never spliced into the instructions.
+    `payload` is the validated job payload, for providers that work from fields (offline rules).
+    When `text_field` is set the model is asked for plain text, stored into that field of `output`.
+    """
+
+    kind: str
+    instructions: str
+    input: str
+    output: type[M]
+    payload: BaseModel
+    text_field: str | None = None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one provider call cost: recorded on the attempt row."""
+
+    provider: str
+    model: str | None = None
+    request_id: str | None = None
+    latency_ms: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class Completion(Generic[M]):
+    """A validated answer and its usage."""
+
+    output: M
+    usage: Usage
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class ProviderError(Exception):
+    """Base of every classified provider failure. `retryable` tells the queue what to do."""
+
+    retryable: bool = True
+
+    def __init__(self, message: str, *, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+class RetryableProviderError(ProviderError):
+    """5xx, timeouts, connection errors, an incomplete answer: try again after backoff."""
+
+    retryable = True
+
+
+class FatalProviderError(ProviderError):
+    """400/401/403/404 (bad key, unknown model, refused input): retrying cannot help."""
+
+    retryable = False
+
+
+class RateLimitedError(ProviderError):
+    """429: come back after `retry_after` seconds; this does not burn an attempt."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float, usage: Usage | None = None) -> None:
+        super().__init__(message, usage=usage)
+        self.retry_after = retry_after
+
+
+class Provider(Protocol):
+    """An LLM back end. Implementations: `offline.OfflineProvider`, `openai.OpenAIProvider`."""
+
+    name: str
+    model: str | None
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        """Answer `task` with an instance of `task.output`, or raise a ProviderError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,40 @@
+"""Choose the provider from settings: OpenAI when a key is set (or LLM_PROVIDER=openai),
+otherwise the offline rules provider, announced loudly so nobody mistakes it for an LLM."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from aijobs.config import Settings
+from aijobs.providers.base import Provider
+from aijobs.providers.offline import OfflineProvider
+
+log = logging.getLogger("aijobs.providers")
+
+
+def wants_openai(settings: Settings) -> bool:
+    if settings.llm_provider == "openai":
+        return True
+    return settings.llm_provider == "auto" and settings.openai_api_key is not None
+
+
+def build_provider(settings: Settings) -> Provider:
+    if ":" in settings.llm_provider:
+        return _import_provider(settings)
+    if wants_openai(settings):
+        raise NotImplementedError("the OpenAI provider is not built yet")
+    log.warning(
+        "⚠️ Using the OFFLINE provider: VADER sentiment and rule-based templates, not an LLM. "
+        "Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use a real model."
+    )
+    return OfflineProvider()
+
+
+def _import_provider(settings: Settings) -> Provider:
+    """LLM_PROVIDER=package.module:Factory: a provider of your own (the factory gets Settings)."""
+    module_name, _, attr = settings.llm_provider.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    provider: Provider = factory(settings)
+    log.info("🤖 Using provider %s from %s", provider.name, settings.llm_provider)
+    return provider

@@ -1,0 +1,1 @@
+"""Queue policy: enqueue with credits, retry backoff, and how an attempt's end is decided."""

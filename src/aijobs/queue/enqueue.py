@@ -1,0 +1,59 @@
+"""Create a job: validate the payload first, then charge and insert in one SQL call.
+
+Validation happens before the database is touched, so a bad payload is refused with every
+field and reason named, and nothing is charged. The SQL function re-checks type, user and
+balance under a row lock, so the charge itself cannot be raced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from aijobs.db.rows import CreatedJob
+from aijobs.db.store import Session
+from aijobs.errors import InvalidPayload
+from aijobs.jobs import get_job_type
+
+
+def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
+    """The payload as the job type will read it, or InvalidPayload naming each field."""
+    kind = get_job_type(job_type)
+    try:
+        model = kind.parse(payload)
+    except ValidationError as exc:
+        problems = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "payload", "reason": e["msg"]}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
+        raise InvalidPayload(f"invalid payload for {job_type}: {summary}", errors=problems) from None
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+async def enqueue(
+    session: Session,
+    *,
+    user_id: UUID | None,
+    job_type: str,
+    payload: object,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int = 4,
+    idempotency_key: str | None = None,
+    retry_of: UUID | None = None,
+) -> CreatedJob:
+    clean = validate_payload(job_type, payload)
+    return await session.create_job(
+        user_id=user_id,
+        type=job_type,
+        payload=clean,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        retry_of=retry_of,
+    )

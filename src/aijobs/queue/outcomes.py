@@ -1,0 +1,126 @@
+"""How an attempt ends: the closed set of outcomes, decided from what the handler did.
+
+completed | retry (backoff) | failed (refund) | cancelled (refund) | rate_limited (rescheduled,
+attempt given back) | handed_back (graceful shutdown, attempt given back). The worker only
+builds these `Finish` rows; `job_finish_many` persists them, fenced by the lease token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from pydantic import ValidationError
+
+from aijobs.db.rows import ClaimedJob, Finish
+from aijobs.errors import UnknownJobType
+from aijobs.providers.base import ProviderError, RateLimitedError, Usage
+from aijobs.queue.retry import RetryPolicy
+
+MAX_ERROR_CHARS = 2000
+
+
+def _usage_fields(usage: Usage | None) -> dict[str, object]:
+    if usage is None:
+        return {}
+    return {
+        "provider": usage.provider,
+        "model": usage.model,
+        "request_id": usage.request_id,
+        "latency_ms": usage.latency_ms,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "cost_usd": usage.cost_usd,
+    }
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line error for the job row: what failed and why, never a traceback."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        text = "timed out: the attempt exceeded its job type's time limit"
+    elif isinstance(exc, ValidationError):
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        text = f"invalid payload: {fields}"
+    else:
+        text = str(exc) or type(exc).__name__
+        if not isinstance(exc, ProviderError):
+            text = f"{type(exc).__name__}: {text}"
+    return text[:MAX_ERROR_CHARS]
+
+
+def is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ProviderError):
+        return exc.retryable
+    # Bad input and unknown types fail the same way every time: do not spend retries on them.
+    return not isinstance(exc, ValidationError | UnknownJobType)
+
+
+def completed(job: ClaimedJob, result: dict[str, object], usage: Usage | None) -> Finish:
+    return Finish(
+        id=job.id,
+        lease_token=job.lease_token,
+        status="completed",
+        outcome="completed",
+        result=result,
+        **_usage_fields(usage),  # type: ignore[arg-type]
+    )
+
+
+def from_error(job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Finish:
+    """Retry with backoff while attempts remain and the error is retryable; else fail."""
+    usage = exc.usage if isinstance(exc, ProviderError) else None
+    error = describe(exc)
+    if isinstance(exc, RateLimitedError):
+        return Finish(
+            id=job.id,
+            lease_token=job.lease_token,
+            status="pending",
+            outcome="rate_limited",
+            error=error,
+            retry_in=max(exc.retry_after, 0.0),
+            give_back=True,
+            **_usage_fields(usage),  # type: ignore[arg-type]
+        )
+    if is_retryable(exc) and job.attempts < job.max_attempts:
+        return Finish(
+            id=job.id,
+            lease_token=job.lease_token,
+            status="pending",
+            outcome="retry",
+            error=error,
+            retry_in=policy.next_delay(job.attempts),
+            **_usage_fields(usage),  # type: ignore[arg-type]
+        )
+    return Finish(
+        id=job.id,
+        lease_token=job.lease_token,
+        status="failed",
+        outcome="failed",
+        error=error,
+        **_usage_fields(usage),  # type: ignore[arg-type]
+    )
+
+
+def cancelled(job: ClaimedJob) -> Finish:
+    return Finish(
+        id=job.id,
+        lease_token=job.lease_token,
+        status="cancelled",
+        outcome="cancelled",
+        error="cancelled while running",
+    )
+
+
+def handed_back(job: ClaimedJob) -> Finish:
+    """Graceful shutdown: the job goes back to pending at once and keeps its attempt."""
+    return Finish(
+        id=job.id,
+        lease_token=job.lease_token,
+        status="pending",
+        outcome="handed_back",
+        error=None,
+        retry_in=0.0,
+        give_back=True,
+    )

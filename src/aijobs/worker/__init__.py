@@ -1,0 +1,1 @@
+"""The worker: producer (claims), executor (runs), completer (writes), heartbeat, lifecycle."""

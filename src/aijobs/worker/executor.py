@@ -1,0 +1,88 @@
+"""The executor: run one claimed job through its handler and turn what happened into a Finish.
+
+Every attempt is bounded by its job type's time limit, independent of the lease (which the
+heartbeat keeps alive): a hung provider call ends as a retryable timeout, not a stuck job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from aijobs.db.rows import ClaimedJob, Finish
+from aijobs.jobs import get_job_type
+from aijobs.jobs.base import JobContext
+from aijobs.logs import redact_payload
+from aijobs.providers.base import Provider
+from aijobs.queue import outcomes
+from aijobs.queue.retry import RetryPolicy
+
+log = logging.getLogger("aijobs.worker")
+
+
+class Executor:
+    def __init__(self, provider: Provider, policy: RetryPolicy) -> None:
+        self.provider = provider
+        self.policy = policy
+
+    async def execute(self, job: ClaimedJob) -> Finish:
+        extra: dict[str, Any] = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
+        try:
+            kind = get_job_type(job.type)
+        except Exception as exc:
+            return outcomes.from_error(job, exc, self.policy)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "🔒 Locked job %s (%s) for processing, attempt %d/%d",
+                job.id,
+                job.type,
+                job.attempts,
+                job.max_attempts,
+                extra=extra,
+            )
+            shown = json.dumps(redact_payload(kind.payload_model, job.payload), ensure_ascii=False)
+            log.info("📝 Payload: %s", shown, extra=extra)
+            log.info("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
+        try:
+            payload = kind.parse(job.payload)
+            context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
+            answer = await asyncio.wait_for(kind.handler(payload, context), timeout=kind.timeout_seconds)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            finish = outcomes.from_error(job, exc, self.policy)
+            _log_error(job, finish, extra)
+            return finish
+        return outcomes.completed(job, answer.result, answer.usage)
+
+
+def _log_error(job: ClaimedJob, finish: Finish, extra: dict[str, Any]) -> None:
+    if finish.outcome == "rate_limited":
+        log.warning(
+            "⏸️ Job %s rate limited; back in %.1fs (attempt kept): %s",
+            job.id,
+            finish.retry_in or 0,
+            finish.error,
+            extra=extra,
+        )
+    elif finish.outcome == "retry":
+        log.warning(
+            "⚠️ Job %s attempt %d/%d failed: %s; retrying in %.1fs",
+            job.id,
+            job.attempts,
+            job.max_attempts,
+            finish.error,
+            finish.retry_in or 0,
+            extra=extra,
+        )
+    else:
+        log.error(
+            "❌ Job %s failed after attempt %d/%d: %s; credits refunded",
+            job.id,
+            job.attempts,
+            job.max_attempts,
+            finish.error,
+            extra=extra,
+        )

@@ -1,0 +1,78 @@
+"""Heartbeat: one statement per beat extends every lease this worker holds.
+
+The same beat reports which of those jobs were asked to cancel and which leases were lost
+(taken back after this worker stalled), registers the worker as alive, and takes back jobs
+whose leases expired anywhere — every worker rescues, so no leader is needed for it and a
+dead worker's jobs return within about one lease of its death, by the database clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from uuid import UUID
+
+import psycopg
+
+from aijobs.db.store import Store
+
+log = logging.getLogger("aijobs.worker")
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        store: Store,
+        worker_id: str,
+        *,
+        interval: float,
+        lease_seconds: float,
+        running: Callable[[], Mapping[UUID, int]],
+        on_cancel: Callable[[UUID], None],
+        on_lost: Callable[[UUID], None],
+        on_rescued: Callable[[int], None],
+    ) -> None:
+        self.store = store
+        self.worker_id = worker_id
+        self.interval = interval
+        self.lease_seconds = lease_seconds
+        self.running = running
+        self.on_cancel = on_cancel
+        self.on_lost = on_lost
+        self.on_rescued = on_rescued
+        self.beats = 0
+
+    async def beat(self) -> None:
+        held = dict(self.running())
+        async with self.store.session() as session:
+            await session.beat_worker(self.worker_id, len(held))
+            if held:
+                alive = await session.heartbeat(list(held), list(held.values()), self.lease_seconds)
+                for job_id in held:
+                    if job_id not in alive:
+                        self.on_lost(job_id)
+                    elif alive[job_id]:
+                        self.on_cancel(job_id)
+            rescued = await session.rescue_expired()
+        for job in rescued:
+            log.warning(
+                "🛟 Took back job %s (%s) after its lease expired: now %s",
+                job.id,
+                job.type,
+                job.status,
+                extra={"job_id": str(job.id)},
+            )
+        if rescued:
+            self.on_rescued(len(rescued))
+        self.beats += 1
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.beat()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("💓 Heartbeat failed (%s); will retry", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)

@@ -1,0 +1,330 @@
+"""The worker process: wires producer, executor, completer, heartbeat and listener together.
+
+Producer: claims as many jobs as there are free slots, in one statement, whenever it is
+woken — by NOTIFY, by a freed slot after a full claim, or by the jittered poll every
+POLLING_INTERVAL (the fallback that works even when notifications are lost).
+
+Lifecycle: the first SIGTERM/SIGINT stops claiming and lets running jobs finish within the
+grace period; what is still running then is handed back to pending without burning an
+attempt. A second signal exits at once; the leases still protect those jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+from uuid import UUID
+
+import psycopg
+
+from aijobs import __version__
+from aijobs.config import Settings
+from aijobs.db.rows import ClaimedJob, Finish
+from aijobs.db.store import Store
+from aijobs.providers.base import Provider
+from aijobs.queue import outcomes
+from aijobs.queue.retry import RetryPolicy
+from aijobs.worker.completer import Completer
+from aijobs.worker.executor import Executor
+from aijobs.worker.heartbeat import Heartbeat
+from aijobs.worker.listener import Listener
+
+log = logging.getLogger("aijobs.worker")
+
+JOBS_CHANNEL = "aijobs_jobs"
+CANCEL_CHANNEL = "aijobs_cancel"
+StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+
+
+@dataclass
+class Running:
+    job: ClaimedJob
+    task: asyncio.Task[None]
+    started: float
+    stop_reason: StopReason | None = None
+
+
+@dataclass
+class Totals:
+    processed: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    fenced: int = 0
+    rescued: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, store: Store, provider: Provider, conninfo: str) -> None:
+        self.settings = settings
+        self.store = store
+        self.provider = provider
+        self.conninfo = conninfo
+        self.id = make_worker_id()
+        self.concurrency = settings.worker_concurrency
+        self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+        self.executor = Executor(provider, self.policy)
+        self.completer = Completer(store)
+        self.running: dict[UUID, Running] = {}
+        self.totals = Totals()
+        self.claims = 0
+        self._wake = asyncio.Event()
+        self._stop_claiming = asyncio.Event()
+        self._stop_services = asyncio.Event()
+        self._more_waiting = False
+        self._idle_logged = False
+        self._signals = 0
+        self.listener = Listener(
+            conninfo,
+            [JOBS_CHANNEL, CANCEL_CHANNEL],
+            on_notify=self._on_notify,
+            on_connect=self._wake.set,
+            health_seconds=max(settings.polling_seconds, 1.0),
+        )
+        self.heartbeat = Heartbeat(
+            store,
+            self.id,
+            interval=settings.heartbeat_seconds,
+            lease_seconds=settings.lease_seconds,
+            running=lambda: {job_id: r.job.lease_token for job_id, r in self.running.items()},
+            on_cancel=lambda job_id: self._stop_job(job_id, "cancelled"),
+            on_lost=lambda job_id: self._stop_job(job_id, "lease_lost"),
+            on_rescued=self._count_rescued,
+        )
+
+    # -- public -------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown (what the first SIGTERM/SIGINT does)."""
+        self._stop_claiming.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    async def run(self) -> None:
+        """Run until asked to stop, then drain and hand back. Returns normally on a clean stop."""
+        self._banner()
+        async with self.store.session() as session:
+            await session.register_worker(
+                worker_id=self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=__version__,
+                concurrency=self.concurrency,
+            )
+        services = [
+            asyncio.create_task(self.listener.run(self._stop_services), name="listener"),
+            asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
+            asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
+        ]
+        try:
+            await self._produce()
+            await self._drain()
+        finally:
+            self._stop_services.set()
+            services[0].cancel()  # the listener may be parked in a long wait for notifications
+            await asyncio.gather(*services, return_exceptions=True)
+            try:
+                async with self.store.session() as session:
+                    await session.stop_worker(self.id)
+            except psycopg.Error:
+                log.warning("could not mark worker %s stopped", self.id)
+            self._log_totals()
+            log.info("👋 Worker %s stopped", self.id)
+
+    # -- producer -----------------------------------------------------------------------
+    async def _produce(self) -> None:
+        backoff = 0.1
+        while not self._stop_claiming.is_set():
+            free = self.concurrency - len(self.running)
+            if free > 0:
+                try:
+                    async with self.store.session() as session:
+                        jobs = await session.claim(self.id, free, self.settings.lease_seconds)
+                    backoff = 0.1
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("🔌 Could not claim jobs (%s); retrying", type(exc).__name__)
+                    await self._sleep(backoff + random.uniform(0, backoff))
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                self.claims += 1
+                for job in jobs:
+                    self._start(job)
+                self._more_waiting = len(jobs) == free
+                if jobs:
+                    self._idle_logged = False
+                elif not self.running and not self._idle_logged:
+                    log.info("⏳ No pending jobs found, waiting...")
+                    self._idle_logged = True
+                if self._more_waiting and len(self.running) < self.concurrency:
+                    continue
+            await self._sleep(self.settings.polling_seconds * random.uniform(0.9, 1.1))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait for a wake-up (NOTIFY, freed slot, stop) or the poll timeout."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    def _on_notify(self, channel: str, payload: str) -> None:
+        if channel == CANCEL_CHANNEL:
+            try:
+                self._stop_job(UUID(payload), "cancelled")
+            except ValueError:
+                return
+        elif len(self.running) < self.concurrency:
+            self._wake.set()
+
+    # -- jobs ---------------------------------------------------------------------------
+    def _start(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+        self.running[job.id] = Running(job=job, task=task, started=time.perf_counter())
+
+    async def _run_job(self, job: ClaimedJob) -> None:
+        entry = self.running[job.id]
+        finish: Finish | None
+        try:
+            finish = await self.executor.execute(job)
+        except asyncio.CancelledError:
+            finish = self._finish_for_stop(job, entry.stop_reason)
+        if finish is None:
+            self._release(job.id)
+            return
+        self._release(job.id)
+        won = await self.completer.submit(finish)
+        self._record(job, finish, won, time.perf_counter() - entry.started)
+
+    def _release(self, job_id: UUID) -> None:
+        self.running.pop(job_id, None)
+        if self._more_waiting or self._stop_claiming.is_set():
+            self._wake.set()
+
+    def _finish_for_stop(self, job: ClaimedJob, reason: StopReason | None) -> Finish | None:
+        if reason == "cancelled":
+            return outcomes.cancelled(job)
+        if reason == "shutdown":
+            return outcomes.handed_back(job)
+        # Lease lost: another worker owns the job now; any write of ours would be fenced.
+        return None
+
+    def _stop_job(self, job_id: UUID, reason: StopReason) -> None:
+        entry = self.running.get(job_id)
+        if entry is None or entry.stop_reason is not None:
+            return
+        entry.stop_reason = reason
+        if reason == "lease_lost":
+            log.warning("🚫 Lost the lease on job %s; abandoning this attempt", job_id)
+        elif reason == "cancelled":
+            log.info("🛑 Cancelling job %s on request", job_id)
+        entry.task.cancel()
+
+    def _record(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
+        totals = self.totals
+        totals.by_outcome[finish.outcome] = totals.by_outcome.get(finish.outcome, 0) + 1
+        extra = {"job_id": str(job.id), "job_type": job.type, "status": finish.status, "won": won}
+        if not won:
+            totals.fenced += 1
+            log.warning("🧱 Result of job %s refused: its lease was taken over (fenced)", job.id, extra=extra)
+            return
+        if finish.outcome == "completed":
+            totals.processed += 1
+        elif finish.outcome == "failed":
+            totals.failed += 1
+        elif finish.outcome == "retry":
+            totals.retried += 1
+        elif finish.outcome == "cancelled":
+            totals.cancelled += 1
+        if not log.isEnabledFor(logging.INFO):
+            return
+        log.info("💾 Job %s status updated to: %s", job.id, finish.status, extra=extra)
+        if finish.outcome == "completed":
+            log.info("✅ Job %s completed successfully in %dms", job.id, seconds * 1000, extra=extra)
+            self._log_totals()
+
+    def _count_rescued(self, n: int) -> None:
+        self.totals.rescued += n
+        self._wake.set()
+
+    # -- shutdown -----------------------------------------------------------------------
+    async def _drain(self) -> None:
+        if self.running:
+            log.info(
+                "🧘 Stopping: waiting up to %.0fs for %d running job(s)",
+                self.settings.shutdown_grace_seconds,
+                len(self.running),
+            )
+            tasks = [r.task for r in self.running.values()]
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
+        leftover = list(self.running.values())
+        for entry in leftover:
+            entry.stop_reason = "shutdown"
+            entry.task.cancel()
+        if leftover:
+            log.info("↩️ Handing back %d unfinished job(s) to the queue", len(leftover))
+            await asyncio.gather(*(e.task for e in leftover), return_exceptions=True)
+        await self.completer.drained()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("⚡ Second %s: exiting now; leases will return running jobs", sig.name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("📴 %s received: finishing running jobs, claiming no more", sig.name)
+        self.request_stop()
+
+    # -- logs -----------------------------------------------------------------------------
+    def _banner(self) -> None:
+        s = self.settings
+        log.info("🚀 Starting Job Processor Worker v%s (%s)", __version__, self.id)
+        log.info(
+            "📊 Configuration: Polling every %dms, Max retries: %d, Concurrency: %d, Lease: %.0fs, "
+            "Heartbeat: %.0fs",
+            s.polling_interval,
+            s.max_retries,
+            self.concurrency,
+            s.lease_seconds,
+            s.heartbeat_seconds,
+        )
+        log.info("🔗 Connected to PostgreSQL: %s", describe_conninfo(self.conninfo))
+        log.info("🤖 Provider: %s (model %s)", self.provider.name, self.provider.model)
+        log.info("⏰ Started at: %s", datetime.now(UTC).isoformat(timespec="milliseconds"))
+        log.info("─" * 60)
+
+    def _log_totals(self) -> None:
+        t = self.totals
+        log.info(
+            "📊 Total processed: %d, Failed: %d, Retried: %d, Cancelled: %d",
+            t.processed,
+            t.failed,
+            t.retried,
+            t.cancelled,
+        )
+
+
+def describe_conninfo(conninfo: str) -> str:
+    """host/port/dbname of a connection string, never its password."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "(unparseable DATABASE_URL)"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    return f"{host}:{port}/{params.get('dbname') or params.get('user') or ''} as {params.get('user') or '?'}"

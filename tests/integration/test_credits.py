@@ -1,0 +1,100 @@
+"""Atomic credit consumption through create_credit_consuming_job, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import psycopg
+import pytest
+
+from aijobs.db.store import Store
+from aijobs.errors import InsufficientCredits, InvalidPayload, UnknownJobType, UnknownUser
+from aijobs.queue.enqueue import enqueue
+
+SENTIMENT = {"text": "Lovely staff, quick service."}
+
+
+async def ledger_state(db_url: str, user: uuid.UUID) -> tuple[int, int, int]:
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            """select a.balance,
+                      (select coalesce(sum(amount), 0) from credit_ledger l where l.user_id = a.user_id),
+                      (select count(*) from jobs j where j.user_id = a.user_id)
+               from accounts a where a.user_id = %s""",
+            (user,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1]), int(row[2])
+
+
+async def test_twenty_concurrent_creations_against_a_balance_of_five(store: Store, db_url: str) -> None:
+    user = uuid.uuid4()
+    async with store.session() as s:
+        await s.grant_credits(user, 5)
+
+    async def create() -> bool:
+        async with store.session() as s:
+            try:
+                await enqueue(s, user_id=user, job_type="sentiment_analysis", payload=SENTIMENT)
+            except InsufficientCredits:
+                return False
+            return True
+
+    results = await asyncio.gather(*(create() for _ in range(20)))
+    assert sum(results) == 5
+    balance, ledger_sum, jobs = await ledger_state(db_url, user)
+    assert (balance, ledger_sum, jobs) == (0, 0, 5)
+
+
+async def test_refusals_are_typed_and_charge_nothing(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    async with store.session() as s:
+        with pytest.raises(UnknownJobType):
+            await enqueue(s, user_id=funded_user, job_type="translate", payload={})
+        with pytest.raises(UnknownUser):
+            await s.create_job(user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
+        with pytest.raises(InvalidPayload) as bad:
+            await enqueue(s, user_id=funded_user, job_type="ai_generation", payload={"tone": "rude"})
+    fields = {e["field"] for e in bad.value.errors}
+    assert fields == {"review_text", "tone"}
+    assert (await ledger_state(db_url, funded_user)) == (1000, 1000, 0)
+
+
+async def test_insufficient_credits_names_balance_and_cost(store: Store) -> None:
+    user = uuid.uuid4()
+    async with store.session() as s:
+        await s.grant_credits(user, 2)
+        with pytest.raises(InsufficientCredits) as refused:
+            await enqueue(s, user_id=user, job_type="review_processing", payload={"review_text": "ok"})
+    assert (refused.value.balance, refused.value.cost) == (2, 3)
+
+
+async def test_idempotency_key_replays_without_a_second_charge(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    async def create() -> tuple[uuid.UUID, bool]:
+        async with store.session() as s:
+            job = await enqueue(
+                s,
+                user_id=funded_user,
+                job_type="sentiment_analysis",
+                payload=SENTIMENT,
+                idempotency_key="k-1",
+            )
+            return job.id, job.created
+
+    results = await asyncio.gather(*(create() for _ in range(10)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert await ledger_state(db_url, funded_user) == (999, 999, 1)
+
+
+async def test_ledger_is_append_only(store: Store, db_url: str, funded_user: uuid.UUID) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error, match="append-only"):
+            await conn.execute("update credit_ledger set amount = 5")
+        with pytest.raises(psycopg.Error, match="append-only"):
+            await conn.execute("delete from credit_ledger")
