@@ -219,6 +219,99 @@ class Session:
     async def stop_worker(self, worker_id: str) -> None:
         await self.conn.execute(query("worker_stop"), {"id": worker_id})
 
+    # -- HTTP API (aijobs.api; queries in queries/api.sql) -----------------------------
+    # Run as `authenticated` inside Store.as_user (RLS decides what is visible) or as the
+    # owner for admin endpoints; the user_id arguments only narrow what RLS already allows.
+    async def api_get_job(self, job_id: UUID) -> dict[str, Any] | None:
+        """One job as the API shows it (None when absent or not visible to this role)."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("api_job_get"), {"id": job_id}, prepare=True)
+            return await cur.fetchone()
+
+    async def api_job_status(self, job_id: UUID) -> str | None:
+        """Only the status: what an SSE stream or a long poll re-reads."""
+        cur = await self.conn.execute(query("api_job_status"), {"id": job_id}, prepare=True)
+        row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def api_list_jobs(
+        self,
+        *,
+        user_id: UUID | None,
+        status: str | None,
+        type: str | None,
+        before: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[dict[str, Any]]:
+        """A keyset page of jobs, newest first."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("api_job_list"),
+                {
+                    "user_id": user_id,
+                    "status": status,
+                    "type": type,
+                    "before_created_at": before[0] if before else None,
+                    "before_id": before[1] if before else None,
+                    "limit": limit,
+                },
+            )
+            return await cur.fetchall()
+
+    async def api_lock_user_creations(self, user_id: UUID) -> None:
+        """Serialise this user's creations until the transaction ends (for the in-flight cap)."""
+        await self.conn.execute(query("api_user_create_lock"), {"user_id": user_id})
+
+    async def api_in_flight(self, user_id: UUID) -> int:
+        """How many of the user's jobs are pending or processing."""
+        cur = await self.conn.execute(query("api_in_flight_count"), {"user_id": user_id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def api_balance(self, user_id: UUID) -> int | None:
+        """The user's credit balance, or None when they have no account."""
+        cur = await self.conn.execute(query("api_balance"), {"user_id": user_id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def api_ledger_page(
+        self, user_id: UUID, *, before_id: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("api_ledger_page"), {"user_id": user_id, "before_id": before_id, "limit": limit}
+            )
+            return await cur.fetchall()
+
+    async def api_idempotency_claim(self, user_id: UUID, key: str, request_hash: str) -> bool:
+        """True when this request now owns the key; False when it was already recorded."""
+        cur = await self.conn.execute(
+            query("api_idempotency_claim"), {"user_id": user_id, "key": key, "request_hash": request_hash}
+        )
+        return await cur.fetchone() is not None
+
+    async def api_idempotency_get(self, user_id: UUID, key: str) -> dict[str, Any] | None:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("api_idempotency_get"), {"user_id": user_id, "key": key})
+            return await cur.fetchone()
+
+    async def api_idempotency_save(
+        self, user_id: UUID, key: str, *, status: int, body: Any, job_id: UUID | None
+    ) -> None:
+        await self.conn.execute(
+            query("api_idempotency_save"),
+            {"user_id": user_id, "key": key, "status": status, "body": Jsonb(body), "job_id": job_id},
+        )
+
+    async def api_idempotency_purge(self, older_than_hours: float = 24.0) -> int:
+        """Forget keys older than the retention; never fewer than 24 hours, Stripe's promise."""
+        cur = await self.conn.execute(query("api_idempotency_purge"), {"hours": max(older_than_hours, 24.0)})
+        return cur.rowcount
+
+    async def api_ping(self) -> bool:
+        cur = await self.conn.execute(query("api_ping"))
+        return await cur.fetchone() is not None
+
 
 class Store:
     """A pool of connections to one database, lent out as Sessions."""
