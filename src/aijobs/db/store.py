@@ -312,6 +312,88 @@ class Session:
         cur = await self.conn.execute(query("api_ping"))
         return await cur.fetchone() is not None
 
+    # -- monitoring (issue 5: stats, dashboard, maintenance; queries in monitoring.sql) ------
+    async def _mon_rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query(name), params or {})
+            return await cur.fetchall()
+
+    async def mon_queue_depth(self) -> list[dict[str, Any]]:
+        """Pending/processing counts per type, read from the live-queue index only."""
+        return await self._mon_rows("mon_queue_depth")
+
+    async def mon_oldest_pending_seconds(self) -> float | None:
+        rows = await self._mon_rows("mon_oldest_pending")
+        value = rows[0]["seconds"] if rows else None
+        return float(value) if value is not None else None
+
+    async def mon_job_windows(self, windows: Sequence[int]) -> list[dict[str, Any]]:
+        return await self._mon_rows(
+            "mon_job_windows", {"windows": list(windows), "max_minutes": max(windows)}
+        )
+
+    async def mon_attempt_windows(self, windows: Sequence[int]) -> list[dict[str, Any]]:
+        return await self._mon_rows(
+            "mon_attempt_windows", {"windows": list(windows), "max_minutes": max(windows)}
+        )
+
+    async def mon_provider_windows(self, windows: Sequence[int]) -> list[dict[str, Any]]:
+        return await self._mon_rows(
+            "mon_provider_windows", {"windows": list(windows), "max_minutes": max(windows)}
+        )
+
+    async def mon_job_series(self, minutes: int, bucket_seconds: int) -> list[dict[str, Any]]:
+        return await self._mon_rows("mon_job_series", {"minutes": minutes, "bucket_seconds": bucket_seconds})
+
+    async def mon_provider_series(self, minutes: int, bucket_seconds: int) -> list[dict[str, Any]]:
+        return await self._mon_rows(
+            "mon_provider_series", {"minutes": minutes, "bucket_seconds": bucket_seconds}
+        )
+
+    async def mon_queue_series(self, minutes: int) -> list[dict[str, Any]]:
+        return await self._mon_rows("mon_queue_series", {"minutes": minutes})
+
+    async def mon_workers(self, dead_after_seconds: float, stopped_minutes: int = 60) -> list[dict[str, Any]]:
+        return await self._mon_rows(
+            "mon_workers", {"dead_after_seconds": dead_after_seconds, "stopped_minutes": stopped_minutes}
+        )
+
+    async def mon_recent_failures(self, limit: int = 20) -> list[dict[str, Any]]:
+        return await self._mon_rows("mon_recent_failures", {"limit": limit})
+
+    async def mon_queue_sample(self) -> None:
+        await self.conn.execute(query("mon_queue_sample"))
+
+    async def mon_leader_acquire(self, name: str, holder: str, ttl_seconds: float) -> bool:
+        """Take or renew a leader lease; True while `holder` has it (database clock)."""
+        cur = await self.conn.execute(
+            query("mon_leader_acquire"), {"name": name, "holder": holder, "ttl_seconds": ttl_seconds}
+        )
+        return await cur.fetchone() is not None
+
+    async def mon_leader_release(self, name: str, holder: str) -> None:
+        await self.conn.execute(query("mon_leader_release"), {"name": name, "holder": holder})
+
+    async def mon_leader_get(self, name: str) -> dict[str, Any] | None:
+        rows = await self._mon_rows("mon_leader_get", {"name": name})
+        return rows[0] if rows else None
+
+    async def mon_prune_jobs(self, age_seconds: float, batch: int) -> int:
+        """Delete one batch of finished jobs older than the age; returns how many."""
+        cur = await self.conn.execute(query("mon_prune_jobs"), {"age_seconds": age_seconds, "batch": batch})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def mon_prune_samples(self, age_seconds: float) -> int:
+        cur = await self.conn.execute(query("mon_prune_samples"), {"age_seconds": age_seconds})
+        return cur.rowcount
+
+    async def mon_prune_workers(self, age_seconds: float) -> int:
+        cur = await self.conn.execute(query("mon_prune_workers"), {"age_seconds": age_seconds})
+        return cur.rowcount
+
+    # -- end of monitoring ----------------------------------------------------------------
+
 
 class Store:
     """A pool of connections to one database, lent out as Sessions."""
