@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0, le=3600)
+    # Caps every job type's own time limit (None: each type's limit applies).
+    job_timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
     retry_base_seconds: float = Field(default=2.0, gt=0, le=3600)
     retry_max_seconds: float = Field(default=600.0, gt=0, le=86400)
 
@@ -58,6 +60,8 @@ class Settings(BaseSettings):
     openai_rpm: int | None = Field(default=None, ge=1)
     openai_tpm: int | None = Field(default=None, ge=1)
     rate_limit_max_wait_seconds: float = Field(default=3600.0, ge=0)
+    # The window OPENAI_RPM / OPENAI_TPM count over: a minute, shorter only in tests and demos.
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
     # USD per 1M tokens as "model=input:output,model2=input:output"; empty uses the built-in table.
     openai_prices: str = ""
 
@@ -76,6 +80,9 @@ class Settings(BaseSettings):
     # Maintenance.
     retention_days: float = Field(default=7.0, gt=0)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
+    maintenance_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # Serve Prometheus /metrics from the worker on this port (None: don't).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     # Logging.
     log_format: Literal["text", "json"] = "text"
@@ -97,6 +104,14 @@ class Settings(BaseSettings):
             return value
         raise ValueError("must be auto, openai, offline, or an import path 'package.module:Factory'")
 
+    @field_validator("openai_prices")
+    @classmethod
+    def _check_prices(cls, value: str) -> str:
+        from aijobs.providers.pricing import parse_prices
+
+        parse_prices(value)  # a ValueError names the bad item
+        return value
+
     @model_validator(mode="after")
     def _check_heartbeat(self) -> Settings:
         if self.heartbeat_seconds >= self.lease_seconds:
@@ -117,12 +132,9 @@ class Settings(BaseSettings):
 
     def price_table(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Parse OPENAI_PRICES into {model: (input_usd_per_mtok, output_usd_per_mtok)}."""
-        table: dict[str, tuple[Decimal, Decimal]] = {}
-        for item in filter(None, (part.strip() for part in self.openai_prices.split(","))):
-            model, _, prices = item.partition("=")
-            inp, _, out = prices.partition(":")
-            table[model.strip()] = (Decimal(inp), Decimal(out))
-        return table
+        from aijobs.providers.pricing import parse_prices
+
+        return parse_prices(self.openai_prices)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -5,6 +5,8 @@ Directives (the whole text of `review_text` / `text` / `prompt`):
   flaky:<n>         fail the first n calls in this process     fatal    non-retryable error
   hang              never answer (the type's time limit ends it)
   crash             kill the worker process (a poison job)
+  slow-once:<path>  sleep 60 s the first time (creating <path>), answer at once after that:
+                    a job that hangs in the first worker and runs quickly in the next
 Anything else is answered by the offline provider. Selected in worker subprocesses with
 LLM_PROVIDER=tests.support.providers:scripted.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from aijobs.providers.base import Completion, FatalProviderError, LLMTask, M, RetryableProviderError
@@ -50,6 +53,11 @@ class ScriptedProvider:
             raise RetryableProviderError(f"scripted flaky failure {self.calls[text]}")
         elif text == "hang":
             await asyncio.Event().wait()
+        elif text.startswith("slow-once:"):
+            marker = Path(text.split(":", 1)[1])
+            if not marker.exists():
+                marker.touch()
+                await asyncio.sleep(60)
         elif text == "crash":
             os._exit(137)
         return await self.offline.run(task)

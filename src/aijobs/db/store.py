@@ -31,6 +31,7 @@ _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
     "AJ003": errors.InsufficientCredits,
     "AJ004": errors.Forbidden,
     "AJ005": errors.InvalidArgument,
+    "42501": errors.Forbidden,  # insufficient_privilege: e.g. `anon` calling a function
 }
 
 

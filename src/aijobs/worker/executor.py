@@ -23,9 +23,10 @@ log = logging.getLogger("aijobs.worker")
 
 
 class Executor:
-    def __init__(self, provider: Provider, policy: RetryPolicy) -> None:
+    def __init__(self, provider: Provider, policy: RetryPolicy, *, timeout_cap: float | None = None) -> None:
         self.provider = provider
         self.policy = policy
+        self.timeout_cap = timeout_cap
 
     async def execute(self, job: ClaimedJob) -> Finish:
         extra: dict[str, Any] = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
@@ -48,7 +49,8 @@ class Executor:
         try:
             payload = kind.parse(job.payload)
             context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
-            answer = await asyncio.wait_for(kind.handler(payload, context), timeout=kind.timeout_seconds)
+            limit = min(kind.timeout_seconds, self.timeout_cap or kind.timeout_seconds)
+            answer = await asyncio.wait_for(kind.handler(payload, context), timeout=limit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -70,7 +70,10 @@ with done as (
         reasoning_tokens = d.reasoning_tokens, cost_usd = d.cost_usd
     from done d
     left join finished f on f.lease_token = d.lease_token
+    -- A write that lost the race may still record what its call cost, on an attempt that
+    -- is open or was closed as lost; it never rewrites an attempt that already ended.
     where a.lease_token = d.lease_token
+      and (f.id is not null or a.outcome is null or a.outcome = 'lost')
 )
 select id from finished;
 

@@ -1,0 +1,122 @@
+"""Leases, rescue and fencing, driven statement by statement on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aijobs.db.rows import Finish
+from aijobs.db.store import Store
+from tests.support.workers import fetch_all, job
+
+
+async def one_job(store: Store, user: uuid.UUID) -> uuid.UUID:
+    async with store.session() as s:
+        created = await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": "ok"})
+    return created.id
+
+
+async def test_late_worker_is_fenced_out_after_takeover(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    job_id = await one_job(store, funded_user)
+    async with store.session() as s:
+        [late] = await s.claim("worker-a", 1, lease_seconds=0.2)
+    await asyncio.sleep(0.3)
+    async with store.session() as s:
+        rescued = await s.rescue_expired()
+        assert [r.id for r in rescued] == [job_id] and rescued[0].status == "pending"
+        [fresh] = await s.claim("worker-b", 1, lease_seconds=30)
+        assert fresh.lease_token != late.lease_token and fresh.attempts == 2
+        # Worker A wakes up and tries to finish its stale attempt: refused.
+        won = await s.finish(
+            [
+                Finish(
+                    id=job_id,
+                    lease_token=late.lease_token,
+                    status="completed",
+                    outcome="completed",
+                    result={"by": "a"},
+                )
+            ]
+        )
+        assert won == set()
+        # Its heartbeat no longer extends anything either.
+        assert await s.heartbeat([job_id], [late.lease_token], 30) == {}
+        won = await s.finish(
+            [
+                Finish(
+                    id=job_id,
+                    lease_token=fresh.lease_token,
+                    status="completed",
+                    outcome="completed",
+                    result={"by": "b"},
+                )
+            ]
+        )
+        assert won == {job_id}
+        # And a replay of B's own write changes nothing: the job is no longer processing.
+        again = await s.finish(
+            [
+                Finish(
+                    id=job_id, lease_token=fresh.lease_token, status="failed", outcome="failed", error="late"
+                )
+            ]
+        )
+        assert again == set()
+    row = await job(db_url, job_id)
+    assert row["status"] == "completed" and row["result"] == {"by": "b"}
+    outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
+    assert [(o["worker_id"], o["outcome"]) for o in outcomes] == [
+        ("worker-a", "superseded"),
+        ("worker-b", "completed"),
+    ]
+    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s", job_id)
+    assert [r["kind"] for r in ledger] == ["debit"]
+
+
+async def test_expired_lease_of_a_job_out_of_attempts_fails_it_with_a_refund(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    async with store.session() as s:
+        created = await s.create_job(
+            user_id=funded_user, type="sentiment_analysis", payload={"text": "x"}, max_attempts=1
+        )
+        await s.claim("worker-a", 1, lease_seconds=0.1)
+    await asyncio.sleep(0.2)
+    async with store.session() as s:
+        rescued = await s.rescue_expired()
+    assert [(r.id, r.status) for r in rescued] == [(created.id, "failed")]
+    row = await job(db_url, created.id)
+    assert "lease expired" in row["error"]
+    refunds = await fetch_all(
+        db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", created.id
+    )
+    assert [r["amount"] for r in refunds] == [1]
+
+
+async def test_heartbeat_keeps_a_lease_alive_and_reports_cancel_requests(
+    store: Store, funded_user: uuid.UUID
+) -> None:
+    job_id = await one_job(store, funded_user)
+    async with store.session() as s:
+        [claimed] = await s.claim("worker-a", 1, lease_seconds=0.3)
+        for _ in range(4):
+            await asyncio.sleep(0.15)
+            assert await s.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: False}
+        assert await s.rescue_expired() == []
+        await s.cancel_job(job_id)
+        assert await s.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: True}
+
+
+async def test_claim_takes_only_as_many_as_asked_and_skips_locked_rows(
+    store: Store, funded_user: uuid.UUID
+) -> None:
+    for _ in range(10):
+        await one_job(store, funded_user)
+    async with store.session() as a, store.session() as b:
+        first, second = await asyncio.gather(a.claim("a", 4, 30), b.claim("b", 4, 30))
+    assert len(first) == len(second) == 4
+    assert not {j.id for j in first} & {j.id for j in second}
+    async with store.session() as s:
+        assert len(await s.claim("c", 10, 30)) == 2

@@ -1,0 +1,86 @@
+"""Migrations (twice, concurrently) and row-level security as Supabase's `authenticated` role."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+
+from aijobs.db.migrate import available, migrate, pending
+from aijobs.db.store import Store
+from aijobs.errors import Forbidden
+from tests.support.database import create_test_database, drop_database, job_type_rows
+
+
+@pytest.fixture
+def empty_db(admin_url: str) -> str:
+    url = create_test_database(admin_url, "template0")
+    yield url  # type: ignore[misc]
+    drop_database(admin_url, url)
+
+
+def test_migrations_apply_concurrently_and_twice(empty_db: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: migrate(empty_db, job_types=job_type_rows()), range(4)))
+    applied = [name for names in results for name in names]
+    assert sorted(applied) == sorted(f"{m.version:03d}_{m.name}" for m in available())
+    assert migrate(empty_db) == []
+    assert pending(empty_db) == []
+    with psycopg.connect(empty_db) as conn:
+        rows = conn.execute("select count(*) from schema_migrations").fetchone()
+        assert rows is not None and rows[0] == len(available())
+        types = conn.execute("select name, cost from job_types order by name").fetchall()
+    assert dict(types) == {name: cost for name, cost, _ in job_type_rows()}
+
+
+def test_the_credit_function_keeps_the_seeds_file_name() -> None:
+    names = {f"{m.version:03d}_{m.name}.sql" for m in available()}
+    assert "003_create_credit_consuming_job_function.sql" in names
+
+
+async def test_rls_users_see_only_their_own_rows(store: Store, db_url: str) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with store.session() as s:
+        for user in (alice, bob):
+            await s.grant_credits(user, 10)
+            await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": f"from {user}"})
+    async with store.as_user({"sub": str(alice), "role": "authenticated"}) as s:
+        jobs = await s.list_jobs()
+        assert {j["user_id"] for j in jobs} == {alice}
+        ledger_rows = await s.ledger(bob)
+        assert ledger_rows == []
+        assert await s.get_account(bob) is None
+        mine = await s.get_account(alice)
+        assert mine is not None and mine.balance == 9
+    # Raw SQL as `authenticated` cannot see or change other rows either.
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute(
+            "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"sub": str(alice)}),),
+        )
+        cur = await conn.execute("select count(*), count(*) filter (where user_id = %s) from jobs", (alice,))
+        assert await cur.fetchone() == (1, 1)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await conn.execute("update jobs set status = 'completed'")
+
+
+async def test_authenticated_users_cannot_create_or_cancel_for_others(store: Store) -> None:
+    alice, bob = uuid.uuid4(), uuid.uuid4()
+    async with store.session() as s:
+        await s.grant_credits(alice, 10)
+        await s.grant_credits(bob, 10)
+        bobs = await s.create_job(user_id=bob, type="sentiment_analysis", payload={"text": "bob"})
+    with pytest.raises(Forbidden):
+        async with store.as_user({"sub": str(alice)}) as s:
+            await s.create_job(user_id=bob, type="sentiment_analysis", payload={"text": "for bob"})
+    async with store.as_user({"sub": str(alice)}) as s:
+        assert await s.cancel_job(bobs.id) is None
+    with pytest.raises(Forbidden):
+        async with store.as_user(None) as s:
+            await s.create_job(user_id=None, type="sentiment_analysis", payload={"text": "anon"})
+    async with store.session() as s:
+        row = await s.get_job(bobs.id)
+    assert row is not None and row["status"] == "pending"

@@ -1,0 +1,186 @@
+"""The worker against a real database: it runs jobs, stores results, retries, cancels."""
+
+from __future__ import annotations
+
+import uuid
+
+from aijobs.config import Settings
+from aijobs.db.store import Store
+from aijobs.queue.enqueue import enqueue
+from tests.support.workers import fetch_all, job, running_worker, wait_until
+
+
+async def create(
+    store: Store,
+    user: uuid.UUID,
+    text: str,
+    *,
+    job_type: str = "sentiment_analysis",
+    max_attempts: int = 4,
+    priority: int = 0,
+) -> uuid.UUID:
+    field = {"sentiment_analysis": "text", "prompt_analysis": "prompt"}.get(job_type, "review_text")
+    async with store.session() as s:
+        created = await enqueue(
+            s,
+            user_id=user,
+            job_type=job_type,
+            payload={field: text},
+            max_attempts=max_attempts,
+            priority=priority,
+        )
+    return created.id
+
+
+async def balance_and_ledger(db_url: str, user: uuid.UUID) -> tuple[int, int]:
+    rows = await fetch_all(
+        db_url,
+        "select a.balance, (select sum(amount) from credit_ledger l where l.user_id = a.user_id) as total "
+        "from accounts a where a.user_id = %s",
+        user,
+    )
+    return int(rows[0]["balance"]), int(rows[0]["total"])
+
+
+async def test_worker_completes_each_job_type_and_stores_the_result(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    ids = [
+        await create(store, funded_user, "The staff were lovely and quick!", job_type=t)
+        for t in ("ai_generation", "review_processing", "sentiment_analysis", "prompt_analysis")
+    ]
+    async with running_worker(settings, store):
+
+        async def all_done() -> bool:
+            return [(await job(db_url, i))["status"] for i in ids] == ["completed"] * len(ids)
+
+        await wait_until(all_done, what="all four jobs completed")
+    for job_id in ids:
+        row = await job(db_url, job_id)
+        assert row["result"]["provider"] == "offline"
+        assert row["result"]["output"]
+        assert row["attempts"] == 1 and row["error"] is None
+        assert row["finished_at"] is not None and row["lease_owner"] is None
+        attempts = await fetch_all(db_url, "select * from job_attempts where job_id = %s", job_id)
+        assert [a["outcome"] for a in attempts] == ["completed"]
+        assert attempts[0]["provider"] == "offline" and attempts[0]["latency_ms"] is not None
+    assert await balance_and_ledger(db_url, funded_user) == (1000 - 2 - 3 - 1 - 2, 1000 - 8)
+
+
+async def test_retries_with_backoff_then_fails_with_exactly_one_refund(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    job_id = await create(store, funded_user, "fail", max_attempts=3)
+    async with running_worker(settings, store):
+
+        async def failed() -> bool:
+            return (await job(db_url, job_id))["status"] == "failed"
+
+        await wait_until(failed, what="the job to fail")
+    row = await job(db_url, job_id)
+    assert row["attempts"] == 3
+    assert "scripted failure" in row["error"]
+    attempts = await fetch_all(
+        db_url,
+        "select outcome, started_at, finished_at from job_attempts where job_id = %s order by lease_token",
+        job_id,
+    )
+    assert [a["outcome"] for a in attempts] == ["retry", "retry", "failed"]
+    # Backoff: each retry started no earlier than the previous attempt ended plus half its base delay.
+    for before, after in zip(attempts, attempts[1:], strict=False):
+        assert (
+            after["started_at"] - before["finished_at"]
+        ).total_seconds() >= settings.retry_base_seconds * 0.5
+    refunds = await fetch_all(
+        db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", job_id
+    )
+    assert [r["amount"] for r in refunds] == [1]
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+async def test_flaky_job_succeeds_after_retries_and_keeps_its_charge(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    job_id = await create(store, funded_user, "flaky:2")
+    async with running_worker(settings, store):
+
+        async def done() -> bool:
+            return (await job(db_url, job_id))["status"] == "completed"
+
+        await wait_until(done, what="the flaky job to complete")
+    assert (await job(db_url, job_id))["attempts"] == 3
+    assert await balance_and_ledger(db_url, funded_user) == (999, 999)
+
+
+async def test_fatal_error_fails_at_once(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    job_id = await create(store, funded_user, "fatal")
+    async with running_worker(settings, store):
+
+        async def failed() -> bool:
+            return (await job(db_url, job_id))["status"] == "failed"
+
+        await wait_until(failed, what="the job to fail")
+    row = await job(db_url, job_id)
+    assert row["attempts"] == 1 and "scripted fatal error" in row["error"]
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+async def test_a_hung_handler_is_bounded_by_the_time_limit(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    bounded = settings.model_copy(update={"job_timeout_seconds": 0.3})
+    job_id = await create(store, funded_user, "hang", max_attempts=2)
+    async with running_worker(bounded, store):
+
+        async def failed() -> bool:
+            return (await job(db_url, job_id))["status"] == "failed"
+
+        await wait_until(failed, what="the hung job to time out twice")
+    row = await job(db_url, job_id)
+    assert row["attempts"] == 2 and "timed out" in row["error"]
+
+
+async def test_cancel_pending_refunds_at_once_and_running_job_stops(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    pending = await create(store, funded_user, "Nice.")
+    async with store.session() as s:
+        row = await s.cancel_job(pending)
+    assert row is not None and row["status"] == "cancelled"
+    running = await create(store, funded_user, "sleep:30")
+    async with running_worker(settings, store):
+
+        async def started() -> bool:
+            return (await job(db_url, running))["status"] == "processing"
+
+        await wait_until(started, what="the slow job to start")
+        async with store.session() as s:
+            row = await s.cancel_job(running)
+        assert row is not None and row["cancel_requested"]
+
+        async def cancelled() -> bool:
+            return (await job(db_url, running))["status"] == "cancelled"
+
+        await wait_until(cancelled, timeout=5, what="the running job to be cancelled")
+    refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
+    assert {r["job_id"] for r in refunds} == {pending, running}
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+async def test_priority_then_fifo_within_a_worker(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    low = [await create(store, funded_user, f"low {i}", priority=0) for i in range(3)]
+    high = [await create(store, funded_user, f"high {i}", priority=5) for i in range(3)]
+    one_at_a_time = settings.model_copy(update={"worker_concurrency": 1})
+    async with running_worker(one_at_a_time, store):
+
+        async def all_done() -> bool:
+            rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'completed'")
+            return rows[0]["n"] == 6
+
+        await wait_until(all_done, what="six jobs completed")
+    order = await fetch_all(db_url, "select job_id from job_attempts order by lease_token")
+    assert [r["job_id"] for r in order] == high + low

@@ -1,0 +1,62 @@
+"""Configuration: the seed's defaults, and bad values refused with the variable's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aijobs.config import ConfigError, load_settings
+
+
+def test_defaults_are_the_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("POLLING_INTERVAL", "MAX_RETRIES", "OPENAI_MODEL", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings()
+    assert (s.polling_interval, s.max_retries, s.openai_model) == (5000, 3, "gpt-5-nano")
+    assert s.max_attempts == 4 and s.database_url is None
+
+
+def test_env_local_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POLLING_INTERVAL", raising=False)
+    (tmp_path / ".env.local").write_text("POLLING_INTERVAL=750\n")
+    assert load_settings().polling_interval == 750
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("POLLING_INTERVAL", "soon", "valid integer"),
+        ("POLLING_INTERVAL", "0", "greater than or equal to 10"),
+        ("MAX_RETRIES", "-1", "greater than or equal to 0"),
+        ("WORKER_CONCURRENCY", "0", "greater than or equal to 1"),
+        ("DATABASE_URL", "mysql://x", "postgresql://"),
+        ("LLM_PROVIDER", "magic", "auto, openai, offline"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, reason: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert name in str(refused.value) and reason in str(refused.value)
+
+
+def test_heartbeat_must_be_shorter_than_the_lease(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LEASE_SECONDS", "5")
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "5")
+    with pytest.raises(ConfigError, match="HEARTBEAT_SECONDS"):
+        load_settings()
+
+
+def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", "mysql://user:hunter2@db")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "hunter2" not in str(refused.value)
