@@ -14,6 +14,9 @@ from aijobs.db.migrate import MigrationError, pending
 from aijobs.db.migrate import migrate as apply_migrations
 from aijobs.db.store import Store
 from aijobs.jobs import registry
+from aijobs.monitoring.http import serve_metrics
+from aijobs.monitoring.stats import collect as collect_stats
+from aijobs.monitoring.view import render as render_stats
 from aijobs.providers.factory import build_provider
 from aijobs.worker.runner import Worker
 
@@ -48,6 +51,8 @@ async def run_worker(settings: Settings, url: str) -> None:
     provider = build_provider(settings)
     try:
         worker = Worker(settings, store, provider, url)
+        if settings.metrics_port is not None:
+            serve_metrics(settings.metrics_port, worker.metrics)
         worker.install_signal_handlers()
         await worker.run()
     finally:
@@ -59,9 +64,12 @@ async def run_worker(settings: Settings, url: str) -> None:
 def worker(
     concurrency: int = typer.Option(None, "--concurrency", min=1, max=1000, help="WORKER_CONCURRENCY"),
     log_format: str = typer.Option(None, "--log-format", help="text | json"),
+    metrics_port: int = typer.Option(None, "--metrics-port", min=0, max=65535, help="Serve /metrics here."),
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (then drain gracefully; a second signal exits at once)."""
-    settings = settings_or_exit(worker_concurrency=concurrency, log_format=log_format)
+    settings = settings_or_exit(
+        worker_concurrency=concurrency, log_format=log_format, metrics_port=metrics_port
+    )
     with database(settings) as url:
         missing = pending(url)
         if missing:
@@ -73,29 +81,30 @@ def worker(
 
 
 @app.command("stats")
-def stats(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """The seed's status query (count and average processing time per status) and queue depth."""
+def stats(
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    watch: float = typer.Option(None, "--watch", min=0.5, help="Refresh every N seconds until Ctrl-C."),
+) -> None:
+    """Queue depth, throughput, latencies, errors, providers and workers over 1/5/15/60 minutes."""
     settings = settings_or_exit()
+    with database(settings) as url:
+        run_async(lambda: show_stats(url, settings, as_json=as_json, watch=watch))
 
-    async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                summary = await session.status_summary()
-                depth = await session.queue_depth()
-        if as_json:
-            echo_json({"status": summary, "queue_depth": depth})
-            return
-        typer.echo(f"{'status':<12}{'count':>10}{'avg processing (s)':>22}")
-        for row in summary:
-            avg = row["avg_processing_time"]
-            typer.echo(
-                f"{row['status']:<12}{row['count']:>10}{(f'{avg:.3f}' if avg is not None else '-'):>22}"
-            )
-        typer.echo("\nqueue depth:")
-        for row in depth or [{"type": "-", "status": "-", "count": 0}]:
-            typer.echo(f"  {row['type']:<20}{row['status']:<12}{row['count']:>8}")
 
-    run_async(go)
+async def show_stats(url: str, settings: Settings, *, as_json: bool, watch: float | None) -> None:
+    async with open_store(url, settings) as store:
+        while True:
+            async with store.session() as session:
+                figures = await collect_stats(
+                    session, dead_after_seconds=settings.lease_seconds, include_summary=True
+                )
+            if as_json:
+                echo_json(figures.as_json())
+            else:
+                typer.echo(("\x1b[2J\x1b[H" if watch else "") + render_stats(figures))
+            if not watch:
+                return
+            await asyncio.sleep(watch)
 
 
 async def ensure_demo_account(url: str, settings: Settings) -> int:

@@ -17,6 +17,7 @@ from aijobs.db.rows import CreatedJob
 from aijobs.db.store import Session
 from aijobs.errors import InvalidPayload
 from aijobs.jobs import get_job_type
+from aijobs.monitoring.metrics import metrics
 
 
 def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
@@ -47,7 +48,7 @@ async def enqueue(
     retry_of: UUID | None = None,
 ) -> CreatedJob:
     clean = validate_payload(job_type, payload)
-    return await session.create_job(
+    created = await session.create_job(
         user_id=user_id,
         type=job_type,
         payload=clean,
@@ -57,3 +58,6 @@ async def enqueue(
         idempotency_key=idempotency_key,
         retry_of=retry_of,
     )
+    if created.created:
+        metrics().job_created(job_type, created.cost)
+    return created

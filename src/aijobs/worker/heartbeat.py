@@ -17,6 +17,7 @@ from uuid import UUID
 import psycopg
 
 from aijobs.db.store import Store
+from aijobs.monitoring.metrics import metrics
 
 log = logging.getLogger("aijobs.worker")
 
@@ -57,6 +58,7 @@ class Heartbeat:
                         self.on_cancel(job_id)
             rescued = await session.rescue_expired()
         for job in rescued:
+            metrics().job_rescued(job.type, job.status)
             log.warning(
                 "🛟 Took back job %s (%s) after its lease expired: now %s",
                 job.id,

@@ -31,6 +31,8 @@ from aijobs import __version__
 from aijobs.config import Settings
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
+from aijobs.monitoring import maintenance
+from aijobs.monitoring.metrics import metrics
 from aijobs.providers.base import Provider
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
@@ -82,6 +84,8 @@ class Worker:
         self.completer = Completer(store)
         self.running: dict[UUID, Running] = {}
         self.totals = Totals()
+        self.metrics = metrics()
+        self.maintenance = maintenance.for_worker(store, self.id, self.metrics, settings)
         self.claims = 0
         self._wake = asyncio.Event()
         self._stop_claiming = asyncio.Event()
@@ -133,6 +137,7 @@ class Worker:
             asyncio.create_task(self.listener.run(self._stop_services), name="listener"),
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
             asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
+            asyncio.create_task(self.maintenance.run(self._stop_services), name="maintenance"),
         ]
         try:
             await self._produce()
@@ -196,6 +201,8 @@ class Worker:
     def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
         self.running[job.id] = Running(job=job, task=task, started=time.perf_counter())
+        self.metrics.job_claimed(job, (datetime.now(UTC) - job.run_at).total_seconds())
+        self.metrics.in_flight.set(len(self.running))
 
     async def _run_job(self, job: ClaimedJob) -> None:
         entry = self.running[job.id]
@@ -213,6 +220,7 @@ class Worker:
 
     def _release(self, job_id: UUID) -> None:
         self.running.pop(job_id, None)
+        self.metrics.in_flight.set(len(self.running))
         if self._more_waiting or self._stop_claiming.is_set():
             self._wake.set()
 
@@ -236,6 +244,7 @@ class Worker:
         entry.task.cancel()
 
     def _record(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
+        self.metrics.job_finished(job, finish, won, seconds)
         totals = self.totals
         totals.by_outcome[finish.outcome] = totals.by_outcome.get(finish.outcome, 0) + 1
         extra = {"job_id": str(job.id), "job_type": job.type, "status": finish.status, "won": won}

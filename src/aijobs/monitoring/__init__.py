@@ -1,0 +1,1 @@
+"""Monitoring: shared stats, Prometheus metrics, and the leader-elected maintenance loop."""

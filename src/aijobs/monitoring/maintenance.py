@@ -1,0 +1,133 @@
+"""The maintenance loop: one leader at a time samples the queue and enforces retention.
+
+Every worker runs this loop; each tick it tries to take or renew a lease row in
+`maintenance_leader` (judged by the database clock, like job leases). Only the holder does
+the work, so N workers do not prune N times over. If the leader dies or stalls, its lease
+expires after `ttl` seconds and the next worker to tick takes over; a clean shutdown
+releases the lease at once. A lease row (rather than a session advisory lock) survives
+transaction-mode connection poolers such as Supabase's and shows up on the dashboard.
+
+The work of a leader tick, each step its own short transaction:
+  * sample queue depth into `queue_samples` (the dashboard's queue chart);
+  * delete finished jobs older than RETENTION_DAYS in batches of RETENTION_BATCH_SIZE, at most
+    `max_batches` per tick, so locks stay short and claims are never held up for long;
+    the credit ledger is never touched;
+  * forget queue samples and worker rows that stopped heartbeating long ago.
+Every worker, leader or not, refreshes its cached queue gauges on the same tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import psycopg
+
+from aijobs.config import Settings
+from aijobs.db.store import Store
+from aijobs.monitoring.gauges import refresh
+from aijobs.monitoring.metrics import Metrics
+
+log = logging.getLogger("aijobs.maintenance")
+
+LEADER_NAME = "maintenance"
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    job_age_seconds: float = 7 * 86400.0
+    batch_size: int = 1000
+    max_batches: int = 10
+    sample_age_seconds: float = 86400.0
+    worker_age_seconds: float = 86400.0
+
+
+@dataclass
+class TickResult:
+    leader: bool
+    pruned_jobs: int = 0
+    batches: int = 0
+
+
+class Maintenance:
+    def __init__(
+        self,
+        store: Store,
+        holder: str,
+        metrics: Metrics,
+        *,
+        interval: float = 10.0,
+        policy: RetentionPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.holder = holder
+        self.metrics = metrics
+        self.interval = interval
+        self.ttl = max(interval * 3, 1.0)
+        self.policy = policy or RetentionPolicy()
+        self.is_leader = False
+        self.pruned_total = 0
+
+    async def tick(self) -> TickResult:
+        await refresh(self.store, self.metrics.queue)
+        async with self.store.session() as session:
+            leader = await session.mon_leader_acquire(LEADER_NAME, self.holder, self.ttl)
+        if leader != self.is_leader:
+            log.info("🗳️ %s maintenance leadership", "Took" if leader else "Lost")
+        self.is_leader = leader
+        self.metrics.leader.set(1 if leader else 0)
+        if not leader:
+            return TickResult(leader=False)
+        async with self.store.session() as session:
+            await session.mon_queue_sample()
+        result = TickResult(leader=True)
+        p = self.policy
+        while result.batches < p.max_batches:
+            async with self.store.session() as session:
+                n = await session.mon_prune_jobs(p.job_age_seconds, p.batch_size)
+            result.batches += 1
+            result.pruned_jobs += n
+            if n < p.batch_size:
+                break
+        async with self.store.session() as session:
+            await session.mon_prune_samples(p.sample_age_seconds)
+            await session.mon_prune_workers(p.worker_age_seconds)
+        if result.pruned_jobs:
+            self.pruned_total += result.pruned_jobs
+            self.metrics.pruned_jobs(result.pruned_jobs)
+            log.info(
+                "🧹 Retention pruned %d finished job(s) in %d batch(es)", result.pruned_jobs, result.batches
+            )
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("🧹 Maintenance tick failed (%s); will retry", type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+        await self.release()
+
+    async def release(self) -> None:
+        if not self.is_leader:
+            return
+        try:
+            async with self.store.session() as session:
+                await session.mon_leader_release(LEADER_NAME, self.holder)
+        except (psycopg.Error, OSError):
+            log.warning("could not release maintenance leadership; it expires in %.0fs", self.ttl)
+        self.is_leader = False
+        self.metrics.leader.set(0)
+
+
+def for_worker(store: Store, holder: str, metrics: Metrics, settings: Settings) -> Maintenance:
+    """The maintenance loop a worker runs, configured from its settings."""
+    policy = RetentionPolicy(
+        job_age_seconds=settings.retention_days * 86400.0,
+        batch_size=settings.retention_batch_size,
+    )
+    return Maintenance(store, holder, metrics, interval=settings.maintenance_interval_seconds, policy=policy)

@@ -1,0 +1,219 @@
+"""Prometheus metrics: one registry per process, and small hooks called where things happen.
+
+The worker and the API call these hooks (`job_claimed`, `job_finished`, ...) at the points
+where events occur; nothing here touches the database. Labels are bounded sets — job type,
+status, outcome, provider, model — never a user id or job id, so cardinality stays small.
+
+Queue-depth gauges are different: they describe the database, not this process. They are
+read from a `QueueGauges` cache that a background loop refreshes with one cheap query on the
+live-queue index, so a scrape never scans the jobs table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import cache
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from aijobs.db.rows import ClaimedJob, Finish
+from aijobs.jobs import get_job_type
+
+# Job durations run from tens of milliseconds (offline rules) to minutes (slow LLM calls).
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass
+class QueueSnapshot:
+    """What the cache holds: depth per (type, status) and the oldest pending job's age."""
+
+    depth: dict[tuple[str, str], int] = field(default_factory=dict)
+    oldest_pending_seconds: float | None = None
+    taken_at: float = 0.0  # time.monotonic() of the read; 0 = never read
+
+
+class QueueGauges(Collector):
+    """Serves the last queue snapshot as gauges; `update` is called by whoever reads the DB."""
+
+    def __init__(self) -> None:
+        self.snapshot = QueueSnapshot()
+
+    def update(self, snapshot: QueueSnapshot) -> None:
+        self.snapshot = snapshot
+
+    def age(self) -> float:
+        """Seconds since the snapshot was taken (infinite before the first one)."""
+        if not self.snapshot.taken_at:
+            return float("inf")
+        return time.monotonic() - self.snapshot.taken_at
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        if not snap.taken_at:
+            return
+        depth = GaugeMetricFamily(
+            "aijobs_queue_depth", "Jobs pending or processing, by type and status.", labels=["type", "status"]
+        )
+        for (job_type, status), count in sorted(snap.depth.items()):
+            depth.add_metric([job_type, status], count)
+        yield depth
+        yield GaugeMetricFamily(
+            "aijobs_queue_oldest_pending_age_seconds",
+            "Age of the oldest pending job (0 when none is pending).",
+            value=snap.oldest_pending_seconds or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "aijobs_queue_snapshot_age_seconds",
+            "How old the cached queue figures above are.",
+            value=time.monotonic() - snap.taken_at,
+        )
+
+
+class Metrics:
+    """Every metric aijobs exports, on a registry of its own (so tests can make fresh ones)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        t = ["type"]
+        self.created = Counter("aijobs_jobs_created", "Jobs created (and charged).", t, registry=r)
+        self.claimed = Counter(
+            "aijobs_jobs_claimed", "Attempts started: jobs claimed by a worker.", t, registry=r
+        )
+        self.completed = Counter("aijobs_jobs_completed", "Jobs completed.", t, registry=r)
+        self.failed = Counter("aijobs_jobs_failed", "Jobs that failed for good (refunded).", t, registry=r)
+        self.retried = Counter(
+            "aijobs_jobs_retried", "Attempts that failed and were scheduled again.", t, registry=r
+        )
+        self.cancelled = Counter("aijobs_jobs_cancelled", "Running jobs that ended cancelled.", t, registry=r)
+        self.rescued = Counter(
+            "aijobs_jobs_rescued",
+            "Jobs taken back after their lease expired.",
+            ["type", "status"],
+            registry=r,
+        )
+        self.fenced = Counter(
+            "aijobs_jobs_fenced", "Attempt results refused because the lease was taken over.", t, registry=r
+        )
+        self.handed_back = Counter(
+            "aijobs_jobs_handed_back", "Attempts returned to the queue (shutdown, rate limit).", t, registry=r
+        )
+        self.processing = Histogram(
+            "aijobs_job_processing_seconds",
+            "Wall time of one attempt in the worker, by outcome.",
+            ["type", "outcome"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "aijobs_job_queue_wait_seconds",
+            "Time from when a job became runnable to its claim.",
+            t,
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        pm = ["provider", "model"]
+        self.provider_latency = Histogram(
+            "aijobs_provider_request_seconds",
+            "Provider call latency as the provider reported it.",
+            pm,
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("aijobs_provider_tokens", "Tokens used, by kind.", [*pm, "kind"], registry=r)
+        self.cost = Counter("aijobs_provider_cost_usd", "Estimated provider cost in USD.", pm, registry=r)
+        self.debited = Counter("aijobs_credits_debited", "Credits debited at job creation.", t, registry=r)
+        self.refunded = Counter(
+            "aijobs_credits_refunded", "Credits refunded on final failure or cancellation.", t, registry=r
+        )
+        self.in_flight = Gauge("aijobs_worker_jobs_in_flight", "Jobs running in this worker.", registry=r)
+        self.leader = Gauge(
+            "aijobs_maintenance_leader", "1 while this process holds the maintenance lease.", registry=r
+        )
+        self.pruned = Counter(
+            "aijobs_retention_pruned_jobs", "Finished jobs deleted by retention.", registry=r
+        )
+        self.queue = QueueGauges()
+        r.register(self.queue)
+
+    # -- hooks ------------------------------------------------------------------------
+    def job_created(self, job_type: str, cost: int) -> None:
+        self.created.labels(job_type).inc()
+        self.debited.labels(job_type).inc(cost)
+
+    def job_claimed(self, job: ClaimedJob, wait_seconds: float) -> None:
+        self.claimed.labels(job.type).inc()
+        self.queue_wait.labels(job.type).observe(max(wait_seconds, 0.0))
+
+    def job_finished(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
+        """One attempt ended; `won` is False when the fence refused the write."""
+        self.processing.labels(job.type, finish.outcome if won else "fenced").observe(seconds)
+        self._provider_usage(finish)
+        if not won:
+            self.fenced.labels(job.type).inc()
+            return
+        counter = {
+            "completed": self.completed,
+            "failed": self.failed,
+            "retry": self.retried,
+            "cancelled": self.cancelled,
+            "handed_back": self.handed_back,
+            "rate_limited": self.handed_back,
+        }.get(finish.outcome)
+        if counter is not None:
+            counter.labels(job.type).inc()
+        if finish.status in ("failed", "cancelled"):
+            self.refunded.labels(job.type).inc(job.cost)
+
+    def job_rescued(self, job_type: str, status: str) -> None:
+        """A lease expired and the job was taken back; a final status there refunds its cost."""
+        self.rescued.labels(job_type, status).inc()
+        if status in ("failed", "cancelled"):
+            self.refunded.labels(job_type).inc(_cost_of(job_type))
+
+    def _provider_usage(self, finish: Finish) -> None:
+        if finish.provider is None:
+            return
+        labels = (finish.provider, finish.model or "")
+        if finish.latency_ms is not None:
+            self.provider_latency.labels(*labels).observe(finish.latency_ms / 1000.0)
+        for kind, value in (
+            ("input", finish.input_tokens),
+            ("output", finish.output_tokens),
+            ("reasoning", finish.reasoning_tokens),
+        ):
+            if value:
+                self.tokens.labels(*labels, kind).inc(value)
+        if finish.cost_usd:
+            self.cost.labels(*labels).inc(float(Decimal(finish.cost_usd)))
+
+    def pruned_jobs(self, n: int) -> None:
+        self.pruned.inc(n)
+
+    def render(self) -> bytes:
+        """The text exposition format, for a `/metrics` handler."""
+        return generate_latest(self.registry)
+
+
+@cache
+def metrics() -> Metrics:
+    """This process's metrics (one registry per process, created on first use)."""
+    return Metrics()
+
+
+def snapshot_from_rows(depth_rows: Iterable[dict[str, object]], oldest: float | None) -> QueueSnapshot:
+    depth = {(str(r["type"]), str(r["status"])): int(str(r["count"])) for r in depth_rows}
+    return QueueSnapshot(depth=depth, oldest_pending_seconds=oldest, taken_at=time.monotonic())
+
+
+def _cost_of(job_type: str) -> int:
+    try:
+        return get_job_type(job_type).cost
+    except Exception:
+        return 0
