@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from aijobs import errors
+from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
 from aijobs.db.queries import query
 from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, Rescued
 
@@ -394,6 +395,63 @@ class Session:
         return cur.rowcount
 
     # -- end of monitoring ----------------------------------------------------------------
+
+    # -- providers: rate-limit holds and shared budgets (issue 3, migration 006) ------------
+    async def provider_hold_seconds(self, provider: str) -> float:
+        """Seconds left on `provider`'s hold by the database clock; 0 when none is in force."""
+        cur = await self.conn.execute(query("provider_hold_get"), {"provider": provider}, prepare=True)
+        row = await cur.fetchone()
+        return float(row[0]) if row else 0.0
+
+    async def provider_rate_limited(
+        self, *, provider: str, job_id: UUID, lease_token: int, retry_after: float, reason: str
+    ) -> RateLimitHold:
+        """Hold `provider` for every worker and add the wait to the job's total (fenced)."""
+        async with self.conn.cursor(row_factory=class_row(RateLimitHold)) as cur:
+            await cur.execute(
+                query("provider_rate_limited"),
+                {
+                    "provider": provider,
+                    "job_id": job_id,
+                    "lease_token": lease_token,
+                    "retry_after": retry_after,
+                    "reason": reason,
+                },
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def provider_budget_reserve(
+        self, *, provider: str, rpm: int | None, tpm: int | None, tokens: int, window_seconds: float
+    ) -> BudgetReservation:
+        """Take one call from the shared RPM/TPM budget, or learn how long until one frees."""
+        async with self.conn.cursor(row_factory=class_row(BudgetReservation)) as cur:
+            await cur.execute(
+                query("provider_budget_reserve"),
+                {
+                    "provider": provider,
+                    "rpm": rpm,
+                    "tpm": tpm,
+                    "tokens": tokens,
+                    "window_seconds": window_seconds,
+                },
+                prepare=True,
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def provider_budget_settle(self, call_id: int, tokens: int) -> None:
+        """Replace a reservation's token estimate with the tokens the call really used."""
+        await self.conn.execute(query("provider_budget_settle"), {"call_id": call_id, "tokens": tokens})
+
+    async def provider_limits(self, provider: str) -> dict[str, Any] | None:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("provider_limits_get"), {"provider": provider})
+            return await cur.fetchone()
+
+    # -- end of providers -----------------------------------------------------------------
 
 
 class Store:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from aijobs.config import Settings
+from aijobs.config import ConfigError, Settings
 from aijobs.providers.base import Provider
 from aijobs.providers.offline import OfflineProvider
 
@@ -23,12 +23,31 @@ def build_provider(settings: Settings) -> Provider:
     if ":" in settings.llm_provider:
         return _import_provider(settings)
     if wants_openai(settings):
-        raise NotImplementedError("the OpenAI provider is not built yet")
+        return _openai_provider(settings)
     log.warning(
         "⚠️ Using the OFFLINE provider: VADER sentiment and rule-based templates, not an LLM. "
         "Set OPENAI_API_KEY (and optionally OPENAI_BASE_URL) to use a real model."
     )
     return OfflineProvider()
+
+
+def _openai_provider(settings: Settings) -> Provider:
+    """The SDK-backed provider; a local server (OPENAI_BASE_URL) may go without a key."""
+    from aijobs.providers.openai import OpenAIProvider
+
+    if settings.openai_api_key is None and not settings.openai_base_url:
+        raise ConfigError(
+            "LLM_PROVIDER=openai needs OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+            "OpenAI-compatible server"
+        )
+    provider = OpenAIProvider.from_settings(settings)
+    log.info(
+        "🤖 Using OpenAI provider: model %s, %s API, endpoint %s",
+        settings.openai_model,
+        provider.api,
+        settings.openai_base_url or "api.openai.com",
+    )
+    return provider
 
 
 def _import_provider(settings: Settings) -> Provider:

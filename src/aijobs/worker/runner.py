@@ -40,6 +40,7 @@ from aijobs.worker.completer import Completer
 from aijobs.worker.executor import Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.listener import Listener
+from aijobs.worker.provider_gate import ProviderGate
 
 log = logging.getLogger("aijobs.worker")
 
@@ -80,6 +81,9 @@ class Worker:
         self.id = make_worker_id()
         self.concurrency = settings.worker_concurrency
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
+        # Shared rate limits (issue 3): holds and budgets kept in PostgreSQL.
+        self.gate = ProviderGate(store, settings, provider)
+        provider = self.gate.provider
         self.executor = Executor(provider, self.policy)
         self.completer = Completer(store)
         self.running: dict[UUID, Running] = {}
@@ -159,6 +163,10 @@ class Worker:
         backoff = 0.1
         while not self._stop_claiming.is_set():
             free = self.concurrency - len(self.running)
+            held = await self.gate.claim_pause()  # cached: no round trip per claim
+            if held > 0:
+                await self._sleep(held)
+                continue
             if free > 0:
                 try:
                     async with self.store.session() as session:
@@ -209,6 +217,7 @@ class Worker:
         finish: Finish | None
         try:
             finish = await self.executor.execute(job)
+            finish = await self.gate.settle(job, finish)
         except asyncio.CancelledError:
             finish = self._finish_for_stop(job, entry.stop_reason)
         if finish is None:

@@ -1,0 +1,46 @@
+-- Named queries for provider rate limits (migration 006). Holds and budgets are shared by
+-- every worker through these rows; see aijobs.worker.provider_gate.
+
+-- name: provider_hold_get
+-- Seconds left on a provider's hold, by the database clock (0 when none is in force).
+select coalesce(greatest(extract(epoch from (hold_until - now())), 0), 0)::float8 as hold_seconds
+from provider_limits where provider = %(provider)s;
+
+-- name: provider_rate_limited
+-- A call was rate limited: hold the provider for every worker until `retry_after` from now
+-- (never shortening a longer hold already set), and add the wait to the job's total, fenced by
+-- the lease token like every write on a running job. Answers the hold actually in force and
+-- the job's new total (null when the lease was lost).
+with hold as (
+    insert into provider_limits as p (provider, hold_until, hold_reason, holds, updated_at)
+    values (%(provider)s, now() + make_interval(secs => %(retry_after)s::float8), %(reason)s, 1, now())
+    on conflict (provider) do update
+    set hold_until = greatest(coalesce(p.hold_until, excluded.hold_until), excluded.hold_until),
+        hold_reason = excluded.hold_reason,
+        holds = p.holds + 1,
+        updated_at = now()
+    returning hold_until
+), waited as (
+    update jobs
+    set rate_limited_seconds = rate_limited_seconds
+            + greatest(%(retry_after)s::float8, extract(epoch from ((select hold_until from hold) - now())))
+    where id = %(job_id)s and lease_token = %(lease_token)s and status = 'processing'
+    returning rate_limited_seconds
+)
+select greatest(extract(epoch from ((select hold_until from hold) - now())), 0)::float8 as hold_seconds,
+       (select rate_limited_seconds from waited)::float8 as total_wait_seconds;
+
+-- name: provider_budget_reserve
+select ok, call_id, wait_seconds::float8 as wait_seconds
+from provider_budget_reserve(
+    %(provider)s::text, %(rpm)s::integer, %(tpm)s::integer, %(tokens)s::integer, %(window_seconds)s::real
+);
+
+-- name: provider_budget_settle
+-- Replace a reservation's token estimate with what the call really used.
+update provider_calls set tokens = %(tokens)s where id = %(call_id)s;
+
+-- name: provider_limits_get
+select provider, hold_until, hold_reason, holds, updated_at,
+       (select count(*) from provider_calls c where c.provider = p.provider) as recent_calls
+from provider_limits p where provider = %(provider)s;

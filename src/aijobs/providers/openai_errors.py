@@ -1,0 +1,94 @@
+"""Classify what the OpenAI SDK raises into the queue's three provider errors.
+
+One retry layer: the SDK's own retries are off, so each failure reaches the queue, which backs
+off (5xx, timeouts, connection errors), reschedules without spending an attempt (429), or fails
+at once with a refund (400/401/403/404/422: a bad key or an unknown model will not heal).
+Messages name the cause — status, error code, the server's words — and never the API key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from http import HTTPStatus
+
+import openai
+
+from aijobs.providers.base import (
+    FatalProviderError,
+    ProviderError,
+    RateLimitedError,
+    RetryableProviderError,
+    Usage,
+)
+from aijobs.providers.retry_after import retry_after_seconds
+
+#: Wait used when a 429 carries no header saying how long.
+DEFAULT_RATE_LIMIT_WAIT = 5.0
+#: 429 codes that are not about pace: waiting does not restore a spent quota.
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{2})[A-Za-z0-9_*\-]*")
+MAX_MESSAGE_CHARS = 500
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the API key (and anything shaped like one) from text bound for logs and rows."""
+    if secret:
+        text = text.replace(secret, "***")
+    return _KEY_LIKE.sub(r"\1***", text)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return ""
+
+
+def describe_status(exc: openai.APIStatusError, secret: str | None) -> str:
+    """'OpenAI API error: 401 Unauthorized (invalid_api_key): Incorrect API key provided…'."""
+    status = exc.status_code
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "HTTP error"
+    code = exc.code or (exc.type if isinstance(exc.type, str) else None)
+    head = f"OpenAI API error: {status} {phrase}" + (f" ({code})" if code else "")
+    message = _server_message(exc)[:MAX_MESSAGE_CHARS]
+    text = f"{head}: {message}" if message else head
+    if exc.request_id:
+        text += f" [request {exc.request_id}]"
+    return redact(text, secret)
+
+
+def classify(exc: Exception, *, secret: str | None, usage: Usage, timeout: float) -> ProviderError | None:
+    """The ProviderError for an SDK exception, or None when `exc` is not the SDK's."""
+    if isinstance(exc, openai.APITimeoutError):
+        return RetryableProviderError(f"OpenAI request timed out after {timeout:g}s", usage=usage)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = redact(str(exc.__cause__ or exc), secret)[:MAX_MESSAGE_CHARS]
+        return RetryableProviderError(f"could not reach the OpenAI API: {cause}", usage=usage)
+    if isinstance(exc, openai.APIStatusError):
+        message = describe_status(exc, secret)
+        status = exc.status_code
+        if status == 429 and exc.code not in QUOTA_CODES:
+            wait = retry_after_seconds(exc.response.headers)
+            return RateLimitedError(
+                message, retry_after=DEFAULT_RATE_LIMIT_WAIT if wait is None else wait, usage=usage
+            )
+        if status >= 500 or status in (408, 409):
+            return RetryableProviderError(message, usage=usage)
+        return FatalProviderError(message, usage=usage)
+    if isinstance(exc, openai.APIResponseValidationError):
+        return RetryableProviderError("OpenAI returned a response the SDK could not read", usage=usage)
+    if isinstance(exc, openai.LengthFinishReasonError):
+        return RetryableProviderError(
+            "OpenAI answer incomplete: the output token cap was reached", usage=usage
+        )
+    if isinstance(exc, openai.ContentFilterFinishReasonError):
+        return FatalProviderError("OpenAI refused the request: content filter", usage=usage)
+    return None

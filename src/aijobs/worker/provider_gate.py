@@ -1,0 +1,197 @@
+"""Provider rate limits shared by every worker, kept in PostgreSQL (migration 006).
+
+Three duties, one object per worker:
+  * `pause()` — the producer asks before each claim. While a provider is held (it answered 429,
+    or our shared budget ran out) no worker claims jobs for it. The answer is cached for about a
+    second, so a worker with no hold pays one tiny query per second, not one per claim.
+  * `provider` — the worker's provider wrapped so it never calls out during a hold, and, when
+    OPENAI_RPM / OPENAI_TPM are set, takes a slot from the shared sliding-window budget first
+    (waiting briefly in place, or handing the job back when the wait is long).
+  * `settle()` — after an attempt ended `rate_limited`: set the hold for everyone, add the wait to
+    the job's total, and past RATE_LIMIT_MAX_WAIT_SECONDS turn the reschedule into a failure with
+    a clear error (the refund trigger does the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from aijobs.config import Settings
+from aijobs.db.rows import ClaimedJob, Finish
+from aijobs.db.store import Store
+from aijobs.providers.base import Completion, LLMTask, M, Provider, ProviderError, RateLimitedError
+
+log = logging.getLogger("aijobs.worker")
+
+#: A budget wait shorter than this is spent in place; a longer one hands the job back.
+INLINE_BUDGET_WAIT = 5.0
+#: Longest sleep between two looks at a hold (a hold can be lifted by hand).
+MAX_PAUSE = 5.0
+
+
+class ProviderGate:
+    """Shared holds and budgets for the one provider a worker uses."""
+
+    def __init__(self, store: Store, settings: Settings, provider: Provider) -> None:
+        self.store = store
+        self.name = provider.name
+        self.max_wait = settings.rate_limit_max_wait_seconds
+        self.check_every = min(1.0, settings.polling_seconds)
+        self._hold_until = 0.0  # monotonic deadline of the hold last seen
+        self._checked_at = float("-inf")
+        rpm, tpm = (settings.openai_rpm, settings.openai_tpm) if provider.name == "openai" else (None, None)
+        self.budget = Budget(self, rpm, tpm, settings.rate_limit_window_seconds) if (rpm or tpm) else None
+        self.provider: Provider = GatedProvider(provider, self)
+
+    # -- holds ----------------------------------------------------------------------------
+    async def pause(self) -> float:
+        """Seconds to hold back from the provider now (0: go ahead). Cached for ~1 s."""
+        now = time.monotonic()
+        if now - self._checked_at >= self.check_every:
+            self._checked_at = now
+            try:
+                async with self.store.session() as session:
+                    seconds = await session.provider_hold_seconds(self.name)
+            except (psycopg.Error, OSError):
+                seconds = 0.0  # the claim that follows meets the same outage and backs off
+            self._hold_until = time.monotonic() + seconds
+        return max(self._hold_until - time.monotonic(), 0.0)
+
+    async def claim_pause(self) -> float:
+        """What the producer sleeps before claiming: the hold, capped so holds are re-read."""
+        return min(await self.pause(), MAX_PAUSE)
+
+    def note_hold(self, seconds: float) -> None:
+        self._hold_until = max(self._hold_until, time.monotonic() + seconds)
+
+    async def settle(self, job: ClaimedJob, finish: Finish) -> Finish:
+        """Share a rate limit with every worker and bound the job's total wait."""
+        if finish.outcome != "rate_limited":
+            return finish
+        retry_after = max(finish.retry_in or 0.0, 0.0)
+        reason = (finish.error or "rate limited")[:500]
+        try:
+            async with self.store.session() as session:
+                hold = await session.provider_rate_limited(
+                    provider=self.name,
+                    job_id=job.id,
+                    lease_token=job.lease_token,
+                    retry_after=retry_after,
+                    reason=reason,
+                )
+        except (psycopg.Error, OSError) as exc:
+            log.warning("⏸️ Could not record the %s rate limit (%s); rescheduling anyway", self.name, exc)
+            self.note_hold(retry_after)
+            return finish
+        self.note_hold(hold.hold_seconds)
+        total = hold.total_wait_seconds
+        if total is not None and total > self.max_wait:
+            error = (
+                f"rate limited by {self.name} for {total:.0f}s in total, more than "
+                f"RATE_LIMIT_MAX_WAIT_SECONDS ({self.max_wait:g}s); giving up. Last error: {reason}"
+            )
+            log.error("❌ Job %s failed: %s; credits refunded", job.id, error)
+            return replace(
+                finish, status="failed", outcome="failed", error=error, retry_in=None, give_back=False
+            )
+        log.info("⏸️ %s held for every worker for %.1fs", self.name, hold.hold_seconds)
+        return replace(finish, retry_in=max(retry_after, hold.hold_seconds))
+
+
+class Budget:
+    """The optional shared RPM/TPM budget: a sliding log of calls in `provider_calls`."""
+
+    def __init__(self, gate: ProviderGate, rpm: int | None, tpm: int | None, window: float) -> None:
+        self.gate = gate
+        self.rpm = rpm
+        self.tpm = tpm
+        self.window = window
+
+    def describe(self) -> str:
+        parts = [f"OPENAI_RPM={self.rpm}"] if self.rpm else []
+        parts += [f"OPENAI_TPM={self.tpm}"] if self.tpm else []
+        return ", ".join(parts) + f" per {self.window:g}s"
+
+    async def reserve(self, tokens: int) -> int:
+        """A slot for one call (its id), waiting in place briefly; else RateLimitedError."""
+        deadline = time.monotonic() + INLINE_BUDGET_WAIT
+        while True:
+            async with self.gate.store.session() as session:
+                slot = await session.provider_budget_reserve(
+                    provider=self.gate.name,
+                    rpm=self.rpm,
+                    tpm=self.tpm,
+                    tokens=tokens,
+                    window_seconds=self.window,
+                )
+            if slot.ok and slot.call_id is not None:
+                return slot.call_id
+            wait = slot.wait_seconds + random.uniform(0, 0.05)
+            if time.monotonic() + wait > deadline:
+                raise RateLimitedError(
+                    f"shared budget {self.describe()} is used up; back in {wait:.1f}s", retry_after=wait
+                )
+            await asyncio.sleep(wait)
+
+    async def settle(self, call_id: int, tokens: int | None) -> None:
+        if self.tpm is None or tokens is None:
+            return
+        try:
+            async with self.gate.store.session() as session:
+                await session.provider_budget_settle(call_id, tokens)
+        except (psycopg.Error, OSError):
+            log.warning("could not record the tokens of %s call %d", self.gate.name, call_id)
+
+
+class GatedProvider:
+    """The worker's provider behind the gate: no call during a hold, one budget slot per call."""
+
+    def __init__(self, inner: Provider, gate: ProviderGate) -> None:
+        self.inner = inner
+        self.gate = gate
+        self.name = inner.name
+        self.model = inner.model
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        held = await self.gate.pause()
+        if held > 0:
+            raise RateLimitedError(
+                f"{self.name} is rate limited for every worker; holding back {held:.1f}s", retry_after=held
+            )
+        budget = self.gate.budget
+        if budget is None:
+            return await self.inner.run(task)
+        call_id = await budget.reserve(estimate_tokens(task, self.inner))
+        try:
+            completion = await self.inner.run(task)
+        except ProviderError as exc:
+            await budget.settle(
+                call_id, _total(exc.usage.input_tokens, exc.usage.output_tokens) if exc.usage else None
+            )
+            raise
+        await budget.settle(call_id, _total(completion.usage.input_tokens, completion.usage.output_tokens))
+        return completion
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def estimate_tokens(task: LLMTask[Any], provider: Provider) -> int:
+    """Tokens a call may use, counted before it is made as OpenAI does: the input (about four
+    characters a token) plus the output cap. Settled to the real figure afterwards."""
+    chars = len(task.instructions) + len(task.input)
+    cap = getattr(provider, "max_output_tokens", 0)
+    return chars // 4 + (cap if isinstance(cap, int) else 0)
+
+
+def _total(inp: int | None, out: int | None) -> int | None:
+    if inp is None and out is None:
+        return None
+    return (inp or 0) + (out or 0)
