@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aijobs.cli import accounts_cmds, jobs_cmds, system_cmds  # noqa: F401  (register commands)
+from aijobs.cli import accounts_cmds, api_cmds, jobs_cmds, system_cmds  # noqa: F401  (register commands)
 from aijobs.cli.app import app
 
 __all__ = ["app"]

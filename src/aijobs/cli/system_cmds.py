@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from uuid import UUID
 
 import typer
+from pydantic import SecretStr
 
+from aijobs.api.app import create_app
+from aijobs.api.server import EmbeddedServer, server_config
+from aijobs.api.tokens import mint_token
 from aijobs.cli.app import app, database, echo_json, open_store, run_async, settings_or_exit
 from aijobs.config import Settings
 from aijobs.db.migrate import MigrationError, pending
@@ -117,8 +122,12 @@ async def ensure_demo_account(url: str, settings: Settings) -> int:
 
 @app.command("dev")
 def dev() -> None:
-    """Everything in one process: embedded database, migrations, a demo account, worker."""
+    """Everything in one process: embedded database, migrations, a demo account, worker and API."""
     settings = settings_or_exit()
+    if settings.jwt_secret is None:
+        # Dev only: a throwaway secret so the printed token and the page's mint button work.
+        settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})
+        typer.echo("JWT_SECRET is not set: using a random one for this process (tokens die with it)")
     with database(settings) as url:
         migrate_or_exit(url)
         balance = asyncio.run(ensure_demo_account(url, settings))
@@ -127,7 +136,36 @@ def dev() -> None:
             f"try: aijobs enqueue ai_generation --user {DEMO_USER} "
             '--payload \'{"review_text": "Great service!", "tone": "friendly"}\''
         )
-        asyncio.run(run_worker(settings, url))
+        asyncio.run(run_dev(settings.model_copy(update={"database_url": url}), url))
+
+
+async def run_dev(settings: Settings, url: str) -> None:
+    """The API and the worker in one event loop. The worker owns the signals: when it has
+    drained after SIGINT/SIGTERM, the API stops too."""
+    assert settings.jwt_secret is not None
+    app_ = create_app(settings, dev_user=DEMO_USER)
+    server = EmbeddedServer(server_config(app_, settings.api_host, settings.api_port, settings.log_level))
+    api_task = asyncio.create_task(server.serve(), name="api")
+    while not server.started and not api_task.done():  # noqa: ASYNC110 (uvicorn exposes a bool, not an event)
+        await asyncio.sleep(0.05)
+    if api_task.done():
+        await api_task  # startup failed (port in use, ...): raise its error
+        return
+    dev_token = mint_token(
+        settings.jwt_secret.get_secret_value(),
+        DEMO_USER,
+        ttl_seconds=12 * 3600,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    typer.echo(f"API: {base}  ·  open {base}/api-test  ·  OpenAPI {base}/docs")
+    typer.echo(f"dev token for the demo user (12 h): {dev_token}")
+    try:
+        await run_worker(settings, url)
+    finally:
+        server.should_exit = True
+        await api_task
 
 
 def new_user_id() -> UUID:

@@ -1,0 +1,121 @@
+"""The FastAPI application factory.
+
+`create_app` wires settings into one `ApiState`; the lifespan opens the store (unless one
+is given) and the single LISTEN connection that feeds every SSE stream and long poll. The
+order of middleware matters: CORS outermost (so refusals carry CORS headers too and the
+browser can read them), then the body limit, which runs before anything parses a body.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from uuid import UUID
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from aijobs import __version__
+from aijobs.api import problems
+from aijobs.api.auth import TokenVerifier
+from aijobs.api.events import JobEventsHub
+from aijobs.api.limits import BodyLimitMiddleware
+from aijobs.api.routes import admin, health, jobs, me, pages
+from aijobs.api.state import ApiState
+from aijobs.config import ConfigError, Settings
+from aijobs.db.store import Store
+
+EXPOSED_HEADERS = ["Idempotent-Replayed", "Location", "Retry-After"]
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "apikey", "Last-Event-ID"]
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    dev_user: UUID | None = None,
+    extra_routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """The API for `settings.database_url`. A given `store` is used and left open at shutdown.
+
+    `dev_user` turns on dev mode (the /api-test page's mint button signs in as that user);
+    `extra_routers` lets other parts of aijobs (the monitoring dashboard) mount their routes.
+    """
+    if not settings.database_url:
+        raise ConfigError("DATABASE_URL: the API needs a database URL (the CLI resolves the embedded one)")
+    state = ApiState(
+        settings=settings,
+        verifier=TokenVerifier(settings),
+        database_url=settings.database_url,
+        store=store,
+        dev_user=dev_user,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        owns_store = state.store is None
+        if state.store is None:
+            state.store = await Store.open(
+                state.database_url, min_size=1, max_size=settings.db_pool_size, name="aijobs-api"
+            )
+        state.hub = JobEventsHub(state.database_url)
+        await state.hub.start()
+        try:
+            yield
+        finally:
+            await state.hub.stop()
+            if owns_store:
+                await state.store.close()
+                state.store = None
+
+    app = FastAPI(
+        title="aijobs API",
+        version=__version__,
+        description=(
+            "Jobs with credits for AI work. Authenticate with `Authorization: Bearer <Supabase access "
+            "token>`; admin endpoints take the service key. Errors are RFC 9457 problem+json."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.aijobs = state
+    problems.install(app)
+    for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
+        app.include_router(router)
+    if state.dev:
+        app.include_router(pages.dev_router)
+    static = resources.files("aijobs.api") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    origins, origin_regex = parse_cors_origins(settings.cors_origins)
+    if origins or origin_regex:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_origin_regex=origin_regex,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=ALLOWED_HEADERS,
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+    return app
+
+
+def parse_cors_origins(value: str) -> tuple[list[str], str | None]:
+    """CORS_ORIGINS: comma-separated exact origins (`https://app.example`, `chrome-extension://<id>`),
+    `*` for any, or patterns with `*` (`https://*.example.com`) matched as one label."""
+    exact: list[str] = []
+    patterns: list[str] = []
+    for item in (part.strip().rstrip("/") for part in value.split(",")):
+        if not item:
+            continue
+        if item == "*":
+            return ["*"], None
+        if "*" in item:
+            patterns.append(re.escape(item).replace(r"\*", r"[^/.:]+"))
+        else:
+            exact.append(item)
+    return exact, ("^(?:" + "|".join(patterns) + ")$") if patterns else None

@@ -1,0 +1,153 @@
+"""Who is calling: Supabase-compatible JWTs for users, the service key for server-side callers.
+
+Tokens are checked with an explicit algorithm list chosen by the key that verifies them:
+HS256 only against JWT_SECRET, ES256/RS256 only against a key from JWT_JWKS_URL. So `alg:
+none`, an RS256 header on an HS256 deployment, or an HS256 token "signed" with a public key
+(algorithm confusion) all fail. `exp`, `aud` and `sub` are required. Every failure is a 401
+raised before any database work, so a bad token writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+from uuid import UUID
+
+import jwt
+from fastapi import Depends, Request
+
+from aijobs.api.problems import ProblemError, unauthorized
+from aijobs.config import Settings
+
+HMAC_ALGORITHMS = ["HS256"]
+JWKS_ALGORITHMS = ["ES256", "RS256"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller. `claims` go into `request.jwt.claims` for row-level security."""
+
+    user_id: UUID | None
+    claims: dict[str, Any] = field(default_factory=dict)
+    service: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        if self.service:
+            return True
+        meta = self.claims.get("app_metadata")
+        return isinstance(meta, dict) and meta.get("role") == "admin"
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against the configured keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else None
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+        self.service_key = settings.service_role_key.get_secret_value() if settings.service_role_key else None
+        self.jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=600, timeout=10)
+            if settings.jwt_jwks_url
+            else None
+        )
+
+    def is_service_key(self, value: str | None) -> bool:
+        if not value or not self.service_key:
+            return False
+        return hmac.compare_digest(value.encode(), self.service_key.encode())
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, or a 401 saying why not."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise unauthorized("malformed bearer token") from None
+        alg = header.get("alg")
+        if alg in HMAC_ALGORITHMS and self.secret:
+            key: Any = self.secret
+            algorithms = HMAC_ALGORITHMS
+        elif alg in JWKS_ALGORITHMS and self.jwks is not None:
+            try:
+                # PyJWKClient fetches over blocking HTTP (cached afterwards): keep it off the loop.
+                signing_key = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWTError as exc:
+                raise unauthorized(f"no signing key for this token: {exc}") from None
+            key = signing_key.key
+            algorithms = [alg]
+        else:
+            raise unauthorized(f"token algorithm {alg!r} is not accepted")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "sub", "aud"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise unauthorized(f"token audience is not {self.audience!r}") from None
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"invalid token: {exc}") from None
+        # auth.uid() casts `sub` to uuid; anything else would fail inside the database.
+        try:
+            UUID(str(claims["sub"]))
+        except ValueError:
+            raise unauthorized("token subject is not a user id (uuid)") from None
+        if "\\u0000" in json.dumps(claims):
+            raise unauthorized("token claims contain a NUL character")
+        return claims
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def verifier(request: Request) -> TokenVerifier:
+    verifier_: TokenVerifier = request.app.state.aijobs.verifier
+    return verifier_
+
+
+async def current_user(request: Request) -> Principal:
+    """A signed-in user (the service key is not a user: it has no row-level identity)."""
+    token = _bearer(request)
+    if token is None:
+        raise unauthorized("sign in: send Authorization: Bearer <access token>")
+    v = verifier(request)
+    if v.is_service_key(token):
+        raise unauthorized("the service key is for admin endpoints; send a user's token here")
+    claims = await v.verify(token)
+    return Principal(user_id=UUID(str(claims["sub"])), claims=claims)
+
+
+async def admin(request: Request) -> Principal:
+    """The service key (as Bearer or `apikey`), or a user token with an admin claim."""
+    v = verifier(request)
+    token = _bearer(request)
+    if v.is_service_key(token) or (token is None and v.is_service_key(request.headers.get("apikey"))):
+        return Principal(user_id=None, service=True)
+    if token is None:
+        raise unauthorized("admin endpoints need the service key or an admin's token")
+    claims = await v.verify(token)
+    principal = Principal(user_id=UUID(str(claims["sub"])), claims=claims)
+    if not principal.is_admin:
+        raise ProblemError(403, "this endpoint is for administrators", code="forbidden")
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+Admin = Annotated[Principal, Depends(admin)]

@@ -1,0 +1,127 @@
+"""Creating a charged job for a user: Idempotency-Key, the in-flight cap, the credit function.
+
+Everything happens in one transaction as the user (`authenticated`, claims set locally):
+
+1. With a key, insert (user, key, request hash). A concurrent request with the same key waits
+   on the primary key until this transaction ends, then finds the row and replays the stored
+   response (same request) or is refused with 409 (different request). So 20 identical
+   requests make one job and one debit.
+2. Lock the user's creations and count jobs in flight: over the cap is a 429.
+3. Charge and insert through `create_credit_consuming_job` (402 when the balance is short).
+4. Store the response beside the key, then commit.
+
+A refusal rolls the whole transaction back: no job, no debit, no key — nothing is charged and
+the client may retry with the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aijobs.api.auth import Principal
+from aijobs.api.models import Job
+from aijobs.api.problems import ProblemError, invalid
+from aijobs.db.store import Session, Store
+from aijobs.queue.enqueue import validate_payload
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What to create. `request` is what the idempotency hash covers (method, path, body)."""
+
+    type: str
+    payload: object
+    priority: int
+    run_at: datetime | None
+    max_attempts: int
+    retry_of: UUID | None
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Created:
+    status: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    """The key as given, or a 422 naming the header. Printable ASCII, 1-255 characters."""
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 255 or not all(" " <= ch <= "~" for ch in key):
+        raise invalid(f"header.{IDEMPOTENCY_HEADER}", "must be 1-255 printable ASCII characters")
+    return key
+
+
+def request_hash(request: dict[str, Any]) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def clean_payload(job_type: str, payload: object) -> dict[str, Any]:
+    """The validated payload (422 naming each field otherwise), checked before any DB work."""
+    clean = validate_payload(job_type, payload)
+    if "\\u0000" in json.dumps(clean):
+        raise invalid("body.payload", "text may not contain NUL (\\u0000) characters")
+    return clean
+
+
+async def create_for_user(
+    store: Store, principal: Principal, new: NewJob, *, key: str | None, max_in_flight: int
+) -> Created:
+    assert principal.user_id is not None
+    user = principal.user_id
+    payload = clean_payload(new.type, new.payload)
+    digest = request_hash(new.request)
+    async with store.as_user(principal.claims) as session:
+        if key is not None and not await session.api_idempotency_claim(user, key, digest):
+            return await _replay(session, user, key, digest)
+        await session.api_lock_user_creations(user)
+        in_flight = await session.api_in_flight(user)
+        if in_flight >= max_in_flight:
+            raise ProblemError(
+                429,
+                f"{in_flight} of your jobs are pending or processing; the limit is {max_in_flight}",
+                code="too_many_jobs_in_flight",
+                headers={"Retry-After": "5"},
+                in_flight=in_flight,
+                limit=max_in_flight,
+            )
+        created = await session.create_job(
+            user_id=user,
+            type=new.type,
+            payload=payload,
+            priority=new.priority,
+            run_at=new.run_at,
+            max_attempts=new.max_attempts,
+            idempotency_key=key,
+            retry_of=new.retry_of,
+        )
+        row = await session.api_get_job(created.id)
+        assert row is not None
+        body = Job.model_validate(row).model_dump(mode="json")
+        if key is not None:
+            await session.api_idempotency_save(user, key, status=201, body=body, job_id=created.id)
+    # created=False: the jobs table already held this key (set outside the API): same job.
+    return Created(201, body, replayed=not created.created)
+
+
+async def _replay(session: Session, user: UUID, key: str, digest: str) -> Created:
+    row = await session.api_idempotency_get(user, key)
+    if row is None or row["response_status"] is None:
+        raise ProblemError(409, "a request with this Idempotency-Key is in progress", code="idempotency_busy")
+    if row["request_hash"] != digest:
+        raise ProblemError(
+            409,
+            "this Idempotency-Key was used with a different request; use a new key",
+            code="idempotency_key_reused",
+        )
+    return Created(int(row["response_status"]), dict(row["response_body"]), replayed=True)

@@ -1,0 +1,82 @@
+"""One LISTEN connection for the whole API process, fanned out to every SSE stream and long poll.
+
+The database announces each job status change on `aijobs_job_events` as "<job id> <status>".
+Streams subscribe per job id and receive those statuses in commit order. After the listener
+reconnects (database restart, killed connection) every subscriber gets a `RESYNC` marker
+and re-reads its job, since notifications sent while nobody listened are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from uuid import UUID
+
+from aijobs.worker.listener import Listener
+
+log = logging.getLogger("aijobs.api")
+
+JOB_EVENTS_CHANNEL = "aijobs_job_events"
+#: Put on every queue after a (re)connect: "you may have missed something, re-read".
+RESYNC = "resync"
+
+
+class JobEventsHub:
+    def __init__(self, conninfo: str) -> None:
+        self._subscribers: dict[UUID, set[asyncio.Queue[str]]] = defaultdict(set)
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.listener = Listener(
+            conninfo, [JOB_EVENTS_CHANNEL], on_notify=self._on_notify, on_connect=self._on_connect
+        )
+
+    async def start(self, connect_seconds: float = 10.0) -> None:
+        """Start listening; wait (bounded) for the first connection so early streams miss nothing."""
+        self._task = asyncio.create_task(self.listener.run(self._stop), name="api-job-events")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listener.connected.wait(), connect_seconds)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @asynccontextmanager
+    async def subscribe(self, job_id: UUID) -> AsyncIterator[asyncio.Queue[str]]:
+        """Statuses of `job_id` from now on. Subscribe *before* reading the job, so no change
+        between the read and the subscription can be missed."""
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._subscribers[job_id].add(queue)
+        try:
+            yield queue
+        finally:
+            subscribers = self._subscribers.get(job_id)
+            if subscribers is not None:
+                subscribers.discard(queue)
+                if not subscribers:
+                    del self._subscribers[job_id]
+
+    @property
+    def connected(self) -> bool:
+        return self.listener.connected.is_set()
+
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        job_text, _, status = payload.partition(" ")
+        try:
+            job_id = UUID(job_text)
+        except ValueError:
+            log.warning("ignoring malformed job event %r", payload)
+            return
+        for queue in self._subscribers.get(job_id, ()):
+            queue.put_nowait(status)
+
+    def _on_connect(self) -> None:
+        for queues in self._subscribers.values():
+            for queue in queues:
+                queue.put_nowait(RESYNC)

@@ -1,0 +1,128 @@
+"""The API's request and response bodies: what /openapi.json publishes and responses obey."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+
+class JobCreate(BaseModel):
+    """What a client sends to create a job. Unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "sentiment_analysis", "payload": {"text": "Lovely staff, quick service."}}]
+        },
+    )
+
+    type: str = Field(
+        min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$", description="A job type name."
+    )
+    payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    run_at: AwareDatetime | None = Field(None, description="Not before this time (with a UTC offset).")
+    max_attempts: int | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
+
+
+class Job(BaseModel):
+    """A job as its owner (or an admin) sees it."""
+
+    id: UUID
+    user_id: UUID
+    type: str
+    payload: dict[str, Any]
+    status: JobStatus
+    priority: int
+    run_at: datetime
+    attempts: int
+    max_attempts: int
+    result: dict[str, Any] | None
+    error: str | None
+    cost: int
+    idempotency_key: str | None
+    retry_of: UUID | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobPage(BaseModel):
+    items: list[Job]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next (older) page; null at the end."
+    )
+
+
+class JobEvent(BaseModel):
+    """One SSE `status` event: the status the job moved to, and the job as read right after."""
+
+    job_id: UUID
+    status: JobStatus
+    job: Job
+
+
+class Me(BaseModel):
+    user_id: UUID
+    balance: int
+    has_account: bool
+    jobs_in_flight: int
+    max_jobs_in_flight: int
+
+
+class LedgerEntry(BaseModel):
+    id: int
+    job_id: UUID | None
+    kind: Literal["grant", "debit", "refund"]
+    amount: int
+    note: str | None
+    created_at: datetime
+
+
+class LedgerPage(BaseModel):
+    items: list[LedgerEntry]
+    next_cursor: str | None
+
+
+class JobTypeInfo(BaseModel):
+    name: str
+    description: str
+    cost: int
+    example: dict[str, Any]
+    payload_schema: dict[str, Any]
+
+
+class CreditGrant(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: UUID
+    amount: int = Field(ge=1, le=1_000_000_000)
+    note: str = Field("grant", min_length=1, max_length=200)
+
+
+class Balance(BaseModel):
+    user_id: UUID
+    balance: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"]
+    migrations_pending: list[str]
+
+
+class DevToken(BaseModel):
+    token: str
+    user_id: UUID
+    expires_in: int

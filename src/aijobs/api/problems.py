@@ -1,0 +1,212 @@
+"""RFC 9457 problem details: every refusal the API makes has one shape.
+
+A client (the /api-test page, a Chrome extension, a script) reads `status`, `title` and
+`detail`, and for a 422 the `errors` list naming each invalid field and why; a 402 adds
+`balance` and `cost`. Domain errors from the core map here in one table, so the same
+refusal gets the same answer wherever it is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aijobs import errors
+
+log = logging.getLogger("aijobs.api")
+
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class FieldError(BaseModel):
+    """One invalid input: where it is (`body.payload.tone`, `query.limit`, `header.Idempotency-Key`)."""
+
+    field: str
+    reason: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document, with aijobs' extension members."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field("about:blank", description="A URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    code: str | None = Field(None, description="A stable machine-readable reason, e.g. insufficient_credits.")
+    errors: list[FieldError] | None = Field(None, description="Each invalid field and why (422).")
+    balance: int | None = Field(None, description="The account's balance (402).")
+    cost: int | None = Field(None, description="What the job would cost (402).")
+
+
+class ProblemError(Exception):
+    """Raise anywhere in a request to answer with a problem document."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.code = code
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(
+    status: int,
+    detail: str | None,
+    *,
+    instance: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://aijobs.dev/problems/{code}" if code else "about:blank",
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+    }
+    if detail is not None:
+        body["detail"] = detail
+    if instance is not None:
+        body["instance"] = instance
+    if code is not None:
+        body["code"] = code
+    body.update({k: v for k, v in extra.items() if v is not None})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, code="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+def not_found(what: str = "job") -> ProblemError:
+    """The same answer for "absent" and "someone else's": existence is not disclosed."""
+    return ProblemError(404, f"no such {what}", code="not_found")
+
+
+def invalid(field: str, reason: str) -> ProblemError:
+    return ProblemError(
+        422, f"{field}: {reason}", code="invalid_request", errors=[{"field": field, "reason": reason}]
+    )
+
+
+def from_domain(exc: errors.AijobsError) -> ProblemError:
+    """The API's answer to a refusal from the core (validation, credits, SQL's typed errors)."""
+    if isinstance(exc, errors.InvalidPayload):
+        fields = [{"field": f"body.payload.{e['field']}", "reason": e["reason"]} for e in exc.errors]
+        return ProblemError(422, exc.message, code=exc.code, errors=fields)
+    if isinstance(exc, errors.UnknownJobType):
+        return ProblemError(
+            422,
+            exc.message,
+            code=exc.code,
+            errors=[{"field": "body.type", "reason": exc.message}],
+        )
+    if isinstance(exc, errors.InsufficientCredits):
+        return ProblemError(
+            402,
+            f"this job costs {exc.cost} credits and the balance is {exc.balance}",
+            code=exc.code,
+            balance=exc.balance,
+            cost=exc.cost,
+        )
+    if isinstance(exc, errors.UnknownUser):
+        # A signed-in user without a credit account simply has no credits.
+        return ProblemError(402, "this user has no credit account yet", code="no_account", balance=0)
+    if isinstance(exc, errors.Forbidden):
+        return unauthorized(exc.message)
+    return ProblemError(422, exc.message, code=exc.code)
+
+
+def _field_of(loc: tuple[int | str, ...] | list[int | str]) -> str:
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Make every error, including FastAPI's own, answer as problem+json."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        return problem_response(
+            exc.status,
+            exc.detail,
+            instance=request.url.path,
+            code=exc.code,
+            headers=exc.headers,
+            **exc.extra,
+        )
+
+    async def on_domain(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors.AijobsError)
+        return await on_problem(request, from_domain(exc))
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        fields = [{"field": _field_of(e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        summary = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5])
+        return problem_response(
+            422, summary, instance=request.url.path, code="invalid_request", errors=fields
+        )
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        return problem_response(
+            exc.status_code,
+            str(exc.detail) if exc.detail else None,
+            instance=request.url.path,
+            headers=dict(exc.headers) if exc.headers else None,
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return problem_response(500, "internal error", instance=request.url.path, code="internal")
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(errors.AijobsError, on_domain)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the problem statuses a route can answer."""
+    return {
+        status: {
+            "model": Problem,
+            "description": _TITLES.get(status, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

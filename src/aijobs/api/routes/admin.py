@@ -1,0 +1,87 @@
+"""`/api/admin/*`: for the service key (server-side callers) or a user with an admin claim.
+
+These run as the owner role (`Store.session()`), which sees every row by explicit policy.
+A requeue is a *new* charged job with `retry_of` pointing at the old one, made by the same
+credit function as any creation: the old job keeps its refund, so the ledger stays exact.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
+
+from aijobs.api.auth import Admin
+from aijobs.api.creation import clean_payload
+from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus
+from aijobs.api.pagination import parse_job_cursor
+from aijobs.api.problems import ProblemError, not_found, responses
+from aijobs.api.routes.jobs import page_of
+from aijobs.api.state import get_store
+from aijobs.db.store import Store
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+@router.post(
+    "/credits",
+    response_model=Balance,
+    summary="Grant credits (creates the account)",
+    responses=responses(401, 403, 422),
+)
+async def grant_credits(body: CreditGrant, _admin: Admin, store: StoreDep) -> Balance:
+    async with store.session() as session:
+        balance = await session.grant_credits(body.user_id, body.amount, body.note)
+    return Balance(user_id=body.user_id, balance=balance)
+
+
+@router.get("/jobs", response_model=JobPage, summary="All users' jobs", responses=responses(401, 403, 422))
+async def list_all_jobs(
+    _admin: Admin,
+    store: StoreDep,
+    user_id: UUID | None = None,
+    status: JobStatus | None = None,
+    type: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9_]*$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JobPage:
+    before = parse_job_cursor(cursor)
+    async with store.session() as session:
+        rows = await session.api_list_jobs(
+            user_id=user_id, status=status, type=type, before=before, limit=limit + 1
+        )
+    return page_of(rows, limit)
+
+
+@router.post(
+    "/jobs/{job_id}/requeue",
+    status_code=201,
+    response_model=Job,
+    summary="Run a failed or cancelled job again as a new job, charged to its owner",
+    responses=responses(401, 402, 403, 404, 409, 422),
+)
+async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
+    async with store.transaction() as session:
+        row = await session.api_get_job(job_id)
+        if row is None:
+            raise not_found()
+        old = Job.model_validate(row)
+        if old.status not in ("failed", "cancelled"):
+            raise ProblemError(
+                409, f"job is {old.status}; only failed or cancelled jobs are requeued", code="not_retryable"
+            )
+        created = await session.create_job(
+            user_id=old.user_id,
+            type=old.type,
+            payload=clean_payload(old.type, old.payload),
+            priority=old.priority,
+            max_attempts=old.max_attempts,
+            retry_of=old.id,
+        )
+        new_row = await session.api_get_job(created.id)
+    assert new_row is not None
+    body = Job.model_validate(new_row).model_dump(mode="json")
+    return JSONResponse(body, status_code=201, headers={"Location": f"/api/jobs/{created.id}"})

@@ -1,0 +1,53 @@
+"""`/healthz` (the process answers) and `/readyz` (the database answers and is fully migrated).
+
+A load balancer sends traffic only when /readyz is 200, so a deploy that is ahead of its
+migrations, or a lost database, takes the instance out instead of failing requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import psycopg
+from fastapi import APIRouter, Depends
+from psycopg_pool import PoolTimeout
+
+from aijobs.api.models import Health, Readiness
+from aijobs.api.problems import ProblemError, responses
+from aijobs.api.state import ApiState, get_state, get_store
+from aijobs.db.migrate import pending
+from aijobs.db.store import Store
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger("aijobs.api")
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    summary="Database reachable, migrations current",
+    responses=responses(503),
+)
+async def readyz(
+    state: Annotated[ApiState, Depends(get_state)], store: Annotated[Store, Depends(get_store)]
+) -> Readiness:
+    try:
+        async with asyncio.timeout(5):
+            async with store.session() as session:
+                await session.api_ping()
+            missing = await asyncio.to_thread(pending, state.database_url)
+    except (psycopg.Error, PoolTimeout, OSError, TimeoutError) as exc:
+        log.warning("not ready: database unreachable (%s)", type(exc).__name__)
+        raise ProblemError(503, "database unreachable", code="database_unreachable") from None
+    if missing:
+        raise ProblemError(
+            503, f"migrations pending: {', '.join(missing)}", code="migrations_pending", pending=missing
+        )
+    return Readiness(status="ready", migrations_pending=[])

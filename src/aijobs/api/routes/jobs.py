@@ -1,0 +1,270 @@
+"""`/api/jobs`: create, read (optionally long-polling), list, cancel, retry, stream; `/api/job-types`.
+
+Every handler runs its queries in `store.as_user(claims)`, so row-level security decides
+what the caller sees: another user's job is simply not there, and answers 404 exactly as a
+job that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse
+
+from aijobs.api.auth import CurrentUser, Principal
+from aijobs.api.creation import IDEMPOTENCY_HEADER, NewJob, check_idempotency_key, create_for_user
+from aijobs.api.events import RESYNC, JobEventsHub
+from aijobs.api.models import TERMINAL, Job, JobCreate, JobEvent, JobPage, JobStatus, JobTypeInfo
+from aijobs.api.pagination import job_cursor, parse_job_cursor
+from aijobs.api.problems import ProblemError, not_found, responses
+from aijobs.api.state import ApiState, get_hub, get_state, get_store
+from aijobs.db.store import Store
+from aijobs.jobs import registry
+
+router = APIRouter(tags=["jobs"])
+
+StoreDep = Annotated[Store, Depends(get_store)]
+StateDep = Annotated[ApiState, Depends(get_state)]
+HubDep = Annotated[JobEventsHub, Depends(get_hub)]
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=IDEMPOTENCY_HEADER,
+        description="Replays the first response for the same request; 1-255 printable ASCII characters.",
+    ),
+]
+#: How often a waiting stream re-reads its job even without a notification (belt and braces).
+RECHECK_SECONDS = 10.0
+
+
+async def read_job(store: Store, principal: Principal, job_id: UUID) -> Job:
+    async with store.as_user(principal.claims) as session:
+        row = await session.api_get_job(job_id)
+    if row is None:
+        raise not_found()
+    return Job.model_validate(row)
+
+
+def _created_response(status: int, body: dict[str, Any], replayed: bool) -> JSONResponse:
+    headers = {"Location": f"/api/jobs/{body['id']}"}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+@router.get("/api/job-types", response_model=list[JobTypeInfo], summary="Job types, costs and examples")
+async def job_types() -> list[JobTypeInfo]:
+    """Public: what a client may create, what it costs, and a valid example payload for each."""
+    return [
+        JobTypeInfo(
+            name=jt.name,
+            description=jt.description,
+            cost=jt.cost,
+            example=jt.example,
+            payload_schema=jt.payload_model.model_json_schema(),
+        )
+        for jt in registry().values()
+    ]
+
+
+@router.post(
+    "/api/jobs",
+    status_code=201,
+    response_model=Job,
+    summary="Create a job (charges its credits)",
+    responses=responses(401, 402, 409, 413, 422, 429),
+)
+async def create_job(
+    body: JobCreate,
+    principal: CurrentUser,
+    store: StoreDep,
+    state: StateDep,
+    idempotency_key: KeyHeader = None,
+) -> JSONResponse:
+    key = check_idempotency_key(idempotency_key)
+    new = NewJob(
+        type=body.type,
+        payload=body.payload,
+        priority=body.priority,
+        run_at=body.run_at,
+        max_attempts=body.max_attempts or state.settings.max_attempts,
+        retry_of=None,
+        request={"method": "POST", "path": "/api/jobs", "body": body.model_dump(mode="json")},
+    )
+    created = await create_for_user(
+        store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
+    )
+    return _created_response(created.status, created.body, created.replayed)
+
+
+@router.get(
+    "/api/jobs",
+    response_model=JobPage,
+    summary="My jobs, newest first",
+    responses=responses(401, 422),
+)
+async def list_jobs(
+    principal: CurrentUser,
+    store: StoreDep,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    type: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z][a-z0-9_]*$")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> JobPage:
+    before = parse_job_cursor(cursor)
+    async with store.as_user(principal.claims) as session:
+        rows = await session.api_list_jobs(
+            user_id=principal.user_id, status=status, type=type, before=before, limit=limit + 1
+        )
+    return page_of(rows, limit)
+
+
+def page_of(rows: list[dict[str, Any]], limit: int) -> JobPage:
+    items = [Job.model_validate(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return JobPage(items=items, next_cursor=job_cursor(items[-1].created_at, items[-1].id) if more else None)
+
+
+@router.get(
+    "/api/jobs/{job_id}",
+    response_model=Job,
+    summary="A job (optionally waiting for its status to change)",
+    responses=responses(401, 404, 422),
+)
+async def get_job(
+    job_id: UUID,
+    principal: CurrentUser,
+    store: StoreDep,
+    hub: HubDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0, le=60, description="Long-poll: answer as soon as the status changes, or after this many s."
+        ),
+    ] = 0,
+) -> Job:
+    if wait <= 0:
+        return await read_job(store, principal, job_id)
+    async with hub.subscribe(job_id) as events:
+        job = await read_job(store, principal, job_id)
+        if job.status in TERMINAL:
+            return job
+        deadline = time.monotonic() + wait
+        while (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
+            async with store.as_user(principal.claims) as session:
+                status = await session.api_job_status(job_id)
+            if status != job.status:
+                break
+    return await read_job(store, principal, job_id)
+
+
+@router.post(
+    "/api/jobs/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a job (pending: at once, refunded; processing: asked to stop)",
+    responses=responses(401, 404, 409, 422),
+)
+async def cancel_job(job_id: UUID, principal: CurrentUser, store: StoreDep) -> Job:
+    async with store.as_user(principal.claims) as session:
+        outcome = await session.cancel_job(job_id)
+        if outcome is None:
+            raise not_found()
+        row = await session.api_get_job(job_id)
+    assert row is not None
+    job = Job.model_validate(row)
+    if job.status in ("completed", "failed"):
+        raise ProblemError(409, f"job is already {job.status}; nothing to cancel", code="job_finished")
+    return job
+
+
+@router.post(
+    "/api/jobs/{job_id}/retry",
+    status_code=201,
+    response_model=Job,
+    summary="Run a failed or cancelled job again as a new job (charged again)",
+    responses=responses(401, 402, 404, 409, 422, 429),
+)
+async def retry_job(
+    job_id: UUID, principal: CurrentUser, store: StoreDep, state: StateDep, idempotency_key: KeyHeader = None
+) -> JSONResponse:
+    key = check_idempotency_key(idempotency_key)
+    old = await read_job(store, principal, job_id)
+    if old.status not in ("failed", "cancelled"):
+        raise ProblemError(
+            409, f"job is {old.status}; only failed or cancelled jobs can be retried", code="not_retryable"
+        )
+    new = NewJob(
+        type=old.type,
+        payload=old.payload,
+        priority=old.priority,
+        run_at=None,
+        max_attempts=old.max_attempts,
+        retry_of=old.id,
+        request={"method": "POST", "path": f"/api/jobs/{job_id}/retry", "body": None},
+    )
+    created = await create_for_user(
+        store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
+    )
+    return _created_response(created.status, created.body, created.replayed)
+
+
+@router.get(
+    "/api/jobs/{job_id}/events",
+    response_class=Response,
+    summary="Server-Sent Events: the job's status changes, until it is finished",
+    responses={
+        200: {
+            "description": "`event: status` with a JobEvent as data, one per transition; the stream "
+            "ends after a terminal status (completed, failed, cancelled).",
+            "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobEvent"}}},
+        },
+        **responses(401, 404, 422),
+    },
+)
+async def job_events(
+    job_id: UUID, principal: CurrentUser, store: StoreDep, hub: HubDep
+) -> EventSourceResponse:
+    await read_job(store, principal, job_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        async with hub.subscribe(job_id) as events:
+            job = await read_job(store, principal, job_id)
+            last: str = job.status
+            sequence = 1
+            yield _event(sequence, last, job)
+            while last not in TERMINAL:
+                try:
+                    note = await asyncio.wait_for(events.get(), timeout=RECHECK_SECONDS)
+                except TimeoutError:
+                    note = RESYNC
+                try:
+                    job = await read_job(store, principal, job_id)
+                except ProblemError:
+                    return  # the job is gone (pruned)
+                status = job.status if note == RESYNC else note
+                if status == last or status not in JOB_STATUSES:
+                    continue
+                last = status
+                sequence += 1
+                yield _event(sequence, last, job)
+
+    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
+
+
+JOB_STATUSES = frozenset({"pending", "processing", "completed", "failed", "cancelled"})
+
+
+def _event(sequence: int, status: str, job: Job) -> dict[str, str]:
+    data = JobEvent.model_validate({"job_id": job.id, "status": status, "job": job})
+    return {"event": "status", "id": str(sequence), "data": data.model_dump_json()}

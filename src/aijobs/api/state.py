@@ -1,0 +1,46 @@
+"""What every request handler shares, held on `app.state.aijobs` for the app's lifetime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+from fastapi import Request
+
+from aijobs.api.auth import TokenVerifier
+from aijobs.api.events import JobEventsHub
+from aijobs.config import Settings
+from aijobs.db.store import Store
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    verifier: TokenVerifier
+    database_url: str
+    #: Set by the lifespan (opened there unless create_app was given one).
+    store: Store | None = None
+    hub: JobEventsHub | None = None
+    #: The demo user `aijobs dev` creates; set only in dev mode (enables the mint button).
+    dev_user: UUID | None = None
+
+    @property
+    def dev(self) -> bool:
+        return self.dev_user is not None and self.settings.jwt_secret is not None
+
+
+def get_state(request: Request) -> ApiState:
+    state: ApiState = request.app.state.aijobs
+    return state
+
+
+def get_store(request: Request) -> Store:
+    store = get_state(request).store
+    assert store is not None, "the API's lifespan has not opened the store"
+    return store
+
+
+def get_hub(request: Request) -> JobEventsHub:
+    hub = get_state(request).hub
+    assert hub is not None, "the API's lifespan has not started the job events listener"
+    return hub

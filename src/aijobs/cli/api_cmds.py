@@ -1,0 +1,82 @@
+"""`aijobs api` (serve the HTTP API) and `aijobs token` (mint a development token)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from uuid import UUID
+
+import typer
+import uvicorn
+
+from aijobs.api.app import create_app
+from aijobs.api.server import server_config
+from aijobs.api.tokens import mint_token
+from aijobs.cli.app import app, database, settings_or_exit
+from aijobs.db.migrate import pending
+
+
+@app.command("api")
+def api(
+    host: str = typer.Option(None, "--host", help="API_HOST (default 127.0.0.1)"),
+    port: int = typer.Option(None, "--port", min=0, max=65535, help="API_PORT (default 8000)"),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes"),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs, the /api-test page)."""
+    settings = settings_or_exit(api_host=host, api_port=port)
+    with database(settings) as url:
+        missing = pending(url)
+        if missing:
+            typer.echo(
+                f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
+            )
+            raise typer.Exit(2)
+        if settings.jwt_secret is None and settings.jwt_jwks_url is None:
+            typer.echo(
+                "warning: neither JWT_SECRET nor JWT_JWKS_URL is set: no user token will be accepted",
+                err=True,
+            )
+        typer.echo(f"aijobs API on http://{settings.api_host}:{settings.api_port}  (try /api-test, /docs)")
+        if workers == 1:
+            config = server_config(
+                create_app(settings.model_copy(update={"database_url": url})),
+                settings.api_host,
+                settings.api_port,
+                settings.log_level,
+            )
+            asyncio.run(uvicorn.Server(config).serve())
+            return
+        # Several processes: each builds its app from the environment, so pass the URL down.
+        os.environ["DATABASE_URL"] = url
+        uvicorn.run(
+            "aijobs.api.server:app_from_env",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=5,
+        )
+
+
+@app.command("token")
+def token(
+    user: UUID = typer.Option(..., "--user", help="The user id (uuid) the token signs in as."),
+    admin: bool = typer.Option(False, "--admin", help="Add app_metadata.role = admin."),
+    ttl: int = typer.Option(3600, "--ttl", min=1, max=30 * 86400, help="Seconds until it expires."),
+) -> None:
+    """Mint a development token (HS256 with JWT_SECRET), printed alone for $(aijobs token ...)."""
+    settings = settings_or_exit()
+    if settings.jwt_secret is None:
+        typer.echo("error: JWT_SECRET is not set; tokens are signed with it (set it in .env.local)", err=True)
+        raise typer.Exit(2)
+    typer.echo(
+        mint_token(
+            settings.jwt_secret.get_secret_value(),
+            user,
+            ttl_seconds=ttl,
+            admin=admin,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    )
