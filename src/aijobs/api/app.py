@@ -23,7 +23,7 @@ from aijobs.api import problems
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
 from aijobs.api.limits import BodyLimitMiddleware
-from aijobs.api.routes import admin, health, jobs, me, pages
+from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
@@ -84,6 +84,8 @@ def create_app(
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
+    app.include_router(dashboard.router)  # monitoring (issue 5): /dashboard, admin only
+    app.include_router(dashboard.metrics_router)  # /metrics for Prometheus
     if state.dev:
         app.include_router(pages.dev_router)
     static = resources.files("aijobs.api") / "static"

@@ -6,6 +6,8 @@
 create index jobs_finished_stats_idx on jobs (finished_at)
     include (status, type, attempts, started_at, created_at)
     where finished_at is not null;
+-- It has the same key as 002's jobs_finished_idx, which retention also used; one is enough.
+drop index jobs_finished_idx;
 
 -- Queue depth and the oldest pending job read only the live part of the queue.
 create index jobs_active_idx on jobs (status, created_at) include (type)

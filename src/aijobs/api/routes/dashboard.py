@@ -1,0 +1,198 @@
+"""`/dashboard` (admin only) and `/metrics`: the operators' view of the system.
+
+Server-rendered with Jinja2; a ~100-line vendored script (static/dashboard.js) re-fetches the
+live fragment every two seconds and swaps it in, so the page updates without reloading and
+with no build step or CDN. Charts are SVG drawn on the server (aijobs.monitoring.charts).
+
+Who may look: the service key or a user token with the admin claim — as a Bearer header, or
+pasted once into /dashboard/login, which keeps it in an HttpOnly, SameSite=Strict cookie
+scoped to /dashboard. Buttons that change state also require an `X-Dashboard` header, which
+a cross-site form cannot send. With no auth configured at all, the dashboard opens only to
+loopback clients, under a loud red banner saying so.
+
+`/metrics` is Prometheus' text format, open like most scrape targets: no label carries a
+user or job id. Its queue gauges come from a cache refreshed at most every few seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+
+from aijobs.api.auth import Principal
+from aijobs.api.problems import ProblemError, not_found, unauthorized
+from aijobs.api.routes import admin as admin_routes
+from aijobs.api.state import ApiState, get_state, get_store
+from aijobs.db.store import Store
+from aijobs.monitoring import dashboard_data, view
+from aijobs.monitoring.gauges import GaugeRefresher
+from aijobs.monitoring.metrics import CONTENT_TYPE, metrics
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+metrics_router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(resources.files("aijobs.api") / "templates"))
+templates.env.filters["dur"] = view.seconds
+templates.env.filters["pct"] = view.percent
+COOKIE = "aijobs_dashboard"
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+StoreDep = Annotated[Store, Depends(get_store)]
+StateDep = Annotated[ApiState, Depends(get_state)]
+
+
+@dataclass(frozen=True)
+class Viewer:
+    principal: Principal
+    open_dev: bool = False  # no auth configured: open to loopback only, with a warning
+
+
+def auth_configured(state: ApiState) -> bool:
+    s = state.settings
+    return bool(s.service_role_key or s.jwt_secret or s.jwt_jwks_url)
+
+
+async def check_token(state: ApiState, token: str) -> Principal:
+    if state.verifier.is_service_key(token):
+        return Principal(user_id=None, service=True)
+    claims = await state.verifier.verify(token)
+    principal = Principal(user_id=UUID(str(claims["sub"])), claims=claims)
+    if not principal.is_admin:
+        raise ProblemError(403, "the dashboard is for administrators", code="forbidden")
+    return principal
+
+
+async def viewer(request: Request, state: StateDep) -> Viewer:
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    token = token or request.headers.get("apikey") or request.cookies.get(COOKIE)
+    if token:
+        return Viewer(await check_token(state, token))
+    if not auth_configured(state):
+        client = request.client.host if request.client else ""
+        if client in LOOPBACK:
+            return Viewer(Principal(user_id=None, service=True), open_dev=True)
+        raise ProblemError(
+            403, "no auth is configured: set SERVICE_ROLE_KEY to open the dashboard", code="forbidden"
+        )
+    raise unauthorized("the dashboard needs the service key or an admin's token")
+
+
+ViewerDep = Annotated[Viewer, Depends(viewer)]
+
+
+def refresher(request: Request, store: Store) -> GaugeRefresher:
+    """One gauge refresher per app (its lock makes concurrent scrapes share a refresh)."""
+    existing = getattr(request.app.state, "monitoring_refresher", None)
+    if isinstance(existing, GaugeRefresher) and existing.store is store:
+        return existing
+    fresh = GaugeRefresher(store, metrics().queue)
+    request.app.state.monitoring_refresher = fresh
+    return fresh
+
+
+@metrics_router.get("/metrics")
+async def prometheus_metrics(request: Request, store: StoreDep) -> Response:
+    await refresher(request, store).refresh_if_stale()
+    return Response(metrics().render(), media_type=CONTENT_TYPE)
+
+
+async def live_context(state: ApiState, store: Store) -> dict[str, Any]:
+    async with store.session() as session:
+        data = await dashboard_data.load(session, dead_after_seconds=state.settings.lease_seconds)
+    providers = [p for p in data.stats.providers if p.minutes == 60]
+    return {
+        "s": data.stats,
+        "w1": data.stats.window(1),
+        "w5": data.stats.window(5),
+        "w15": data.stats.window(15),
+        "w60": data.stats.window(60),
+        "providers": providers,
+        "tokens60": sum(p.input_tokens + p.output_tokens + p.reasoning_tokens for p in providers),
+        "cost60": sum((p.cost_usd for p in providers), start=0),
+        "provider_p50": max((p.p50_ms or 0 for p in providers), default=None) if providers else None,
+        "provider_p95": max((p.p95_ms or 0 for p in providers), default=None) if providers else None,
+        "charts": data.charts(),
+        "failures": data.failures,
+        "leader": data.leader,
+        "now": datetime.now(UTC),
+    }
+
+
+@router.get("", response_class=HTMLResponse)
+async def dashboard(request: Request, state: StateDep, store: StoreDep) -> Response:
+    try:
+        who = await viewer(request, state)
+    except ProblemError as exc:
+        if exc.status == 401:
+            return RedirectResponse("/dashboard/login", status_code=303)
+        raise
+    context = await live_context(state, store)
+    return templates.TemplateResponse(request, "dashboard.html", {**context, "open_dev": who.open_dev})
+
+
+@router.get("/live", response_class=HTMLResponse)
+async def live(request: Request, _who: ViewerDep, state: StateDep, store: StoreDep) -> Response:
+    context = await live_context(state, store)
+    return templates.TemplateResponse(request, "dashboard_live.html", context)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def inspect_job(request: Request, job_id: UUID, _who: ViewerDep, store: StoreDep) -> Response:
+    async with store.session() as session:
+        job = await session.get_job(job_id)
+        if job is None:
+            raise not_found()
+        attempts = await session.job_attempts(job_id)
+    return templates.TemplateResponse(
+        request, "dashboard_job.html", {"job": job, "attempts": attempts, "now": datetime.now(UTC)}
+    )
+
+
+@router.post("/jobs/{job_id}/requeue")
+async def requeue(request: Request, job_id: UUID, who: ViewerDep, store: StoreDep) -> JSONResponse:
+    """The admin API's requeue (a new charged job with retry_of), behind the dashboard's auth."""
+    if request.headers.get("x-dashboard") != "1":
+        raise ProblemError(403, "missing X-Dashboard header", code="forbidden")
+    return await admin_routes.requeue(job_id, who.principal, store)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, error: str | None = None) -> Response:
+    return templates.TemplateResponse(request, "dashboard_login.html", {"error": error})
+
+
+@router.post("/login")
+async def login(request: Request, state: StateDep) -> Response:
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    token = (form.get("key") or [""])[0].strip()
+    try:
+        await check_token(state, token)
+    except ProblemError as exc:
+        return templates.TemplateResponse(
+            request, "dashboard_login.html", {"error": exc.detail}, status_code=exc.status
+        )
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/dashboard",
+        max_age=12 * 3600,
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/dashboard")
+    return response

@@ -1,0 +1,74 @@
+// aijobs dashboard: re-fetch the live fragment every 2 s and swap it in; requeue and inspect.
+// Vanilla JS, no build step. Auth rides on the HttpOnly cookie (or whatever the page had);
+// state-changing requests add X-Dashboard, which a cross-site form cannot send.
+(function () {
+  "use strict";
+  const REFRESH_MS = 2000;
+  const live = document.getElementById("live");
+  const updated = document.getElementById("updated");
+  const dot = document.getElementById("live-dot");
+  const inspector = document.getElementById("inspector");
+  const inspectorBody = document.getElementById("inspector-body");
+  const toast = document.getElementById("toast");
+  const headers = { "X-Dashboard": "1" };
+  let busy = false;
+
+  function say(text) {
+    toast.textContent = text;
+    toast.hidden = false;
+    clearTimeout(say.timer);
+    say.timer = setTimeout(() => { toast.hidden = true; }, 4000);
+  }
+
+  async function refresh() {
+    if (busy || document.hidden) return;
+    busy = true;
+    try {
+      const res = await fetch("/dashboard/live", { headers, credentials: "same-origin", cache: "no-store" });
+      if (res.status === 401) { location.href = "/dashboard/login"; return; }
+      if (!res.ok) throw new Error(res.status);
+      live.innerHTML = await res.text();
+      updated.textContent = "live · updated " + new Date().toISOString().slice(11, 19) + " UTC";
+      dot.classList.remove("stale");
+    } catch (err) {
+      dot.classList.add("stale");
+      updated.textContent = "connection lost, retrying…";
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function inspect(id) {
+    const res = await fetch("/dashboard/jobs/" + encodeURIComponent(id), { headers, credentials: "same-origin" });
+    inspectorBody.innerHTML = res.ok ? await res.text() : "<div class='error'>could not load job " + res.status + "</div>";
+    inspector.hidden = false;
+  }
+
+  async function requeue(button) {
+    button.disabled = true;
+    button.textContent = "Requeuing…";
+    const res = await fetch("/dashboard/jobs/" + encodeURIComponent(button.dataset.job) + "/requeue", {
+      method: "POST", headers, credentials: "same-origin",
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.status === 201) {
+      say("Requeued as job " + body.id);
+      await refresh();
+    } else {
+      button.disabled = false;
+      button.textContent = "Requeue";
+      say("Requeue refused: " + (body.detail || res.status));
+    }
+  }
+
+  document.addEventListener("click", (event) => {
+    const target = event.target.closest("a.inspect, button.requeue, #close-inspector");
+    if (!target) return;
+    event.preventDefault();
+    if (target.id === "close-inspector") inspector.hidden = true;
+    else if (target.matches("a.inspect")) inspect(target.dataset.job);
+    else requeue(target);
+  });
+  document.addEventListener("visibilitychange", refresh);
+  setInterval(refresh, REFRESH_MS);
+})();
