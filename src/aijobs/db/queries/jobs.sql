@@ -20,8 +20,9 @@ with picked as (
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         started_at = coalesce(j.started_at, now()),
         updated_at = now()
-    from picked
-    where j.id = picked.id
+    -- `= any(array(...))` keeps this a primary-key lookup per claimed row; a join here
+    -- lets the planner hash the whole table once history grows.
+    where j.id = any(array(select id from picked))
     returning j.id, j.user_id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token,
               j.priority, j.run_at, j.created_at, j.cost
 ), opened as (
@@ -58,7 +59,8 @@ with done as (
         cancel_requested = false,
         updated_at = now()
     from done d
-    where j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
+    where j.id = any(array(select id from done))
+      and j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
     returning j.id, j.lease_token
 ), closed as (
     update job_attempts a
@@ -72,7 +74,8 @@ with done as (
     left join finished f on f.lease_token = d.lease_token
     -- A write that lost the race may still record what its call cost, on an attempt that
     -- is open or was closed as lost; it never rewrites an attempt that already ended.
-    where a.lease_token = d.lease_token
+    where a.lease_token = any(array(select lease_token from done))
+      and a.lease_token = d.lease_token
       and (f.id is not null or a.outcome is null or a.outcome = 'lost')
 )
 select id from finished;
