@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from aijobs.cli import accounts_cmds, api_cmds, jobs_cmds, system_cmds  # noqa: F401  (register commands)
+from aijobs.cli import (  # noqa: F401  (register commands)
+    accounts_cmds,
+    api_cmds,
+    fake_openai_cmd,
+    jobs_cmds,
+    system_cmds,
+)
 from aijobs.cli.app import app
 
 __all__ = ["app"]

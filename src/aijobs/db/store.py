@@ -404,9 +404,17 @@ class Session:
         return float(row[0]) if row else 0.0
 
     async def provider_rate_limited(
-        self, *, provider: str, job_id: UUID, lease_token: int, retry_after: float, reason: str
+        self,
+        *,
+        provider: str,
+        job_id: UUID,
+        lease_token: int,
+        retry_after: float,
+        reason: str,
+        extend: bool = True,
     ) -> RateLimitHold:
-        """Hold `provider` for every worker and add the wait to the job's total (fenced)."""
+        """Hold `provider` for every worker (unless `extend` is false) and add the wait to the
+        job's total, fenced by its lease token."""
         async with self.conn.cursor(row_factory=class_row(RateLimitHold)) as cur:
             await cur.execute(
                 query("provider_rate_limited"),
@@ -416,6 +424,7 @@ class Session:
                     "lease_token": lease_token,
                     "retry_after": retry_after,
                     "reason": reason,
+                    "extend": extend,
                 },
             )
             row = await cur.fetchone()

@@ -52,6 +52,8 @@ class OpenAIProvider:
     """Answers LLMTasks through an OpenAI-compatible HTTP API."""
 
     name = NAME
+    #: Calls are subject to the API's rate limits, shared by every worker (see provider_gate).
+    shares_rate_limits = True
 
     def __init__(
         self,

@@ -8,6 +8,7 @@ the built-in table without a release. An unknown model costs `None` (unknown), n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 
@@ -27,6 +28,7 @@ DEFAULT_PRICES: dict[str, Prices] = {
 }
 
 _MILLION = Decimal(1_000_000)
+_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 def parse_prices(text: str) -> dict[str, Prices]:
@@ -41,7 +43,7 @@ def parse_prices(text: str) -> dict[str, Prices]:
             pair = (Decimal(inp.strip()), Decimal(out.strip()))
         except (ValueError, ArithmeticError):
             raise ValueError(f"{item!r} is not model=input:output (USD per 1M tokens)") from None
-        if pair[0] < 0 or pair[1] < 0 or not all(p.is_finite() for p in pair):
+        if not all(p.is_finite() for p in pair) or pair[0] < 0 or pair[1] < 0:
             raise ValueError(f"{item!r}: prices must be finite and non-negative")
         table[model.strip()] = pair
     return table
@@ -56,16 +58,12 @@ class PriceTable:
     def lookup(self, model: str | None) -> Prices | None:
         """Prices for `model`; a dated snapshot ("gpt-5-nano-2025-08-07") uses its family's.
 
-        The longest matching name wins, so "gpt-5-nano-…" never falls back to "gpt-5".
+        Only a date suffix is stripped: "gpt-5-pro" is not "gpt-5" (it costs far more), so an
+        unlisted variant is unknown rather than mispriced.
         """
         if not model:
             return None
-        if model in self.prices:
-            return self.prices[model]
-        candidates = [name for name in self.prices if model.startswith(name + "-")]
-        if not candidates:
-            return None
-        return self.prices[max(candidates, key=len)]
+        return self.prices.get(model) or self.prices.get(_SNAPSHOT.sub("", model))
 
     def cost(self, model: str | None, input_tokens: int | None, output_tokens: int | None) -> Decimal | None:
         """Estimated USD for one call, or None when the model or the token counts are unknown."""

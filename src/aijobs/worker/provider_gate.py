@@ -4,7 +4,8 @@ Three duties, one object per worker:
   * `pause()` — the producer asks before each claim. While a provider is held (it answered 429,
     or our shared budget ran out) no worker claims jobs for it. The answer is cached for about a
     second, so a worker with no hold pays one tiny query per second, not one per claim.
-  * `provider` — the worker's provider wrapped so it never calls out during a hold, and, when
+  * `provider` — the worker's provider wrapped so it never calls out during a hold (read afresh
+    before each call to a remote API, whose calls dwarf one primary-key lookup), and, when
     OPENAI_RPM / OPENAI_TPM are set, takes a slot from the shared sliding-window budget first
     (waiting briefly in place, or handing the job back when the wait is long).
   * `settle()` — after an attempt ended `rate_limited`: set the hold for everyone, add the wait to
@@ -34,6 +35,8 @@ log = logging.getLogger("aijobs.worker")
 INLINE_BUDGET_WAIT = 5.0
 #: Longest sleep between two looks at a hold (a hold can be lifted by hand).
 MAX_PAUSE = 5.0
+#: How the gate's own refusal starts: a job held back by a hold in force does not extend it.
+HELD_BACK = "held back:"
 
 
 class ProviderGate:
@@ -51,10 +54,15 @@ class ProviderGate:
         self.provider: Provider = GatedProvider(provider, self)
 
     # -- holds ----------------------------------------------------------------------------
-    async def pause(self) -> float:
-        """Seconds to hold back from the provider now (0: go ahead). Cached for ~1 s."""
+    async def pause(self, *, fresh: bool = False) -> float:
+        """Seconds to hold back from the provider now (0: go ahead).
+
+        Cached for up to a second for the producer; `fresh` reads the row, as before each call
+        out (one primary-key lookup beside a call that takes hundreds of milliseconds), so a
+        hold set by another worker a moment ago is never missed.
+        """
         now = time.monotonic()
-        if now - self._checked_at >= self.check_every:
+        if fresh or now - self._checked_at >= self.check_every:
             self._checked_at = now
             try:
                 async with self.store.session() as session:
@@ -85,6 +93,7 @@ class ProviderGate:
                     lease_token=job.lease_token,
                     retry_after=retry_after,
                     reason=reason,
+                    extend=not reason.startswith(HELD_BACK),
                 )
         except (psycopg.Error, OSError) as exc:
             log.warning("⏸️ Could not record the %s rate limit (%s); rescheduling anyway", self.name, exc)
@@ -158,12 +167,16 @@ class GatedProvider:
         self.gate = gate
         self.name = inner.name
         self.model = inner.model
+        # Local providers (offline rules, test doubles) are never rate limited: the cached
+        # look is enough for them, and the hot path keeps its round-trip count.
+        self.remote = bool(getattr(inner, "shares_rate_limits", False))
 
     async def run(self, task: LLMTask[M]) -> Completion[M]:
-        held = await self.gate.pause()
+        held = await self.gate.pause(fresh=self.remote)
         if held > 0:
             raise RateLimitedError(
-                f"{self.name} is rate limited for every worker; holding back {held:.1f}s", retry_after=held
+                f"{HELD_BACK} {self.name} is rate limited for every worker for {held:.1f}s more",
+                retry_after=held,
             )
         budget = self.gate.budget
         if budget is None:

@@ -8,16 +8,18 @@ from provider_limits where provider = %(provider)s;
 
 -- name: provider_rate_limited
 -- A call was rate limited: hold the provider for every worker until `retry_after` from now
--- (never shortening a longer hold already set), and add the wait to the job's total, fenced by
+-- (never shortening a longer hold already set; `extend` is false when the job was only held
+-- back by a hold already in force), and add the wait to the job's total, fenced by
 -- the lease token like every write on a running job. Answers the hold actually in force and
 -- the job's new total (null when the lease was lost).
 with hold as (
     insert into provider_limits as p (provider, hold_until, hold_reason, holds, updated_at)
     values (%(provider)s, now() + make_interval(secs => %(retry_after)s::float8), %(reason)s, 1, now())
     on conflict (provider) do update
-    set hold_until = greatest(coalesce(p.hold_until, excluded.hold_until), excluded.hold_until),
-        hold_reason = excluded.hold_reason,
-        holds = p.holds + 1,
+    set hold_until = case when %(extend)s then greatest(coalesce(p.hold_until, excluded.hold_until), excluded.hold_until)
+                          else p.hold_until end,
+        hold_reason = case when %(extend)s then excluded.hold_reason else p.hold_reason end,
+        holds = p.holds + case when %(extend)s then 1 else 0 end,
         updated_at = now()
     returning hold_until
 ), waited as (
