@@ -12,10 +12,12 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
+from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 
 from aijobs import __version__
@@ -23,6 +25,7 @@ from aijobs.api import problems
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
 from aijobs.api.limits import BodyLimitMiddleware
+from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.config import ConfigError, Settings
@@ -81,6 +84,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.aijobs = state
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
@@ -104,6 +108,20 @@ def create_app(
             max_age=600,
         )
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the models only SSE data carries (a stream has no response model)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        extra = JobEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(extra.pop("$defs", {}))
+        components["JobEvent"] = extra
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def parse_cors_origins(value: str) -> tuple[list[str], str | None]:

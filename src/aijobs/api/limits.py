@@ -58,7 +58,6 @@ class BodyLimitMiddleware:
             f"request body is larger than {self.max_bytes} bytes (MAX_BODY_BYTES)",
             instance=scope.get("path"),
             code="body_too_large",
-            headers={"Connection": "close"},
         )
         await response(scope, receive, send)
 

@@ -30,6 +30,13 @@ from aijobs.jobs import registry
 
 router = APIRouter(tags=["jobs"])
 
+
+class EventStream(Response):
+    """Only documents the SSE media type in OpenAPI; the handler returns an EventSourceResponse."""
+
+    media_type = "text/event-stream"
+
+
 StoreDep = Annotated[Store, Depends(get_store)]
 StateDep = Annotated[ApiState, Depends(get_state)]
 HubDep = Annotated[JobEventsHub, Depends(get_hub)]
@@ -53,6 +60,9 @@ async def read_job(store: Store, principal: Principal, job_id: UUID) -> Job:
 
 
 def _created_response(status: int, body: dict[str, Any], replayed: bool) -> JSONResponse:
+    # Through the model both times, so a replay is byte for byte the first response (the
+    # stored jsonb does not keep key order).
+    body = Job.model_validate(body).model_dump(mode="json")
     headers = {"Location": f"/api/jobs/{body['id']}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -221,13 +231,17 @@ async def retry_job(
 
 @router.get(
     "/api/jobs/{job_id}/events",
-    response_class=Response,
+    response_class=EventStream,
     summary="Server-Sent Events: the job's status changes, until it is finished",
     responses={
         200: {
             "description": "`event: status` with a JobEvent as data, one per transition; the stream "
             "ends after a terminal status (completed, failed, cancelled).",
-            "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/JobEvent"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string", "description": "SSE; each `data:` is a JobEvent (JSON)."}
+                }
+            },
         },
         **responses(401, 404, 422),
     },

@@ -1,0 +1,124 @@
+"""Admin endpoints, health checks, CORS for a Chrome extension, and the published OpenAPI."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+
+from tests.support.api_server import SERVICE_KEY
+from tests.support.snapshots import snapshot
+
+SERVICE = {"Authorization": f"Bearer {SERVICE_KEY}"}
+SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff, quick service."}}
+EXTENSION = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+
+
+async def test_admin_lists_all_jobs_and_requeues_as_a_new_charged_job(
+    client, api, funded_user, other_user, db_url
+) -> None:
+    a = (await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(funded_user))).json()
+    b = (await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(other_user))).json()
+    everything = (await client.get("/api/admin/jobs", headers=SERVICE)).json()
+    assert {j["id"] for j in everything["items"]} == {a["id"], b["id"]}
+    only_b = (
+        await client.get("/api/admin/jobs", params={"user_id": str(other_user)}, headers=SERVICE)
+    ).json()
+    assert [j["id"] for j in only_b["items"]] == [b["id"]]
+
+    pending = await client.post(f"/api/admin/jobs/{b['id']}/requeue", headers=SERVICE)
+    assert pending.status_code == 409
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "update jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s", (b["id"],)
+        )
+    assert (await snapshot(db_url, other_user)).balance == 1000  # the failure refunded it
+    requeued = await client.post(f"/api/admin/jobs/{b['id']}/requeue", headers=SERVICE)
+    assert requeued.status_code == 201, requeued.text
+    new = requeued.json()
+    assert new["retry_of"] == b["id"] and new["user_id"] == str(other_user) and new["status"] == "pending"
+    state = await snapshot(db_url, other_user)
+    assert (state.balance, state.ledger_sum, state.jobs) == (999, 999, 2)  # old keeps its refund
+    assert (await client.post(f"/api/admin/jobs/{uuid.uuid4()}/requeue", headers=SERVICE)).status_code == 404
+
+    grant = await client.post(
+        "/api/admin/credits", json={"user_id": str(uuid.uuid4()), "amount": 0}, headers=SERVICE
+    )
+    assert grant.status_code == 422 and grant.json()["errors"][0]["field"] == "body.amount"
+
+
+async def test_health_and_readiness(client) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "migrations_pending": []}
+
+
+async def test_readiness_reports_pending_migrations(client, db_url) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("delete from schema_migrations where version = 7")
+    response = await client.get("/readyz")
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["pending"] == ["007_api_idempotency"]
+
+
+async def test_cors_allows_the_configured_chrome_extension(client, api, funded_user) -> None:
+    preflight = await client.options(
+        "/api/jobs",
+        headers={
+            "Origin": EXTENSION,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == EXTENSION
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "idempotency-key" in allowed
+
+    created = await client.post(
+        "/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | {"Origin": EXTENSION}
+    )
+    assert created.headers["access-control-allow-origin"] == EXTENSION
+    refused = await client.post("/api/jobs", json=SENTIMENT, headers={"Origin": EXTENSION})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == EXTENSION
+
+    stranger = await client.options(
+        "/api/jobs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in stranger.headers
+
+
+async def test_every_4xx_is_problem_json(client, api, funded_user) -> None:
+    auth = api.auth(funded_user)
+    cases = [
+        ("GET", "/api/jobs/not-a-uuid", auth, None, 422),
+        ("GET", "/no/such/route", auth, None, 404),
+        ("DELETE", "/api/jobs", auth, None, 405),
+        ("GET", "/api/jobs?limit=0", auth, None, 422),
+        ("GET", "/api/jobs?status=done", auth, None, 422),
+        ("GET", f"/api/jobs/{uuid.uuid4()}?wait=61", auth, None, 422),
+        ("GET", f"/api/jobs/{uuid.uuid4()}", auth, None, 404),
+        ("GET", "/api/me", {}, None, 401),
+        ("GET", "/api/admin/jobs", auth, None, 403),
+        ("POST", "/api/jobs", auth, [1, 2], 422),
+    ]
+    for method, path, headers, body, status in cases:
+        response = await client.request(method, path, headers=headers, json=body)
+        assert response.status_code == status, (path, response.text)
+        assert response.headers["content-type"] == "application/problem+json", path
+        problem = response.json()
+        assert problem["status"] == status and problem["title"] and problem["type"], problem
+
+
+async def test_openapi_documents_models_and_problems(client) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert {"Job", "JobCreate", "JobPage", "Problem", "Me", "LedgerPage", "JobEvent"} <= set(
+        spec["components"]["schemas"]
+    )
+    create = spec["paths"]["/api/jobs"]["post"]
+    assert create["responses"]["201"]["content"]["application/json"]["schema"]["$ref"].endswith("/Job")
+    for status in ("401", "402", "409", "413", "422", "429"):
+        assert "application/problem+json" in create["responses"][status]["content"], status
+    page = await client.get("/api-test")
+    assert page.status_code == 200 and "Create job" in page.text

@@ -1,0 +1,181 @@
+"""JWT checks (HS256 secret and ES256 from a JWKS) and the service key: each bad token is a 401
+with problem+json, and nothing reaches the database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.integration.api.conftest import StartApi
+from tests.support.api_server import JWT_SECRET, SERVICE_KEY
+from tests.support.snapshots import total_rows
+
+SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def claims(user: uuid.UUID, **changes: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "sub": str(user),
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": now + 600,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def unsigned(header: dict[str, object], body: dict[str, object], signature: bytes = b"") -> str:
+    head = b64(json.dumps(header).encode())
+    payload = b64(json.dumps(body).encode())
+    return f"{head}.{payload}.{b64(signature)}"
+
+
+def hs512(body: dict[str, object]) -> str:
+    head = b64(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(body).encode())
+    signature = hmac.new(JWT_SECRET.encode(), f"{head}.{payload}".encode(), hashlib.sha512).digest()
+    return f"{head}.{payload}.{b64(signature)}"
+
+
+@pytest.fixture
+def jwks_keys() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]]:
+    """A JWKS endpoint (its own little HTTP server) publishing one EC and one RSA key."""
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
+    rsa_jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(rsa_key.public_key()))
+    body = json.dumps(
+        {
+            "keys": [
+                ec_jwk | {"kid": "ec-1", "alg": "ES256", "use": "sig"},
+                rsa_jwk | {"kid": "rsa-1", "alg": "RS256"},
+            ]
+        }
+    ).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json", ec_key, rsa_key
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_bad_tokens_are_401_and_write_nothing(
+    start_api: StartApi, funded_user, db_url, jwks_keys
+) -> None:
+    jwks_url, ec_key, rsa_key = jwks_keys
+    api = start_api(jwt_jwks_url=jwks_url)
+    other_ec = ec.generate_private_key(ec.SECP256R1())
+    public_pem = ec_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    good = claims(funded_user)
+    confusion_head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "ec-1"}).encode())
+    confusion_body = b64(json.dumps(good).encode())
+    confusion_sig = hmac.new(
+        public_pem, f"{confusion_head}.{confusion_body}".encode(), hashlib.sha256
+    ).digest()
+    confusion = f"{confusion_head}.{confusion_body}.{b64(confusion_sig)}"
+    bad_tokens = {
+        "alg none": unsigned({"alg": "none", "typ": "JWT"}, good),
+        "alg None (capitalised)": unsigned({"alg": "None"}, good),
+        "HS256 with another secret": jwt.encode(good, "not-the-secret-but-long-enough-for-hs256", "HS256"),
+        "HS256 signed with the JWKS public key (confusion)": ".".join(
+            (confusion_head, confusion_body, b64(confusion_sig))
+        ),
+        "expired": jwt.encode(claims(funded_user, exp=int(time.time()) - 3600), JWT_SECRET, "HS256"),
+        "wrong audience": jwt.encode(claims(funded_user, aud="anon"), JWT_SECRET, "HS256"),
+        "no audience": jwt.encode(claims(funded_user, aud=None), JWT_SECRET, "HS256"),
+        "no exp": jwt.encode(claims(funded_user, exp=None), JWT_SECRET, "HS256"),
+        "no sub": jwt.encode(claims(funded_user, sub=None), JWT_SECRET, "HS256"),
+        "sub is not a uuid": jwt.encode(claims(funded_user, sub="admin"), JWT_SECRET, "HS256"),
+        "ES256 from a key not in the JWKS": jwt.encode(good, other_ec, "ES256", headers={"kid": "ec-1"}),
+        "ES256 with an unknown kid": jwt.encode(good, ec_key, "ES256", headers={"kid": "nope"}),
+        "HS512 (not in the list)": hs512(good),
+        "garbage": "not.a.jwt",
+        "the service key as a user token": SERVICE_KEY,
+    }
+    before = await total_rows(db_url)
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        for name, token in bad_tokens.items():
+            for method, path in (("POST", "/api/jobs"), ("GET", "/api/me")):
+                response = await client.request(
+                    method,
+                    path,
+                    json=SENTIMENT if method == "POST" else None,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert response.status_code == 401, (name, response.text)
+                assert response.headers["content-type"] == "application/problem+json", name
+                assert response.headers["www-authenticate"] == "Bearer", name
+                assert response.json()["status"] == 401
+        for headers in ({}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"}):
+            response = await client.post("/api/jobs", json=SENTIMENT, headers=headers)
+            assert response.status_code == 401, headers
+
+        # The good ones, for contrast: ES256 and RS256 from the JWKS, HS256 with the secret.
+        for token in (
+            jwt.encode(good, ec_key, "ES256", headers={"kid": "ec-1"}),
+            jwt.encode(good, rsa_key, "RS256", headers={"kid": "rsa-1"}),
+            jwt.encode(good, JWT_SECRET, "HS256"),
+        ):
+            response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200, response.text
+    assert await total_rows(db_url) == before
+
+
+async def test_rs256_is_refused_without_a_jwks(client, api, funded_user) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode(claims(funded_user), key, "RS256")
+    response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401 and "algorithm" in response.json()["detail"]
+
+
+async def test_admin_needs_the_service_key_or_an_admin_claim(client, api, funded_user) -> None:
+    grant = {"user_id": str(funded_user), "amount": 5}
+    assert (await client.post("/api/admin/credits", json=grant)).status_code == 401
+    user_token = await client.post("/api/admin/credits", json=grant, headers=api.auth(funded_user))
+    assert user_token.status_code == 403 and user_token.headers["content-type"] == "application/problem+json"
+    wrong_key = await client.post("/api/admin/credits", json=grant, headers={"apikey": "guess"})
+    assert wrong_key.status_code == 401
+
+    by_bearer = await client.post(
+        "/api/admin/credits", json=grant, headers={"Authorization": f"Bearer {SERVICE_KEY}"}
+    )
+    assert by_bearer.status_code == 200 and by_bearer.json()["balance"] == 1005
+    by_apikey = await client.post("/api/admin/credits", json=grant, headers={"apikey": SERVICE_KEY})
+    assert by_apikey.json()["balance"] == 1010
+    by_claim = await client.post("/api/admin/credits", json=grant, headers=api.auth(funded_user, admin=True))
+    assert by_claim.json()["balance"] == 1015
