@@ -1,0 +1,75 @@
+"""The dashboard's routes and the API's /metrics over real HTTP: who may look, what parses."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from aijobs.config import Settings
+from aijobs.db.store import Store
+from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
+
+
+@pytest.fixture
+def api(settings: Settings) -> ApiServer:
+    server = ApiServer(api_settings(settings)).start()
+    yield server
+    server.stop()
+
+
+async def test_metrics_parse_and_carry_queue_gauges(
+    api: ApiServer, store: Store, funded_user: uuid.UUID
+) -> None:
+    async with store.session() as s:
+        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        res = await c.get("/metrics")
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(res.text)}
+    depth = families["aijobs_queue_depth"]
+    assert [(s.labels, s.value) for s in depth.samples] == [
+        ({"type": "sentiment_analysis", "status": "pending"}, 1.0)
+    ]
+    assert families["aijobs_queue_oldest_pending_age_seconds"].samples[0].value >= 0
+    for family in families.values():
+        for sample in family.samples:
+            assert not {"user_id", "job_id", "id", "user"} & set(sample.labels)
+
+
+async def test_dashboard_is_admin_only(api: ApiServer, funded_user: uuid.UUID) -> None:
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        anonymous = await c.get("/dashboard")
+        assert anonymous.status_code == 303 and anonymous.headers["location"] == "/dashboard/login"
+        assert (await c.get("/dashboard/live")).status_code == 401
+        user = await c.get("/dashboard/live", headers=api.auth(funded_user))
+        assert user.status_code == 403
+        admin = api.auth(funded_user, admin=True)
+        assert (await c.get("/dashboard/live", headers=admin)).status_code == 200
+        assert (await c.get("/dashboard/live", headers={"apikey": SERVICE_KEY})).status_code == 200
+        bad = await c.post("/dashboard/login", content="key=wrong")
+        assert bad.status_code == 401 and "sign in" in bad.text.lower()
+        good = await c.post("/dashboard/login", content=f"key={SERVICE_KEY}")
+        assert good.status_code == 303
+        cookie = good.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard" in cookie
+        page = await c.get("/dashboard")
+        assert page.status_code == 200 and 'data-testid="pending"' in page.text
+        assert "NO AUTH CONFIGURED" not in page.text
+        # State changes need the X-Dashboard header (a cross-site form cannot send it).
+        refused = await c.post(f"/dashboard/jobs/{uuid.uuid4()}/requeue")
+        assert refused.status_code == 403
+
+
+async def test_open_without_auth_only_on_loopback_and_loudly(settings: Settings) -> None:
+    server = ApiServer(settings).start()  # no JWT secret, no service key
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            page = await c.get("/dashboard")
+        assert page.status_code == 200
+        assert 'data-testid="no-auth-warning"' in page.text and "NO AUTH CONFIGURED" in page.text
+    finally:
+        server.stop()
