@@ -107,7 +107,6 @@ async def test_bad_tokens_are_401_and_write_nothing(
     confusion_sig = hmac.new(
         public_pem, f"{confusion_head}.{confusion_body}".encode(), hashlib.sha256
     ).digest()
-    confusion = f"{confusion_head}.{confusion_body}.{b64(confusion_sig)}"
     bad_tokens = {
         "alg none": unsigned({"alg": "none", "typ": "JWT"}, good),
         "alg None (capitalised)": unsigned({"alg": "None"}, good),
