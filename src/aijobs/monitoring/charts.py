@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-WIDTH, HEIGHT = 480, 150
-PAD_L, PAD_R, PAD_T, PAD_B = 44, 8, 10, 22
+WIDTH, HEIGHT = 480, 165
+PAD_L, PAD_R, PAD_T, PAD_B = 44, 8, 26, 22
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,10 @@ def _nice_max(value: float) -> float:
 
 def fmt(value: float, unit: str) -> str:
     if unit == "s":
-        return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+        return fmt(value * 1000, "ms") if value < 1 else f"{value:.1f}s"
     if unit == "ms":
+        if 0 < value < 10:
+            return f"{value:.1f}ms"
         return f"{value:.0f}ms" if value < 1000 else f"{value / 1000:.1f}s"
     if unit == "%":
         return f"{value * 100:.0f}%"
@@ -112,8 +114,8 @@ def chart(
     parts.append(f'<text class="axis" x="{WIDTH - PAD_R}" y="{HEIGHT - 6}" text-anchor="end">{right}</text>')
     lx = PAD_L + 8
     for line in lines:
-        parts.append(f'<rect x="{lx}" y="{PAD_T - 2}" width="9" height="9" rx="2" fill="{line.color}"/>')
-        parts.append(f'<text class="legend" x="{lx + 13}" y="{PAD_T + 6}">{escape(line.label)}</text>')
+        parts.append(f'<rect x="{lx}" y="3" width="9" height="9" rx="2" fill="{line.color}"/>')
+        parts.append(f'<text class="legend" x="{lx + 13}" y="11">{escape(line.label)}</text>')
         lx += 22 + 7 * len(line.label)
     parts.append("</svg>")
     return "".join(parts)

@@ -8,6 +8,8 @@ from aijobs.monitoring.stats import Stats
 def seconds(value: float | None) -> str:
     if value is None:
         return "-"
+    if value < 0.01:
+        return f"{value * 1000:.1f}ms"
     if value < 1:
         return f"{value * 1000:.0f}ms"
     if value < 120:
