@@ -451,8 +451,8 @@ class Session:
         assert row is not None
         return row
 
-    async def provider_budget_settle(self, call_id: int, tokens: int) -> None:
-        """Replace a reservation's token estimate with the tokens the call really used."""
+    async def provider_budget_settle(self, call_id: int, tokens: int | None) -> None:
+        """Count a finished call from its end, with the tokens it really used (None: estimate)."""
         await self.conn.execute(query("provider_budget_settle"), {"call_id": call_id, "tokens": tokens})
 
     async def provider_limits(self, provider: str) -> dict[str, Any] | None:

@@ -115,7 +115,10 @@ class ProviderGate:
 
 
 class Budget:
-    """The optional shared RPM/TPM budget: a sliding log of calls in `provider_calls`."""
+    """The optional shared RPM/TPM budget: a sliding log of calls in `provider_calls`.
+
+    A call holds its place in the log from its reservation until one window after it ended.
+    """
 
     def __init__(self, gate: ProviderGate, rpm: int | None, tpm: int | None, window: float) -> None:
         self.gate = gate
@@ -150,8 +153,11 @@ class Budget:
             await asyncio.sleep(wait)
 
     async def settle(self, call_id: int, tokens: int | None) -> None:
-        if self.tpm is None or tokens is None:
-            return
+        """The call is over: count it from now, with the tokens it used.
+
+        Counting from the end is conservative by one call's latency, and makes the guarantee
+        hold where it matters — at the server, however long a request took to get there.
+        """
         try:
             async with self.gate.store.session() as session:
                 await session.provider_budget_settle(call_id, tokens)

@@ -55,3 +55,11 @@ async def ledger(db_url: str, job_id: uuid.UUID) -> list[dict[str, Any]]:
     return await fetch_all(
         db_url, "select kind, amount from credit_ledger where job_id = %s order by id", job_id
     )
+
+
+async def held(db_url: str, provider: str = "openai") -> bool:
+    """Whether a rate-limit hold is recorded for `provider` (any worker may have set it)."""
+    rows = await fetch_all(
+        db_url, "select 1 from provider_limits where provider = %s and hold_until > now()", provider
+    )
+    return bool(rows)

@@ -9,7 +9,14 @@ import uuid
 from aijobs.config import Settings
 from aijobs.db.store import Store
 from aijobs.providers.fake_openai import FakeOpenAI, Step
-from tests.integration.providers.helpers import attempts, create, ledger, openai_workers, wait_for_status
+from tests.integration.providers.helpers import (
+    attempts,
+    create,
+    held,
+    ledger,
+    openai_workers,
+    wait_for_status,
+)
 from tests.support.fake_openai_fixtures import TEST_KEY, answered, openai_settings_for
 from tests.support.workers import fetch_one, job, wait_until
 
@@ -28,6 +35,9 @@ async def test_429_reschedules_without_burning_an_attempt_and_every_worker_waits
 
         await wait_until(limited, what="the 429")
         limited_at = next(r.at for r in fake_openai.requests if r.status == 429)
+        # Once the worker that met the 429 has recorded the hold, nobody calls until it ends.
+        # (In the few ms before that, another worker may still call and meet a 429 itself.)
+        await wait_until(lambda: held(db_url), what="the hold recorded")
         # More work arrives during the hold: no worker may call the provider for it.
         others = [await create(store, funded_user, "sentiment_analysis") for _ in range(6)]
         await wait_for_status(db_url, [first, *others], "completed")

@@ -39,8 +39,12 @@ from provider_budget_reserve(
 );
 
 -- name: provider_budget_settle
--- Replace a reservation's token estimate with what the call really used.
-update provider_calls set tokens = %(tokens)s where id = %(call_id)s;
+-- The call is over: it now counts from its end, not its start (so a request slowed on its
+-- way out can never land within one window of the next: the server's count is what matters),
+-- and with the tokens it really used instead of the estimate (null: keep the estimate).
+update provider_calls
+set at = greatest(at, clock_timestamp()), tokens = coalesce(%(tokens)s::integer, tokens)
+where id = %(call_id)s;
 
 -- name: provider_limits_get
 select provider, hold_until, hold_reason, holds, updated_at,
