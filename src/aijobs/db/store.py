@@ -460,6 +460,20 @@ class Session:
             await cur.execute(query("provider_limits_get"), {"provider": provider})
             return await cur.fetchone()
 
+    async def provider_usage_for_job(self, job_id: UUID) -> dict[str, Any] | None:
+        """Tokens, estimated cost and latency over every attempt of one job."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("provider_usage_for_job"), {"job_id": job_id})
+            return await cur.fetchone()
+
+    async def provider_usage_by_user(
+        self, *, user_id: UUID | None = None, hours: int = 24
+    ) -> list[dict[str, Any]]:
+        """Calls, tokens and estimated cost per user, provider and model over the last hours."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("provider_usage_by_user"), {"user_id": user_id, "hours": hours})
+            return await cur.fetchall()
+
     # -- end of providers -----------------------------------------------------------------
 
 

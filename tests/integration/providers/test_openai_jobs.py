@@ -106,3 +106,26 @@ async def test_configured_prices_override_the_table(
         await wait_for_status(db_url, [job_id], "completed")
     (attempt,) = await attempts(db_url, job_id)
     assert attempt["cost_usd"] == Decimal(attempt["input_tokens"])  # $1 per input token, output free
+
+
+async def test_usage_aggregates_per_job_and_per_user(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, fake_openai: FakeOpenAI
+) -> None:
+    from aijobs.providers.fake_openai import Step
+
+    fake_openai.script(Step.error(500))
+    first = await create(store, funded_user, "sentiment_analysis")
+    second = await create(store, funded_user, "review_processing")
+    async with openai_workers(openai_settings_for(settings, fake_openai), store):
+        await wait_for_status(db_url, [first, second], "completed")
+    async with store.session() as s:
+        per_job = await s.provider_usage_for_job(first)
+        per_user = await s.provider_usage_by_user(user_id=funded_user)
+    rows = await attempts(db_url, first) + await attempts(db_url, second)
+    assert per_job is not None and per_job["calls"] == len(await attempts(db_url, first))
+    # The failed call is filed under the model asked for; answers under the snapshot that replied.
+    assert {r["model"] for r in per_user} == {"gpt-5-nano", "gpt-5-nano-2025-08-07"}
+    assert sum(r["calls"] for r in per_user) == len(rows) == 3
+    assert sum(r["input_tokens"] for r in per_user) == sum(a["input_tokens"] or 0 for a in rows)
+    costs = [a["cost_usd"] for a in rows if a["cost_usd"] is not None]
+    assert sum(r["cost_usd"] or 0 for r in per_user) == sum(costs) > 0

@@ -50,3 +50,24 @@ where id = %(call_id)s;
 select provider, hold_until, hold_reason, holds, updated_at,
        (select count(*) from provider_calls c where c.provider = p.provider) as recent_calls
 from provider_limits p where provider = %(provider)s;
+
+-- name: provider_usage_for_job
+-- What a job's attempts cost, summed (every attempt: failed calls are billed too).
+select job_id, count(*) as attempts, count(request_id) as calls,
+       coalesce(sum(input_tokens), 0) as input_tokens, coalesce(sum(output_tokens), 0) as output_tokens,
+       coalesce(sum(reasoning_tokens), 0) as reasoning_tokens, sum(cost_usd) as cost_usd,
+       avg(latency_ms) filter (where outcome = 'completed') as avg_latency_ms
+from job_attempts where job_id = %(job_id)s
+group by job_id;
+
+-- name: provider_usage_by_user
+-- Per user, provider and model over the last `hours`: calls, tokens and estimated cost.
+select j.user_id, a.provider, a.model, count(*) as calls,
+       coalesce(sum(a.input_tokens), 0) as input_tokens, coalesce(sum(a.output_tokens), 0) as output_tokens,
+       coalesce(sum(a.reasoning_tokens), 0) as reasoning_tokens, sum(a.cost_usd) as cost_usd
+from job_attempts a join jobs j on j.id = a.job_id
+where a.provider is not null
+  and a.started_at > now() - make_interval(hours => %(hours)s::integer)
+  and (%(user_id)s::uuid is null or j.user_id = %(user_id)s::uuid)
+group by j.user_id, a.provider, a.model
+order by cost_usd desc nulls last, calls desc;
