@@ -5,6 +5,7 @@ from __future__ import annotations
 from aijobs.cli import (  # noqa: F401  (register commands)
     accounts_cmds,
     api_cmds,
+    check_cmds,
     fake_openai_cmd,
     jobs_cmds,
     system_cmds,

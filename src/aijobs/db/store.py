@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import UUID
 
 import psycopg
@@ -24,6 +24,18 @@ from aijobs import errors
 from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
 from aijobs.db.queries import query
 from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, Rescued
+
+#: The invariant checks in invariants.sql, in the order `aijobs check` reports them.
+InvariantQuery = Literal[
+    "inv_job_lost",
+    "inv_attempt_budget",
+    "inv_balance",
+    "inv_debit",
+    "inv_refund",
+    "inv_completed_once",
+    "inv_attempt_open",
+]
+INVARIANT_QUERIES: tuple[InvariantQuery, ...] = get_args(InvariantQuery)
 
 # SQLSTATEs raised by the SQL functions (see 003_create_credit_consuming_job_function.sql).
 _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
@@ -475,6 +487,30 @@ class Session:
             return await cur.fetchall()
 
     # -- end of providers -----------------------------------------------------------------
+
+    # -- invariants (issue 6: aijobs.queue.invariants, `aijobs check`; invariants.sql) -------
+    async def inv_begin_snapshot(self) -> None:
+        """Make the enclosing transaction one read-only snapshot, so checks agree with each other."""
+        await self.conn.execute(query("inv_snapshot"))
+
+    async def inv_violations(self, check: InvariantQuery, limit: int) -> tuple[int, list[tuple[str, str]]]:
+        """(total violations, up to `limit` of them as (subject, detail)) for one `inv_*` check."""
+        if check not in INVARIANT_QUERIES:
+            raise ValueError(f"not an invariant query: {check!r}")
+        cur = await self.conn.execute(query(check), {"limit": limit})
+        rows = await cur.fetchall()
+        total = int(rows[0][2]) if rows else 0
+        return total, [(str(r[0]), str(r[1])) for r in rows]
+
+    async def inv_summary(self) -> dict[str, int]:
+        """Counts of what the checks looked at (jobs by status, attempts, ledger rows)."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("inv_summary"))
+            row = await cur.fetchone()
+        assert row is not None
+        return {k: int(v) for k, v in row.items()}
+
+    # -- end of invariants ----------------------------------------------------------------
 
 
 class Store:
