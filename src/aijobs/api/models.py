@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -29,6 +29,22 @@ class JobCreate(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
     run_at: AwareDatetime | None = Field(None, description="Not before this time (with a UTC offset).")
     max_attempts: int | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
+
+    @field_validator("run_at")
+    @classmethod
+    def _run_at_in_utc_range(cls, value: datetime | None) -> datetime | None:
+        """Normalise to UTC, refusing times that leave years 1-9999 once converted.
+
+        `0001-01-01T00:00+14:00` is year 0 in UTC: PostgreSQL stores it, but the job can then
+        never be read back into Python (psycopg refuses BC and year 10000), so creating it
+        answered 500. Refused here it is a 422 naming `body.run_at`.
+        """
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
 class Job(BaseModel):
