@@ -150,6 +150,11 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
     return ProblemError(422, exc.message, code=exc.code)
 
 
+#: What FastAPI says when decoding a body raised something other than a JSON syntax error.
+_FASTAPI_BODY_PARSE_ERROR = "There was an error parsing the body"
+_UNPARSABLE_BODY = "not parsable as JSON (UTF-8, integers under 4300 digits, nesting under ~1000 levels)"
+
+
 def _field_of(loc: tuple[int | str, ...] | list[int | str]) -> str:
     return ".".join(str(part) for part in loc) or "body"
 
@@ -182,6 +187,18 @@ def install(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and exc.detail == _FASTAPI_BODY_PARSE_ERROR:
+            # Bytes json.loads cannot take (invalid UTF-8, an integer over 4300 digits,
+            # nesting deeper than the recursion limit) reach FastAPI's catch-all as a bare
+            # 400 no route documents; ordinary bad JSON is already a 422. Same refusal, same
+            # answer: a 422 naming the body.
+            return problem_response(
+                422,
+                f"body: {_UNPARSABLE_BODY}",
+                instance=request.url.path,
+                code="invalid_request",
+                errors=[{"field": "body", "reason": _UNPARSABLE_BODY}],
+            )
         return problem_response(
             exc.status_code,
             str(exc.detail) if exc.detail else None,
