@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
@@ -26,9 +26,10 @@ class JobCreate(BaseModel):
         min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$", description="A job type name."
     )
     payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
-    priority: int = Field(0, ge=-100, le=100, description="Higher runs first.")
+    # Strict: JSON `true` is not the integer 1 (lax mode would take it, and the schema says integer).
+    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first.")
     run_at: AwareDatetime | None = Field(None, description="Not before this time (with a UTC offset).")
-    max_attempts: int | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
+    max_attempts: StrictInt | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
 
     @field_validator("run_at")
     @classmethod
@@ -120,8 +121,19 @@ class CreditGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: UUID
-    amount: int = Field(ge=1, le=1_000_000_000)
+    amount: StrictInt = Field(ge=1, le=1_000_000_000)  # `true` is not 1 credit
     note: str = Field("grant", min_length=1, max_length=200)
+
+    @field_validator("note")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("may not contain NUL (\\u0000) characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("contains an unpaired UTF-16 surrogate") from None
+        return value
 
 
 class Balance(BaseModel):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -206,6 +207,18 @@ def install(app: FastAPI) -> None:
             headers=dict(exc.headers) if exc.headers else None,
         )
 
+    async def on_data_error(request: Request, exc: Exception) -> JSONResponse:
+        # A backstop: a value the validators let through but PostgreSQL cannot store.
+        log.warning("database refused a value on %s %s: %s", request.method, request.url.path, exc)
+        reason = "holds a value the database cannot store"
+        return problem_response(
+            422,
+            f"body: {reason}",
+            instance=request.url.path,
+            code="invalid_request",
+            errors=[{"field": "body", "reason": reason}],
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal error", instance=request.url.path, code="internal")
@@ -214,6 +227,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.AijobsError, on_domain)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(psycopg.errors.DataError, on_data_error)
     app.add_exception_handler(Exception, on_unexpected)
 
 

@@ -45,6 +45,9 @@ async def test_admin_lists_all_jobs_and_requeues_as_a_new_charged_job(
         "/api/admin/credits", json={"user_id": str(uuid.uuid4()), "amount": 0}, headers=SERVICE
     )
     assert grant.status_code == 422 and grant.json()["errors"][0]["field"] == "body.amount"
+    nul = {"user_id": str(uuid.uuid4()), "amount": 5, "note": "a\u0000b"}
+    grant = await client.post("/api/admin/credits", json=nul, headers=SERVICE)
+    assert grant.status_code == 422 and grant.json()["errors"][0]["field"] == "body.note"
 
 
 async def test_health_and_readiness(client) -> None:

@@ -158,6 +158,13 @@ async def test_invalid_input_names_each_field(client, api, funded_user, db_url) 
         "/api/jobs", content=b"{nope", headers=api.auth(funded_user) | {"Content-Type": "application/json"}
     )
     assert not_json.status_code == 422 and not_json.json()["errors"][0]["field"].startswith("body")
+    lone_surrogate = await client.post(
+        "/api/jobs",
+        content=b'{"type": "sentiment_analysis", "payload": {"text": "half \\ud800 a pair"}}',
+        headers=api.auth(funded_user) | {"Content-Type": "application/json"},
+    )
+    assert lone_surrogate.status_code == 422, lone_surrogate.text
+    assert lone_surrogate.json()["errors"][0]["field"].startswith("body.payload")
     bad_key = await client.post(
         "/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | {"Idempotency-Key": "x" * 256}
     )
