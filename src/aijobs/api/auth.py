@@ -77,6 +77,11 @@ class TokenVerifier:
                 signing_key = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
             except jwt.PyJWTError as exc:
                 raise unauthorized(f"no signing key for this token: {exc}") from None
+            # The key decides the algorithm, not the token: an ES256 header naming an RSA key's
+            # kid would otherwise reach the EC verifier with an RSA key, which raises TypeError
+            # (a 500 for anyone, unauthenticated). PyJWK knows its algorithm from the JWK.
+            if signing_key.algorithm_name != alg:
+                raise unauthorized(f"token algorithm {alg!r} does not match its signing key")
             key = signing_key.key
             algorithms = [alg]
         else:
@@ -97,6 +102,9 @@ class TokenVerifier:
             raise unauthorized(f"token audience is not {self.audience!r}") from None
         except jwt.PyJWTError as exc:
             raise unauthorized(f"invalid token: {exc}") from None
+        except (TypeError, ValueError):
+            # Belt and braces: the crypto backend refusing a key/token pairing is a bad token.
+            raise unauthorized("invalid token: its signature cannot be checked with this key") from None
         # auth.uid() casts `sub` to uuid; anything else would fail inside the database.
         try:
             UUID(str(claims["sub"]))
