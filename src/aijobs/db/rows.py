@@ -61,7 +61,8 @@ class Finish:
     cost_usd: Decimal | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """The JSON row; keys left out read as NULL in `jsonb_to_recordset` (less to encode)."""
+        row = {
             "id": str(self.id),
             "lease_token": self.lease_token,
             "status": self.status,
@@ -79,6 +80,7 @@ class Finish:
             "reasoning_tokens": self.reasoning_tokens,
             "cost_usd": str(self.cost_usd) if self.cost_usd is not None else None,
         }
+        return {key: value for key, value in row.items() if value is not None}
 
 
 @dataclass(frozen=True, slots=True)

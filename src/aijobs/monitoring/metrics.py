@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -80,6 +81,7 @@ class Metrics:
     """Every metric aijobs exports, on a registry of its own (so tests can make fresh ones)."""
 
     def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry = CollectorRegistry()
         t = ["type"]
         self.created = Counter("aijobs_jobs_created", "Jobs created (and charged).", t, registry=r)
@@ -143,20 +145,29 @@ class Metrics:
         r.register(self.queue)
 
     # -- hooks ------------------------------------------------------------------------
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of `metric`, cached: `labels()` takes a lock and validates on
+        every call, and these hooks run for every job on the worker's hot path."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def job_created(self, job_type: str, cost: int) -> None:
-        self.created.labels(job_type).inc()
-        self.debited.labels(job_type).inc(cost)
+        self._child(self.created, job_type).inc()
+        self._child(self.debited, job_type).inc(cost)
 
     def job_claimed(self, job: ClaimedJob, wait_seconds: float) -> None:
-        self.claimed.labels(job.type).inc()
-        self.queue_wait.labels(job.type).observe(max(wait_seconds, 0.0))
+        self._child(self.claimed, job.type).inc()
+        self._child(self.queue_wait, job.type).observe(max(wait_seconds, 0.0))
 
     def job_finished(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
         """One attempt ended; `won` is False when the fence refused the write."""
-        self.processing.labels(job.type, finish.outcome if won else "fenced").observe(seconds)
+        self._child(self.processing, job.type, finish.outcome if won else "fenced").observe(seconds)
         self._provider_usage(finish)
         if not won:
-            self.fenced.labels(job.type).inc()
+            self._child(self.fenced, job.type).inc()
             return
         counter = {
             "completed": self.completed,
@@ -167,31 +178,31 @@ class Metrics:
             "rate_limited": self.handed_back,
         }.get(finish.outcome)
         if counter is not None:
-            counter.labels(job.type).inc()
+            self._child(counter, job.type).inc()
         if finish.status in ("failed", "cancelled"):
-            self.refunded.labels(job.type).inc(job.cost)
+            self._child(self.refunded, job.type).inc(job.cost)
 
     def job_rescued(self, job_type: str, status: str) -> None:
         """A lease expired and the job was taken back; a final status there refunds its cost."""
-        self.rescued.labels(job_type, status).inc()
+        self._child(self.rescued, job_type, status).inc()
         if status in ("failed", "cancelled"):
-            self.refunded.labels(job_type).inc(_cost_of(job_type))
+            self._child(self.refunded, job_type).inc(_cost_of(job_type))
 
     def _provider_usage(self, finish: Finish) -> None:
         if finish.provider is None:
             return
         labels = (finish.provider, finish.model or "")
         if finish.latency_ms is not None:
-            self.provider_latency.labels(*labels).observe(finish.latency_ms / 1000.0)
+            self._child(self.provider_latency, *labels).observe(finish.latency_ms / 1000.0)
         for kind, value in (
             ("input", finish.input_tokens),
             ("output", finish.output_tokens),
             ("reasoning", finish.reasoning_tokens),
         ):
             if value:
-                self.tokens.labels(*labels, kind).inc(value)
+                self._child(self.tokens, *labels, kind).inc(value)
         if finish.cost_usd:
-            self.cost.labels(*labels).inc(float(Decimal(finish.cost_usd)))
+            self._child(self.cost, *labels).inc(float(Decimal(finish.cost_usd)))
 
     def pruned_jobs(self, n: int) -> None:
         self.pruned.inc(n)

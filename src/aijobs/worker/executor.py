@@ -29,12 +29,14 @@ class Executor:
         self.timeout_cap = timeout_cap
 
     async def execute(self, job: ClaimedJob) -> Finish:
-        extra: dict[str, Any] = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
         try:
             kind = get_job_type(job.type)
         except Exception as exc:
             return outcomes.from_error(job, exc, self.policy)
+        # Built only when someone will read it: this runs for every job.
+        extra: dict[str, Any] = {}
         if log.isEnabledFor(logging.INFO):
+            extra = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
             log.info(
                 "🔒 Locked job %s (%s) for processing, attempt %d/%d",
                 job.id,
@@ -50,7 +52,9 @@ class Executor:
             payload = kind.parse(job.payload)
             context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
             limit = min(kind.timeout_seconds, self.timeout_cap or kind.timeout_seconds)
-            answer = await asyncio.wait_for(kind.handler(payload, context), timeout=limit)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps the handler in another task.
+            async with asyncio.timeout(limit):
+                answer = await kind.handler(payload, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
