@@ -157,7 +157,8 @@ class AijobsSystem(System):
         with psycopg.connect(db_url, autocommit=True) as conn:
             row = conn.execute(
                 "select extract(epoch from min(started_at))::float8,"
-                " extract(epoch from max(finished_at))::float8, count(*) from jobs where status = 'completed' and finished_at >= to_timestamp(%s)",
+                " extract(epoch from max(finished_at))::float8, count(*)"
+                " from jobs where status = 'completed' and finished_at >= to_timestamp(%s)",
                 (since,),
             ).fetchone()
         if row is None or row[0] is None or row[1] is None:
