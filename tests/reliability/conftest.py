@@ -7,3 +7,4 @@ The API scenarios (9-12) reuse the API tests' running-server fixtures: uvicorn o
 from __future__ import annotations
 
 from tests.integration.api.conftest import api, client, other_user, start_api  # noqa: F401
+from tests.integration.api.test_auth import jwks_keys  # noqa: F401 - a JWKS server (EC + RSA)
