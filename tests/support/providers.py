@@ -7,6 +7,9 @@ Directives (the whole text of `review_text` / `text` / `prompt`):
   crash             kill the worker process (a poison job)
   slow-once:<path>  sleep 60 s the first time (creating <path>), answer at once after that:
                     a job that hangs in the first worker and runs quickly in the next
+  block:<seconds>   block the whole event loop (time.sleep), then answer: a CPU-bound or
+                    misbehaving handler; heartbeats cannot run meanwhile
+  block-once:<path>:<seconds>  block the first time (creating <path>), answer at once after
 Anything else is answered by the offline provider. Selected in worker subprocesses with
 LLM_PROVIDER=tests.support.providers:scripted.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,13 @@ class ScriptedProvider:
             if not marker.exists():
                 marker.touch()
                 await asyncio.sleep(60)
+        elif text.startswith("block:"):
+            time.sleep(float(text.split(":", 1)[1]))  # deliberately blocks the event loop
+        elif text.startswith("block-once:"):
+            path, seconds = text.split(":", 1)[1].rsplit(":", 1)
+            if not Path(path).exists():
+                Path(path).touch()
+                time.sleep(float(seconds))  # deliberately blocks the event loop
         elif text == "crash":
             os._exit(137)
         return await self.offline.run(task)

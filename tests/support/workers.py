@@ -74,11 +74,12 @@ async def status_counts(db_url: str) -> dict[str, int]:
 class WorkerProcess:
     """An `aijobs worker` subprocess whose output goes to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str, module: str = "aijobs") -> None:
+        """`module` runs instead of `aijobs` (e.g. tests.support.fault_worker, which arms faults)."""
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "aijobs", "worker", *args],
+            [sys.executable, "-m", module, "worker", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
