@@ -65,18 +65,19 @@ with done as (
 ), closed as (
     update job_attempts a
     set finished_at = coalesce(a.finished_at, now()),
-        outcome = case when f.id is not null then d.outcome else 'superseded' end,
+        outcome = case when d.won then d.outcome else 'superseded' end,
         error = coalesce(d.error, a.error),
         provider = d.provider, model = d.model, request_id = d.request_id,
         latency_ms = d.latency_ms, input_tokens = d.input_tokens, output_tokens = d.output_tokens,
         reasoning_tokens = d.reasoning_tokens, cost_usd = d.cost_usd
-    from done d
-    left join finished f on f.lease_token = d.lease_token
+    -- `won` is a hashed lookup in what `finished` returned (a join here became a nested
+    -- loop over both lists: quadratic in the batch size).
+    from (select done.*, done.lease_token in (select lease_token from finished) as won from done) d
     -- A write that lost the race may still record what its call cost, on an attempt that
     -- is open or was closed as lost; it never rewrites an attempt that already ended.
     where a.lease_token = any(array(select lease_token from done))
       and a.lease_token = d.lease_token
-      and (f.id is not null or a.outcome is null or a.outcome = 'lost')
+      and (d.won or a.outcome is null or a.outcome = 'lost')
 )
 select id from finished;
 

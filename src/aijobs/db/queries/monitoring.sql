@@ -184,8 +184,9 @@ where name = %(name)s;
 
 -- name: mon_prune_jobs
 -- Delete one batch of jobs finished before the cutoff, oldest first (jobs_finished_stats_idx).
--- Their attempts go with them (on delete cascade); the credit ledger has no foreign key to
--- jobs and is never touched. SKIP LOCKED: a row someone else holds waits for the next batch.
+-- Their attempts go with them (same statement; job_attempts has no foreign key, see 009); the
+-- credit ledger has no foreign key to jobs and is never touched. SKIP LOCKED: a row someone
+-- else holds waits for the next batch.
 with doomed as (
     select id from jobs
     where finished_at < now() - make_interval(secs => %(age_seconds)s)
@@ -193,8 +194,10 @@ with doomed as (
     order by finished_at
     limit %(batch)s
     for update skip locked
+), attempts_gone as (
+    delete from job_attempts a where a.job_id = any(array(select id from doomed))
 ), gone as (
-    delete from jobs j using doomed d where j.id = d.id
+    delete from jobs j where j.id = any(array(select id from doomed))
     returning 1
 )
 select count(*) from gone;
