@@ -27,14 +27,19 @@ def test_make_run_from_a_fresh_clone_starts_everything_on_the_embedded_database(
     clone = tmp_path / "aijobs"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VIRTUAL_ENV") and
-           not k.startswith(("OPENAI_", "LLM_", "PYTEST", "JWT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "VIRTUAL_ENV")
+        and not k.startswith(("OPENAI_", "LLM_", "PYTEST", "JWT_"))
+    }
     env.update(API_PORT=str(port), PIP_DISABLE_PIP_VERSION_CHECK="1")
     env["PATH"] = ":".join(p for p in env.get("PATH", "").split(":") if "/.venv/" not in p)
     log_path = tmp_path / "make-run.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            ["make", "run"], cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             deadline = time.monotonic() + 420
             ready = False
@@ -48,7 +53,9 @@ def test_make_run_from_a_fresh_clone_starts_everything_on_the_embedded_database(
             assert ready, f"make run did not reach the waiting worker:\n{output[-4000:]}"
             assert "Starting Job Processor Worker" in output
             assert "demo account" in output
-            assert (clone / ".aijobs" / "pgdata" / "PG_VERSION").exists(), "embedded database inside the project"
+            assert (clone / ".aijobs" / "pgdata" / "PG_VERSION").exists(), (
+                "embedded database inside the project"
+            )
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             assert health.status_code == 200
         finally:

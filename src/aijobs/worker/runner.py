@@ -84,7 +84,7 @@ class Worker:
         # Shared rate limits (issue 3): holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider)
         provider = self.gate.provider
-        self.executor = Executor(provider, self.policy)
+        self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
         self.completer = Completer(store)
         self.running: dict[UUID, Running] = {}
         self.totals = Totals()
