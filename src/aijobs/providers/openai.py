@@ -33,7 +33,7 @@ from aijobs.providers.base import (
     RetryableProviderError,
     Usage,
 )
-from aijobs.providers.openai_errors import classify, redact
+from aijobs.providers.openai_errors import classify, redact, redact_input
 from aijobs.providers.pricing import PriceTable
 
 NAME = "openai"
@@ -107,14 +107,14 @@ class OpenAIProvider:
             if self.api == "chat":
                 return await self._chat(task, started)
             return await self._responses(task, started)
-        except ProviderError:
-            raise
+        except ProviderError as exc:
+            raise _without_quotes(exc, task) from exc.__cause__
         except Exception as exc:
             usage = self._usage(started, request_id=getattr(exc, "request_id", None))
             mapped = classify(exc, secret=self._secret, usage=usage, timeout=self.timeout)
             if mapped is None:
                 raise
-            raise mapped from exc
+            raise _without_quotes(mapped, task) from exc
 
     async def _responses(self, task: LLMTask[M], started: float) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -300,3 +300,12 @@ def _responses_refusal(body: dict[str, Any]) -> str | None:
 
 
 __all__ = ["NAME", "OpenAIProvider", "is_reasoning_model"]
+
+
+def _without_quotes(error: ProviderError, task: LLMTask[Any]) -> ProviderError:
+    """The same error with any quote of the task's customer text cut from its message."""
+    message = str(error)
+    cleaned = redact_input(message, task.input)
+    if cleaned != message:
+        error.args = (cleaned, *error.args[1:])
+    return error

@@ -38,6 +38,32 @@ def redact(text: str, secret: str | None) -> str:
     return _KEY_LIKE.sub(r"\1***", text)
 
 
+#: A run this long shared with the customer's text is taken to be a quote of it.
+QUOTE_CHARS = 12
+
+
+def redact_input(text: str, customer_text: str) -> str:
+    """Replace every run of QUOTE_CHARS+ characters that also occurs in `customer_text` with
+    '[…]'. Servers quote requests in their errors (a 400 naming the offending input, a 5xx
+    echoing the body, a refusal or unparsable answer repeating the review), and these
+    messages go to logs and to the job's stored error, where review text must not."""
+    if len(text) < QUOTE_CHARS or not customer_text:
+        return text
+    quoted = [False] * len(text)
+    for start in range(len(text) - QUOTE_CHARS + 1):
+        if text[start : start + QUOTE_CHARS] in customer_text:
+            quoted[start : start + QUOTE_CHARS] = [True] * QUOTE_CHARS
+    if not any(quoted):
+        return text
+    out: list[str] = []
+    for ch, hidden in zip(text, quoted, strict=True):
+        if not hidden:
+            out.append(ch)
+        elif not out or out[-1] != "[…]":
+            out.append("[…]")
+    return "".join(out)
+
+
 def _server_message(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, Mapping):
