@@ -107,7 +107,8 @@ with expired as (
                       else 'pending'::job_status end,
         error = 'lease expired: worker ' || coalesce(j.lease_owner, '?')
                 || ' stopped heartbeating during attempt ' || j.attempts,
-        run_at = now(),
+        -- run_at stays as it was (in the past): a job taken back from a dead worker goes to
+        -- the front of its priority, not behind everything queued while it was held.
         finished_at = case when j.cancel_requested or j.attempts >= j.max_attempts then now() end,
         lease_owner = null,
         lease_expires_at = null,
