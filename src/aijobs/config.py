@@ -15,6 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "gpt-5-nano"
 
+#: USD per million (input, output) tokens.
+Prices = tuple[Decimal, Decimal]
+
 
 class ConfigError(Exception):
     """Raised when the environment holds a value aijobs cannot run with."""
@@ -107,8 +110,6 @@ class Settings(BaseSettings):
     @field_validator("openai_prices")
     @classmethod
     def _check_prices(cls, value: str) -> str:
-        from aijobs.providers.pricing import parse_prices
-
         parse_prices(value)  # a ValueError names the bad item
         return value
 
@@ -132,8 +133,6 @@ class Settings(BaseSettings):
 
     def price_table(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Parse OPENAI_PRICES into {model: (input_usd_per_mtok, output_usd_per_mtok)}."""
-        from aijobs.providers.pricing import parse_prices
-
         return parse_prices(self.openai_prices)
 
 
@@ -153,3 +152,21 @@ def load_settings(**overrides: object) -> Settings:
 def _is_secret(name: str) -> bool:
     """Never echo keys, secrets or URLs (which may carry a password) back in an error."""
     return any(word in name for word in ("KEY", "SECRET", "URL", "PASSWORD", "TOKEN"))
+
+
+def parse_prices(text: str) -> dict[str, Prices]:
+    """Parse "model=input:output,…" into a table; raises ValueError naming the bad item."""
+    table: dict[str, Prices] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        model, sep, prices = item.partition("=")
+        inp, sep2, out = prices.partition(":")
+        try:
+            if not (sep and sep2 and model.strip()):
+                raise ValueError
+            pair = (Decimal(inp.strip()), Decimal(out.strip()))
+        except (ValueError, ArithmeticError):
+            raise ValueError(f"{item!r} is not model=input:output (USD per 1M tokens)") from None
+        if not all(p.is_finite() for p in pair) or pair[0] < 0 or pair[1] < 0:
+            raise ValueError(f"{item!r}: prices must be finite and non-negative")
+        table[model.strip()] = pair
+    return table

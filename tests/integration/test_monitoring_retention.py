@@ -85,6 +85,21 @@ async def test_tick_prunes_old_finished_jobs_in_bounded_batches(
     assert samples["n"] == 3
 
 
+async def test_leader_forgets_idempotency_keys_after_24_hours(
+    db_url: str, store: Store, funded_user: uuid.UUID
+) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "insert into api_idempotency_keys (user_id, key, request_hash, created_at) values"
+            " (%s, 'old', 'h', now() - interval '25 hours'), (%s, 'fresh', 'h', now() - interval '23 hours')",
+            (funded_user, funded_user),
+        )
+    result = await Maintenance(store, "tester", Metrics(), interval=60, policy=RetentionPolicy()).tick()
+    assert result.purged_keys == 1
+    keys = await fetch_all(db_url, "select key from api_idempotency_keys")
+    assert [k["key"] for k in keys] == ["fresh"]
+
+
 async def test_one_leader_at_a_time_with_takeover(store: Store) -> None:
     a = Maintenance(store, "worker-a", Metrics(), interval=0.2)  # lease ttl 1 s
     b = Maintenance(store, "worker-b", Metrics(), interval=0.2)

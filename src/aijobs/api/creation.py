@@ -27,6 +27,7 @@ from aijobs.api.auth import Principal
 from aijobs.api.models import Job
 from aijobs.api.problems import ProblemError, invalid
 from aijobs.db.store import Session, Store
+from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import validate_payload
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -122,6 +123,8 @@ async def create_for_user(
         body = Job.model_validate(row).model_dump(mode="json")
         if key is not None:
             await session.api_idempotency_save(user, key, status=201, body=body, job_id=created.id)
+    if created.created:
+        metrics().job_created(new.type, created.cost)
     # created=False: the jobs table already held this key (set outside the API): same job.
     return Created(201, body, replayed=not created.created)
 

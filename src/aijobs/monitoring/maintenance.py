@@ -48,6 +48,7 @@ class RetentionPolicy:
 class TickResult:
     leader: bool
     pruned_jobs: int = 0
+    purged_keys: int = 0
     batches: int = 0
 
 
@@ -94,6 +95,8 @@ class Maintenance:
         async with self.store.session() as session:
             await session.mon_prune_samples(p.sample_age_seconds)
             await session.mon_prune_workers(p.worker_age_seconds)
+            # Idempotency keys are kept 24 hours (Stripe's promise), then forgotten.
+            result.purged_keys = await session.api_idempotency_purge(24.0)
         if result.pruned_jobs:
             self.pruned_total += result.pruned_jobs
             self.metrics.pruned_jobs(result.pruned_jobs)

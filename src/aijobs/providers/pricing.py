@@ -12,7 +12,9 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 
-Prices = tuple[Decimal, Decimal]
+from aijobs.config import Prices, parse_prices
+
+__all__ = ["DEFAULT_PRICES", "PriceTable", "Prices", "parse_prices"]
 
 #: USD per 1M (input, output) tokens for the standard tier, as published by OpenAI in 2025.
 DEFAULT_PRICES: dict[str, Prices] = {
@@ -29,24 +31,6 @@ DEFAULT_PRICES: dict[str, Prices] = {
 
 _MILLION = Decimal(1_000_000)
 _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
-
-
-def parse_prices(text: str) -> dict[str, Prices]:
-    """Parse "model=input:output,…" into a table; raises ValueError naming the bad item."""
-    table: dict[str, Prices] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        model, sep, prices = item.partition("=")
-        inp, sep2, out = prices.partition(":")
-        try:
-            if not (sep and sep2 and model.strip()):
-                raise ValueError
-            pair = (Decimal(inp.strip()), Decimal(out.strip()))
-        except (ValueError, ArithmeticError):
-            raise ValueError(f"{item!r} is not model=input:output (USD per 1M tokens)") from None
-        if not all(p.is_finite() for p in pair) or pair[0] < 0 or pair[1] < 0:
-            raise ValueError(f"{item!r}: prices must be finite and non-negative")
-        table[model.strip()] = pair
-    return table
 
 
 class PriceTable:

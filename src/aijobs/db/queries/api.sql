@@ -63,7 +63,7 @@ where user_id = %(user_id)s and key = %(key)s;
 
 -- name: api_idempotency_purge
 -- Forget keys older than the retention (never less than 24 hours: callers clamp it).
-delete from api_idempotency_keys where created_at < now() - make_interval(hours => %(hours)s);
+delete from api_idempotency_keys where created_at < now() - make_interval(secs => %(hours)s * 3600.0);
 
 -- name: api_ping
 select 1 as ok;
