@@ -8,6 +8,7 @@ maintenance loop refreshes on its own tick, so its `/metrics` thread never touch
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aijobs.db.store import Store
 from aijobs.monitoring.metrics import QueueGauges, snapshot_from_rows
@@ -31,12 +32,20 @@ class GaugeRefresher:
         self.max_age = max_age
         self._lock = asyncio.Lock()
         self.refreshes = 0
+        self._refreshed_at = float("-inf")
+
+    def _stale(self) -> bool:
+        # Judged by this refresher's own last read, not the shared snapshot's age: the gauges
+        # are per process, and another reader (an app on another database, in tests) may have
+        # filled them a moment ago with numbers that are not this store's.
+        return time.monotonic() - self._refreshed_at >= self.max_age
 
     async def refresh_if_stale(self) -> None:
-        if self.gauges.age() < self.max_age:
+        if not self._stale():
             return
         async with self._lock:
-            if self.gauges.age() < self.max_age:
+            if not self._stale():
                 return
             await refresh(self.store, self.gauges)
+            self._refreshed_at = time.monotonic()
             self.refreshes += 1

@@ -1,0 +1,89 @@
+"""The claim/finish/heartbeat/rescue statements stay index lookups as history grows.
+
+With 100,000 finished jobs (and their attempts) in the tables, no hot-path plan may scan
+`jobs` or `job_attempts` sequentially, and the claim must walk `jobs_claim_idx`. A plan that
+regresses to a scan (a join the planner turns into a hash of the whole table) fails here long
+before it shows as a slow worker in production; `make bench` (W6) measures the speed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from aijobs.db.queries import query
+from aijobs.db.rows import Finish
+from tests.integration.test_monitoring_queries import BIG_TABLES, scans
+from tests.support.database import create_test_database, drop_database
+from tests.support.history import fill_history
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def history_db(admin_url: str, template_name: str) -> Iterator[str]:
+    url = create_test_database(admin_url, template_name)
+    fill_history(url, jobs=100_000, days=7, pending=2000)
+    user = uuid.uuid4()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("select credit_grant(%s, 500)", (user,))
+        conn.execute(
+            "select create_credit_consuming_job(%s, 'sentiment_analysis', '{\"text\": \"x\"}')"
+            " from generate_series(1, 300)",
+            (user,),
+        )
+        conn.execute("analyze")
+    yield url
+    drop_database(admin_url, url)
+
+
+def plan_of(url: str, name: str, params: dict[str, Any]) -> list[tuple[str, str | None]]:
+    with psycopg.connect(url) as conn:  # a transaction, rolled back: EXPLAIN ANALYZE-free
+        row = conn.execute(sql.SQL("explain (format json) ") + query(name), params).fetchone()
+        conn.rollback()
+    assert row is not None
+    doc = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    return scans(doc[0]["Plan"])
+
+
+def claimed(url: str, n: int) -> list[tuple[uuid.UUID, int]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            query("job_claim"), {"worker_id": "plan", "limit": n, "lease_seconds": 60}
+        ).fetchall()
+    return [(r[0], r[6]) for r in rows]
+
+
+def no_seq_scans(nodes: list[tuple[str, str | None]], name: str) -> None:
+    seq = [rel for node, rel in nodes if node == "Seq Scan" and rel in BIG_TABLES]
+    assert not seq, f"{name} scans {seq} sequentially: {nodes}"
+
+
+def test_claim_walks_the_claim_index(history_db: str) -> None:
+    nodes = plan_of(history_db, "job_claim", {"worker_id": "w", "limit": 100, "lease_seconds": 30})
+    no_seq_scans(nodes, "job_claim")
+    assert ("Index Scan", "jobs") in nodes or ("Index Only Scan", "jobs") in nodes
+    with psycopg.connect(history_db) as conn:
+        text = conn.execute(
+            sql.SQL("explain ") + query("job_claim"), {"worker_id": "w", "limit": 100, "lease_seconds": 30}
+        ).fetchall()
+    assert any("jobs_claim_idx" in line[0] for line in text)
+
+
+def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
+    held = claimed(history_db, 100)
+    rows = [
+        Finish(id=job_id, lease_token=token, status="completed", outcome="completed", result={}).as_json()
+        for job_id, token in held
+    ]
+    no_seq_scans(plan_of(history_db, "job_finish_many", {"rows": Jsonb(rows)}), "job_finish_many")
+    beat = {"ids": [j for j, _ in held], "tokens": [t for _, t in held], "lease_seconds": 30}
+    no_seq_scans(plan_of(history_db, "job_heartbeat", beat), "job_heartbeat")
+    no_seq_scans(plan_of(history_db, "job_rescue_expired", {"limit": 100}), "job_rescue_expired")
