@@ -11,6 +11,7 @@ import sys
 
 from aijobs_bench_provider import BenchProvider
 
+from aijobs import eventloop
 from aijobs.config import load_settings
 from aijobs.db.store import Store
 from aijobs.logs import setup_logging
@@ -37,4 +38,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    eventloop.run(main())

@@ -36,6 +36,20 @@ class InsufficientCredits(AijobsError):
         return int(self.details.get("cost", 0))
 
 
+class TooManyInFlight(AijobsError):
+    """The user's cap on jobs pending or processing is reached (nothing was charged)."""
+
+    code = "too_many_jobs_in_flight"
+
+    @property
+    def in_flight(self) -> int:
+        return int(self.details.get("in_flight", 0))
+
+    @property
+    def limit(self) -> int:
+        return int(self.details.get("limit", 0))
+
+
 class Forbidden(AijobsError):
     code = "forbidden"
 

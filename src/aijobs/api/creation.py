@@ -27,6 +27,7 @@ from aijobs.api.auth import Principal
 from aijobs.api.models import Job
 from aijobs.api.problems import ProblemError, invalid
 from aijobs.db.store import Session, Store
+from aijobs.errors import TooManyInFlight
 from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import validate_payload
 
@@ -97,30 +98,53 @@ async def create_for_user(
     async with store.as_user(principal.claims) as session:
         if key is not None and not await session.api_idempotency_claim(user, key, digest):
             return await _replay(session, user, key, digest)
-        await session.api_lock_user_creations(user)
-        in_flight = await session.api_in_flight(user)
-        if in_flight >= max_in_flight:
+        try:
+            created = await session.create_job_within_cap(
+                max_in_flight=max_in_flight,
+                type=new.type,
+                payload=payload,
+                priority=new.priority,
+                run_at=new.run_at,
+                max_attempts=new.max_attempts,
+                idempotency_key=key,
+                retry_of=new.retry_of,
+            )
+        except TooManyInFlight as exc:
             raise ProblemError(
                 429,
-                f"{in_flight} of your jobs are pending or processing; the limit is {max_in_flight}",
-                code="too_many_jobs_in_flight",
+                exc.message,
+                code=exc.code,
                 headers={"Retry-After": "5"},
-                in_flight=in_flight,
-                limit=max_in_flight,
-            )
-        created = await session.create_job(
-            user_id=user,
-            type=new.type,
-            payload=payload,
-            priority=new.priority,
-            run_at=new.run_at,
-            max_attempts=new.max_attempts,
-            idempotency_key=key,
-            retry_of=new.retry_of,
-        )
-        row = await session.api_get_job(created.id)
-        assert row is not None
-        body = Job.model_validate(row).model_dump(mode="json")
+                in_flight=exc.in_flight,
+                limit=exc.limit,
+            ) from None
+        if created.created:
+            # Everything a new job holds is known here: no second query to read it back.
+            body = Job(
+                id=created.id,
+                user_id=user,
+                type=new.type,
+                payload=payload,
+                status=created.status,
+                priority=new.priority,
+                run_at=created.run_at,
+                attempts=0,
+                max_attempts=new.max_attempts,
+                result=None,
+                error=None,
+                cost=created.cost,
+                idempotency_key=key,
+                retry_of=new.retry_of,
+                cancel_requested=False,
+                created_at=created.created_at,
+                started_at=None,
+                finished_at=None,
+                updated_at=created.created_at,
+            ).model_dump(mode="json")
+        else:
+            row = await session.api_get_job(created.id)
+            assert row is not None
+            body = Job.model_validate(row).model_dump(mode="json")
         if key is not None:
             await session.api_idempotency_save(user, key, status=201, body=body, job_id=created.id)
     if created.created:

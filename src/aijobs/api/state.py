@@ -29,18 +29,24 @@ class ApiState:
         return self.dev_user is not None and self.settings.jwt_secret is not None
 
 
-def get_state(request: Request) -> ApiState:
+def state_of(request: Request) -> ApiState:
     state: ApiState = request.app.state.aijobs
     return state
 
 
-def get_store(request: Request) -> Store:
-    store = get_state(request).store
+# The dependencies are `async def` although they do no I/O: FastAPI runs a plain `def`
+# dependency in a thread pool, a thread hop on every request.
+async def get_state(request: Request) -> ApiState:
+    return state_of(request)
+
+
+async def get_store(request: Request) -> Store:
+    store = state_of(request).store
     assert store is not None, "the API's lifespan has not opened the store"
     return store
 
 
-def get_hub(request: Request) -> JobEventsHub:
-    hub = get_state(request).hub
+async def get_hub(request: Request) -> JobEventsHub:
+    hub = state_of(request).hub
     assert hub is not None, "the API's lifespan has not started the job events listener"
     return hub

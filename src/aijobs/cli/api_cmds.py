@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from uuid import UUID
 
 import typer
 import uvicorn
 
+from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.server import server_config
 from aijobs.api.tokens import mint_token
@@ -44,7 +44,7 @@ def api(
                 settings.api_port,
                 settings.log_level,
             )
-            asyncio.run(uvicorn.Server(config).serve())
+            eventloop.run(uvicorn.Server(config).serve())
             return
         # Several processes: each builds its app from the environment, so pass the URL down.
         os.environ["DATABASE_URL"] = url

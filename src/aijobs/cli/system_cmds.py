@@ -10,6 +10,7 @@ from uuid import UUID
 import typer
 from pydantic import SecretStr
 
+from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.server import EmbeddedServer, server_config
 from aijobs.api.tokens import mint_token
@@ -82,7 +83,7 @@ def worker(
                 f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
             )
             raise typer.Exit(2)
-        asyncio.run(run_worker(settings, url))
+        eventloop.run(run_worker(settings, url))
 
 
 @app.command("stats")
@@ -136,7 +137,7 @@ def dev() -> None:
             f"try: aijobs enqueue ai_generation --user {DEMO_USER} "
             '--payload \'{"review_text": "Great service!", "tone": "friendly"}\''
         )
-        asyncio.run(run_dev(settings.model_copy(update={"database_url": url}), url))
+        eventloop.run(run_dev(settings.model_copy(update={"database_url": url}), url))
 
 
 async def run_dev(settings: Settings, url: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -44,6 +45,7 @@ _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
     "AJ003": errors.InsufficientCredits,
     "AJ004": errors.Forbidden,
     "AJ005": errors.InvalidArgument,
+    "AJ006": errors.TooManyInFlight,
     "42501": errors.Forbidden,  # insufficient_privilege: e.g. `anon` calling a function
 }
 
@@ -100,6 +102,44 @@ class Session:
             return await cur.fetchall()
 
     # -- jobs -----------------------------------------------------------------------
+    async def create_job_within_cap(
+        self,
+        *,
+        max_in_flight: int,
+        type: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        run_at: datetime | None = None,
+        max_attempts: int = 4,
+        idempotency_key: str | None = None,
+        retry_of: UUID | None = None,
+    ) -> CreatedJob:
+        """As the signed-in user: refuse over the in-flight cap, else charge and insert (one statement)."""
+        params = {
+            "max_in_flight": max_in_flight,
+            "type": type,
+            "payload": Jsonb(payload),
+            "priority": priority,
+            "run_at": run_at,
+            "max_attempts": max_attempts,
+            "idempotency_key": idempotency_key,
+            "retry_of": retry_of,
+        }
+        return await self._created(query("job_create_within_cap"), params)
+
+    async def _created(self, statement: sql.SQL, params: dict[str, Any]) -> CreatedJob:
+        try:
+            async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
+                await cur.execute(statement, params, prepare=True)
+                row = await cur.fetchone()
+        except psycopg.Error as exc:
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        assert row is not None
+        return row
+
     async def create_job(
         self,
         *,
@@ -123,17 +163,7 @@ class Session:
             "idempotency_key": idempotency_key,
             "retry_of": retry_of,
         }
-        try:
-            async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
-                await cur.execute(query("job_create"), params, prepare=True)
-                row = await cur.fetchone()
-        except psycopg.Error as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-        assert row is not None
-        return row
+        return await self._created(query("job_create"), params)
 
     async def cancel_job(self, job_id: UUID, user_id: UUID | None = None) -> dict[str, Any] | None:
         try:
@@ -271,10 +301,6 @@ class Session:
                 },
             )
             return await cur.fetchall()
-
-    async def api_lock_user_creations(self, user_id: UUID) -> None:
-        """Serialise this user's creations until the transaction ends (for the in-flight cap)."""
-        await self.conn.execute(query("api_user_create_lock"), {"user_id": user_id})
 
     async def api_in_flight(self, user_id: UUID) -> int:
         """How many of the user's jobs are pending or processing."""
@@ -560,7 +586,10 @@ class Store:
         transaction, so nothing leaks to the next borrower of the pooled connection.
         """
         role = "authenticated" if claims else "anon"
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode: BEGIN and the set_config travel with the request's first query
+        # instead of costing a round trip each; a statement's result is still awaited
+        # whenever the code reads it, so nothing changes for the caller.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             await conn.execute(
                 "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
                 (role, json.dumps(claims or {})),

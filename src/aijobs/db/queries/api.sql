@@ -25,11 +25,6 @@ where (%(user_id)s::uuid is null or user_id = %(user_id)s::uuid)
 order by created_at desc, id desc
 limit %(limit)s;
 
--- name: api_user_create_lock
--- Serialises one user's creations for the rest of the transaction, so the in-flight count
--- read next cannot be raced by a concurrent request of the same user.
-select pg_advisory_xact_lock(hashtextextended('aijobs.api.create:' || %(user_id)s::text, 0));
-
 -- name: api_in_flight_count
 select count(*) as in_flight from jobs
 where user_id = %(user_id)s and status in ('pending', 'processing');

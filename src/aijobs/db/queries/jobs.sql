@@ -149,6 +149,12 @@ select * from create_credit_consuming_job(
     %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
 );
 
+-- name: job_create_within_cap
+select * from create_job_within_cap(
+    %(max_in_flight)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
+    %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
+);
+
 -- name: job_cancel
 select * from job_cancel(%(id)s, %(user_id)s);
 
