@@ -239,6 +239,7 @@ class AijobsSystem(System):
             JWT_SECRET=secret,
             LOG_LEVEL="WARNING",
             MAX_JOBS_IN_FLIGHT_PER_USER="100000000",
+            DB_POOL_SIZE="10",
         )
         # Two uvicorn processes (the machine has two cores; PostgreSQL shares them).
         workers = os.environ.get("BENCH_AIJOBS_API_WORKERS", "2")
