@@ -48,20 +48,32 @@ class Executor:
             shown = json.dumps(redact_payload(kind.payload_model, job.payload), ensure_ascii=False)
             log.info("📝 Payload: %s", shown, extra=extra)
             log.info("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
+        # The time limit (`time_limit`) is enforced by the runner's watchdog, which cancels
+        # overdue jobs: one timer for the worker instead of one per job on the hot path.
         try:
             payload = kind.parse(job.payload)
             context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
-            limit = min(kind.timeout_seconds, self.timeout_cap or kind.timeout_seconds)
-            # asyncio.timeout, not wait_for: on 3.11 wait_for wraps the handler in another task.
-            async with asyncio.timeout(limit):
-                answer = await kind.handler(payload, context)
+            answer = await kind.handler(payload, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            finish = outcomes.from_error(job, exc, self.policy)
-            _log_error(job, finish, extra)
-            return finish
+            return self.failed(job, exc)
         return outcomes.completed(job, answer.result, answer.usage)
+
+    def failed(self, job: ClaimedJob, exc: BaseException) -> Finish:
+        """The outcome of an attempt that raised `exc` (or ran out of time), logged."""
+        finish = outcomes.from_error(job, exc, self.policy)
+        extra: dict[str, Any] = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
+        _log_error(job, finish, extra)
+        return finish
+
+    def time_limit(self, job_type: str) -> float:
+        """Seconds an attempt of `job_type` may run: its type's limit, capped by JOB_TIMEOUT_SECONDS."""
+        try:
+            limit = get_job_type(job_type).timeout_seconds
+        except Exception:
+            limit = 60.0
+        return min(limit, self.timeout_cap or limit)
 
 
 def _log_error(job: ClaimedJob, finish: Finish, extra: dict[str, Any]) -> None:

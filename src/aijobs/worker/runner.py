@@ -32,6 +32,7 @@ from aijobs import __version__
 from aijobs.config import Settings
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
+from aijobs.jobs import registry
 from aijobs.monitoring import maintenance
 from aijobs.monitoring.metrics import metrics
 from aijobs.providers.base import Provider
@@ -47,7 +48,7 @@ log = logging.getLogger("aijobs.worker")
 
 JOBS_CHANNEL = "aijobs_jobs"
 CANCEL_CHANNEL = "aijobs_cancel"
-StopReason = Literal["cancelled", "lease_lost", "shutdown"]
+StopReason = Literal["cancelled", "lease_lost", "shutdown", "timeout"]
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Running:
     job: ClaimedJob
     task: asyncio.Task[None]
     started: float
+    deadline: float
     stop_reason: StopReason | None = None
 
 
@@ -88,6 +90,7 @@ class Worker:
         self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
         self.completer = Completer(store)
         self.running: dict[UUID, Running] = {}
+        self._limits: dict[str, float] = {}
         self.totals = Totals()
         self.metrics = metrics()
         self.maintenance = maintenance.for_worker(store, self.id, self.metrics, settings)
@@ -143,6 +146,7 @@ class Worker:
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
             asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
             asyncio.create_task(self.maintenance.run(self._stop_services), name="maintenance"),
+            asyncio.create_task(self._watchdog(self._stop_services), name="watchdog"),
         ]
         try:
             await self._produce()
@@ -214,7 +218,11 @@ class Worker:
     # -- jobs ---------------------------------------------------------------------------
     def _start(self, job: ClaimedJob, now: datetime) -> None:
         task = asyncio.create_task(self._run_job(job))
-        self.running[job.id] = Running(job=job, task=task, started=time.perf_counter())
+        started = time.monotonic()
+        limit = self._limits.get(job.type)
+        if limit is None:
+            limit = self._limits[job.type] = self.executor.time_limit(job.type)
+        self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
         self.metrics.job_claimed(job, (now - job.run_at).total_seconds())
         self.metrics.in_flight.set(len(self.running))
 
@@ -230,7 +238,7 @@ class Worker:
             self._release(job.id)
             return
         self._release(job.id)
-        seconds = time.perf_counter() - entry.started
+        seconds = time.monotonic() - entry.started
         self.completer.submit(finish, functools.partial(self._record, job, finish, seconds=seconds))
 
     def _release(self, job_id: UUID) -> None:
@@ -242,6 +250,8 @@ class Worker:
     def _finish_for_stop(self, job: ClaimedJob, reason: StopReason | None) -> Finish | None:
         if reason == "cancelled":
             return outcomes.cancelled(job)
+        if reason == "timeout":
+            return self.executor.failed(job, TimeoutError())
         if reason == "shutdown":
             return outcomes.handed_back(job)
         # Lease lost: another worker owns the job now; any write of ours would be fenced.
@@ -286,6 +296,18 @@ class Worker:
         if finish.outcome == "completed":
             log.info("✅ Job %s completed successfully in %dms", job.id, seconds * 1000, extra=extra)
             self._log_totals()
+
+    async def _watchdog(self, stop: asyncio.Event) -> None:
+        """Cancel attempts that outran their job type's time limit (checked every `tick`)."""
+        tick = min(1.0, max(0.05, min(self.executor.time_limit(t) for t in registry()) / 4))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(tick):
+                    await stop.wait()
+            now = time.monotonic()
+            for job_id, entry in list(self.running.items()):
+                if entry.deadline <= now:
+                    self._stop_job(job_id, "timeout")
 
     def _count_rescued(self, n: int) -> None:
         self.totals.rescued += n
