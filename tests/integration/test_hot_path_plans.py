@@ -87,3 +87,15 @@ def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
     beat = {"ids": [j for j, _ in held], "tokens": [t for _, t in held], "lease_seconds": 30}
     no_seq_scans(plan_of(history_db, "job_heartbeat", beat), "job_heartbeat")
     no_seq_scans(plan_of(history_db, "job_rescue_expired", {"limit": 100}), "job_rescue_expired")
+
+
+def test_in_flight_count_reads_only_the_users_live_jobs(history_db: str) -> None:
+    """The API's cap counts one user's live jobs per creation: never the whole live queue."""
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        row = conn.execute("select user_id from jobs where status = 'pending' limit 1").fetchone()
+        assert row is not None
+        text = conn.execute(
+            sql.SQL("explain ") + query("api_in_flight_count"), {"user_id": row[0]}
+        ).fetchall()
+    plan = "\n".join(line[0] for line in text)
+    assert "jobs_user_active_idx" in plan, plan
