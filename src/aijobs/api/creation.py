@@ -99,7 +99,8 @@ async def create_for_user(
         if key is not None and not await session.api_idempotency_claim(user, key, digest):
             return await _replay(session, user, key, digest)
         try:
-            created = await session.create_job_within_cap(
+            created = await session.create_job(
+                user_id=None,
                 max_in_flight=max_in_flight,
                 type=new.type,
                 payload=payload,

@@ -9,14 +9,13 @@ caller gets a `Session`, whose methods are the only SQL the rest of aijobs runs.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import Any, Literal, get_args
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -48,6 +47,18 @@ _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
     "AJ006": errors.TooManyInFlight,
     "42501": errors.Forbidden,  # insufficient_privilege: e.g. `anon` calling a function
 }
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Re-raise a typed refusal from SQL as its domain error; anything else unchanged."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
 
 
 def translate(exc: psycopg.Error) -> errors.AijobsError | None:
@@ -102,44 +113,6 @@ class Session:
             return await cur.fetchall()
 
     # -- jobs -----------------------------------------------------------------------
-    async def create_job_within_cap(
-        self,
-        *,
-        max_in_flight: int,
-        type: str,
-        payload: dict[str, Any],
-        priority: int = 0,
-        run_at: datetime | None = None,
-        max_attempts: int = 4,
-        idempotency_key: str | None = None,
-        retry_of: UUID | None = None,
-    ) -> CreatedJob:
-        """As the signed-in user: refuse over the in-flight cap, else charge and insert (one statement)."""
-        params = {
-            "max_in_flight": max_in_flight,
-            "type": type,
-            "payload": Jsonb(payload),
-            "priority": priority,
-            "run_at": run_at,
-            "max_attempts": max_attempts,
-            "idempotency_key": idempotency_key,
-            "retry_of": retry_of,
-        }
-        return await self._created(query("job_create_within_cap"), params)
-
-    async def _created(self, statement: sql.SQL, params: dict[str, Any]) -> CreatedJob:
-        try:
-            async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
-                await cur.execute(statement, params, prepare=True)
-                row = await cur.fetchone()
-        except psycopg.Error as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
-        assert row is not None
-        return row
-
     async def create_job(
         self,
         *,
@@ -151,8 +124,13 @@ class Session:
         max_attempts: int = 4,
         idempotency_key: str | None = None,
         retry_of: UUID | None = None,
+        max_in_flight: int | None = None,
     ) -> CreatedJob:
-        """Charge and insert through the credit-consuming function, or raise its typed error."""
+        """Charge and insert through the credit-consuming function, or raise its typed error.
+
+        With `max_in_flight` (the API, as the signed-in user) the same statement first
+        refuses a user whose pending and processing jobs reach the cap (TooManyInFlight).
+        """
         params = {
             "user_id": user_id,
             "type": type,
@@ -162,19 +140,21 @@ class Session:
             "max_attempts": max_attempts,
             "idempotency_key": idempotency_key,
             "retry_of": retry_of,
+            "max_in_flight": max_in_flight,
         }
-        return await self._created(query("job_create"), params)
+        statement = query("job_create" if max_in_flight is None else "job_create_within_cap")
+        with refusals():
+            async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
+                await cur.execute(statement, params, prepare=True)
+                row = await cur.fetchone()
+        assert row is not None
+        return row
 
     async def cancel_job(self, job_id: UUID, user_id: UUID | None = None) -> dict[str, Any] | None:
-        try:
+        with refusals():
             async with self.conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(query("job_cancel"), {"id": job_id, "user_id": user_id})
                 return await cur.fetchone()
-        except psycopg.Error as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
 
     async def get_job(self, job_id: UUID) -> dict[str, Any] | None:
         async with self.conn.cursor(row_factory=dict_row) as cur:
@@ -225,15 +205,10 @@ class Session:
         return await cur.fetchone() is not None
 
     async def grant_credits(self, user_id: UUID, amount: int, note: str = "grant") -> int:
-        try:
+        with refusals():
             cur = await self.conn.execute(
                 query("credit_grant"), {"user_id": user_id, "amount": amount, "note": note}
             )
-        except psycopg.Error as exc:
-            mapped = translate(exc)
-            if mapped is None:
-                raise
-            raise mapped from None
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])

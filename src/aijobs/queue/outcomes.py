@@ -8,6 +8,7 @@ builds these `Finish` rows; `job_finish_many` persists them, fenced by the lease
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,7 +20,7 @@ from aijobs.queue.retry import RetryPolicy
 MAX_ERROR_CHARS = 2000
 
 
-def _usage_fields(usage: Usage | None) -> dict[str, object]:
+def _usage_fields(usage: Usage | None) -> dict[str, Any]:
     if usage is None:
         return {}
     return {
@@ -57,15 +58,20 @@ def is_retryable(exc: BaseException) -> bool:
     return not isinstance(exc, ValidationError | UnknownJobType)
 
 
-def completed(job: ClaimedJob, result: dict[str, object], usage: Usage | None) -> Finish:
+def _end(job: ClaimedJob, status: str, outcome: str, usage: Usage | None = None, **fields: Any) -> Finish:
+    """The attempt `job` holds (id and lease token: the fence) ending as `outcome`."""
     return Finish(
         id=job.id,
         lease_token=job.lease_token,
-        status="completed",
-        outcome="completed",
-        result=result,
-        **_usage_fields(usage),  # type: ignore[arg-type]
+        status=status,
+        outcome=outcome,
+        **_usage_fields(usage),
+        **fields,
     )
+
+
+def completed(job: ClaimedJob, result: dict[str, object], usage: Usage | None) -> Finish:
+    return _end(job, "completed", "completed", usage, result=result)
 
 
 def from_error(job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Finish:
@@ -73,54 +79,24 @@ def from_error(job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Fini
     usage = exc.usage if isinstance(exc, ProviderError) else None
     error = describe(exc)
     if isinstance(exc, RateLimitedError):
-        return Finish(
-            id=job.id,
-            lease_token=job.lease_token,
-            status="pending",
-            outcome="rate_limited",
+        return _end(
+            job,
+            "pending",
+            "rate_limited",
+            usage,
             error=error,
             retry_in=max(exc.retry_after, 0.0),
             give_back=True,
-            **_usage_fields(usage),  # type: ignore[arg-type]
         )
     if is_retryable(exc) and job.attempts < job.max_attempts:
-        return Finish(
-            id=job.id,
-            lease_token=job.lease_token,
-            status="pending",
-            outcome="retry",
-            error=error,
-            retry_in=policy.next_delay(job.attempts),
-            **_usage_fields(usage),  # type: ignore[arg-type]
-        )
-    return Finish(
-        id=job.id,
-        lease_token=job.lease_token,
-        status="failed",
-        outcome="failed",
-        error=error,
-        **_usage_fields(usage),  # type: ignore[arg-type]
-    )
+        return _end(job, "pending", "retry", usage, error=error, retry_in=policy.next_delay(job.attempts))
+    return _end(job, "failed", "failed", usage, error=error)
 
 
 def cancelled(job: ClaimedJob) -> Finish:
-    return Finish(
-        id=job.id,
-        lease_token=job.lease_token,
-        status="cancelled",
-        outcome="cancelled",
-        error="cancelled while running",
-    )
+    return _end(job, "cancelled", "cancelled", error="cancelled while running")
 
 
 def handed_back(job: ClaimedJob) -> Finish:
     """Graceful shutdown: the job goes back to pending at once and keeps its attempt."""
-    return Finish(
-        id=job.id,
-        lease_token=job.lease_token,
-        status="pending",
-        outcome="handed_back",
-        error=None,
-        retry_in=0.0,
-        give_back=True,
-    )
+    return _end(job, "pending", "handed_back", retry_in=0.0, give_back=True)
