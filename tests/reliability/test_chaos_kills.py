@@ -117,7 +117,7 @@ async def sigkill_soak(
             0,
             0,
             f"orphans taken back: {seconds(recoveries)}",
-            f"orphans finished: {seconds(finishes)} (rescued jobs rejoin the queue at its end);"
+            f"orphans finished: {seconds(finishes)} (a rescued job keeps its run_at: back at the front);"
             f" drained in {elapsed:.1f} s ({drain:.1f} s after the last kill);"
             f" {attempts['lost']} attempts lost,"
             f" {attempts['superseded']} fenced; {requests} provider requests for {jobs} jobs",
