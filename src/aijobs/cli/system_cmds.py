@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import uuid
 from uuid import UUID
 
 import typer
@@ -167,7 +166,3 @@ async def run_dev(settings: Settings, url: str) -> None:
     finally:
         server.should_exit = True
         await api_task
-
-
-def new_user_id() -> UUID:
-    return uuid.uuid4()

@@ -21,7 +21,7 @@ import signal
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
@@ -68,7 +68,6 @@ class Totals:
     cancelled: int = 0
     fenced: int = 0
     rescued: int = 0
-    by_outcome: dict[str, int] = field(default_factory=dict)
 
 
 def make_worker_id() -> str:
@@ -94,7 +93,6 @@ class Worker:
         self.totals = Totals()
         self.metrics = metrics()
         self.maintenance = maintenance.for_worker(store, self.id, self.metrics, settings)
-        self.claims = 0
         self._wake = asyncio.Event()
         self._stop_claiming = asyncio.Event()
         self._stop_services = asyncio.Event()
@@ -182,7 +180,6 @@ class Worker:
                     await self._sleep(backoff + random.uniform(0, backoff))
                     backoff = min(backoff * 2, 5.0)
                     continue
-                self.claims += 1
                 now = datetime.now(UTC)
                 for job in jobs:
                     self._start(job, now)
@@ -272,7 +269,6 @@ class Worker:
         """After the write: metrics, totals and the seed's log lines for one attempt."""
         self.metrics.job_finished(job, finish, won, seconds)
         totals = self.totals
-        totals.by_outcome[finish.outcome] = totals.by_outcome.get(finish.outcome, 0) + 1
         if not won:
             totals.fenced += 1
             log.warning(
