@@ -7,7 +7,13 @@ from uuid import UUID
 
 import typer
 
-from aijobs.cli.app import accounts_app, database, echo_json, open_store, run_async, settings_or_exit
+from aijobs.cli.app import (
+    accounts_app,
+    echo_json,
+    owner_session,
+    run_async,
+    settings_or_exit,
+)
 
 
 @accounts_app.command("create")
@@ -20,12 +26,11 @@ def create(
     user_id = user or uuid.uuid4()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.transaction() as session:
-                await session.create_account(user_id)
-                if credits:
-                    await session.grant_credits(user_id, credits, "initial credits")
-                account = await session.get_account(user_id)
+        async with owner_session(settings, transaction=True) as session:
+            await session.create_account(user_id)
+            if credits:
+                await session.grant_credits(user_id, credits, "initial credits")
+            account = await session.get_account(user_id)
         echo_json({"user_id": user_id, "balance": account.balance if account else 0})
 
     run_async(go)
@@ -41,9 +46,8 @@ def grant(
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                balance = await session.grant_credits(user, amount, note)
+        async with owner_session(settings) as session:
+            balance = await session.grant_credits(user, amount, note)
         echo_json({"user_id": user, "balance": balance})
 
     run_async(go)
@@ -55,13 +59,12 @@ def show(user: UUID = typer.Option(..., "--user"), ledger: int = typer.Option(10
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                account = await session.get_account(user)
-                if account is None:
-                    typer.echo(f"error: no account for user {user}", err=True)
-                    raise typer.Exit(1)
-                rows = await session.ledger(user, ledger)
+        async with owner_session(settings) as session:
+            account = await session.get_account(user)
+            if account is None:
+                typer.echo(f"error: no account for user {user}", err=True)
+                raise typer.Exit(1)
+            rows = await session.ledger(user, ledger)
         echo_json({"user_id": user, "balance": account.balance, "ledger": rows})
 
     run_async(go)

@@ -13,7 +13,7 @@ import typer
 
 from aijobs.config import ConfigError, Settings, load_settings
 from aijobs.db.embedded import database_url
-from aijobs.db.store import Store
+from aijobs.db.store import Session, Store
 from aijobs.errors import AijobsError
 from aijobs.logs import setup_logging
 
@@ -51,6 +51,16 @@ async def open_store(url: str, settings: Settings, *, name: str = "aijobs-cli") 
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def owner_session(settings: Settings, *, transaction: bool = False) -> AsyncIterator[Session]:
+    """What most commands need: the database, a store, one session as the owner role."""
+    with database(settings) as url:
+        async with open_store(url, settings) as store:
+            scope = store.transaction() if transaction else store.session()
+            async with scope as session:
+                yield session
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:

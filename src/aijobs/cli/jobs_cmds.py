@@ -9,10 +9,9 @@ import typer
 
 from aijobs.cli.app import (
     app,
-    database,
     echo_json,
     jobs_app,
-    open_store,
+    owner_session,
     parse_json_option,
     run_async,
     settings_or_exit,
@@ -34,17 +33,16 @@ def enqueue(
     body = parse_json_option(payload, "--payload")
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                created = await enqueue_job(
-                    session,
-                    user_id=user,
-                    job_type=job_type,
-                    payload=body,
-                    priority=priority,
-                    max_attempts=max_attempts or settings.max_attempts,
-                    idempotency_key=idempotency_key,
-                )
+        async with owner_session(settings) as session:
+            created = await enqueue_job(
+                session,
+                user_id=user,
+                job_type=job_type,
+                payload=body,
+                priority=priority,
+                max_attempts=max_attempts or settings.max_attempts,
+                idempotency_key=idempotency_key,
+            )
         echo_json(asdict(created))
 
     run_async(go)
@@ -61,9 +59,8 @@ def list_jobs(
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                rows = await session.list_jobs(user_id=user, status=status, type=job_type, limit=limit)
+        async with owner_session(settings) as session:
+            rows = await session.list_jobs(user_id=user, status=status, type=job_type, limit=limit)
         for row in rows:
             typer.echo(
                 f"{row['id']}  {row['status']:<10}  {row['type']:<18}  attempts {row['attempts']}/"
@@ -79,13 +76,12 @@ def show(job_id: UUID) -> None:
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                job = await session.get_job(job_id)
-                if job is None:
-                    typer.echo(f"error: no job {job_id}", err=True)
-                    raise typer.Exit(1)
-                job["attempt_history"] = await session.job_attempts(job_id)
+        async with owner_session(settings) as session:
+            job = await session.get_job(job_id)
+            if job is None:
+                typer.echo(f"error: no job {job_id}", err=True)
+                raise typer.Exit(1)
+            job["attempt_history"] = await session.job_attempts(job_id)
         echo_json(job)
 
     run_async(go)
@@ -97,9 +93,8 @@ def cancel(job_id: UUID) -> None:
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                row = await session.cancel_job(job_id)
+        async with owner_session(settings) as session:
+            row = await session.cancel_job(job_id)
         if row is None:
             typer.echo(f"error: no job {job_id}", err=True)
             raise typer.Exit(1)
@@ -114,27 +109,26 @@ def retry(job_id: UUID) -> None:
     settings = settings_or_exit()
 
     async def go() -> None:
-        with database(settings) as url:
-            async with open_store(url, settings) as store, store.session() as session:
-                job = await session.get_job(job_id)
-                if job is None:
-                    typer.echo(f"error: no job {job_id}", err=True)
-                    raise typer.Exit(1)
-                if job["status"] not in ("failed", "cancelled"):
-                    typer.echo(
-                        f"error: job {job_id} is {job['status']}; only failed or cancelled jobs are retried",
-                        err=True,
-                    )
-                    raise typer.Exit(1)
-                created = await enqueue_job(
-                    session,
-                    user_id=job["user_id"],
-                    job_type=job["type"],
-                    payload=job["payload"],
-                    priority=job["priority"],
-                    max_attempts=job["max_attempts"],
-                    retry_of=job_id,
+        async with owner_session(settings) as session:
+            job = await session.get_job(job_id)
+            if job is None:
+                typer.echo(f"error: no job {job_id}", err=True)
+                raise typer.Exit(1)
+            if job["status"] not in ("failed", "cancelled"):
+                typer.echo(
+                    f"error: job {job_id} is {job['status']}; only failed or cancelled jobs are retried",
+                    err=True,
                 )
+                raise typer.Exit(1)
+            created = await enqueue_job(
+                session,
+                user_id=job["user_id"],
+                job_type=job["type"],
+                payload=job["payload"],
+                priority=job["priority"],
+                max_attempts=job["max_attempts"],
+                retry_of=job_id,
+            )
         echo_json(asdict(created))
 
     run_async(go)

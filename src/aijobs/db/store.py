@@ -253,30 +253,6 @@ class Session:
         row = await cur.fetchone()
         return str(row[0]) if row else None
 
-    async def api_list_jobs(
-        self,
-        *,
-        user_id: UUID | None,
-        status: str | None,
-        type: str | None,
-        before: tuple[datetime, UUID] | None,
-        limit: int,
-    ) -> list[dict[str, Any]]:
-        """A keyset page of jobs, newest first."""
-        async with self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                query("api_job_list"),
-                {
-                    "user_id": user_id,
-                    "status": status,
-                    "type": type,
-                    "before_created_at": before[0] if before else None,
-                    "before_id": before[1] if before else None,
-                    "limit": limit,
-                },
-            )
-            return await cur.fetchall()
-
     async def api_in_flight(self, user_id: UUID) -> int:
         """How many of the user's jobs are pending or processing."""
         cur = await self.conn.execute(query("api_in_flight_count"), {"user_id": user_id})

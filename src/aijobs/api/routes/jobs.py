@@ -132,7 +132,7 @@ async def list_jobs(
 ) -> JobPage:
     before = parse_job_cursor(cursor)
     async with store.as_user(principal.claims) as session:
-        rows = await session.api_list_jobs(
+        rows = await session.list_jobs(
             user_id=principal.user_id, status=status, type=type, before=before, limit=limit + 1
         )
     return page_of(rows, limit)

@@ -11,20 +11,6 @@ from jobs where id = %(id)s;
 -- name: api_job_status
 select status::text as status from jobs where id = %(id)s;
 
--- name: api_job_list
--- Newest first, keyset-paginated on (created_at, id): a page is an index range scan.
-select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
-       result, error, cost, idempotency_key, retry_of, cancel_requested,
-       created_at, started_at, finished_at, updated_at
-from jobs
-where (%(user_id)s::uuid is null or user_id = %(user_id)s::uuid)
-  and (%(status)s::job_status is null or status = %(status)s::job_status)
-  and (%(type)s::text is null or type = %(type)s::text)
-  and (%(before_created_at)s::timestamptz is null
-       or (created_at, id) < (%(before_created_at)s::timestamptz, %(before_id)s::uuid))
-order by created_at desc, id desc
-limit %(limit)s;
-
 -- name: api_in_flight_count
 select count(*) as in_flight from jobs
 where user_id = %(user_id)s and status in ('pending', 'processing');

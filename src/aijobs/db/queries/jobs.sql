@@ -133,8 +133,12 @@ from jobs j where j.id = %(id)s;
 select * from job_attempts where job_id = %(id)s order by lease_token;
 
 -- name: job_list
--- Newest first, keyset-paginated on (created_at, id).
-select * from jobs
+-- Newest first, keyset-paginated on (created_at, id): a page is an index range scan. Used by
+-- the API (as the user, under RLS; or as admin) and the CLI; user_id narrows, RLS enforces.
+select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
+       result, error, cost, idempotency_key, retry_of, cancel_requested,
+       created_at, started_at, finished_at, updated_at
+from jobs
 where (%(user_id)s::uuid is null or user_id = %(user_id)s::uuid)
   and (%(status)s::job_status is null or status = %(status)s::job_status)
   and (%(type)s::text is null or type = %(type)s::text)
