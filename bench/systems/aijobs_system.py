@@ -55,7 +55,7 @@ class AijobsSystem(System):
         "max(finished_at) (set by the batched finish statement) of the jobs completed in the run"
     )
     tuning = (
-        "uvloop; psycopg 3 async pool (3-4 connections: claims, batched finishes, heartbeat); "
+        "EVENT_LOOP=uvloop; psycopg 3 async pool (3-4 connections: claims, batched finishes, heartbeat); "
         "no-op drain: WORKER_CONCURRENCY=1000, i.e. claims of up to 1000 (tried 250/500/1000/2000: "
         "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; LOG_LEVEL=WARNING; "
         "each job validated, run through the sentiment_analysis handler and its output model; "
@@ -133,6 +133,7 @@ class AijobsSystem(System):
             DATABASE_URL=db_url,
             WORKER_CONCURRENCY=str(concurrency),
             LOG_LEVEL="WARNING",
+            EVENT_LOOP="uvloop",
             PYTHONPATH=str(HERE),
             PYTHONUNBUFFERED="1",
         )
@@ -241,6 +242,7 @@ class AijobsSystem(System):
             LOG_LEVEL="WARNING",
             MAX_JOBS_IN_FLIGHT_PER_USER="100000000",
             DB_POOL_SIZE="10",
+            EVENT_LOOP="uvloop",
         )
         # Two uvicorn processes (the machine has two cores; PostgreSQL shares them).
         workers = os.environ.get("BENCH_AIJOBS_API_WORKERS", "2")

@@ -38,4 +38,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    eventloop.run(main())
+    eventloop.run(main(), load_settings(_env_file=None).event_loop)

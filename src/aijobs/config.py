@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Serve Prometheus /metrics from the worker on this port (None: don't).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Event loop for `aijobs worker`, `aijobs api` and `aijobs dev` (see aijobs.eventloop).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -44,13 +44,14 @@ def api(
                 settings.api_port,
                 settings.log_level,
             )
-            eventloop.run(uvicorn.Server(config).serve())
+            eventloop.run(uvicorn.Server(config).serve(), settings.event_loop)
             return
         # Several processes: each builds its app from the environment, so pass the URL down.
         os.environ["DATABASE_URL"] = url
         uvicorn.run(
             "aijobs.api.server:app_from_env",
             factory=True,
+            loop=settings.event_loop,
             host=settings.api_host,
             port=settings.api_port,
             workers=workers,

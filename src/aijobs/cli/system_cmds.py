@@ -82,7 +82,7 @@ def worker(
                 f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
             )
             raise typer.Exit(2)
-        eventloop.run(run_worker(settings, url))
+        eventloop.run(run_worker(settings, url), settings.event_loop)
 
 
 @app.command("stats")
@@ -136,7 +136,7 @@ def dev() -> None:
             f"try: aijobs enqueue ai_generation --user {DEMO_USER} "
             '--payload \'{"review_text": "Great service!", "tone": "friendly"}\''
         )
-        eventloop.run(run_dev(settings.model_copy(update={"database_url": url}), url))
+        eventloop.run(run_dev(settings.model_copy(update={"database_url": url}), url), settings.event_loop)
 
 
 async def run_dev(settings: Settings, url: str) -> None:
