@@ -50,6 +50,12 @@ class TooManyInFlight(AijobsError):
         return int(self.details.get("limit", 0))
 
 
+class NotRetryable(AijobsError):
+    """Only a failed or cancelled job is run again (as a new, charged job)."""
+
+    code = "not_retryable"
+
+
 class Forbidden(AijobsError):
     code = "forbidden"
 

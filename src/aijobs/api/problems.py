@@ -148,6 +148,8 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
         return ProblemError(402, "this user has no credit account yet", code="no_account", balance=0)
     if isinstance(exc, errors.Forbidden):
         return unauthorized(exc.message)
+    if isinstance(exc, errors.NotRetryable):
+        return ProblemError(409, exc.message, code=exc.code)
     return ProblemError(422, exc.message, code=exc.code)
 
 

@@ -17,6 +17,7 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 from aijobs.queue.enqueue import enqueue as enqueue_job
+from aijobs.queue.enqueue import retry_as_new_job
 
 
 @app.command("enqueue")
@@ -114,21 +115,7 @@ def retry(job_id: UUID) -> None:
             if job is None:
                 typer.echo(f"error: no job {job_id}", err=True)
                 raise typer.Exit(1)
-            if job["status"] not in ("failed", "cancelled"):
-                typer.echo(
-                    f"error: job {job_id} is {job['status']}; only failed or cancelled jobs are retried",
-                    err=True,
-                )
-                raise typer.Exit(1)
-            created = await enqueue_job(
-                session,
-                user_id=job["user_id"],
-                job_type=job["type"],
-                payload=job["payload"],
-                priority=job["priority"],
-                max_attempts=job["max_attempts"],
-                retry_of=job_id,
-            )
+            created = await retry_as_new_job(session, job)
         echo_json(asdict(created))
 
     run_async(go)

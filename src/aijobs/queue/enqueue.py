@@ -7,6 +7,7 @@ balance under a row lock, so the charge itself cannot be raced.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -15,7 +16,7 @@ from pydantic import ValidationError
 
 from aijobs.db.rows import CreatedJob
 from aijobs.db.store import Session
-from aijobs.errors import InvalidPayload
+from aijobs.errors import InvalidPayload, NotRetryable
 from aijobs.jobs import get_job_type
 from aijobs.monitoring.metrics import metrics
 
@@ -61,3 +62,27 @@ async def enqueue(
     if created.created:
         metrics().job_created(job_type, created.cost)
     return created
+
+
+#: A job in one of these states may be run again, as a new job charged to its owner; the old
+#: one keeps its refund, so every job keeps one debit and at most one refund.
+RETRYABLE_STATUSES = frozenset({"failed", "cancelled"})
+
+
+def check_retryable(job_id: UUID, status: str) -> None:
+    if status not in RETRYABLE_STATUSES:
+        raise NotRetryable(f"job {job_id} is {status}; only failed or cancelled jobs are run again")
+
+
+async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJob:
+    """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set."""
+    check_retryable(job["id"], str(job["status"]))
+    return await enqueue(
+        session,
+        user_id=job["user_id"],
+        job_type=job["type"],
+        payload=job["payload"],
+        priority=job["priority"],
+        max_attempts=job["max_attempts"],
+        retry_of=job["id"],
+    )

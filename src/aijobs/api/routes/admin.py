@@ -14,13 +14,13 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 
 from aijobs.api.auth import Admin
-from aijobs.api.creation import clean_payload
 from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus
 from aijobs.api.pagination import parse_job_cursor
-from aijobs.api.problems import ProblemError, not_found, responses
+from aijobs.api.problems import not_found, responses
 from aijobs.api.routes.jobs import page_of
 from aijobs.api.state import get_store
 from aijobs.db.store import Store
+from aijobs.queue.enqueue import retry_as_new_job
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 StoreDep = Annotated[Store, Depends(get_store)]
@@ -68,19 +68,7 @@ async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
         row = await session.api_get_job(job_id)
         if row is None:
             raise not_found()
-        old = Job.model_validate(row)
-        if old.status not in ("failed", "cancelled"):
-            raise ProblemError(
-                409, f"job is {old.status}; only failed or cancelled jobs are requeued", code="not_retryable"
-            )
-        created = await session.create_job(
-            user_id=old.user_id,
-            type=old.type,
-            payload=clean_payload(old.type, old.payload),
-            priority=old.priority,
-            max_attempts=old.max_attempts,
-            retry_of=old.id,
-        )
+        created = await retry_as_new_job(session, row)
         new_row = await session.api_get_job(created.id)
     assert new_row is not None
     body = Job.model_validate(new_row).model_dump(mode="json")

@@ -27,6 +27,7 @@ from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
 from aijobs.db.store import Store
 from aijobs.jobs import registry
+from aijobs.queue.enqueue import check_retryable
 
 router = APIRouter(tags=["jobs"])
 
@@ -210,10 +211,7 @@ async def retry_job(
 ) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
     old = await read_job(store, principal, job_id)
-    if old.status not in ("failed", "cancelled"):
-        raise ProblemError(
-            409, f"job is {old.status}; only failed or cancelled jobs can be retried", code="not_retryable"
-        )
+    check_retryable(old.id, old.status)
     new = NewJob(
         type=old.type,
         payload=old.payload,
