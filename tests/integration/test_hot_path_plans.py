@@ -58,7 +58,7 @@ def claimed(url: str, n: int) -> list[tuple[uuid.UUID, int]]:
         rows = conn.execute(
             query("job_claim"), {"worker_id": "plan", "limit": n, "lease_seconds": 60}
         ).fetchall()
-    return [(r[0], r[6]) for r in rows]
+    return [(r[0], r[5]) for r in rows]  # id, lease_token
 
 
 def no_seq_scans(nodes: list[tuple[str, str | None]], name: str) -> None:
@@ -83,7 +83,8 @@ def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
         Finish(id=job_id, lease_token=token, status="completed", outcome="completed", result={}).as_json()
         for job_id, token in held
     ]
-    no_seq_scans(plan_of(history_db, "job_finish_many", {"rows": Jsonb(rows)}), "job_finish_many")
+    finish = {"rows": Jsonb(rows), "worker_id": "plan"}
+    no_seq_scans(plan_of(history_db, "job_finish_many", finish), "job_finish_many")
     beat = {"ids": [j for j, _ in held], "tokens": [t for _, t in held], "lease_seconds": 30}
     no_seq_scans(plan_of(history_db, "job_heartbeat", beat), "job_heartbeat")
     no_seq_scans(plan_of(history_db, "job_rescue_expired", {"limit": 100}), "job_rescue_expired")

@@ -38,7 +38,8 @@ async def test_late_worker_is_fenced_out_after_takeover(
                     outcome="completed",
                     result={"by": "a"},
                 )
-            ]
+            ],
+            "worker-a",
         )
         assert won == set()
         # Its heartbeat no longer extends anything either.
@@ -52,7 +53,8 @@ async def test_late_worker_is_fenced_out_after_takeover(
                     outcome="completed",
                     result={"by": "b"},
                 )
-            ]
+            ],
+            "worker-b",
         )
         assert won == {job_id}
         # And a replay of B's own write changes nothing: the job is no longer processing.
@@ -61,7 +63,8 @@ async def test_late_worker_is_fenced_out_after_takeover(
                 Finish(
                     id=job_id, lease_token=fresh.lease_token, status="failed", outcome="failed", error="late"
                 )
-            ]
+            ],
+            "worker-b",
         )
         assert again == set()
     row = await job(db_url, job_id)

@@ -107,7 +107,7 @@ async def test_sigterm_drains_then_hands_back_unfinished_work(
     worker = WorkerProcess(worker_env(db_url, SHUTDOWN_GRACE_SECONDS="2"), tmp_path / "w.log")
 
     async def both_running() -> bool:
-        rows = await fetch_all(db_url, "select count(*) as n from job_attempts")
+        rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'processing'")
         return rows[0]["n"] == 2
 
     await wait_until(both_running, what="both jobs to start")

@@ -24,13 +24,13 @@ from aijobs.db.rows import Finish
 def arm_crash_before_commit(marker_dir: Path) -> None:
     original = store.Session.finish
 
-    async def finish(self: store.Session, rows: Sequence[Finish]) -> set[UUID]:
+    async def finish(self: store.Session, rows: Sequence[Finish], worker_id: str) -> set[UUID]:
         fresh = [r for r in rows if r.outcome == "completed" and not (marker_dir / str(r.id)).exists()]
         if fresh:
             for r in fresh:
                 (marker_dir / str(r.id)).touch()
             os._exit(137)
-        return await original(self, rows)
+        return await original(self, rows, worker_id)
 
     store.Session.finish = finish  # type: ignore[method-assign]
 

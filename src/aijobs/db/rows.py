@@ -14,15 +14,12 @@ class ClaimedJob:
     """A job this worker now holds, fenced by `lease_token`."""
 
     id: UUID
-    user_id: UUID
     type: str
     payload: dict[str, Any]
     attempts: int
     max_attempts: int
     lease_token: int
-    priority: int
     run_at: datetime
-    created_at: datetime
     cost: int
 
 

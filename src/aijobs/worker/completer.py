@@ -25,8 +25,9 @@ Written = Callable[[bool], None]
 
 
 class Completer:
-    def __init__(self, store: Store, *, max_batch: int = 1000) -> None:
+    def __init__(self, store: Store, worker_id: str, *, max_batch: int = 1000) -> None:
         self.store = store
+        self.worker_id = worker_id
         self.max_batch = max_batch
         self._pending: list[tuple[Finish, Written]] = []
         self._wake = asyncio.Event()
@@ -61,7 +62,7 @@ class Completer:
             batch = self._pending[: self.max_batch]
             try:
                 async with self.store.session() as session:
-                    won = await session.finish([finish for finish, _ in batch])
+                    won = await session.finish([finish for finish, _ in batch], self.worker_id)
             except (psycopg.Error, OSError) as exc:
                 log.warning("💾 Could not write %d job results (%s); retrying", len(batch), exc)
                 await asyncio.sleep(backoff + random.uniform(0, backoff))

@@ -87,11 +87,13 @@ class Worker:
         self.gate = ProviderGate(store, settings, provider)
         provider = self.gate.provider
         self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
-        self.completer = Completer(store)
+        self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
         self._limits: dict[str, float] = {}
         self.totals = Totals()
         self.metrics = metrics()
+        # Read when scraped rather than set twice per job on the hot path.
+        self.metrics.in_flight.set_function(lambda: len(self.running))
         self.maintenance = maintenance.for_worker(store, self.id, self.metrics, settings)
         self._wake = asyncio.Event()
         self._stop_claiming = asyncio.Event()
@@ -221,7 +223,6 @@ class Worker:
             limit = self._limits[job.type] = self.executor.time_limit(job.type)
         self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
         self.metrics.job_claimed(job, (now - job.run_at).total_seconds())
-        self.metrics.in_flight.set(len(self.running))
 
     async def _run_job(self, job: ClaimedJob) -> None:
         entry = self.running[job.id]
@@ -240,7 +241,6 @@ class Worker:
 
     def _release(self, job_id: UUID) -> None:
         self.running.pop(job_id, None)
-        self.metrics.in_flight.set(len(self.running))
         if self._more_waiting or self._stop_claiming.is_set():
             self._wake.set()
 

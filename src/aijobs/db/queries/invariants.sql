@@ -122,14 +122,18 @@ with wins as (
 select subject, detail, count(*) over () as total from bad order by subject limit %(limit)s;
 
 -- name: inv_attempt_open
--- Every attempt row is closed (finished_at and outcome both set) or is the one owned by its
--- job's current lease. An open row under any other token is an attempt nobody will close.
+-- Attempt rows are written when attempts end (012), so every row is closed (finished_at and
+-- outcome both set), except one opened at claim before 012 and still owned by its job's
+-- current lease. And a job still running under a token has no ended attempt under it.
 with bad as (
     select a.lease_token::text as subject,
            case when (a.finished_at is null) <> (a.outcome is null)
                     then 'half-closed attempt of job ' || a.job_id || ' (finished_at '
                          || coalesce(a.finished_at::text, 'null') || ', outcome '
                          || coalesce(a.outcome, 'null') || ')'
+                when a.finished_at is not null
+                    then 'attempt ' || a.attempt || ' of job ' || a.job_id || ' ended ' || a.outcome
+                         || ', but the job still runs under its token'
                 else 'open attempt ' || a.attempt || ' of job ' || a.job_id || ' by ' || a.worker_id
                      || ', but the job is ' || j.status::text || ' under token '
                      || coalesce(j.lease_token::text, 'null')
@@ -138,6 +142,7 @@ with bad as (
     join jobs j on j.id = a.job_id
     where ((a.finished_at is null) <> (a.outcome is null))
        or (a.finished_at is null and (j.status <> 'processing' or j.lease_token <> a.lease_token))
+       or (a.finished_at is not null and j.status = 'processing' and j.lease_token = a.lease_token)
 )
 select subject, detail, count(*) over () as total from bad order by subject limit %(limit)s;
 

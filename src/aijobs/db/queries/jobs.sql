@@ -4,7 +4,8 @@
 -- name: job_claim
 -- Claim up to `limit` runnable jobs for one worker in one statement: highest priority
 -- first, then FIFO. SKIP LOCKED lets many workers claim at once without waiting on each
--- other; the attempt rows are written by the same statement.
+-- other. The attempt's row is written when it ends (012); until then the job row names it:
+-- lease_token, lease_owner, attempts and attempt_started_at.
 with picked as (
     select id from jobs
     where status = 'pending' and run_at <= now()
@@ -18,18 +19,17 @@ with picked as (
         lease_token = nextval('job_lease_seq'),
         lease_owner = %(worker_id)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempt_started_at = now(),
         started_at = coalesce(j.started_at, now()),
         updated_at = now()
     -- `= any(array(...))` keeps this a primary-key lookup per claimed row; a join here
     -- lets the planner hash the whole table once history grows.
     where j.id = any(array(select id from picked))
-    returning j.id, j.user_id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token,
-              j.priority, j.run_at, j.created_at, j.cost
-), opened as (
-    insert into job_attempts (lease_token, job_id, attempt, worker_id)
-    select lease_token, id, attempts, %(worker_id)s from claimed
+    returning j.id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token, j.run_at, j.cost,
+              j.priority, j.created_at
 )
-select id, user_id, type, payload, attempts, max_attempts, lease_token, priority, run_at, created_at, cost
+-- The columns of `ClaimedJob`, in its order (rows are built positionally).
+select id, type, payload, attempts, max_attempts, lease_token, run_at, cost
 from claimed
 order by priority desc, run_at, created_at;
 
@@ -38,6 +38,8 @@ order by priority desc, run_at, created_at;
 -- with (the fence: a write whose token is no longer current changes nothing), the next
 -- status and what to record. `give_back` returns the attempt to the budget (graceful
 -- shutdown, rate limits). Refunds follow from the status change (trigger), at most once.
+-- The attempt rows of the writes that won are inserted here, from what the update returns
+-- (RETURNING reads the `done` row too: no join of the two lists).
 with done as (
     select * from jsonb_to_recordset(%(rows)s::jsonb) as d(
         id uuid, lease_token bigint, status job_status, outcome text, result jsonb, error text,
@@ -61,23 +63,41 @@ with done as (
     from done d
     where j.id = any(array(select id from done))
       and j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
-    returning j.id, j.lease_token
+    returning j.id, j.lease_token,
+              j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
+              j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
+              d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd
 ), closed as (
+    insert into job_attempts as a (
+        lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error,
+        provider, model, request_id, latency_ms, input_tokens, output_tokens, reasoning_tokens, cost_usd
+    )
+    select f.lease_token, f.id, f.attempt, %(worker_id)s, coalesce(f.attempt_started_at, now()), now(),
+           f.outcome, f.error, f.provider, f.model, f.request_id, f.latency_ms, f.input_tokens,
+           f.output_tokens, f.reasoning_tokens, f.cost_usd
+    from finished f
+    -- Only a row opened at claim by a version before 012 can exist already: close it.
+    on conflict (lease_token) do update
+    set finished_at = excluded.finished_at, outcome = excluded.outcome, error = excluded.error,
+        provider = excluded.provider, model = excluded.model, request_id = excluded.request_id,
+        latency_ms = excluded.latency_ms, input_tokens = excluded.input_tokens,
+        output_tokens = excluded.output_tokens, reasoning_tokens = excluded.reasoning_tokens,
+        cost_usd = excluded.cost_usd
+    where a.finished_at is null
+), superseded as (
+    -- A write that lost the race still records what its call cost, on the attempt the
+    -- rescuer closed as lost; it never rewrites an attempt that ended otherwise.
     update job_attempts a
-    set finished_at = coalesce(a.finished_at, now()),
-        outcome = case when d.won then d.outcome else 'superseded' end,
+    set outcome = 'superseded',
         error = coalesce(d.error, a.error),
         provider = d.provider, model = d.model, request_id = d.request_id,
         latency_ms = d.latency_ms, input_tokens = d.input_tokens, output_tokens = d.output_tokens,
         reasoning_tokens = d.reasoning_tokens, cost_usd = d.cost_usd
-    -- `won` is a hashed lookup in what `finished` returned (a join here became a nested
-    -- loop over both lists: quadratic in the batch size).
-    from (select done.*, done.lease_token in (select lease_token from finished) as won from done) d
-    -- A write that lost the race may still record what its call cost, on an attempt that
-    -- is open or was closed as lost; it never rewrites an attempt that already ended.
-    where a.lease_token = any(array(select lease_token from done))
+    from done d
+    where a.lease_token = any(array(
+              select lease_token from done where lease_token not in (select lease_token from finished)))
       and a.lease_token = d.lease_token
-      and (d.won or a.outcome is null or a.outcome = 'lost')
+      and a.outcome = 'lost'
 )
 select id from finished;
 
@@ -95,7 +115,8 @@ returning j.id, j.cancel_requested;
 -- back to pending, or failed when the attempt budget is spent (a poison job), or cancelled
 -- when a cancel was asked. The dead attempt is closed as `lost`.
 with expired as (
-    select id from jobs
+    -- Locked, so what is read here is what the update below replaces: the dead attempt.
+    select id, lease_token, lease_owner, attempts, attempt_started_at from jobs
     where status = 'processing' and lease_expires_at < now()
     order by lease_expires_at
     limit %(limit)s
@@ -116,12 +137,17 @@ with expired as (
         updated_at = now()
     from expired e
     where j.id = e.id
-    returning j.id, j.type, j.status, j.lease_token, j.error, j.attempts
+    returning j.id, j.type, j.status, j.error, j.attempts
 ), closed as (
-    update job_attempts a
-    set finished_at = now(), outcome = 'lost', error = r.error
-    from rescued r
-    where a.lease_token = r.lease_token and a.finished_at is null
+    insert into job_attempts as a (lease_token, job_id, attempt, worker_id, started_at, finished_at,
+                                   outcome, error)
+    select e.lease_token, e.id, e.attempts, coalesce(e.lease_owner, '?'),
+           coalesce(e.attempt_started_at, now()), now(), 'lost', r.error
+    from rescued r join expired e on e.id = r.id
+    -- A row opened at claim by a version before 012: close it.
+    on conflict (lease_token) do update
+    set finished_at = excluded.finished_at, outcome = 'lost', error = excluded.error
+    where a.finished_at is null
 )
 select id, type, status, attempts, error from rescued;
 
@@ -130,7 +156,17 @@ select j.*, (select count(*) from job_attempts a where a.job_id = j.id) as attem
 from jobs j where j.id = %(id)s;
 
 -- name: job_attempts_for
-select * from job_attempts where job_id = %(id)s order by lease_token;
+-- The attempts that ended, and the one running now (its row is written when it ends).
+select lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error, provider,
+       model, request_id, latency_ms, input_tokens, output_tokens, reasoning_tokens, cost_usd
+from job_attempts where job_id = %(id)s
+union all
+select j.lease_token, j.id, j.attempts, j.lease_owner, j.attempt_started_at, null, null, null, null,
+       null, null, null, null, null, null, null
+from jobs j
+where j.id = %(id)s and j.status = 'processing'
+  and not exists (select 1 from job_attempts a where a.lease_token = j.lease_token)
+order by lease_token;
 
 -- name: job_list
 -- Newest first, keyset-paginated on (created_at, id): a page is an index range scan. Used by
