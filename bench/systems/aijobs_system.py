@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from aijobs import eventloop
 from aijobs.db.migrate import migrate
 from aijobs.db.queries import query
 from aijobs.db.store import Store
@@ -37,6 +38,9 @@ USER = uuid.UUID("00000000-0000-4000-8000-0000000be7c4")
 #: Slots per worker process when the harness leaves concurrency to us (see `tuning`).
 CONCURRENCY: dict[HandlerKind, int] = {"noop": 1000, "sleep": 100, "latency": 10}
 TEXT: dict[HandlerKind, str] = {"noop": "noop", "sleep": "sleep", "latency": "latency"}
+#: The event loop of every aijobs process in the benchmark: workers, API, and the enqueuers
+#: of W1 and W3 (the product default is asyncio; see aijobs/eventloop.py).
+LOOP = "uvloop"
 
 
 def _job_types() -> list[tuple[str, int, float]]:
@@ -55,7 +59,8 @@ class AijobsSystem(System):
         "max(finished_at) (set by the batched finish statement) of the jobs completed in the run"
     )
     tuning = (
-        "EVENT_LOOP=uvloop; psycopg 3 async pool (3-4 connections: claims, batched finishes, heartbeat); "
+        "EVENT_LOOP=uvloop (workers, API, W1/W3 enqueuers); psycopg 3 async pool (3-4 connections: "
+        "claims, batched finishes, heartbeat); orjson; "
         "no-op drain: WORKER_CONCURRENCY=1000, i.e. claims of up to 1000 (tried 250/500/1000/2000: "
         "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; LOG_LEVEL=WARNING; "
         "each job validated, run through the sentiment_analysis handler and its output model; "
@@ -87,7 +92,7 @@ class AijobsSystem(System):
             finally:
                 await store.close()
 
-        return asyncio.run(go())
+        return eventloop.run(go(), LOOP)
 
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:
         """`batch_size` credit-function calls per transaction, pipelined (psycopg executemany)."""
@@ -133,7 +138,7 @@ class AijobsSystem(System):
             DATABASE_URL=db_url,
             WORKER_CONCURRENCY=str(concurrency),
             LOG_LEVEL="WARNING",
-            EVENT_LOOP="uvloop",
+            EVENT_LOOP=LOOP,
             PYTHONPATH=str(HERE),
             PYTHONUNBUFFERED="1",
         )
@@ -218,7 +223,7 @@ class AijobsSystem(System):
                 await store.close()
             return commits
 
-        return asyncio.run(go())
+        return eventloop.run(go(), LOOP)
 
     # -- W5 -------------------------------------------------------------------------
     def http_api(self, db_url: str, quick: bool) -> dict[str, float]:
@@ -242,7 +247,7 @@ class AijobsSystem(System):
             LOG_LEVEL="WARNING",
             MAX_JOBS_IN_FLIGHT_PER_USER="100000000",
             DB_POOL_SIZE="10",
-            EVENT_LOOP="uvloop",
+            EVENT_LOOP=LOOP,
         )
         # Two uvicorn processes (the machine has two cores; PostgreSQL shares them).
         workers = os.environ.get("BENCH_AIJOBS_API_WORKERS", "2")

@@ -19,7 +19,8 @@ class ClaimedJob:
     attempts: int
     max_attempts: int
     lease_token: int
-    run_at: datetime
+    #: From run_at to this claim, by the database clock (the queue-wait metric).
+    waited_seconds: float
     cost: int
 
 

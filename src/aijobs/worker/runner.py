@@ -182,9 +182,8 @@ class Worker:
                     await self._sleep(backoff + random.uniform(0, backoff))
                     backoff = min(backoff * 2, 5.0)
                     continue
-                now = datetime.now(UTC)
                 for job in jobs:
-                    self._start(job, now)
+                    self._start(job)
                 self._more_waiting = len(jobs) == free
                 if jobs:
                     self._idle_logged = False
@@ -215,14 +214,14 @@ class Worker:
             self._wake.set()
 
     # -- jobs ---------------------------------------------------------------------------
-    def _start(self, job: ClaimedJob, now: datetime) -> None:
+    def _start(self, job: ClaimedJob) -> None:
         task = asyncio.create_task(self._run_job(job))
         started = time.monotonic()
         limit = self._limits.get(job.type)
         if limit is None:
             limit = self._limits[job.type] = self.executor.time_limit(job.type)
         self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
-        self.metrics.job_claimed(job, (now - job.run_at).total_seconds())
+        self.metrics.job_claimed(job, job.waited_seconds)
 
     async def _run_job(self, job: ClaimedJob) -> None:
         entry = self.running[job.id]

@@ -28,8 +28,10 @@ with picked as (
     returning j.id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token, j.run_at, j.cost,
               j.priority, j.created_at
 )
--- The columns of `ClaimedJob`, in its order (rows are built positionally).
-select id, type, payload, attempts, max_attempts, lease_token, run_at, cost
+-- The columns of `ClaimedJob`, in its order (rows are built positionally). The time the
+-- job waited is measured here, by the database clock (`now()` is the claim's start).
+select id, type, payload, attempts, max_attempts, lease_token,
+       extract(epoch from now() - run_at)::float8 as waited_seconds, cost
 from claimed
 order by priority desc, run_at, created_at;
 
