@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck fmt bench chaos browser-deps clean
+.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,9 +38,12 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## bench: peers side by side (installs pgqueuer and procrastinate in their own venv).
-bench: $(STAMP)
+## bench: peers side by side (installs pgqueuer and procrastinate in their own venv, and wrk).
+bench: $(STAMP) bench-deps
 	$(BIN)/python bench/run.py
+
+bench-deps:
+	@scripts/install-wrk.sh
 
 ## chaos: the long fault-injection soak with its summary table.
 chaos: $(STAMP)

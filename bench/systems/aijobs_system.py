@@ -326,7 +326,7 @@ def _load(port: int, tokens: list[str], *, seconds: int, connections: int) -> di
     """wrk (Debian's package) when present: C, one thread, so the server keeps most of the CPU."""
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise RuntimeError("W5 needs wrk (apt-get install wrk); `make bench` installs it")
+        raise RuntimeError("W5 needs wrk (apt-get install wrk; `make bench` runs scripts/install-wrk.sh)")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % ", ".join(json.dumps(t) for t in tokens))
         script = f.name
