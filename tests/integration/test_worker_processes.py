@@ -68,14 +68,17 @@ async def test_sigkill_mid_job_completes_on_another_worker_after_the_lease(
     db_url: str, store: Store, tmp_path: Path
 ) -> None:
     user = uuid.uuid4()
-    job_id = await create_one(store, user, f"slow-once:{tmp_path / 'marker'}")
+    marker = tmp_path / "marker"
+    job_id = await create_one(store, user, f"slow-once:{marker}")
     env = worker_env(db_url)
     first = WorkerProcess(env, tmp_path / "first.log")
 
-    async def claimed() -> bool:
-        return (await job(db_url, job_id))["status"] == "processing"
+    async def running() -> bool:
+        # The handler itself has started (it creates the marker): a kill between the claim's
+        # commit and the handler would leave the slow first run to the second worker.
+        return (await job(db_url, job_id))["status"] == "processing" and marker.exists()
 
-    await wait_until(claimed, what="the first worker to claim the job")
+    await wait_until(running, what="the first worker to start the job")
     first.proc.kill()
     await first.wait()
     second = WorkerProcess(env, tmp_path / "second.log")
