@@ -122,8 +122,14 @@ CHAOS_PGDATA = ROOT / ".aijobs" / "chaos-pgdata"
 def own_server() -> Iterator[tuple[str, Path]]:
     """A PostgreSQL of this module's own (the embedded wheel), because this scenario restarts
     it: never the machine's shared server."""
-    with embedded_server(CHAOS_PGDATA) as url:
-        yield url, CHAOS_PGDATA
+    try:
+        with embedded_server(CHAOS_PGDATA) as url:
+            yield url, CHAOS_PGDATA
+    finally:
+        # The scenario restarts the server with pg_ctl, and the package's cleanup stops only
+        # the postmaster it started itself: without this the restarted one outlived the run.
+        if (CHAOS_PGDATA / "postmaster.pid").exists():
+            pg_ctl(CHAOS_PGDATA, "stop", "-m", "fast")
 
 
 def pg_ctl(data: Path, *args: str) -> None:
