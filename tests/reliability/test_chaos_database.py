@@ -10,8 +10,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -21,7 +20,6 @@ from aijobs.config import Settings
 from aijobs.db.embedded import bin_dir, embedded_server
 from aijobs.db.store import Store
 from aijobs.worker.listener import Listener
-from aijobs.worker.runner import Worker
 from tests.conftest import ROOT, worker_env
 from tests.reliability.chaos import (
     BlackHoleProxy,
@@ -34,8 +32,7 @@ from tests.reliability.chaos import (
     seconds,
 )
 from tests.support.database import create_test_database, drop_database, ensure_template
-from tests.support.providers import ScriptedProvider
-from tests.support.workers import fetch_one, status_counts, wait_until
+from tests.support.workers import fetch_one, running_worker, status_counts, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +48,10 @@ async def test_black_holed_listener_is_replaced_and_polling_covers_the_gap(
     poll = 1.0
     tuned = settings.model_copy(update={"polling_interval": int(poll * 1000)})
     # The listener (and only it) connects through the proxy.
-    async with BlackHoleProxy(db_url) as proxy, worker_listening_at(tuned, store, proxy.conninfo()) as worker:
+    async with (
+        BlackHoleProxy(db_url) as proxy,
+        running_worker(tuned, store, listener_conninfo=proxy.conninfo()) as worker,
+    ):
         latency_before = await _pickup(store, db_url, funded_user)
         assert latency_before < poll / 2, f"NOTIFY should wake the worker at once ({latency_before:.2f}s)"
         silenced = proxy.black_hole()
@@ -83,21 +83,6 @@ async def test_black_holed_listener_is_replaced_and_polling_covers_the_gap(
 
 async def _reconnected(listener: Listener) -> bool:
     return listener.reconnects >= 1 and listener.connected.is_set()
-
-
-@asynccontextmanager
-async def worker_listening_at(
-    settings: Settings, store: Store, listener_conninfo: str
-) -> AsyncIterator[Worker]:
-    """`running_worker`, except that the worker's LISTEN connection goes to `listener_conninfo`."""
-    worker = Worker(settings, store, ScriptedProvider(), listener_conninfo)
-    task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
-    try:
-        yield worker
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def _pickup(store: Store, db_url: str, user: uuid.UUID) -> float:

@@ -24,11 +24,19 @@ from tests.support.providers import ScriptedProvider
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, store: Store, provider: Provider | None = None
+    settings: Settings,
+    store: Store,
+    provider: Provider | None = None,
+    *,
+    listener_conninfo: str | None = None,
 ) -> AsyncIterator[Worker]:
-    """A worker running in this event loop until the block ends (then a graceful stop)."""
+    """A worker running in this event loop until the block ends (then a graceful stop).
+
+    `listener_conninfo` sends its LISTEN connection elsewhere (e.g. through a fault proxy)."""
     assert settings.database_url
-    worker = Worker(settings, store, provider or ScriptedProvider(), settings.database_url)
+    worker = Worker(
+        settings, store, provider or ScriptedProvider(), listener_conninfo or settings.database_url
+    )
     task = asyncio.create_task(worker.run())
     await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
     try:
