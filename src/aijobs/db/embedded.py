@@ -8,6 +8,7 @@ The server listens on a Unix socket only and is stopped when the last handle exi
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 from collections.abc import Iterator
@@ -34,10 +35,16 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
     path = Path(data_dir).resolve()
     # Create the (empty) data directory ourselves: the package's own `mkdir(exist_ok=False)`
     # races when several processes start the same server at once (pytest-xdist workers on a
-    # fresh checkout); initdb itself runs under the package's inter-process lock.
+    # fresh checkout).
     path.mkdir(parents=True, exist_ok=True)
     log.info("starting embedded PostgreSQL in %s", path)
-    server = postgres_server.get_server(path, cleanup_mode=cleanup)
+    # The package runs initdb under its own inter-process lock, but creates its system user
+    # (as root) before taking it: on a machine without that user, a second process could
+    # initdb while the first was still in `useradd`, and initdb failed ("could not change
+    # permissions"). One lock around the whole start closes that window.
+    with open(Path(os.environ["XDG_RUNTIME_DIR"]) / "aijobs-embedded.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        server = postgres_server.get_server(path, cleanup_mode=cleanup)
     try:
         yield str(server.get_uri())
     finally:
