@@ -17,6 +17,8 @@ from uuid import UUID
 
 import orjson
 import psycopg
+from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import args_row, class_row, dict_row
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import AsyncConnectionPool
@@ -166,6 +168,41 @@ class Session:
             "max_in_flight": max_in_flight,
         }
         statement = query("job_create" if max_in_flight is None else "job_create_within_cap")
+        return await self._create(statement, params)
+
+    async def create_job_for_claims(
+        self,
+        claims: dict[str, Any],
+        *,
+        max_in_flight: int,
+        type: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        run_at: datetime | None = None,
+        max_attempts: int = 4,
+        retry_of: UUID | None = None,
+    ) -> CreatedJob:
+        """What `create_job(max_in_flight=...)` does inside `Store.as_user(claims)`, in one
+        statement on this owner-role session: one round trip instead of four.
+
+        Only outside a transaction: the function switches to `authenticated` for the rest of
+        the transaction it runs in, which in autocommit ends with the statement.
+        """
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            raise RuntimeError("create_job_for_claims runs only in autocommit, outside a transaction")
+        params = {
+            "claims": json.dumps(claims),
+            "max_in_flight": max_in_flight,
+            "type": type,
+            "payload": Jsonb(payload),
+            "priority": priority,
+            "run_at": run_at,
+            "max_attempts": max_attempts,
+            "retry_of": retry_of,
+        }
+        return await self._create(query("job_create_for_claims"), params)
+
+    async def _create(self, statement: sql.SQL, params: dict[str, Any]) -> CreatedJob:
         with refusals():
             async with self.conn.cursor(row_factory=class_row(CreatedJob)) as cur:
                 await cur.execute(statement, params, prepare=True)

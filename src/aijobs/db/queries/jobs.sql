@@ -197,6 +197,14 @@ select * from create_job_within_cap(
     %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
 );
 
+-- name: job_create_for_claims
+-- The API's creation without an Idempotency-Key: role, claims and creation in one statement
+-- (see 013_api_create_in_one_statement.sql). Run it in autocommit only.
+select * from api_create_job(
+    %(claims)s, %(max_in_flight)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
+    %(max_attempts)s, %(retry_of)s
+);
+
 -- name: job_cancel
 select * from job_cancel(%(id)s, %(user_id)s);
 
