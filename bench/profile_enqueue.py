@@ -1,0 +1,90 @@
+"""Where W1's time goes: one credit-charged creation per transaction, profiled on both sides.
+
+    .venv/bin/python bench/profile_enqueue.py --dsn postgresql://.../db [--jobs 3000]
+
+Runs W1's aijobs path (`aijobs.queue.enqueue`, one job per transaction, as the benchmark
+does) against a database that has `pg_stat_statements` loaded, then prints per job:
+
+* the wall time and this process's CPU time (psycopg, validation, the event loop);
+* the server's own execution time of every statement, including the ones inside the
+  credit function (`pg_stat_statements.track = all`), top-level and nested apart.
+
+What is neither client CPU nor server execution is commit (WAL flush), planning, the
+protocol and the wake-ups between the two processes. The database must be a scratch one:
+the script migrates it and resets its statistics. For a scratch server with the same
+binaries as the benchmark's (see docs/benchmarks.md, "Profiling W1").
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+
+import psycopg
+
+from aijobs import eventloop
+from aijobs.db.migrate import migrate
+from aijobs.db.store import Store
+from aijobs.jobs import registry
+from aijobs.queue.enqueue import enqueue
+
+USER = uuid.UUID("00000000-0000-4000-8000-00000000f11e")
+
+TOP = """
+select toplevel, calls, total_exec_time / %(jobs)s * 1000 as us_per_job,
+       mean_exec_time * 1000 as us_per_call, regexp_replace(left(query, 90), '\\s+', ' ', 'g')
+from pg_stat_statements
+where dbid = (select oid from pg_database where datname = current_database())
+  and calls >= %(jobs)s
+order by toplevel desc, total_exec_time desc
+limit 20
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", required=True, help="a scratch database with pg_stat_statements loaded")
+    parser.add_argument("--jobs", type=int, default=3000)
+    parser.add_argument("--loop", default="uvloop", choices=["asyncio", "uvloop"])
+    args = parser.parse_args()
+
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        loaded = conn.execute("select current_setting('shared_preload_libraries')").fetchone()
+        if not loaded or "pg_stat_statements" not in loaded[0]:
+            raise SystemExit("the server needs shared_preload_libraries = 'pg_stat_statements'")
+        conn.execute("create extension if not exists pg_stat_statements")
+    migrate(args.dsn, job_types=[(jt.name, jt.cost, jt.timeout_seconds) for jt in registry().values()])
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        conn.execute("select credit_grant(%s, %s, 'profile')", (USER, args.jobs + 100))
+        conn.execute("set pg_stat_statements.track = 'all'")
+
+    async def run() -> tuple[float, float]:
+        store = await Store.open(args.dsn, min_size=1, max_size=1, name="aijobs-profile-enqueue")
+        try:
+            async with store.session() as session:
+                for _ in range(100):  # warm: prepared statements, plans, caches
+                    await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+                await session.conn.execute("select pg_stat_statements_reset()")
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(args.jobs):
+                    await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+                return time.perf_counter() - wall, time.process_time() - cpu
+        finally:
+            await store.close()
+
+    wall, cpu = eventloop.run(run(), args.loop)
+    per_job = 1e6 / args.jobs
+    print(f"{args.jobs} jobs, one transaction each: {args.jobs / wall:,.0f} jobs/s")
+    print(f"  wall per job        {wall * per_job:7.0f} us")
+    print(f"  client CPU per job  {cpu * per_job:7.0f} us  (this process: validation, psycopg, event loop)")
+    with psycopg.connect(args.dsn, autocommit=True) as conn:
+        rows = conn.execute(TOP, {"jobs": args.jobs}).fetchall()
+    print("  server execution per job, by statement (pg_stat_statements, track = all):")
+    print(f"  {'level':6} {'calls':>7} {'us/job':>8} {'us/call':>8}  statement")
+    for toplevel, calls, us_job, us_call, text in rows:
+        print(f"  {'top' if toplevel else 'nested':6} {calls:7d} {us_job:8.0f} {us_call:8.1f}  {text}")
+
+
+if __name__ == "__main__":
+    main()
