@@ -10,16 +10,23 @@ does) against a database that has `pg_stat_statements` loaded, then prints per j
   credit function (`pg_stat_statements.track = all`), top-level and nested apart.
 
 What is neither client CPU nor server execution is commit (WAL flush), planning, the
-protocol and the wake-ups between the two processes. The database must be a scratch one:
-the script migrates it and resets its statistics. For a scratch server with the same
-binaries as the benchmark's (see docs/benchmarks.md, "Profiling W1").
+protocol and the wake-ups between the two processes. With `--drivers`, the same SQL call
+without any aijobs code is timed through psycopg (this venv) and through asyncpg
+(pgqueuer's driver, from `bench/.peers-venv`), to show what the driver itself costs.
+
+The database must be a scratch one: the script migrates it and resets its statistics.
+docs/benchmarks.md ("Where a W1 job's time goes") starts such a server with the same
+binaries as the benchmark's.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 
@@ -30,6 +37,38 @@ from aijobs.jobs import registry
 from aijobs.queue.enqueue import enqueue
 
 USER = uuid.UUID("00000000-0000-4000-8000-00000000f11e")
+PEERS_PYTHON = Path(__file__).resolve().parent / ".peers-venv" / "bin" / "python"
+
+#: One creation per call, the SQL W1 runs, timed in a fresh process per driver.
+DRIVER_LOOP = {
+    "psycopg": """
+import sys, time, uuid, psycopg, uvloop
+from psycopg.types.json import Jsonb
+async def main(dsn, n):
+    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    args = (uuid.UUID(USER), "sentiment_analysis", Jsonb({"text": "x"}), 0, None, 4, None, None)
+    sql = "select * from create_credit_consuming_job(%s, %s, %s, %s::smallint, %s, %s, %s, %s)"
+    for i in range(n + 100):
+        if i == 100:
+            wall, cpu = time.perf_counter(), time.process_time()
+        await (await conn.execute(sql, args, prepare=True)).fetchone()
+    print(time.perf_counter() - wall, time.process_time() - cpu)
+uvloop.run(main(sys.argv[1], int(sys.argv[2])))
+""",
+    "asyncpg": """
+import sys, time, uuid, asyncpg, uvloop
+async def main(dsn, n):
+    conn = await asyncpg.connect(dsn)
+    st = await conn.prepare(
+        "select * from create_credit_consuming_job($1, $2, $3::jsonb, $4::smallint, $5, $6, $7, $8)")
+    for i in range(n + 100):
+        if i == 100:
+            wall, cpu = time.perf_counter(), time.process_time()
+        await st.fetchrow(uuid.UUID(USER), "sentiment_analysis", '{"text": "x"}', 0, None, 4, None, None)
+    print(time.perf_counter() - wall, time.process_time() - cpu)
+uvloop.run(main(sys.argv[1], int(sys.argv[2])))
+""",
+}
 
 TOP = """
 select toplevel, calls, total_exec_time / %(jobs)s * 1000 as us_per_job,
@@ -47,6 +86,7 @@ def main() -> None:
     parser.add_argument("--dsn", required=True, help="a scratch database with pg_stat_statements loaded")
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--loop", default="uvloop", choices=["asyncio", "uvloop"])
+    parser.add_argument("--drivers", action="store_true", help="also time the bare call per driver")
     args = parser.parse_args()
 
     with psycopg.connect(args.dsn, autocommit=True) as conn:
@@ -56,8 +96,7 @@ def main() -> None:
         conn.execute("create extension if not exists pg_stat_statements")
     migrate(args.dsn, job_types=[(jt.name, jt.cost, jt.timeout_seconds) for jt in registry().values()])
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, %s, 'profile')", (USER, args.jobs + 100))
-        conn.execute("set pg_stat_statements.track = 'all'")
+        conn.execute("select credit_grant(%s, %s, 'profile')", (USER, 3 * args.jobs + 300))
 
     async def run() -> tuple[float, float]:
         store = await Store.open(args.dsn, min_size=1, max_size=1, name="aijobs-profile-enqueue")
@@ -65,6 +104,8 @@ def main() -> None:
             async with store.session() as session:
                 for _ in range(100):  # warm: prepared statements, plans, caches
                     await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+                # Nested statements too: the ones the credit function runs (superuser only).
+                await session.conn.execute("set pg_stat_statements.track = 'all'")
                 await session.conn.execute("select pg_stat_statements_reset()")
                 wall, cpu = time.perf_counter(), time.process_time()
                 for _ in range(args.jobs):
@@ -84,6 +125,14 @@ def main() -> None:
     print(f"  {'level':6} {'calls':>7} {'us/job':>8} {'us/call':>8}  statement")
     for toplevel, calls, us_job, us_call, text in rows:
         print(f"  {'top' if toplevel else 'nested':6} {calls:7d} {us_job:8.0f} {us_call:8.1f}  {text}")
+    if args.drivers:
+        print("  the same call with no aijobs code, per driver (uvloop, prepared, autocommit):")
+        for driver, python in (("psycopg", Path(sys.executable)), ("asyncpg", PEERS_PYTHON)):
+            code = f"USER = {str(USER)!r}\n" + DRIVER_LOOP[driver]
+            command = [str(python), "-c", code, args.dsn, str(args.jobs)]
+            out = subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()
+            d_wall, d_cpu = float(out[0]) * per_job, float(out[1]) * per_job
+            print(f"  {driver:8} wall {d_wall:6.0f} us, client CPU {d_cpu:5.0f} us per job")
 
 
 if __name__ == "__main__":
