@@ -2,7 +2,8 @@
 
 Every handler runs its queries in `store.as_user(claims)`, so row-level security decides
 what the caller sees: another user's job is simply not there, and answers 404 exactly as a
-job that does not exist.
+job that does not exist. (A creation without an Idempotency-Key does the same in one
+statement, `api_create_job`: see `aijobs/api/creation.py`.)
 """
 
 from __future__ import annotations
