@@ -158,9 +158,9 @@ class Metrics:
         self._child(self.created, job_type).inc()
         self._child(self.debited, job_type).inc(cost)
 
-    def job_claimed(self, job: ClaimedJob, wait_seconds: float) -> None:
+    def job_claimed(self, job: ClaimedJob) -> None:
         self._child(self.claimed, job.type).inc()
-        self._child(self.queue_wait, job.type).observe(max(wait_seconds, 0.0))
+        self._child(self.queue_wait, job.type).observe(max(job.waited_seconds, 0.0))
 
     def job_finished(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
         """One attempt ended; `won` is False when the fence refused the write."""

@@ -221,7 +221,7 @@ class Worker:
         if limit is None:
             limit = self._limits[job.type] = self.executor.time_limit(job.type)
         self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
-        self.metrics.job_claimed(job, job.waited_seconds)
+        self.metrics.job_claimed(job)
 
     async def _run_job(self, job: ClaimedJob) -> None:
         entry = self.running[job.id]
