@@ -6,18 +6,32 @@ the fault suite once saw a worker stall after a database restart followed by kil
 connections while running on it, not yet reproduced (16 further runs of that scenario on
 uvloop, 12 of them beside a CPU-bound process, all passed) or explained; until it is, the
 conservative loop is the default and uvloop an explicit choice.
+
+Before the loop starts, `freeze_heap` moves everything alive so far (the imported modules,
+FastAPI's routes and pydantic's schemas, the settings) out of the garbage collector's reach.
+Those objects live as long as the process, yet every full collection walked them all again:
+in `make bench`'s W5 that made the API's p99 latency 40-48 ms, and 23-27 ms once frozen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 
+def freeze_heap() -> None:
+    """Collect what startup left behind, then exempt the survivors from later collections."""
+    gc.collect()
+    gc.freeze()
+
+
 def run(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
+    """Run a long-lived process's main coroutine on the chosen loop, its startup heap frozen."""
+    freeze_heap()
     if loop == "uvloop":
         try:
             import uvloop

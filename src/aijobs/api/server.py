@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
+from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.config import load_settings
 
@@ -45,4 +46,7 @@ def app_from_env() -> FastAPI:
     """The factory uvicorn imports in each process of `aijobs api --workers N`."""
     settings = load_settings()
     logging.getLogger("aijobs.api").info("API process starting")
-    return create_app(settings)
+    app = create_app(settings)
+    # uvicorn starts this process's loop itself, so eventloop.run's freeze does not apply.
+    eventloop.freeze_heap()
+    return app
