@@ -41,6 +41,46 @@ def test_the_credit_function_keeps_the_seeds_file_name() -> None:
     assert "003_create_credit_consuming_job_function.sql" in names
 
 
+#: Each bound on a job's own columns, with a value past it. Since migration 014 the single-column
+#: ones are domains rather than table CHECKs; whoever writes the row, the value is refused.
+OUT_OF_BOUNDS = [
+    ("payload", "'[1, 2]'::jsonb"),
+    ("priority", "101"),
+    ("priority", "-101"),
+    ("max_attempts", "0"),
+    ("max_attempts", "101"),
+    ("attempts", "-1"),
+    ("cost", "-1"),
+    ("idempotency_key", "''"),
+    ("idempotency_key", "repeat('k', 256)"),
+    ("rate_limited_seconds", "-0.5"),
+    ("finished_at", "now()"),  # a pending job has no end
+    ("status", "'processing'"),  # processing needs a lease
+]
+
+
+@pytest.mark.parametrize(("column", "value"), OUT_OF_BOUNDS)
+def test_the_database_refuses_job_values_out_of_bounds(db_url: str, column: str, value: str) -> None:
+    """Direct SQL as the owner, past the credit function's own checks: the schema still refuses."""
+    user = uuid.uuid4()
+    # Test data, not user input: columns and values come from OUT_OF_BOUNDS above.
+    fields = {"user_id": "%s", "type": "'sentiment_analysis'", "payload": "'{}'::jsonb", "cost": "1"}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select credit_grant(%s, 5)", (user,))
+        insert = "insert into jobs ({}) values ({}) returning id"
+        row = conn.execute(insert.format(", ".join(fields), ", ".join(fields.values())).encode(), (user,))
+        job = row.fetchone()
+        assert job is not None  # the same insert with every value in bounds is accepted
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(f"update jobs set {column} = {value} where id = %s".encode(), (job[0],))
+        bad = {**fields, column: value}
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(insert.format(", ".join(bad), ", ".join(bad.values())).encode(), (user,))
+        # The ledger's kinds are the three its sign rule names (the separate list was dropped).
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute("insert into credit_ledger (user_id, kind, amount) values (%s, 'bonus', 1)", (user,))
+
+
 async def test_rls_users_see_only_their_own_rows(store: Store, db_url: str) -> None:
     alice, bob = uuid.uuid4(), uuid.uuid4()
     async with store.session() as s:
