@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 
 import psycopg
 import pytest
 
+from aijobs.db.rows import CreatedJob
 from aijobs.db.store import Store
 from aijobs.errors import InsufficientCredits, InvalidPayload, TooManyInFlight, UnknownJobType, UnknownUser
 from aijobs.queue.enqueue import enqueue
@@ -61,6 +63,50 @@ async def test_refusals_are_typed_and_charge_nothing(
     fields = {e["field"] for e in bad.value.errors}
     assert fields == {"review_text", "tone"}
     assert (await ledger_state(db_url, funded_user)) == (1000, 1000, 0)
+
+
+async def test_created_job_fields_match_the_creation_functions(db_url: str) -> None:
+    """`Session._create` builds `CreatedJob` by position, so every creation function must
+    return its columns in the dataclass's field order."""
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            """select p.proname, array_agg(a.name order by a.ord)
+               from pg_proc p,
+                    unnest(p.proargnames, p.proargmodes) with ordinality as a(name, mode, ord)
+               where p.proname in ('create_credit_consuming_job', 'create_job_within_cap', 'api_create_job')
+                 and a.mode = 't'
+               group by p.proname"""
+        )
+        returned = dict(await cur.fetchall())
+    fields = [f.name for f in dataclasses.fields(CreatedJob)]
+    assert returned == {name: fields for name in returned}
+    assert len(returned) == 3
+
+
+async def test_one_session_creates_again_after_a_refusal(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """The session keeps one creation cursor: a refusal from SQL must not spoil the next
+    creation, and each row read back must be the job that was just written."""
+    async with store.session() as s:
+        first = await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload=SENTIMENT)
+        with pytest.raises(UnknownUser):
+            await s.create_job(user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
+        second = await enqueue(
+            s, user_id=funded_user, job_type="review_processing", payload={"review_text": "ok"}
+        )
+    assert first.id != second.id
+    assert (first.cost, first.balance, first.created) == (1, 999, True)
+    assert (second.cost, second.balance, second.status) == (3, 996, "pending")
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            "select id, type, created_at from jobs where user_id = %s order by type", (funded_user,)
+        )
+        rows = await cur.fetchall()
+    assert rows == [
+        (second.id, "review_processing", second.created_at),
+        (first.id, "sentiment_analysis", first.created_at),
+    ]
 
 
 async def test_insufficient_credits_names_balance_and_cost(store: Store) -> None:
