@@ -109,6 +109,25 @@ async def test_one_session_creates_again_after_a_refusal(
     ]
 
 
+async def test_concurrent_creations_on_one_session_each_read_their_own_row(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """Tasks sharing one session share its creation cursor; psycopg's connection lock runs
+    them one at a time, and each must get back the row its own call wrote."""
+    async with store.session() as s:
+        created = await asyncio.gather(
+            *(
+                enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload={"text": f"t{i}"})
+                for i in range(12)
+            )
+        )
+    assert sorted(c.balance for c in created) == list(range(988, 1000))
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute("select id, payload->>'text' from jobs where user_id = %s", (funded_user,))
+        texts = dict(await cur.fetchall())
+    assert [texts[c.id] for c in created] == [f"t{i}" for i in range(12)]
+
+
 async def test_insufficient_credits_names_balance_and_cost(store: Store) -> None:
     user = uuid.uuid4()
     async with store.session() as s:

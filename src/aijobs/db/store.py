@@ -212,6 +212,9 @@ class Session:
         (W1 makes thousands on one session). Rows are built by position (`args_row`):
         `class_row` would match the column names to the fields at every result, and
         `test_created_job_fields_match_the_creation_functions` keeps the order true.
+        Tasks sharing a session may share the cursor: nothing between `execute` and
+        `fetchone` yields to the loop, so no other call can replace the result in between
+        (`test_concurrent_creations_on_one_session_each_read_their_own_row`).
         """
         if self._creator is None:
             self._creator = self.conn.cursor(row_factory=args_row(CreatedJob))
