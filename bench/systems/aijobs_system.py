@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from aijobs import eventloop
 from aijobs.db.migrate import migrate
-from aijobs.db.queries import query
 from aijobs.db.store import Store
 from aijobs.jobs import registry
-from aijobs.queue.enqueue import enqueue, validate_payload
+from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many
 from systems.base import DrainTimings, HandlerKind, System, WorkerSpec
 
 HERE = Path(__file__).resolve().parent
@@ -95,26 +93,22 @@ class AijobsSystem(System):
         return eventloop.run(go(), LOOP)
 
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:
-        """`batch_size` credit-function calls per transaction, pipelined (psycopg executemany)."""
+        """`enqueue_many`: `batch_size` jobs per call, one statement and one transaction each."""
         _fund(db_url, USER, n)
-        clean = validate_payload("sentiment_analysis", {"text": "noop"})
-        params = {
-            "user_id": USER,
-            "type": "sentiment_analysis",
-            "payload": Jsonb(clean),
-            "priority": 0,
-            "run_at": None,
-            "max_attempts": 4,
-            "idempotency_key": None,
-            "retry_of": None,
-        }
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            t0 = time.perf_counter()
-            for start in range(0, n, batch_size):
-                k = min(batch_size, n - start)
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.executemany(query("job_create"), [params] * k)
-            return time.perf_counter() - t0
+        spec = JobSpec("sentiment_analysis", {"text": "noop"})
+
+        async def go() -> float:
+            store = await Store.open(db_url, min_size=1, max_size=1, name="aijobs-bench-enqueue")
+            try:
+                async with store.session() as session:
+                    t0 = time.perf_counter()
+                    for start in range(0, n, batch_size):
+                        await enqueue_many(session, user_id=USER, jobs=[spec] * min(batch_size, n - start))
+                    return time.perf_counter() - t0
+            finally:
+                await store.close()
+
+        return eventloop.run(go(), LOOP)
 
     # -- W2 / W4 / W6 ---------------------------------------------------------------
     def enqueue_for_drain(self, db_url: str, n: int, handler: HandlerKind) -> None:

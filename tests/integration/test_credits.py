@@ -73,14 +73,15 @@ async def test_created_job_fields_match_the_creation_functions(db_url: str) -> N
             """select p.proname, array_agg(a.name order by a.ord)
                from pg_proc p,
                     unnest(p.proargnames, p.proargmodes) with ordinality as a(name, mode, ord)
-               where p.proname in ('create_credit_consuming_job', 'create_job_within_cap', 'api_create_job')
+               where p.proname in ('create_credit_consuming_job', 'create_job_within_cap', 'api_create_job',
+                                   'create_credit_consuming_jobs')
                  and a.mode = 't'
                group by p.proname"""
         )
         returned = dict(await cur.fetchall())
     fields = [f.name for f in dataclasses.fields(CreatedJob)]
     assert returned == {name: fields for name in returned}
-    assert len(returned) == 3
+    assert len(returned) == 4
 
 
 async def test_one_session_creates_again_after_a_refusal(

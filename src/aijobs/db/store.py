@@ -171,6 +171,33 @@ class Session:
         statement = query("job_create" if max_in_flight is None else "job_create_within_cap")
         return await self._create(statement, params)
 
+    async def create_jobs(
+        self,
+        *,
+        user_id: UUID | None,
+        types: Sequence[str],
+        payloads: Sequence[dict[str, Any]],
+        priorities: Sequence[int],
+        run_ats: Sequence[datetime | None],
+        max_attempts: Sequence[int],
+    ) -> list[CreatedJob]:
+        """Charge and insert a batch for one user in one statement, all or nothing; rows in
+        input order. The arrays are parallel: element i of each describes job i."""
+        params = {
+            "user_id": user_id,
+            "types": list(types),
+            "payloads": [Jsonb(p) for p in payloads],
+            "priorities": list(priorities),
+            # A list of only None has no element type for psycopg to send; NULL means
+            # "now" for every job, as a None element does for one.
+            "run_ats": None if all(r is None for r in run_ats) else list(run_ats),
+            "max_attempts": list(max_attempts),
+        }
+        with refusals():
+            async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
+                await cur.execute(query("job_create_many"), params)
+                return await cur.fetchall()
+
     async def create_job_for_claims(
         self,
         claims: dict[str, Any],

@@ -7,7 +7,8 @@ balance under a row lock, so the charge itself cannot be raced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -61,6 +62,50 @@ async def enqueue(
     )
     if created.created:
         metrics().job_created(job_type, created.cost)
+    return created
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One element of a batch for `enqueue_many`."""
+
+    type: str
+    payload: object
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int = 4
+
+
+async def enqueue_many(
+    session: Session, *, user_id: UUID | None, jobs: Sequence[JobSpec]
+) -> list[CreatedJob]:
+    """Create a batch for one user in one statement: every job or none, charged the sum.
+
+    Every payload is validated first; a bad one raises InvalidPayload whose fields start with
+    `jobs[i].`, so the caller can tell which element to fix, and nothing is charged. The
+    whole batch is one transaction holding the user's account lock, so keep batches to a
+    size a request would send (the benchmark uses 100). Rows come back in input order; an
+    empty batch creates nothing and does not touch the database.
+    """
+    if not jobs:
+        return []
+    cleaned = []
+    for i, job in enumerate(jobs):
+        try:
+            cleaned.append(validate_payload(job.type, job.payload))
+        except InvalidPayload as exc:
+            problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
+            raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
+    created = await session.create_jobs(
+        user_id=user_id,
+        types=[job.type for job in jobs],
+        payloads=cleaned,
+        priorities=[job.priority for job in jobs],
+        run_ats=[job.run_at for job in jobs],
+        max_attempts=[job.max_attempts for job in jobs],
+    )
+    for job, row in zip(jobs, created, strict=True):
+        metrics().job_created(job.type, row.cost)
     return created
 
 

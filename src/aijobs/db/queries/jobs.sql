@@ -191,6 +191,13 @@ select * from create_credit_consuming_job(
     %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
 );
 
+-- name: job_create_many
+-- One user's batch, all or nothing, rows in input order (015_create_jobs_in_batches.sql).
+select * from create_credit_consuming_jobs(
+    %(user_id)s, %(types)s, %(payloads)s, %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
+    %(max_attempts)s::integer[]
+);
+
 -- name: job_create_within_cap
 select * from create_job_within_cap(
     %(max_in_flight)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
