@@ -31,10 +31,10 @@ from uuid import UUID
 
 from aijobs.api.auth import Principal
 from aijobs.api.models import Job
-from aijobs.api.problems import ProblemError, invalid
+from aijobs.api.problems import ProblemError, from_domain, invalid
 from aijobs.db.rows import CreatedJob
 from aijobs.db.store import Session, Store
-from aijobs.errors import TooManyInFlight
+from aijobs.errors import AijobsError, InsufficientCredits, TooManyInFlight
 from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import validate_payload
 
@@ -154,6 +154,84 @@ async def _create_with_key(
         metrics().job_created(new.type, created.cost)
     # created=False: the jobs table already held this key (set outside the API): same job.
     return Created(201, body, replayed=not created.created)
+
+
+async def create_batch_for_user(
+    store: Store,
+    principal: Principal,
+    news: list[NewJob],
+    *,
+    request: dict[str, Any],
+    key: str | None,
+    max_in_flight: int,
+) -> Created:
+    """The batch form of `create_for_user`: every job or none, in one transaction as the user.
+
+    Each payload is validated first (a 422 names `body.jobs.<i>.payload.<field>`); then the
+    same steps as a single creation with a key, the cap admitting the batch whole
+    (`create_jobs_within_cap`). The body is `{"items": [job, ...]}` in request order.
+    `request` is what the idempotency hash covers; the elements' own `request` is unused.
+    """
+    assert principal.user_id is not None
+    user = principal.user_id
+    payloads = [_clean_element(i, new) for i, new in enumerate(news)]
+    digest = request_hash(request)
+    async with store.as_user(principal.claims) as session:
+        if key is not None and not await session.api_idempotency_claim(user, key, digest):
+            return await _replay(session, user, key, digest)
+        with _in_flight_cap(), _batch_charge():
+            created = await session.create_jobs(
+                user_id=None,
+                max_in_flight=max_in_flight,
+                types=[new.type for new in news],
+                payloads=payloads,
+                priorities=[new.priority for new in news],
+                run_ats=[new.run_at for new in news],
+                max_attempts=[new.max_attempts for new in news],
+            )
+        body = {
+            "items": [
+                _new_job_body(user, new, payload, row, None)
+                for new, payload, row in zip(news, payloads, created, strict=True)
+            ]
+        }
+        if key is not None:
+            await session.api_idempotency_save(user, key, status=201, body=body, job_id=None)
+    for new, row in zip(news, created, strict=True):
+        metrics().job_created(new.type, row.cost)
+    return Created(201, body, replayed=False)
+
+
+def _clean_element(index: int, new: NewJob) -> dict[str, Any]:
+    """One batch element's payload, or the 422 of a single creation with its fields under
+    `body.jobs.<index>`."""
+    try:
+        return clean_payload(new.type, new.payload)
+    except AijobsError as exc:
+        problem = from_domain(exc)
+    except ProblemError as exc:
+        problem = exc
+    errors = problem.extra.get("errors") or []
+    problem.extra["errors"] = [
+        {**e, "field": e["field"].replace("body.", f"body.jobs.{index}.", 1)} for e in errors
+    ]
+    problem.detail = f"jobs[{index}]: {problem.detail}"
+    raise problem
+
+
+@contextmanager
+def _batch_charge() -> Iterator[None]:
+    """402 for the batch's total, not "this job costs"."""
+    try:
+        yield
+    except InsufficientCredits as exc:
+        raise ProblemError(
+            402,
+            f"these jobs cost {exc.cost} credits together and the balance is {exc.balance}",
+            code=exc.code,
+            balance=exc.balance,
+            cost=exc.cost,
+        ) from None
 
 
 @contextmanager

@@ -48,6 +48,31 @@ class JobCreate(BaseModel):
             raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
+#: The most jobs one batch request may create: a batch holds the user's account lock for
+#: its whole statement, and the request body limit (MAX_BODY_BYTES) applies to it as a whole.
+MAX_BATCH_JOBS = 100
+
+
+class JobBatchCreate(BaseModel):
+    """Several jobs for the caller, created and charged all or nothing."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "jobs": [
+                        {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}},
+                        {"type": "review_processing", "payload": {"review_text": "Cold coffee."}},
+                    ]
+                }
+            ]
+        },
+    )
+
+    jobs: list[JobCreate] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
 class Job(BaseModel):
     """A job as its owner (or an admin) sees it."""
 
@@ -70,6 +95,12 @@ class Job(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+
+
+class JobBatch(BaseModel):
+    """The jobs a batch created, in the order they were asked for."""
+
+    items: list[Job]
 
 
 class JobPage(BaseModel):

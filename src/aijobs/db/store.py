@@ -180,10 +180,16 @@ class Session:
         priorities: Sequence[int],
         run_ats: Sequence[datetime | None],
         max_attempts: Sequence[int],
+        max_in_flight: int | None = None,
     ) -> list[CreatedJob]:
         """Charge and insert a batch for one user in one statement, all or nothing; rows in
-        input order. The arrays are parallel: element i of each describes job i."""
+        input order. The arrays are parallel: element i of each describes job i.
+
+        With `max_in_flight` (the API, as the signed-in user) the statement first refuses a
+        batch that would take the user's pending and processing jobs past the cap.
+        """
         params = {
+            "max_in_flight": max_in_flight,
             "user_id": user_id,
             "types": list(types),
             "payloads": [Jsonb(p) for p in payloads],
@@ -195,7 +201,8 @@ class Session:
         }
         with refusals():
             async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
-                await cur.execute(query("job_create_many"), params)
+                statement = "job_create_many" if max_in_flight is None else "job_create_many_within_cap"
+                await cur.execute(query(statement), params)
                 return await cur.fetchall()
 
     async def create_job_for_claims(

@@ -20,9 +20,25 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from aijobs.api.auth import CurrentUser, Principal
-from aijobs.api.creation import IDEMPOTENCY_HEADER, NewJob, check_idempotency_key, create_for_user
+from aijobs.api.creation import (
+    IDEMPOTENCY_HEADER,
+    NewJob,
+    check_idempotency_key,
+    create_batch_for_user,
+    create_for_user,
+)
 from aijobs.api.events import RESYNC, JobEventsHub
-from aijobs.api.models import TERMINAL, Job, JobCreate, JobEvent, JobPage, JobStatus, JobTypeInfo
+from aijobs.api.models import (
+    TERMINAL,
+    Job,
+    JobBatch,
+    JobBatchCreate,
+    JobCreate,
+    JobEvent,
+    JobPage,
+    JobStatus,
+    JobTypeInfo,
+)
 from aijobs.api.pagination import job_cursor, parse_job_cursor
 from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
@@ -114,6 +130,50 @@ async def create_job(
         store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
     )
     return _created_response(created.status, created.body, created.replayed)
+
+
+@router.post(
+    "/api/jobs/batch",
+    status_code=201,
+    response_model=JobBatch,
+    summary="Create several jobs, all or nothing (charges their credits together)",
+    responses=responses(401, 402, 409, 413, 422, 429),
+)
+async def create_jobs(
+    body: JobBatchCreate,
+    principal: CurrentUser,
+    store: StoreDep,
+    state: StateDep,
+    idempotency_key: KeyHeader = None,
+) -> JSONResponse:
+    """Up to 100 jobs in one request and one transaction: if any is refused (a bad payload,
+    the balance short of their total, the in-flight cap) none is created and nothing is
+    charged. Each job is charged and refunded on its own afterwards, as if created alone."""
+    key = check_idempotency_key(idempotency_key)
+    news = [
+        NewJob(
+            type=job.type,
+            payload=job.payload,
+            priority=job.priority,
+            run_at=job.run_at,
+            max_attempts=job.max_attempts or state.settings.max_attempts,
+            retry_of=None,
+            request={},
+        )
+        for job in body.jobs
+    ]
+    created = await create_batch_for_user(
+        store,
+        principal,
+        news,
+        request={"method": "POST", "path": "/api/jobs/batch", "body": body.model_dump(mode="json")},
+        key=key,
+        max_in_flight=state.settings.max_jobs_in_flight_per_user,
+    )
+    # Through the model both times, so a replay is byte for byte the first response.
+    content = JobBatch.model_validate(created.body).model_dump(mode="json")
+    headers = {"Idempotent-Replayed": "true"} if created.replayed else None
+    return JSONResponse(content, status_code=created.status, headers=headers)
 
 
 @router.get(

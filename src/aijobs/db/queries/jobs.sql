@@ -198,6 +198,13 @@ select * from create_credit_consuming_jobs(
     %(max_attempts)s::integer[]
 );
 
+-- name: job_create_many_within_cap
+-- The API's batch: the signed-in user's in-flight cap, then job_create_many (016).
+select * from create_jobs_within_cap(
+    %(max_in_flight)s, %(types)s, %(payloads)s, %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
+    %(max_attempts)s::integer[]
+);
+
 -- name: job_create_within_cap
 select * from create_job_within_cap(
     %(max_in_flight)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
