@@ -59,6 +59,7 @@ class AijobsSystem(System):
     tuning = (
         "EVENT_LOOP=uvloop (workers, API, W1/W3 enqueuers); psycopg 3 async pool (3-4 connections: "
         "claims, batched finishes, heartbeat); orjson; "
+        "W1 batched: enqueue_many, 100 jobs per call (one statement, one transaction); "
         "no-op drain: WORKER_CONCURRENCY=1000, i.e. claims of up to 1000 (tried 250/500/1000/2000: "
         "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; LOG_LEVEL=WARNING; "
         "each job validated, run through the sentiment_analysis handler and its output model; "
