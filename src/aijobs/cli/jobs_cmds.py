@@ -1,12 +1,17 @@
-"""`aijobs enqueue` and `aijobs jobs list|show|cancel|retry`."""
+"""`aijobs enqueue`, `aijobs enqueue-batch` and `aijobs jobs list|show|cancel|retry`."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict
+from pathlib import Path
+from typing import TextIO
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 
+from aijobs.api.models import JobCreate
 from aijobs.cli.app import (
     app,
     echo_json,
@@ -16,8 +21,9 @@ from aijobs.cli.app import (
     run_async,
     settings_or_exit,
 )
+from aijobs.errors import AijobsError
+from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, validate_payload
 from aijobs.queue.enqueue import enqueue as enqueue_job
-from aijobs.queue.enqueue import retry_as_new_job
 
 
 @app.command("enqueue")
@@ -47,6 +53,69 @@ def enqueue(
         echo_json(asdict(created))
 
     run_async(go)
+
+
+@app.command("enqueue-batch")
+def enqueue_batch(
+    file: str = typer.Argument(..., help='JSON Lines, one job per line ("-" reads standard input).'),
+    user: UUID = typer.Option(..., "--user", help="The account to charge."),
+) -> None:
+    """Create every job in FILE or none, charged together: one statement, one transaction.
+
+    Each line is what `POST /api/jobs/batch` takes per job: {"type": ..., "payload": {...}}
+    with optional priority, run_at and max_attempts. A bad line is named and nothing is
+    created; so is a balance short of the total.
+    """
+    settings = settings_or_exit()
+    if file == "-":
+        specs = _read_job_lines(sys.stdin, "<stdin>", settings.max_attempts)
+    else:
+        try:
+            with Path(file).open(encoding="utf-8") as f:
+                specs = _read_job_lines(f, file, settings.max_attempts)
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.echo(f"error: cannot read {file}: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    async def go() -> None:
+        async with owner_session(settings) as session:
+            created = await enqueue_many(session, user_id=user, jobs=specs)
+        echo_json(
+            {
+                "created": len(created),
+                "cost": sum(c.cost for c in created),
+                "balance": created[-1].balance if created else None,
+                "ids": [str(c.id) for c in created],
+            }
+        )
+
+    run_async(go)
+
+
+def _read_job_lines(lines: TextIO, name: str, default_attempts: int) -> list[JobSpec]:
+    """Every non-blank line as a job, or exit 2 naming the first bad line and field."""
+    specs = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            job = JobCreate.model_validate_json(line)
+            validate_payload(job.type, job.payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "line"
+            typer.echo(f"error: {name} line {number}: {field}: {first['msg']}", err=True)
+            raise typer.Exit(2) from None
+        except AijobsError as exc:  # the payload does not fit its type, or no such type
+            typer.echo(f"error: {name} line {number}: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+        specs.append(
+            JobSpec(job.type, job.payload, job.priority, job.run_at, job.max_attempts or default_attempts)
+        )
+    if not specs:
+        typer.echo(f"error: {name} holds no jobs", err=True)
+        raise typer.Exit(2)
+    return specs
 
 
 @jobs_app.command("list")
