@@ -148,7 +148,8 @@ async def create_jobs(
 ) -> JSONResponse:
     """Up to 100 jobs in one request and one transaction: if any is refused (a bad payload,
     the balance short of their total, the in-flight cap) none is created and nothing is
-    charged. Each job is charged and refunded on its own afterwards, as if created alone."""
+    charged. Each job gets its own debit, and its own refund if it fails or is cancelled, as
+    if it had been created alone."""
     key = check_idempotency_key(idempotency_key)
     news = [
         NewJob(
