@@ -10,8 +10,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.json import Jsonb
 
-from aijobs.db.store import Store
+from aijobs.db.queries import query
+from aijobs.db.store import Session, Store, refusals
 from aijobs.errors import Forbidden, InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.integration.test_credits import ledger_state
@@ -98,27 +100,29 @@ async def test_the_sql_function_refuses_what_python_would_have_caught(
 ) -> None:
     """Direct SQL callers (service_role, scripts) get the same typed refusals, with the index
     or the type named, and nothing written."""
-    one = {"priorities": [0], "run_ats": [None], "max_attempts": [4]}
+
+    async def call(session: Session, **arrays: object) -> None:
+        """The SQL function itself, with arrays the Python API could not send (of unequal
+        lengths, a payload that is not an object)."""
+        params = {"user_id": funded_user, "priorities": [0], "run_ats": None, "max_attempts": [4], **arrays}
+        with refusals():
+            await session.conn.execute(query("job_create_many"), params)
+
     async with store.session() as s:
         with pytest.raises(UnknownJobType) as unknown:
-            await s.create_jobs(
-                user_id=funded_user,
+            await call(
+                s,
                 types=["sentiment_analysis", "translate"],
-                payloads=[{}, {}],
+                payloads=[Jsonb({}), Jsonb({})],
                 priorities=[0, 0],
-                run_ats=[None, None],
                 max_attempts=[4, 4],
             )
         with pytest.raises(InvalidArgument, match="payload 0 must be a JSON object") as not_object:
-            await s.create_jobs(user_id=funded_user, types=["sentiment_analysis"], payloads=[[1]], **one)  # type: ignore[list-item]
+            await call(s, types=["sentiment_analysis"], payloads=[Jsonb([1])])
         with pytest.raises(InvalidArgument, match="one element per job"):
-            await s.create_jobs(
-                user_id=funded_user, types=["sentiment_analysis"] * 2, payloads=[{"text": "x"}] * 2, **one
-            )
+            await call(s, types=["sentiment_analysis"] * 2, payloads=[Jsonb({"text": "x"})] * 2)
         with pytest.raises(InvalidArgument, match="at least one job"):
-            await s.create_jobs(
-                user_id=funded_user, types=[], payloads=[], priorities=[], run_ats=[], max_attempts=[]
-            )
+            await call(s, types=[], payloads=[], priorities=[], max_attempts=[])
     assert unknown.value.details["type"] == "translate"
     assert not_object.value.details["index"] == 0
     assert await ledger_state(db_url, funded_user) == (1000, 1000, 0)

@@ -32,7 +32,7 @@ from uuid import UUID
 from aijobs.api.auth import Principal
 from aijobs.api.models import Job
 from aijobs.api.problems import ProblemError, from_domain, invalid
-from aijobs.db.rows import CreatedJob
+from aijobs.db.rows import CreatedJob, JobSpec
 from aijobs.db.store import Session, Store
 from aijobs.errors import AijobsError, InsufficientCredits, TooManyInFlight
 from aijobs.monitoring.metrics import metrics
@@ -183,11 +183,10 @@ async def create_batch_for_user(
             created = await session.create_jobs(
                 user_id=None,
                 max_in_flight=max_in_flight,
-                types=[new.type for new in news],
-                payloads=payloads,
-                priorities=[new.priority for new in news],
-                run_ats=[new.run_at for new in news],
-                max_attempts=[new.max_attempts for new in news],
+                jobs=[
+                    JobSpec(new.type, payload, new.priority, new.run_at, new.max_attempts)
+                    for new, payload in zip(news, payloads, strict=True)
+                ],
             )
         body = {
             "items": [

@@ -10,6 +10,17 @@ from uuid import UUID
 
 
 @dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job of a batch to create (`Session.create_jobs`, `queue.enqueue_many`)."""
+
+    type: str
+    payload: Any
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int = 4
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedJob:
     """A job this worker now holds, fenced by `lease_token`."""
 

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from aijobs import errors
 from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
 from aijobs.db.queries import query
-from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, Rescued
+from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, JobSpec, Rescued
 
 #: The invariant checks in invariants.sql, in the order `aijobs check` reports them.
 InvariantQuery = Literal[
@@ -172,32 +172,25 @@ class Session:
         return await self._create(statement, params)
 
     async def create_jobs(
-        self,
-        *,
-        user_id: UUID | None,
-        types: Sequence[str],
-        payloads: Sequence[dict[str, Any]],
-        priorities: Sequence[int],
-        run_ats: Sequence[datetime | None],
-        max_attempts: Sequence[int],
-        max_in_flight: int | None = None,
+        self, *, user_id: UUID | None, jobs: Sequence[JobSpec], max_in_flight: int | None = None
     ) -> list[CreatedJob]:
         """Charge and insert a batch for one user in one statement, all or nothing; rows in
-        input order. The arrays are parallel: element i of each describes job i.
+        input order. The SQL function takes one array per field: element i of each is job i.
 
         With `max_in_flight` (the API, as the signed-in user) the statement first refuses a
         batch that would take the user's pending and processing jobs past the cap.
         """
+        run_ats = [job.run_at for job in jobs]
         params = {
             "max_in_flight": max_in_flight,
             "user_id": user_id,
-            "types": list(types),
-            "payloads": [Jsonb(p) for p in payloads],
-            "priorities": list(priorities),
+            "types": [job.type for job in jobs],
+            "payloads": [Jsonb(job.payload) for job in jobs],
+            "priorities": [job.priority for job in jobs],
             # A list of only None has no element type for psycopg to send; NULL means
             # "now" for every job, as a None element does for one.
-            "run_ats": None if all(r is None for r in run_ats) else list(run_ats),
-            "max_attempts": list(max_attempts),
+            "run_ats": None if all(r is None for r in run_ats) else run_ats,
+            "max_attempts": [job.max_attempts for job in jobs],
         }
         with refusals():
             async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:

@@ -8,7 +8,7 @@ balance under a row lock, so the charge itself cannot be raced.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ from uuid import UUID
 from pydantic import ValidationError
 
 from aijobs.db.rows import CreatedJob
+from aijobs.db.rows import JobSpec as JobSpec  # re-exported: what enqueue_many takes
 from aijobs.db.store import Session
 from aijobs.errors import InvalidPayload, NotRetryable
 from aijobs.jobs import get_job_type
@@ -65,17 +66,6 @@ async def enqueue(
     return created
 
 
-@dataclass(frozen=True)
-class JobSpec:
-    """One element of a batch for `enqueue_many`."""
-
-    type: str
-    payload: object
-    priority: int = 0
-    run_at: datetime | None = None
-    max_attempts: int = 4
-
-
 async def enqueue_many(
     session: Session, *, user_id: UUID | None, jobs: Sequence[JobSpec]
 ) -> list[CreatedJob]:
@@ -92,18 +82,11 @@ async def enqueue_many(
     cleaned = []
     for i, job in enumerate(jobs):
         try:
-            cleaned.append(validate_payload(job.type, job.payload))
+            cleaned.append(replace(job, payload=validate_payload(job.type, job.payload)))
         except InvalidPayload as exc:
             problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
             raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
-    created = await session.create_jobs(
-        user_id=user_id,
-        types=[job.type for job in jobs],
-        payloads=cleaned,
-        priorities=[job.priority for job in jobs],
-        run_ats=[job.run_at for job in jobs],
-        max_attempts=[job.max_attempts for job in jobs],
-    )
+    created = await session.create_jobs(user_id=user_id, jobs=cleaned)
     for job, row in zip(jobs, created, strict=True):
         metrics().job_created(job.type, row.cost)
     return created
