@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from psycopg.types.json import Jsonb
 from aijobs.db.queries import query
 from aijobs.db.store import Session, Store, refusals
 from aijobs.errors import Forbidden, InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
-from aijobs.queue.enqueue import JobSpec, enqueue_many
+from aijobs.queue.enqueue import JobSpec, enqueue_many, validate_payload
 from tests.integration.test_credits import ledger_state
 from tests.support.invariants import assert_invariants
 
@@ -183,3 +184,42 @@ async def test_a_batch_is_all_or_nothing(store: Store, db_url: str, balance: int
     else:
         assert created == []
         assert await ledger_state(db_url, user) == (balance, balance, 0)
+
+
+#: Text PostgreSQL can store (no NUL, no lone surrogate), with the characters an array
+#: literal would have to escape (quotes, backslashes, braces, commas) likely to come up.
+_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00") | st.sampled_from('"\\{},'),
+    min_size=1,
+    max_size=40,
+).filter(str.strip)  # payloads strip whitespace; all-blank text is refused, not stored
+_WHEN = st.none() | st.datetimes(
+    min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    elements=st.lists(
+        st.tuples(_TEXT, st.integers(-100, 100), _WHEN, st.integers(1, 100)), min_size=1, max_size=5
+    )
+)
+async def test_every_field_of_every_job_is_stored_as_sent(
+    store: Store, db_url: str, funded_user: uuid.UUID, elements: list[tuple[str, int, datetime | None, int]]
+) -> None:
+    """The batch travels as arrays in PostgreSQL's binary format (`job_create_many`): each
+    element's payload, priority, run_at and max_attempts reach its own row unchanged."""
+    jobs = [JobSpec("sentiment_analysis", {"text": t}, p, when, m) for t, p, when, m in elements]
+    async with store.session() as s:
+        created = await enqueue_many(s, user_id=funded_user, jobs=jobs)
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            "select id, payload, priority, run_at, max_attempts, created_at from jobs where id = any(%s)",
+            ([c.id for c in created],),
+        )
+        rows = {row[0]: row[1:] for row in await cur.fetchall()}
+    for job, c in zip(jobs, created, strict=True):
+        payload, priority, run_at, max_attempts, created_at = rows[c.id]
+        assert payload == validate_payload(job.type, job.payload)
+        assert (priority, max_attempts) == (job.priority, job.max_attempts)
+        assert run_at == c.run_at == (job.run_at or created_at)

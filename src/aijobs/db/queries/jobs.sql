@@ -193,16 +193,21 @@ select * from create_credit_consuming_job(
 
 -- name: job_create_many
 -- One user's batch, all or nothing, rows in input order (015_create_jobs_in_batches.sql).
+-- The arrays travel in PostgreSQL's binary format (the `b` placeholders). In text format
+-- psycopg has to quote and escape every element of an array literal with a regular
+-- expression: that was about a third of the client's CPU per job of a batch (30-34 -> 19-22
+-- µs per job, `enqueue_many` of 100 in a loop).
 select * from create_credit_consuming_jobs(
-    %(user_id)s, %(types)s, %(payloads)s, %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
-    %(max_attempts)s::integer[]
+    %(user_id)s, %(types)b, %(payloads)b, %(priorities)b::smallint[], %(run_ats)b::timestamptz[],
+    %(max_attempts)b::integer[]
 );
 
 -- name: job_create_many_within_cap
--- The API's batch: the signed-in user's in-flight cap, then job_create_many (016).
+-- The API's batch: the signed-in user's in-flight cap, then job_create_many (016); the
+-- arrays in binary format, as there.
 select * from create_jobs_within_cap(
-    %(max_in_flight)s, %(types)s, %(payloads)s, %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
-    %(max_attempts)s::integer[]
+    %(max_in_flight)s, %(types)b, %(payloads)b, %(priorities)b::smallint[], %(run_ats)b::timestamptz[],
+    %(max_attempts)b::integer[]
 );
 
 -- name: job_create_within_cap
