@@ -1,9 +1,10 @@
 """Where W1's time goes: one credit-charged creation per transaction, profiled on both sides.
 
-    .venv/bin/python bench/profile_enqueue.py --dsn postgresql://.../db [--jobs 3000]
+    .venv/bin/python bench/profile_enqueue.py --dsn postgresql://.../db [--jobs 3000] [--batch 100]
 
 Runs W1's aijobs path (`aijobs.queue.enqueue`, one job per transaction, as the benchmark
 does) against a database that has `pg_stat_statements` loaded, then prints per job:
+(with `--batch N`, W1 batched's path instead: `enqueue_many` of N jobs per call)
 
 * the wall time and this process's CPU time (psycopg, validation, the event loop);
 * the server's own execution time of every statement, including the ones inside the
@@ -32,9 +33,9 @@ import psycopg
 
 from aijobs import eventloop
 from aijobs.db.migrate import migrate
-from aijobs.db.store import Store
+from aijobs.db.store import Session, Store
 from aijobs.jobs import registry
-from aijobs.queue.enqueue import enqueue
+from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many
 
 USER = uuid.UUID("00000000-0000-4000-8000-00000000f11e")
 PEERS_PYTHON = Path(__file__).resolve().parent / ".peers-venv" / "bin" / "python"
@@ -75,7 +76,7 @@ select toplevel, calls, total_exec_time / %(jobs)s * 1000 as us_per_job,
        mean_exec_time * 1000 as us_per_call, regexp_replace(left(query, 90), '\\s+', ' ', 'g')
 from pg_stat_statements
 where dbid = (select oid from pg_database where datname = current_database())
-  and calls >= %(jobs)s
+  and calls >= %(calls)s
 order by toplevel desc, total_exec_time desc
 limit 20
 """
@@ -87,7 +88,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=3000)
     parser.add_argument("--loop", default="uvloop", choices=["asyncio", "uvloop"])
     parser.add_argument("--drivers", action="store_true", help="also time the bare call per driver")
+    parser.add_argument("--batch", type=int, default=0, help="enqueue_many, this many jobs per call")
     args = parser.parse_args()
+    if args.batch and args.jobs % args.batch:
+        raise SystemExit("--jobs must be a multiple of --batch")
+    if args.batch and args.drivers:
+        raise SystemExit("--drivers times the single creation; leave out --batch")
+    calls = args.jobs // args.batch if args.batch else args.jobs
 
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         loaded = conn.execute("select current_setting('shared_preload_libraries')").fetchone()
@@ -98,29 +105,38 @@ def main() -> None:
     with psycopg.connect(args.dsn, autocommit=True) as conn:
         conn.execute("select credit_grant(%s, %s, 'profile')", (USER, 3 * args.jobs + 300))
 
+    async def create(session: Session) -> None:
+        if args.batch:
+            await enqueue_many(
+                session, user_id=USER, jobs=[JobSpec("sentiment_analysis", {"text": "x"})] * args.batch
+            )
+        else:
+            await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+
     async def run() -> tuple[float, float]:
         store = await Store.open(args.dsn, min_size=1, max_size=1, name="aijobs-profile-enqueue")
         try:
             async with store.session() as session:
-                for _ in range(100):  # warm: prepared statements, plans, caches
-                    await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+                for _ in range(min(calls, 100)):  # warm: prepared statements, plans, caches
+                    await create(session)
                 # Nested statements too: the ones the credit function runs (superuser only).
                 await session.conn.execute("set pg_stat_statements.track = 'all'")
                 await session.conn.execute("select pg_stat_statements_reset()")
                 wall, cpu = time.perf_counter(), time.process_time()
-                for _ in range(args.jobs):
-                    await enqueue(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "x"})
+                for _ in range(calls):
+                    await create(session)
                 return time.perf_counter() - wall, time.process_time() - cpu
         finally:
             await store.close()
 
     wall, cpu = eventloop.run(run(), args.loop)
     per_job = 1e6 / args.jobs
-    print(f"{args.jobs} jobs, one transaction each: {args.jobs / wall:,.0f} jobs/s")
+    per_call = f"{args.batch} per call" if args.batch else "one transaction each"
+    print(f"{args.jobs} jobs, {per_call}: {args.jobs / wall:,.0f} jobs/s")
     print(f"  wall per job        {wall * per_job:7.0f} us")
     print(f"  client CPU per job  {cpu * per_job:7.0f} us  (this process: validation, psycopg, event loop)")
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        rows = conn.execute(TOP, {"jobs": args.jobs}).fetchall()
+        rows = conn.execute(TOP, {"jobs": args.jobs, "calls": calls}).fetchall()
     print("  server execution per job, by statement (pg_stat_statements, track = all):")
     print(f"  {'level':6} {'calls':>7} {'us/job':>8} {'us/call':>8}  statement")
     for toplevel, calls, us_job, us_call, text in rows:
