@@ -3,8 +3,8 @@
     .venv/bin/python bench/profile_enqueue.py --dsn postgresql://.../db [--jobs 3000] [--batch 100]
 
 Runs W1's aijobs path (`aijobs.queue.enqueue`, one job per transaction, as the benchmark
-does) against a database that has `pg_stat_statements` loaded, then prints per job:
-(with `--batch N`, W1 batched's path instead: `enqueue_many` of N jobs per call)
+does; with `--batch N`, W1 batched's: `enqueue_many` of N jobs per call) against a database
+that has `pg_stat_statements` loaded, then prints per job:
 
 * the wall time and this process's CPU time (psycopg, validation, the event loop);
 * the server's own execution time of every statement, including the ones inside the
