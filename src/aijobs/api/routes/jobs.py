@@ -87,6 +87,20 @@ def _created_response(status: int, body: dict[str, Any], replayed: bool) -> JSON
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _new_job(body: JobCreate, state: ApiState, request: dict[str, Any]) -> NewJob:
+    """What a client asked for, as the creation path takes it: `MAX_RETRIES + 1` attempts
+    unless the body says otherwise. `request` is what the idempotency hash covers."""
+    return NewJob(
+        type=body.type,
+        payload=body.payload,
+        priority=body.priority,
+        run_at=body.run_at,
+        max_attempts=body.max_attempts or state.settings.max_attempts,
+        retry_of=None,
+        request=request,
+    )
+
+
 @router.get("/api/job-types", response_model=list[JobTypeInfo], summary="Job types, costs and examples")
 async def job_types() -> list[JobTypeInfo]:
     """Public: what a client may create, what it costs, and a valid example payload for each."""
@@ -117,15 +131,8 @@ async def create_job(
     idempotency_key: KeyHeader = None,
 ) -> JSONResponse:
     key = check_idempotency_key(idempotency_key)
-    new = NewJob(
-        type=body.type,
-        payload=body.payload,
-        priority=body.priority,
-        run_at=body.run_at,
-        max_attempts=body.max_attempts or state.settings.max_attempts,
-        retry_of=None,
-        request={"method": "POST", "path": "/api/jobs", "body": body.model_dump(mode="json")},
-    )
+    request = {"method": "POST", "path": "/api/jobs", "body": body.model_dump(mode="json")}
+    new = _new_job(body, state, request)
     created = await create_for_user(
         store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
     )
@@ -151,18 +158,8 @@ async def create_jobs(
     charged. Each job gets its own debit, and its own refund if it fails or is cancelled, as
     if it had been created alone."""
     key = check_idempotency_key(idempotency_key)
-    news = [
-        NewJob(
-            type=job.type,
-            payload=job.payload,
-            priority=job.priority,
-            run_at=job.run_at,
-            max_attempts=job.max_attempts or state.settings.max_attempts,
-            retry_of=None,
-            request={},
-        )
-        for job in body.jobs
-    ]
+    # The idempotency hash covers the whole request (below), not each element.
+    news = [_new_job(job, state, request={}) for job in body.jobs]
     created = await create_batch_for_user(
         store,
         principal,
