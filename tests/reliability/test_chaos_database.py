@@ -58,7 +58,9 @@ async def test_black_holed_listener_is_replaced_and_polling_covers_the_gap(
         assert silenced == 1, "exactly the listener's connection goes through the proxy"
         hole_at = time.monotonic()
         pickups = [await _pickup(store, db_url, funded_user) for _ in range(3)]
-        assert max(pickups) <= poll * 1.1 + 0.5, f"polling must cover for the dead listener: {pickups}"
+        # One interval plus scheduling slack: on a loaded 2-core machine a pickup (the poll's
+        # claim, and this test's own connection per check) has taken up to 0.7 s past it.
+        assert max(pickups) <= poll + 1.0, f"polling must cover for the dead listener: {pickups}"
         await wait_until(
             lambda: _reconnected(worker.listener), timeout=3 * (poll + 5) + 10, what="listener replaced"
         )
