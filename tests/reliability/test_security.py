@@ -33,9 +33,11 @@ from hypothesis import strategies as st
 
 from aijobs.api.pagination import job_cursor
 from aijobs.config import Settings
+from aijobs.db.migrate import migrate
 from aijobs.db.store import Store
 from tests.reliability.api_support import StartApi
 from tests.support.api_server import JWT_SECRET, SERVICE_KEY
+from tests.support.database import drop_database, job_type_rows, with_dbname
 from tests.support.invariants import assert_invariants, assert_invariants_sync
 from tests.support.snapshots import total_rows
 from tests.support.workers import job, running_worker, wait_until
@@ -439,6 +441,77 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
                     )
         balance = await rows(f"select balance from accounts where user_id = '{victim}'")
         assert balance == [(5,)]
+
+
+# What a role may do with each of aijobs' objects in public, as PostgreSQL decides it (direct
+# grants, PUBLIC and membership included), so two databases compare by meaning, not ACL text.
+PRIVILEGES_BY_ROLE = """
+select r, 'table ' || c.relname,
+       array(select p from unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE',
+                                        'REFERENCES', 'TRIGGER']) p
+              where has_table_privilege(r, c.oid, p))
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace,
+       unnest(array['anon', 'authenticated', 'service_role']) r
+ where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm')
+union all
+select r, 'sequence ' || c.relname,
+       array(select p from unnest(array['USAGE', 'SELECT', 'UPDATE']) p
+              where has_sequence_privilege(r, c.oid, p))
+  from pg_class c join pg_namespace n on n.oid = c.relnamespace,
+       unnest(array['anon', 'authenticated', 'service_role']) r
+ where n.nspname = 'public' and c.relkind = 'S'
+union all
+select r, 'function ' || p.oid::regprocedure::text,
+       array(select 'EXECUTE' where has_function_privilege(r, p.oid, 'EXECUTE'))
+  from pg_proc p join pg_namespace n on n.oid = p.pronamespace,
+       unnest(array['anon', 'authenticated', 'service_role']) r
+ where n.nspname = 'public'
+order by 1, 2
+"""
+
+
+def test_supabase_default_privileges_grant_nothing_more(admin_url: str, db_url: str) -> None:
+    """Supabase's projects grant every new table, function and sequence in public to anon,
+    authenticated and service_role by default privileges, directly and not through PUBLIC,
+    so a migration's `REVOKE ... FROM PUBLIC` alone leaves them their rights. Migrated under
+    those defaults, every object must end with exactly the rights it has without them: no
+    EXECUTE on api_create_job for anon, no TRUNCATE on the ledger, nothing on the migration
+    bookkeeping. A new migration that creates objects in public fails here until it revokes
+    from those roles as migration 017 does."""
+    name = f"aj_supa_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    url = with_dbname(admin_url, name)
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            for kind in ("tables", "functions", "sequences"):
+                conn.execute(
+                    f"alter default privileges in schema public grant all on {kind}"
+                    " to anon, authenticated, service_role"
+                )
+        migrate(url, job_types=job_type_rows())
+        with psycopg.connect(url) as supa, psycopg.connect(db_url) as plain:
+            under_defaults = [(r, o, tuple(p)) for r, o, p in supa.execute(PRIVILEGES_BY_ROLE)]
+            without = [(r, o, tuple(p)) for r, o, p in plain.execute(PRIVILEGES_BY_ROLE)]
+            assert len(without) > 60  # every aijobs object, three roles each
+            extra = sorted(set(under_defaults) - set(without))
+            assert under_defaults == without, f"rights the default privileges added: {extra}"
+            victim = uuid.uuid4()
+            supa.execute("select credit_grant(%s, 5, 'test')", (victim,))
+            impersonation = "select * from api_create_job(%s, 100, 'sentiment_analysis', '{\"text\": \"x\"}')"
+            for role in ("anon", "authenticated"):
+                with supa.transaction(force_rollback=True):
+                    supa.execute(f"set local role {role}")
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        supa.execute(impersonation, (json.dumps({"sub": str(victim)}),))
+                with supa.transaction(force_rollback=True):
+                    supa.execute(f"set local role {role}")
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        supa.execute("truncate credit_ledger, jobs cascade")
+            balance = supa.execute("select balance from accounts where user_id = %s", (victim,)).fetchone()
+            assert balance == (5,)
+    finally:
+        drop_database(admin_url, url)
 
 
 KNOWN_CHANNELS = {"aijobs_jobs", "aijobs_cancel", "aijobs_job_events"}
