@@ -148,6 +148,10 @@ async def _create_with_key(
         else:
             row = await session.api_get_job(created.id)
             assert row is not None
+            if not _same_job(row, new, payload):
+                # The key's stored response was purged (after 24 hours) but its job remains:
+                # a different request must not be answered with that old job as if created.
+                raise _key_reused()
             body = Job.model_validate(row).model_dump(mode="json")
         await session.api_idempotency_save(user, key, status=201, body=body, job_id=created.id)
     if created.created:
@@ -281,9 +285,23 @@ async def _replay(session: Session, user: UUID, key: str, digest: str) -> Create
     if row is None or row["response_status"] is None:
         raise ProblemError(409, "a request with this Idempotency-Key is in progress", code="idempotency_busy")
     if row["request_hash"] != digest:
-        raise ProblemError(
-            409,
-            "this Idempotency-Key was used with a different request; use a new key",
-            code="idempotency_key_reused",
-        )
+        raise _key_reused()
     return Created(int(row["response_status"]), dict(row["response_body"]), replayed=True)
+
+
+def _key_reused() -> ProblemError:
+    reason = "this Idempotency-Key was used with a different request; use a new key"
+    return ProblemError(409, reason, code="idempotency_key_reused")
+
+
+def _same_job(row: dict[str, Any], new: NewJob, payload: dict[str, Any]) -> bool:
+    """Whether the job already holding a key is what this request asks for. `run_at` counts
+    only when the request names one: left out, it was the creation's own clock."""
+    return (
+        row["type"] == new.type
+        and row["payload"] == payload
+        and row["priority"] == new.priority
+        and row["max_attempts"] == new.max_attempts
+        and row["retry_of"] == new.retry_of
+        and (new.run_at is None or row["run_at"] == new.run_at)
+    )

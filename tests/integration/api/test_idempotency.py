@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import psycopg
 
 from tests.support.snapshots import snapshot
 
@@ -70,3 +71,27 @@ async def test_a_refused_request_keeps_no_key(client, api, store, db_url) -> Non
     assert retried.status_code == 201 and retried.headers.get("idempotent-replayed") is None
     state = await snapshot(db_url, user)
     assert (state.jobs, state.balance, state.idempotency_keys) == (1, 4, 1)
+
+
+async def test_a_key_whose_stored_response_was_purged_still_refuses_another_request(
+    client, api, funded_user, db_url
+) -> None:
+    """Responses are purged after 24 hours, but the job keeps its key. The same request then
+    gets that job back; a different one must get the 409, not the old job as if created."""
+    key = {"Idempotency-Key": "purged-key"}
+    first = await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | key)
+    assert first.status_code == 201
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("delete from api_idempotency_keys")  # what the 24-hour purge does
+
+    other_type = {"type": "review_processing", "payload": {"review_text": "Cold food."}}
+    other_text = {"type": "sentiment_analysis", "payload": {"text": "Something else entirely."}}
+    for body in (other_type, other_text, SENTIMENT | {"priority": 5}):
+        reused = await client.post("/api/jobs", json=body, headers=api.auth(funded_user) | key)
+        assert reused.status_code == 409, (body, reused.text)
+        assert reused.json()["code"] == "idempotency_key_reused"
+    same = await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | key)
+    assert same.status_code == 201 and same.json()["id"] == first.json()["id"]
+    assert same.headers.get("idempotent-replayed") == "true"
+    state = await snapshot(db_url, funded_user)
+    assert (state.jobs, state.balance, state.ledger_sum) == (1, 999, 999)
