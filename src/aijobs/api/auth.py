@@ -129,14 +129,23 @@ class TokenVerifier:
         except (TypeError, ValueError):
             # Belt and braces: the crypto backend refusing a key/token pairing is a bad token.
             raise unauthorized("invalid token: its signature cannot be checked with this key") from None
-        # auth.uid() casts `sub` to uuid; anything else would fail inside the database.
-        try:
-            UUID(str(claims["sub"]))
-        except ValueError:
-            raise unauthorized("token subject is not a user id (uuid)") from None
+        # auth.uid() casts `sub` to uuid, and PostgreSQL reads fewer spellings than Python's
+        # UUID() (no `urn:uuid:`, no hyphen between every digit): only the canonical form.
+        if not _is_canonical_uuid(claims["sub"]):
+            raise unauthorized("token subject is not a user id (uuid)")
         if "\\u0000" in json.dumps(claims):
             raise unauthorized("token claims contain a NUL character")
         return claims
+
+
+def _is_canonical_uuid(value: object) -> bool:
+    """`8-4-4-4-12` hex digits, either case: what Supabase issues and PostgreSQL reads."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(UUID(value)) == value.lower()
+    except ValueError:
+        return False
 
 
 def _bearer(request: Request) -> str | None:

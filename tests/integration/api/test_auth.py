@@ -120,6 +120,12 @@ async def test_bad_tokens_are_401_and_write_nothing(
         "no exp": jwt.encode(claims(funded_user, exp=None), JWT_SECRET, "HS256"),
         "no sub": jwt.encode(claims(funded_user, sub=None), JWT_SECRET, "HS256"),
         "sub is not a uuid": jwt.encode(claims(funded_user, sub="admin"), JWT_SECRET, "HS256"),
+        # Python's UUID() reads these; PostgreSQL's uuid does not (auth.uid() would fail).
+        "sub as a urn": jwt.encode(claims(funded_user, sub=f"urn:uuid:{funded_user}"), JWT_SECRET, "HS256"),
+        "sub with odd hyphens": jwt.encode(
+            claims(funded_user, sub="-".join(funded_user.hex)), JWT_SECRET, "HS256"
+        ),
+        "sub as a number": jwt.encode(claims(funded_user, sub=funded_user.int), JWT_SECRET, "HS256"),
         "ES256 from a key not in the JWKS": jwt.encode(good, other_ec, "ES256", headers={"kid": "ec-1"}),
         "ES256 with an unknown kid": jwt.encode(good, ec_key, "ES256", headers={"kid": "nope"}),
         "HS512 (not in the list)": hs512(good),
