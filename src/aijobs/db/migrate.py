@@ -105,10 +105,15 @@ def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = N
 
 
 def pending(conninfo: str) -> list[str]:
-    """Names of migrations not yet applied (used by /readyz)."""
+    """Names of migrations not yet applied (the CLI checks before it starts a process)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
         exists = conn.execute("select to_regclass('schema_migrations') is not null").fetchone()
         done: set[int] = set()
         if exists and exists[0]:
             done = {row[0] for row in conn.execute("select version from schema_migrations")}
+    return not_applied(done)
+
+
+def not_applied(done: set[int]) -> list[str]:
+    """Names of the migrations whose versions are not in `done`, in order."""
     return [f"{m.version:03d}_{m.name}" for m in available() if m.version not in done]

@@ -401,9 +401,9 @@ class Session:
         cur = await self.conn.execute(query("api_idempotency_purge"), {"hours": max(older_than_hours, 24.0)})
         return cur.rowcount
 
-    async def api_ping(self) -> bool:
-        cur = await self.conn.execute(query("api_ping"))
-        return await cur.fetchone() is not None
+    async def api_applied_migrations(self) -> set[int]:
+        cur = await self.conn.execute(query("api_applied_migrations"))
+        return {row[0] for row in await cur.fetchall()}
 
     # -- monitoring (issue 5: stats, dashboard, maintenance; queries in monitoring.sql) ------
     async def _mon_rows(self, name: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -125,3 +125,18 @@ async def test_openapi_documents_models_and_problems(client) -> None:
         assert "application/problem+json" in create["responses"][status]["content"], status
     page = await client.get("/api-test")
     assert page.status_code == 200 and "Create job" in page.text
+
+
+async def test_readiness_opens_no_connection_of_its_own(client, admin_url, db_url) -> None:
+    """An unauthenticated probe that connected anew per call could exhaust the server's
+    connections; /readyz asks on the API's pool, so it answers while new connections are refused."""
+    assert (await client.get("/readyz")).status_code == 200
+    name = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    async with await psycopg.AsyncConnection.connect(admin_url, autocommit=True) as conn:
+        await conn.execute(f'alter database "{name}" allow_connections false')
+        try:
+            for _ in range(3):
+                response = await client.get("/readyz")
+                assert response.status_code == 200, response.text
+        finally:
+            await conn.execute(f'alter database "{name}" allow_connections true')

@@ -16,8 +16,8 @@ from psycopg_pool import PoolTimeout
 
 from aijobs.api.models import Health, Readiness
 from aijobs.api.problems import ProblemError, responses
-from aijobs.api.state import ApiState, get_state, get_store
-from aijobs.db.migrate import pending
+from aijobs.api.state import get_store
+from aijobs.db.migrate import not_applied
 from aijobs.db.store import Store
 
 router = APIRouter(tags=["health"])
@@ -35,14 +35,11 @@ async def healthz() -> Health:
     summary="Database reachable, migrations current",
     responses=responses(503),
 )
-async def readyz(
-    state: Annotated[ApiState, Depends(get_state)], store: Annotated[Store, Depends(get_store)]
-) -> Readiness:
+async def readyz(store: Annotated[Store, Depends(get_store)]) -> Readiness:
     try:
         async with asyncio.timeout(5):
             async with store.session() as session:
-                await session.api_ping()
-            missing = await asyncio.to_thread(pending, state.database_url)
+                missing = not_applied(await session.api_applied_migrations())
     except (psycopg.Error, PoolTimeout, OSError, TimeoutError) as exc:
         log.warning("not ready: database unreachable (%s)", type(exc).__name__)
         raise ProblemError(503, "database unreachable", code="database_unreachable") from None

@@ -46,5 +46,6 @@ where user_id = %(user_id)s and key = %(key)s;
 -- Forget keys older than the retention (never less than 24 hours: callers clamp it).
 delete from api_idempotency_keys where created_at < now() - make_interval(secs => %(hours)s * 3600.0);
 
--- name: api_ping
-select 1 as ok;
+-- name: api_applied_migrations
+-- /readyz asks on a pooled connection: a probe must not open a connection of its own per call.
+select version from schema_migrations;
