@@ -80,6 +80,15 @@ class Step:
         return cls(refusal=refusal)
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped (`\\u00e9`), as many servers send it. A
+    scripted answer may then hold any code point, a lone surrogate included, which a UTF-8 body
+    cannot carry raw but a JSON escape can."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 @dataclass(frozen=True)
 class Recorded:
     """One request as received."""
@@ -233,7 +242,7 @@ class FakeOpenAI:
             return JSONResponse(bodies.error_body(status, step.code, step.message), status, headers)
         payload = build(body, incomplete=step.incomplete, refusal=step.refusal, text=step.text)
         headers["openai-processing-ms"] = str(int((self.latency + step.delay) * 1000))
-        return JSONResponse(payload, headers=headers)
+        return AsciiJSONResponse(payload, headers=headers)
 
     def _next_step(self) -> tuple[Step, float | None]:
         """The scripted step (else a default or a random fault), and the server's own 429."""

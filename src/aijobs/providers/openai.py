@@ -11,12 +11,15 @@ Two wire APIs, same behaviour:
 The raw response is read first (through `with_raw_response`) so an `incomplete` answer or a
 `length` finish is a retryable error before any parsing — never an empty result stored as
 success — and so the request id and headers are at hand. Every answer is validated against the
-task's output model before it is returned.
+task's output model before it is returned, and refused (retryable, like an empty answer) when a
+string in it holds a character PostgreSQL cannot store: NUL, or a lone surrogate that a JSON
+`\\uD800` escape decodes to. Stored, such an answer would fail the attempt's write instead.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Literal
 
@@ -42,6 +45,11 @@ Api = Literal["responses", "chat"]
 REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
 #: Placeholder key for local servers that want none (the SDK insists on one).
 NO_KEY = "not-needed"
+
+
+#: What PostgreSQL refuses in text and jsonb: NUL, and (not being UTF-8) any surrogate code
+#: point; in a Python str a surrogate is always unpaired, a paired one decodes to one character.
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -108,13 +116,13 @@ class OpenAIProvider:
                 return await self._chat(task, started)
             return await self._responses(task, started)
         except ProviderError as exc:
-            raise _without_quotes(exc, task) from exc.__cause__
+            raise _storable_message(exc, task) from exc.__cause__
         except Exception as exc:
             usage = self._usage(started, request_id=getattr(exc, "request_id", None))
             mapped = classify(exc, secret=self._secret, usage=usage, timeout=self.timeout)
             if mapped is None:
                 raise
-            raise _without_quotes(mapped, task) from exc
+            raise _storable_message(mapped, task) from exc
 
     async def _responses(self, task: LLMTask[M], started: float) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -201,6 +209,8 @@ class OpenAIProvider:
         text = text.strip()
         if not text:
             raise RetryableProviderError("OpenAI returned an empty answer", usage=usage)
+        if (bad := UNSTORABLE.search(text)) is not None:
+            raise self._unstorable(bad.group(), "answer", usage)
         try:
             output = task.output.model_validate({task.text_field: text})
         except ValidationError as exc:
@@ -216,7 +226,17 @@ class OpenAIProvider:
             output = task.output.model_validate(data)
         except ValidationError as exc:
             raise self._bad_output(task, exc, usage) from exc
+        found = _first_unstorable(output.model_dump(mode="json"))
+        if found is not None:
+            raise self._unstorable(*found, usage)
         return Completion(output=output, usage=usage)
+
+    def _unstorable(self, char: str, where: str, usage: Usage) -> RetryableProviderError:
+        # Named by code point, never quoted: the message is stored and logged as it is.
+        return RetryableProviderError(
+            f"OpenAI answer holds U+{ord(char):04X}, which PostgreSQL cannot store, at {where}"[:500],
+            usage=usage,
+        )
 
     def _bad_output(self, task: LLMTask[Any], exc: Exception, usage: Usage) -> RetryableProviderError:
         if isinstance(exc, ValidationError):
@@ -261,6 +281,25 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
+def _first_unstorable(value: object, where: str = "answer") -> tuple[str, str] | None:
+    """The first character PostgreSQL cannot store in any string (key or value) of a JSON-shaped
+    value, and where it is ("answer.reasons.0"); None when every string is storable."""
+    if isinstance(value, str):
+        bad = UNSTORABLE.search(value)
+        return (bad.group(), where) if bad is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_unstorable(key, where) or _first_unstorable(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_unstorable(item, f"{where}.{index}")
+            if found is not None:
+                return found
+    return None
+
+
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -302,10 +341,12 @@ def _responses_refusal(body: dict[str, Any]) -> str | None:
 __all__ = ["NAME", "OpenAIProvider", "is_reasoning_model"]
 
 
-def _without_quotes(error: ProviderError, task: LLMTask[Any]) -> ProviderError:
-    """The same error with any quote of the task's customer text cut from its message."""
+def _storable_message(error: ProviderError, task: LLMTask[Any]) -> ProviderError:
+    """The same error with any quote of the task's customer text cut from its message, and any
+    character PostgreSQL cannot store replaced (a refusal or a server message may carry one):
+    the message is written to the attempt's row."""
     message = str(error)
-    cleaned = redact_input(message, task.input)
+    cleaned = UNSTORABLE.sub("\ufffd", redact_input(message, task.input))
     if cleaned != message:
         error.args = (cleaned, *error.args[1:])
     return error
