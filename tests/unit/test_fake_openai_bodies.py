@@ -48,3 +48,11 @@ def test_incomplete_bodies() -> None:
     chat = chat_body({"model": "gpt-5-nano", "messages": []}, incomplete=True)
     assert chat["choices"][0]["finish_reason"] == "length"
     assert json.dumps(chat)
+
+
+def test_content_filtered_bodies() -> None:
+    filtered = {"incomplete": True, "incomplete_reason": "content_filter"}
+    out = responses_body({"model": "gpt-5-nano"}, **filtered)
+    assert out["status"] == "incomplete" and out["incomplete_details"] == {"reason": "content_filter"}
+    chat = chat_body({"model": "gpt-5-nano", "messages": []}, **filtered)
+    assert chat["choices"][0]["finish_reason"] == "content_filter"

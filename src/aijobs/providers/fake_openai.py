@@ -4,8 +4,8 @@ Serves `POST /v1/responses` and `POST /v1/chat/completions` on 127.0.0.1 with an
 the request's JSON schema, usage figures, `x-request-id` and `x-ratelimit-*` headers — so the
 real `openai` SDK talks to it over real HTTP (respx cannot intercept openai 3.x, which moved to
 httpx2). Behaviour is scriptable per test: `script(Step.rate_limited(200), Step.error(500), …)`
-queues what the next requests get (status, headers, delay, hang, incomplete, refusal); with an
-empty script every request succeeds. Every request is recorded (`requests`) for assertions.
+queues what the next requests get (status, headers, delay, hang, incomplete, content filter,
+refusal); with an empty script every request succeeds. Every request is recorded (`requests`) for assertions.
 
 In-process: `with FakeOpenAI() as fake: … fake.base_url …` (a thread, random port).
 Standalone: `python -m aijobs.providers.fake_openai --port 8765 --latency-ms 200 [--rpm N]`
@@ -44,6 +44,9 @@ class Step:
     delay: float = 0.0
     hang: bool = False
     incomplete: bool = False
+    #: Why an incomplete answer stopped: Responses' `incomplete_details.reason`; on Chat,
+    #: "content_filter" is that finish_reason and anything else is "length".
+    incomplete_reason: str = "max_output_tokens"
     refusal: str | None = None
     text: str | None = None
     code: str | None = None
@@ -74,6 +77,12 @@ class Step:
     def truncated(cls) -> Step:
         """An `incomplete` answer (Responses) / `finish_reason: length` (Chat Completions)."""
         return cls(incomplete=True)
+
+    @classmethod
+    def filtered(cls) -> Step:
+        """Stopped by the content filter: `incomplete` for `content_filter` (Responses) /
+        `finish_reason: content_filter` (Chat Completions)."""
+        return cls(incomplete=True, incomplete_reason="content_filter")
 
     @classmethod
     def refused(cls, refusal: str = "I can't help with that.") -> Step:
@@ -240,7 +249,13 @@ class FakeOpenAI:
             return JSONResponse(bodies.error_body(429), status_code=429, headers=headers)
         if status != 200:
             return JSONResponse(bodies.error_body(status, step.code, step.message), status, headers)
-        payload = build(body, incomplete=step.incomplete, refusal=step.refusal, text=step.text)
+        payload = build(
+            body,
+            incomplete=step.incomplete,
+            incomplete_reason=step.incomplete_reason,
+            refusal=step.refusal,
+            text=step.text,
+        )
         headers["openai-processing-ms"] = str(int((self.latency + step.delay) * 1000))
         return AsciiJSONResponse(payload, headers=headers)
 

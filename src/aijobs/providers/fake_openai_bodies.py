@@ -103,7 +103,12 @@ def chat_schema(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def responses_body(
-    body: dict[str, Any], *, incomplete: bool = False, refusal: str | None = None, text: str | None = None
+    body: dict[str, Any],
+    *,
+    incomplete: bool = False,
+    incomplete_reason: str = "max_output_tokens",
+    refusal: str | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
     schema = responses_schema(body)
     out_text = text if text is not None else answer_text(schema)
@@ -134,7 +139,7 @@ def responses_body(
         "object": "response",
         "created_at": int(time.time()),
         "status": "incomplete" if incomplete else "completed",
-        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete else None,
         "error": None,
         "model": response_model(body.get("model")),
         "instructions": body.get("instructions"),
@@ -156,7 +161,12 @@ def responses_body(
 
 
 def chat_body(
-    body: dict[str, Any], *, incomplete: bool = False, refusal: str | None = None, text: str | None = None
+    body: dict[str, Any],
+    *,
+    incomplete: bool = False,
+    incomplete_reason: str = "max_output_tokens",
+    refusal: str | None = None,
+    text: str | None = None,
 ) -> dict[str, Any]:
     schema = chat_schema(body)
     out_text = text if text is not None else answer_text(schema)
@@ -173,7 +183,7 @@ def chat_body(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": content, "refusal": refusal},
-                "finish_reason": "length" if incomplete else "stop",
+                "finish_reason": _chat_finish(incomplete, incomplete_reason),
                 "logprobs": None,
             }
         ],
@@ -184,6 +194,12 @@ def chat_body(
             "completion_tokens_details": {"reasoning_tokens": reasoning},
         },
     }
+
+
+def _chat_finish(incomplete: bool, reason: str) -> str:
+    if not incomplete:
+        return "stop"
+    return "content_filter" if reason == "content_filter" else "length"
 
 
 ERRORS: dict[int, tuple[str, str, str]] = {

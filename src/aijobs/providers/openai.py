@@ -9,8 +9,9 @@ Two wire APIs, same behaviour:
     `chat.completions.parse` with `response_format=` the model, `max_completion_tokens`, a system
     message and a user message.
 The raw response is read first (through `with_raw_response`) so an `incomplete` answer or a
-`length` finish is a retryable error before any parsing — never an empty result stored as
-success — and so the request id and headers are at hand. Every answer is validated against the
+`length` finish is a retryable error (a content filter, either way, a fatal one) before any
+parsing — never an empty result stored as success — and so the request id and headers are at
+hand. Every answer is validated against the
 task's output model before it is returned, and refused (retryable, like an empty answer) when a
 string in it holds a character PostgreSQL cannot store: NUL, or a lone surrogate that a JSON
 `\\uD800` escape decodes to. Stored, such an answer would fail the attempt's write instead.
@@ -144,6 +145,9 @@ class OpenAIProvider:
         status = body.get("status")
         if status == "incomplete":
             reason = (body.get("incomplete_details") or {}).get("reason") or "unknown reason"
+            if reason == "content_filter":
+                # The same input meets the same filter: fatal, as `finish_reason` is on Chat.
+                raise FatalProviderError("OpenAI refused the request: content filter", usage=usage)
             raise RetryableProviderError(f"OpenAI answer incomplete ({reason})", usage=usage)
         if status == "failed":
             error = body.get("error") or {}

@@ -94,3 +94,19 @@ async def test_ordinary_unicode_is_kept(provider: OpenAIProvider, fake_openai: F
     fake_openai.script(Step.ok(text="Grazie mille 🍝 — à bientôt\ttab"))
     completion = await provider.run(reply())
     assert completion.output.reply == "Grazie mille 🍝 — à bientôt\ttab"
+
+
+async def test_a_content_filter_is_fatal_on_both_apis(
+    provider: OpenAIProvider, fake_openai: FakeOpenAI
+) -> None:
+    """Responses says `incomplete` (reason content_filter), Chat `finish_reason: content_filter`:
+    the same input meets the same filter, so neither is retried (docs/providers.md)."""
+    fake_openai.script(Step.filtered())
+    with pytest.raises(FatalProviderError, match="content filter"):
+        await provider.run(sentiment())
+
+
+async def test_a_token_cap_is_still_retried(provider: OpenAIProvider, fake_openai: FakeOpenAI) -> None:
+    fake_openai.script(Step.truncated())
+    with pytest.raises(RetryableProviderError, match="incomplete"):
+        await provider.run(sentiment())
