@@ -6,7 +6,12 @@ from email.utils import formatdate
 
 import pytest
 
-from aijobs.providers.retry_after import parse_duration, parse_retry_after, retry_after_seconds
+from aijobs.providers.retry_after import (
+    MAX_WAIT_SECONDS,
+    parse_duration,
+    parse_retry_after,
+    retry_after_seconds,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +49,27 @@ def test_the_most_specific_header_wins() -> None:
     assert retry_after_seconds(both) == 360.0
     assert retry_after_seconds({"x-ratelimit-reset-tokens": "20ms"}) == pytest.approx(0.02)
     assert retry_after_seconds({"content-type": "application/json"}) is None
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "Infinity", "1e400", "-5", "-0.5"])
+def test_waits_that_are_not_finite_non_negative_numbers_count_as_absent(value: str) -> None:
+    assert parse_retry_after(value) is None
+    assert parse_duration(value) is None
+    assert retry_after_seconds({"retry-after-ms": value}) is None
+    assert retry_after_seconds({"retry-after": value}) is None
+    # ...so the next header (or the caller's default) decides.
+    assert retry_after_seconds({"retry-after-ms": value, "retry-after": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": value, "x-ratelimit-reset-requests": "3s"}) == 3.0
+
+
+def test_enormous_waits_are_cut_to_a_day() -> None:
+    now = 1_700_000_000.0
+    assert MAX_WAIT_SECONDS == 86400.0
+    assert retry_after_seconds({"retry-after": "10000000000000"}) == MAX_WAIT_SECONDS
+    assert retry_after_seconds({"retry-after-ms": "1e300"}) == MAX_WAIT_SECONDS
+    assert retry_after_seconds({"x-ratelimit-reset-tokens": "99999999h"}) == MAX_WAIT_SECONDS
+    assert parse_duration("9" * 400 + "h") is None  # overflows to infinity: not a number of seconds
+    far = formatdate(now + 50 * 365 * 86400, usegmt=True)
+    assert parse_retry_after(far, now=now) == MAX_WAIT_SECONDS
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=now) == MAX_WAIT_SECONDS
+    assert retry_after_seconds({"retry-after": "3600"}) == 3600.0  # a long but sane wait is kept

@@ -15,9 +15,16 @@ from aijobs.jobs.ai_generation import AIGenerationPayload
 from aijobs.jobs.ai_generation import build_task as reply_task
 from aijobs.jobs.sentiment_analysis import SentimentPayload
 from aijobs.jobs.sentiment_analysis import build_task as sentiment_task
-from aijobs.providers.base import FatalProviderError, LLMTask, RetryableProviderError
+from aijobs.providers.base import (
+    FatalProviderError,
+    LLMTask,
+    RateLimitedError,
+    RetryableProviderError,
+)
 from aijobs.providers.fake_openai import FakeOpenAI, Step
 from aijobs.providers.openai import Api, OpenAIProvider
+from aijobs.providers.openai_errors import DEFAULT_RATE_LIMIT_WAIT
+from aijobs.providers.retry_after import MAX_WAIT_SECONDS
 from tests.support.fake_openai_fixtures import TEST_KEY
 
 APIS: list[Api] = ["responses", "chat"]
@@ -110,3 +117,25 @@ async def test_a_token_cap_is_still_retried(provider: OpenAIProvider, fake_opena
     fake_openai.script(Step.truncated())
     with pytest.raises(RetryableProviderError, match="incomplete"):
         await provider.run(sentiment())
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"retry-after-ms": "NaN"}, DEFAULT_RATE_LIMIT_WAIT),
+        ({"retry-after": "inf"}, DEFAULT_RATE_LIMIT_WAIT),
+        ({"retry-after-ms": "-1000"}, DEFAULT_RATE_LIMIT_WAIT),
+        ({"retry-after": "10000000000000"}, MAX_WAIT_SECONDS),
+        ({"retry-after-ms": "NaN", "retry-after": "2"}, 2.0),
+    ],
+    ids=["nan", "inf", "negative", "enormous", "nan-then-seconds"],
+)
+async def test_a_429_asking_for_a_senseless_wait(
+    provider: OpenAIProvider, fake_openai: FakeOpenAI, headers: dict[str, str], wait: float
+) -> None:
+    """A NaN wait made a hold that never ended (and a job retried at once, forever), an
+    enormous one an interval PostgreSQL cannot add to now(): neither reaches the queue."""
+    fake_openai.script(Step(status=429, headers=headers))
+    with pytest.raises(RateLimitedError) as limited:
+        await provider.run(sentiment())
+    assert limited.value.retry_after == wait
