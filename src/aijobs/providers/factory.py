@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 from aijobs.config import ConfigError, Settings
 from aijobs.providers.base import Provider
@@ -45,9 +46,26 @@ def _openai_provider(settings: Settings) -> Provider:
         "🤖 Using OpenAI provider: model %s, %s API, endpoint %s",
         settings.openai_model,
         provider.api,
-        settings.openai_base_url or "api.openai.com",
+        shown_url(settings.openai_base_url) if settings.openai_base_url else "api.openai.com",
     )
     return provider
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a log line: userinfo and query, where proxies and gateways take their
+    credentials (`https://user:token@host/v1`, `?api-key=…`), are masked; the rest is kept."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unreadable URL)"
+    _, at, host = parts.netloc.rpartition("@")
+    return urlunsplit(
+        parts._replace(
+            netloc=f"***@{host}" if at else host,
+            query="***" if parts.query else "",
+            fragment="",
+        )
+    )
 
 
 def _import_provider(settings: Settings) -> Provider:
