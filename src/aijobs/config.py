@@ -1,8 +1,10 @@
 """Configuration, read once at an entry point and passed down (no module-level globals).
 
 Values come from the environment, then `.env` and `.env.local` (the seed's file), with the
-environment winning. A bad value is refused at start: `load_settings` turns pydantic's
-errors into one message per variable, naming it and the reason.
+environment winning. An empty (or blank) value means unset: the default applies, so the
+`OPENAI_API_KEY=` of a .env template keeps the offline provider, and an empty variable in the
+environment still overrides a file's value. A bad value is refused at start: `load_settings`
+turns pydantic's errors into one message per variable, naming it and the reason.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "gpt-5-nano"
@@ -93,6 +102,16 @@ class Settings(BaseSettings):
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        # Not pydantic-settings' env_ignore_empty: that skips the variable, so an empty
+        # OPENAI_API_KEY in the environment would let a key in .env through. Nor
+        # PydanticUseDefault: BaseSettings validates defaults too, and "" is one.
+        if isinstance(value, str) and not value.strip() and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return value
 
     @field_validator("database_url")
     @classmethod

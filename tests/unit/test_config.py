@@ -60,3 +60,25 @@ def test_secrets_are_never_echoed(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     with pytest.raises(ConfigError) as refused:
         load_settings()
     assert "hunter2" not in str(refused.value)
+
+
+def test_an_empty_value_means_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`OPENAI_API_KEY=` (a .env template's line) must not select OpenAI with an empty key."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=\nOPENAI_BASE_URL=\nOPENAI_MODEL=\nMAX_RETRIES=\n")
+    monkeypatch.setenv("JWT_SECRET", "")
+    monkeypatch.setenv("LLM_API", "  ")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    s = load_settings()
+    assert s.openai_api_key is None and s.openai_base_url is None and s.jwt_secret is None
+    assert (s.openai_model, s.max_retries, s.llm_api) == ("gpt-5-nano", 3, None)
+    assert load_settings(openai_api_key="", openai_base_url=" ").openai_api_key is None
+
+
+def test_an_empty_variable_still_overrides_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`OPENAI_API_KEY= aijobs worker` runs offline although .env holds a key: the environment wins."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-the-file\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    assert load_settings().openai_api_key is None

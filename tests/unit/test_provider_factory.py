@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from aijobs.config import load_settings
-from aijobs.providers.factory import build_provider, shown_url
+from aijobs.providers.factory import build_provider, shown_url, wants_openai
+from aijobs.providers.offline import OfflineProvider
 from aijobs.providers.openai import OpenAIProvider
 
 
@@ -37,3 +39,15 @@ async def test_the_startup_line_masks_credentials_in_the_base_url(caplog: pytest
 )
 def test_shown_url(url: str, shown: str) -> None:
     assert shown_url(url) == shown
+
+
+def test_an_empty_key_in_the_environment_means_offline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("OPENAI_BASE_URL", "")
+    monkeypatch.setenv("LLM_PROVIDER", "auto")
+    settings = load_settings()
+    assert not wants_openai(settings)
+    assert isinstance(build_provider(settings), OfflineProvider)
