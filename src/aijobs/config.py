@@ -27,6 +27,12 @@ DEFAULT_MODEL = "gpt-5-nano"
 #: USD per million (input, output) tokens.
 Prices = tuple[Decimal, Decimal]
 
+#: Settings the database takes as an SQL `integer` stay within it: past it every call fails.
+PG_INT_MAX = 2_147_483_647
+#: A job's attempts are at most 100 (the max_attempts domain, migration 014); it runs once
+#: and then up to MAX_RETRIES more times.
+MAX_ATTEMPTS = 100
+
 
 class ConfigError(Exception):
     """Raised when the environment holds a value aijobs cannot run with."""
@@ -40,6 +46,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # NaN and infinity fit no setting: unbounded floats (RATE_LIMIT_MAX_WAIT_SECONDS) took them.
+        allow_inf_nan=False,
     )
 
     # Database. Unset means: start the embedded PostgreSQL under ./.aijobs/pgdata.
@@ -49,7 +57,7 @@ class Settings(BaseSettings):
 
     # Worker (the seed's names and defaults).
     polling_interval: int = Field(default=5000, ge=10, le=3_600_000, description="ms between polls")
-    max_retries: int = Field(default=3, ge=0, le=100)
+    max_retries: int = Field(default=3, ge=0, le=MAX_ATTEMPTS - 1)
     worker_concurrency: int = Field(default=10, ge=1, le=1000)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=600)
@@ -69,8 +77,8 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
     openai_max_output_tokens: int = Field(default=2048, ge=16, le=128_000)
     openai_reasoning_effort: Literal["minimal", "low", "medium", "high", "none"] = "minimal"
-    openai_rpm: int | None = Field(default=None, ge=1)
-    openai_tpm: int | None = Field(default=None, ge=1)
+    openai_rpm: int | None = Field(default=None, ge=1, le=PG_INT_MAX)
+    openai_tpm: int | None = Field(default=None, ge=1, le=PG_INT_MAX)
     rate_limit_max_wait_seconds: float = Field(default=3600.0, ge=0)
     # The window OPENAI_RPM / OPENAI_TPM count over: a minute, shorter only in tests and demos.
     rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
@@ -85,12 +93,13 @@ class Settings(BaseSettings):
     service_role_key: SecretStr | None = None
     cors_origins: str = ""
     max_body_bytes: int = Field(default=65536, ge=1024)
-    max_jobs_in_flight_per_user: int = Field(default=100, ge=1)
+    max_jobs_in_flight_per_user: int = Field(default=100, ge=1, le=PG_INT_MAX)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
 
     # Maintenance.
-    retention_days: float = Field(default=7.0, gt=0)
+    # At most a century: "keep everything", while now() minus it stays a valid timestamp.
+    retention_days: float = Field(default=7.0, gt=0, le=36_500)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     maintenance_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     # Serve Prometheus /metrics from the worker on this port (None: don't).

@@ -34,6 +34,15 @@ def test_env_local_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("WORKER_CONCURRENCY", "0", "greater than or equal to 1"),
         ("DATABASE_URL", "mysql://x", "postgresql://"),
         ("LLM_PROVIDER", "magic", "auto, openai, offline"),
+        # Past these the database refuses every call that takes them (a 500 per request).
+        ("MAX_RETRIES", "100", "less than or equal to 99"),  # 101 attempts; the domain allows 100
+        ("MAX_JOBS_IN_FLIGHT_PER_USER", "2147483648", "less than or equal to 2147483647"),
+        ("OPENAI_RPM", "10000000000", "less than or equal to 2147483647"),
+        ("OPENAI_TPM", "2147483648", "less than or equal to 2147483647"),
+        ("RETENTION_DAYS", "1e9", "less than or equal to 36500"),
+        ("RETENTION_DAYS", "inf", "finite number"),
+        ("RATE_LIMIT_MAX_WAIT_SECONDS", "inf", "finite number"),
+        ("RATE_LIMIT_MAX_WAIT_SECONDS", "nan", "finite number"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(
@@ -82,3 +91,12 @@ def test_an_empty_variable_still_overrides_the_file(monkeypatch: pytest.MonkeyPa
     (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-the-file\n")
     monkeypatch.setenv("OPENAI_API_KEY", "")
     assert load_settings().openai_api_key is None
+
+
+def test_the_largest_bounded_values_are_accepted(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MAX_RETRIES", "99")
+    monkeypatch.setenv("MAX_JOBS_IN_FLIGHT_PER_USER", "2147483647")
+    monkeypatch.setenv("RETENTION_DAYS", "36500")
+    s = load_settings()
+    assert (s.max_attempts, s.max_jobs_in_flight_per_user, s.retention_days) == (100, 2147483647, 36500)

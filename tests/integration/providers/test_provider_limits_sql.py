@@ -5,7 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import psycopg
+import pytest
+
+from aijobs.config import PG_INT_MAX, ConfigError, load_settings
 from aijobs.db.store import Store
+from aijobs.providers.retry_after import MAX_WAIT_SECONDS
 
 
 async def test_rpm_reservations_are_exact_under_concurrency(store: Store) -> None:
@@ -69,3 +74,26 @@ async def test_a_hold_is_never_shortened(store: Store) -> None:
         assert 19 < await s.provider_hold_seconds("openai") <= 20
         limits = await s.provider_limits("openai")
         assert limits is not None and limits["holds"] == 2
+
+
+async def test_the_largest_settings_and_waits_fit_the_sql(store: Store) -> None:
+    """OPENAI_RPM / OPENAI_TPM go to `integer` parameters, and a 429's wait (cut to
+    MAX_WAIT_SECONDS) becomes now() + an interval: what config and retry_after let through fits."""
+    async with store.session() as s:
+        slot = await s.provider_budget_reserve(
+            provider="big", rpm=PG_INT_MAX, tpm=PG_INT_MAX, tokens=1, window_seconds=1
+        )
+        assert slot.ok
+        hold = await s.provider_rate_limited(
+            provider="big", job_id=uuid.uuid4(), lease_token=0, retry_after=MAX_WAIT_SECONDS, reason="429"
+        )
+        assert MAX_WAIT_SECONDS - 5 < hold.hold_seconds <= MAX_WAIT_SECONDS
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):  # why the settings are bounded
+        async with store.session() as s:
+            await s.provider_budget_reserve(
+                provider="big", rpm=PG_INT_MAX + 1, tpm=None, tokens=1, window_seconds=1
+            )
+    for name, value in [("openai_rpm", PG_INT_MAX), ("openai_tpm", PG_INT_MAX)]:
+        assert getattr(load_settings(_env_file=None, **{name: value}), name) == value
+        with pytest.raises(ConfigError, match=name.upper()):
+            load_settings(_env_file=None, **{name: value + 1})
