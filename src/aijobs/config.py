@@ -175,7 +175,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             name = "_".join(str(p) for p in err["loc"]).upper() or "configuration"
-            shown = "" if _is_secret(name) else f" (got {err.get('input')!r})"
+            # A rule relating variables (no loc) has every value as its input, secrets included.
+            shown = "" if not err["loc"] or _is_secret(name) else f" (got {err.get('input')!r})"
             lines.append(f"{name}: {err['msg']}{shown}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 

@@ -100,3 +100,16 @@ def test_the_largest_bounded_values_are_accepted(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("RETENTION_DAYS", "36500")
     s = load_settings()
     assert (s.max_attempts, s.max_jobs_in_flight_per_user, s.retention_days) == (100, 2147483647, 36500)
+
+
+def test_a_rule_between_variables_echoes_no_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Such an error's input is every setting: it printed the API key and the database password."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-hunter2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:hunter3@db/aijobs")
+    monkeypatch.setenv("LEASE_SECONDS", "5")
+    monkeypatch.setenv("HEARTBEAT_SECONDS", "5")
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "HEARTBEAT_SECONDS" in str(refused.value)
+    assert "hunter2" not in str(refused.value) and "hunter3" not in str(refused.value)
