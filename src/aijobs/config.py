@@ -153,6 +153,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_backoff(self) -> Settings:
+        if self.retry_base_seconds > self.retry_max_seconds:
+            raise ValueError(
+                f"RETRY_BASE_SECONDS ({self.retry_base_seconds:g}) must not exceed RETRY_MAX_SECONDS "
+                f"({self.retry_max_seconds:g}): the backoff starts at the base and is capped at the max"
+            )
+        return self
+
     @property
     def polling_seconds(self) -> float:
         return self.polling_interval / 1000.0

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aijobs.config import ConfigError, load_settings
+from aijobs.queue.retry import RetryPolicy
 
 
 def test_defaults_are_the_seeds(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -113,3 +114,17 @@ def test_a_rule_between_variables_echoes_no_value(monkeypatch: pytest.MonkeyPatc
         load_settings()
     assert "HEARTBEAT_SECONDS" in str(refused.value)
     assert "hunter2" not in str(refused.value) and "hunter3" not in str(refused.value)
+
+
+def test_the_backoff_base_must_not_exceed_its_cap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """RetryPolicy refused it with a bare ValueError at worker start; now `load_settings` does,
+    as a ConfigError naming both variables."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RETRY_BASE_SECONDS", "700")  # RETRY_MAX_SECONDS left at 600
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert "RETRY_BASE_SECONDS (700)" in str(refused.value)
+    assert "RETRY_MAX_SECONDS (600)" in str(refused.value)
+    monkeypatch.setenv("RETRY_MAX_SECONDS", "700")
+    settings = load_settings()
+    RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)  # equal is fine
