@@ -30,6 +30,7 @@ from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
+from aijobs.monitoring.metrics import process_exiting
 
 EXPOSED_HEADERS = ["Idempotent-Replayed", "Location", "Retry-After"]
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "Idempotency-Key", "apikey", "Last-Event-ID"]
@@ -73,6 +74,8 @@ def create_app(
             if owns_store:
                 await state.store.close()
                 state.store = None
+            # Here, not at exit: uvicorn re-raises SIGTERM after a graceful shutdown.
+            process_exiting()
 
     app = FastAPI(
         title="aijobs API",

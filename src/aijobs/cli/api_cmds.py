@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from uuid import UUID
 
 import typer
@@ -46,18 +47,24 @@ def api(
             )
             eventloop.run(uvicorn.Server(config).serve(), settings.event_loop)
             return
-        # Several processes: each builds its app from the environment, so pass the URL down.
+        # Several processes: each builds its app from the environment, so pass the URL down,
+        # and a fresh directory for prometheus_client's multiprocess mode, so that /metrics
+        # sums every process's counters whichever process answers (aijobs.monitoring.metrics).
+        # The children import prometheus_client after this is set; the directory goes with
+        # the run, so no counter of an earlier run is ever summed in.
         os.environ["DATABASE_URL"] = url
-        uvicorn.run(
-            "aijobs.api.server:app_from_env",
-            factory=True,
-            loop=settings.event_loop,
-            host=settings.api_host,
-            port=settings.api_port,
-            workers=workers,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=5,
-        )
+        with tempfile.TemporaryDirectory(prefix="aijobs-metrics-") as metrics_dir:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            uvicorn.run(
+                "aijobs.api.server:app_from_env",
+                factory=True,
+                loop=settings.event_loop,
+                host=settings.api_host,
+                port=settings.api_port,
+                workers=workers,
+                log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=5,
+            )
 
 
 @app.command("token")

@@ -17,7 +17,7 @@ log = logging.getLogger("aijobs.worker")
 
 def serve_metrics(port: int, metrics: Metrics, host: str = "0.0.0.0") -> int:
     """Start serving; returns the bound port (useful with port 0)."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    server, _thread = start_http_server(port, addr=host, registry=metrics.scrape_registry)
     bound = int(server.server_port)
     log.info("📈 Prometheus metrics on http://%s:%d/metrics", host, bound)
     return bound

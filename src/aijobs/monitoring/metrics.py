@@ -7,10 +7,18 @@ status, outcome, provider, model — never a user id or job id, so cardinality s
 Queue-depth gauges are different: they describe the database, not this process. They are
 read from a `QueueGauges` cache that a background loop refreshes with one cheap query on the
 live-queue index, so a scrape never scans the jobs table.
+
+Several processes behind one port (`aijobs api --workers N`) would each answer a scrape with
+their own counters, so the numbers would jump between scrapes. There prometheus_client's
+multiprocess mode is on (`PROMETHEUS_MULTIPROC_DIR`, set by `aijobs api` before the processes
+start): every process writes its values to files in that directory and a scrape, whichever
+process serves it, sums them with `MultiProcessCollector`. The queue gauges describe the
+database, not a process, so they are served by the answering process as they are.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from aijobs.db.rows import ClaimedJob, Finish
@@ -77,8 +86,31 @@ class QueueGauges(Collector):
         )
 
 
+def multiprocess_dir() -> str | None:
+    """The directory of prometheus_client's multiprocess mode, when this process is in it.
+
+    prometheus_client reads the same variable once, when it is imported, to decide where
+    values live; `aijobs api --workers N` sets it before its processes start.
+    """
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_exiting() -> None:
+    """Forget this process's live gauges in multiprocess mode (the API calls it at shutdown).
+
+    Counters and histograms of an exited process keep counting in the sum, as they should;
+    a gauge of what this process is doing now must not outlive it.
+    """
+    if multiprocess_dir():
+        mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
 class Metrics:
-    """Every metric aijobs exports, on a registry of its own (so tests can make fresh ones)."""
+    """Every metric aijobs exports, on a registry of its own (so tests can make fresh ones).
+
+    `scrape_registry` is what a scrape serves: `registry` itself, or in multiprocess mode the
+    sum of every process's files plus this process's queue gauges.
+    """
 
     def __init__(self) -> None:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
@@ -134,15 +166,30 @@ class Metrics:
         self.refunded = Counter(
             "aijobs_credits_refunded", "Credits refunded on final failure or cancellation.", t, registry=r
         )
-        self.in_flight = Gauge("aijobs_worker_jobs_in_flight", "Jobs running in this worker.", registry=r)
+        # multiprocess_mode: how processes' values combine when several serve one scrape
+        # (ignored otherwise); "live" drops a process's value when it exits.
+        self.in_flight = Gauge(
+            "aijobs_worker_jobs_in_flight",
+            "Jobs running in this worker.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.leader = Gauge(
-            "aijobs_maintenance_leader", "1 while this process holds the maintenance lease.", registry=r
+            "aijobs_maintenance_leader",
+            "1 while this process holds the maintenance lease.",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.pruned = Counter(
             "aijobs_retention_pruned_jobs", "Finished jobs deleted by retention.", registry=r
         )
         self.queue = QueueGauges()
         r.register(self.queue)
+        self.scrape_registry = r
+        if multiprocess_dir():
+            self.scrape_registry = CollectorRegistry()
+            MultiProcessCollector(self.scrape_registry)  # type: ignore[no-untyped-call]
+            self.scrape_registry.register(self.queue)
 
     # -- hooks ------------------------------------------------------------------------
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -209,7 +256,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition format, for a `/metrics` handler."""
-        return generate_latest(self.registry)
+        return generate_latest(self.scrape_registry)
 
 
 @cache
