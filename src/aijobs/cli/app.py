@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -40,8 +41,32 @@ def settings_or_exit(**overrides: Any) -> Settings:
 @contextmanager
 def database(settings: Settings) -> Iterator[str]:
     """DATABASE_URL, or the embedded server (started or joined) while the command runs."""
-    with database_url(settings.database_url, settings.embedded_data_dir) as url:
+    if settings.database_url:
+        yield settings.database_url
+        return
+    with exit_on_terminate(), database_url(None, settings.embedded_data_dir) as url:
         yield url
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def exit_on_terminate() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit while the embedded server is in use.
+
+    Their default action ends the process on the spot, skipping the `finally` that lets go
+    of the embedded server, which then runs on for nobody. A handler that raises unwinds
+    instead. It also catches uvicorn's re-raise of SIGTERM after a graceful shutdown, and
+    the worker's own handlers (installed on its event loop) take precedence while it runs.
+    """
+    previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @asynccontextmanager

