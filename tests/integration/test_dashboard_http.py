@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aijobs.config import Settings
 from aijobs.db.store import Store
 from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
+from tests.support.database import drop_database
 
 
 @pytest.fixture
@@ -73,3 +74,24 @@ async def test_open_without_auth_only_on_loopback_and_loudly(settings: Settings)
         assert 'data-testid="no-auth-warning"' in page.text and "NO AUTH CONFIGURED" in page.text
     finally:
         server.stop()
+
+
+async def test_metrics_serve_the_last_snapshot_when_the_database_is_gone(
+    api: ApiServer, store: Store, funded_user: uuid.UUID, admin_url: str, db_url: str
+) -> None:
+    async with store.session() as s:
+        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        assert (await c.get("/metrics")).status_code == 200
+        # The next scrape must try the database again instead of serving the fresh cache.
+        assert api.app is not None
+        api.app.state.monitoring_refresher.max_age = 0
+        drop_database(admin_url, db_url)
+        res = await c.get("/metrics")
+    assert res.status_code == 200, res.text
+    families = {f.name: f for f in text_string_to_metric_families(res.text)}
+    depth = families["aijobs_queue_depth"].samples
+    pending = {s.labels["type"]: s.value for s in depth if s.labels["status"] == "pending"}
+    assert pending["sentiment_analysis"] == 1.0, "the last snapshot is served"
+    assert families["aijobs_queue_snapshot_age_seconds"].samples[0].value > 0
+    assert "aijobs_jobs_created" in families, "the process's own counters are served too"

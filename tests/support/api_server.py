@@ -14,6 +14,7 @@ from typing import Any
 from uuid import UUID
 
 import uvicorn
+from fastapi import FastAPI
 
 from aijobs.api import create_app
 from aijobs.api.tokens import mint_token
@@ -28,6 +29,7 @@ class ApiServer:
     settings: Settings
     dev_user: UUID | None = None
     url: str = ""
+    app: FastAPI | None = field(default=None, repr=False)
     _server: uvicorn.Server | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -36,7 +38,7 @@ class ApiServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        app = create_app(self.settings, dev_user=self.dev_user)
+        app = self.app = create_app(self.settings, dev_user=self.dev_user)
         config = uvicorn.Config(
             app, log_level="warning", ws="none", lifespan="on", timeout_graceful_shutdown=1
         )

@@ -16,6 +16,8 @@ user or job id. Its queue gauges come from a cache refreshed at most every few s
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
@@ -23,9 +25,11 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 from uuid import UUID
 
+import psycopg
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from psycopg_pool import PoolTimeout
 
 from aijobs.api.auth import Principal
 from aijobs.api.problems import ProblemError, not_found, unauthorized
@@ -36,12 +40,15 @@ from aijobs.monitoring import dashboard_data, view
 from aijobs.monitoring.gauges import GaugeRefresher
 from aijobs.monitoring.metrics import CONTENT_TYPE, metrics
 
+log = logging.getLogger("aijobs.api")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 metrics_router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("aijobs.api") / "templates"))
 templates.env.filters["dur"] = view.seconds
 templates.env.filters["pct"] = view.percent
 COOKIE = "aijobs_dashboard"
+#: Seconds a scrape waits for fresh queue gauges before serving the last snapshot.
+METRICS_REFRESH_TIMEOUT = 2.0
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
 StoreDep = Annotated[Store, Depends(get_store)]
 StateDep = Annotated[ApiState, Depends(get_state)]
@@ -99,7 +106,15 @@ def refresher(request: Request, store: Store) -> GaugeRefresher:
 
 @metrics_router.get("/metrics")
 async def prometheus_metrics(request: Request, store: StoreDep) -> Response:
-    await refresher(request, store).refresh_if_stale()
+    """Always an answer: with the database out of reach the counters are still true and the
+    queue gauges are the last snapshot, whose age `aijobs_queue_snapshot_age_seconds` shows."""
+    try:
+        # Bounded: a database that does not answer would otherwise hold the scrape for the
+        # pool's 30 s connection wait, past any scraper's timeout.
+        async with asyncio.timeout(METRICS_REFRESH_TIMEOUT):
+            await refresher(request, store).refresh_if_stale()
+    except (psycopg.Error, PoolTimeout, OSError, TimeoutError) as exc:
+        log.warning("/metrics: queue gauges not refreshed (serving the last snapshot): %s", exc)
     return Response(metrics().render(), media_type=CONTENT_TYPE)
 
 
