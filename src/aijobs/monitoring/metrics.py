@@ -32,12 +32,13 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from aijobs.db.rows import ClaimedJob, Finish
-from aijobs.jobs import get_job_type
+from aijobs.jobs import get_job_type, registry
 
 # Job durations run from tens of milliseconds (offline rules) to minutes (slow LLM calls).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LIVE_STATUSES = ("pending", "processing")
 
 
 @dataclass
@@ -71,8 +72,11 @@ class QueueGauges(Collector):
         depth = GaugeMetricFamily(
             "aijobs_queue_depth", "Jobs pending or processing, by type and status.", labels=["type", "status"]
         )
-        for (job_type, status), count in sorted(snap.depth.items()):
-            depth.add_metric([job_type, status], count)
+        # Every registered type in both live statuses, 0 when it has no rows: a series that
+        # vanished when the queue drained would read "no data" instead of 0 in alerts and graphs.
+        for job_type in sorted({*registry(), *(t for t, _ in snap.depth)}):
+            for status in LIVE_STATUSES:
+                depth.add_metric([job_type, status], snap.depth.get((job_type, status), 0))
         yield depth
         yield GaugeMetricFamily(
             "aijobs_queue_oldest_pending_age_seconds",
