@@ -1,5 +1,5 @@
 """`python -m aijobs` is the `aijobs` command."""
 
-from aijobs.cli import app
+from aijobs.cli import main
 
-app()
+main()

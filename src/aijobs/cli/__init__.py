@@ -10,6 +10,6 @@ from aijobs.cli import (  # noqa: F401  (register commands)
     jobs_cmds,
     system_cmds,
 )
-from aijobs.cli.app import app
+from aijobs.cli.app import app, main
 
-__all__ = ["app"]
+__all__ = ["app", "main"]

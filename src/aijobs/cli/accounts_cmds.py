@@ -7,6 +7,7 @@ from uuid import UUID
 
 import typer
 
+from aijobs.api.models import CreditGrant
 from aijobs.cli.app import (
     accounts_app,
     echo_json,
@@ -15,11 +16,14 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 
+#: The most one grant may add: the admin API's limit (a bigint balance stays far from overflow).
+MAX_GRANT = next(m.le for m in CreditGrant.model_fields["amount"].metadata if hasattr(m, "le"))
+
 
 @accounts_app.command("create")
 def create(
     user: UUID = typer.Option(None, "--user", help="User id (uuid); a new one if omitted."),
-    credits: int = typer.Option(0, "--credits", min=0, help="Initial credits to grant."),
+    credits: int = typer.Option(0, "--credits", min=0, max=MAX_GRANT, help="Initial credits to grant."),
 ) -> None:
     """Create an account (optionally with credits)."""
     settings = settings_or_exit()
@@ -39,7 +43,7 @@ def create(
 @accounts_app.command("grant")
 def grant(
     user: UUID = typer.Option(..., "--user"),
-    amount: int = typer.Option(..., "--amount", min=1),
+    amount: int = typer.Option(..., "--amount", min=1, max=MAX_GRANT),
     note: str = typer.Option("grant", "--note"),
 ) -> None:
     """Add credits (a ledger row; the account is created if missing)."""
@@ -54,7 +58,10 @@ def grant(
 
 
 @accounts_app.command("show")
-def show(user: UUID = typer.Option(..., "--user"), ledger: int = typer.Option(10, "--ledger")) -> None:
+def show(
+    user: UUID = typer.Option(..., "--user"),
+    ledger: int = typer.Option(10, "--ledger", min=0, max=10_000, help="Ledger rows to show, newest first."),
+) -> None:
     """Balance and the latest ledger rows."""
     settings = settings_or_exit()
 

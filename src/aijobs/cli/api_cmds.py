@@ -13,8 +13,7 @@ from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.server import server_config
 from aijobs.api.tokens import mint_token
-from aijobs.cli.app import app, database, settings_or_exit
-from aijobs.db.migrate import pending
+from aijobs.cli.app import app, database, require_migrated, settings_or_exit
 
 
 @app.command("api")
@@ -26,12 +25,7 @@ def api(
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs, the /api-test page)."""
     settings = settings_or_exit(api_host=host, api_port=port)
     with database(settings) as url:
-        missing = pending(url)
-        if missing:
-            typer.echo(
-                f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
-            )
-            raise typer.Exit(2)
+        require_migrated(url)
         if settings.jwt_secret is None and settings.jwt_jwks_url is None:
             typer.echo(
                 "warning: neither JWT_SECRET nor JWT_JWKS_URL is set: no user token will be accepted",

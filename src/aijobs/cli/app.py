@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
+import psycopg
 import typer
 
 from aijobs.config import ConfigError, Settings, load_settings
 from aijobs.db.embedded import database_url
+from aijobs.db.migrate import pending
 from aijobs.db.store import Session, Store
 from aijobs.errors import AijobsError
 from aijobs.logs import setup_logging
@@ -78,10 +80,21 @@ async def open_store(url: str, settings: Settings, *, name: str = "aijobs-cli") 
         await store.close()
 
 
+def require_migrated(url: str) -> None:
+    """Exit 2 asking for `aijobs migrate` when the schema is behind: the commands would only
+    crash on a missing table or column."""
+    missing = pending(url)
+    if missing:
+        names = ", ".join(missing)
+        typer.echo(f"error: the database lacks migrations {names}; run `aijobs migrate`", err=True)
+        raise typer.Exit(2)
+
+
 @asynccontextmanager
 async def owner_session(settings: Settings, *, transaction: bool = False) -> AsyncIterator[Session]:
     """What most commands need: the database, a store, one session as the owner role."""
     with database(settings) as url:
+        require_migrated(url)
         async with open_store(url, settings) as store:
             scope = store.transaction() if transaction else store.session()
             async with scope as session:
@@ -95,6 +108,25 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
     except AijobsError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
+
+
+def main() -> None:
+    """The `aijobs` command: errors an operator fixes outside aijobs (a database that does not
+    answer, a port in use, a file that cannot be read) are one line on stderr and exit 1, not
+    a traceback. Anything else is a bug and keeps its traceback."""
+    try:
+        app()
+    except psycopg.Error as exc:
+        typer.echo(f"error: database: {_first_line(exc)}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        typer.echo(f"error: {_first_line(exc)}", err=True)
+        sys.exit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def echo_json(value: object) -> None:

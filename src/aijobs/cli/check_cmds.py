@@ -8,8 +8,15 @@ from __future__ import annotations
 
 import typer
 
-from aijobs.cli.app import app, database, echo_json, open_store, run_async, settings_or_exit
-from aijobs.db.migrate import pending
+from aijobs.cli.app import (
+    app,
+    database,
+    echo_json,
+    open_store,
+    require_migrated,
+    run_async,
+    settings_or_exit,
+)
 from aijobs.queue.invariants import Report
 from aijobs.queue.invariants import check as check_invariants
 
@@ -23,13 +30,7 @@ def check(
     settings = settings_or_exit()
 
     with database(settings) as url:
-        missing = pending(url)
-        if missing:
-            # The checks read the schema's tables: on an older schema they would only crash.
-            typer.echo(
-                f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
-            )
-            raise typer.Exit(2)
+        require_migrated(url)
 
         async def go() -> Report:
             async with open_store(url, settings, name="aijobs-check") as store:

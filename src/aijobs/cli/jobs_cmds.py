@@ -11,7 +11,7 @@ from uuid import UUID
 import typer
 from pydantic import ValidationError
 
-from aijobs.api.models import JobCreate
+from aijobs.api.models import JobCreate, JobStatus
 from aijobs.cli.app import (
     app,
     echo_json,
@@ -26,6 +26,13 @@ from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, valida
 from aijobs.queue.enqueue import enqueue as enqueue_job
 
 
+def _check_key(key: str | None) -> str | None:
+    """The key's bounds (the database's `idempotency_key` domain), named as an option error."""
+    if key is not None and not 1 <= len(key) <= 255:
+        raise typer.BadParameter(f"must be 1-255 characters (got {len(key)})")
+    return key
+
+
 @app.command("enqueue")
 def enqueue(
     job_type: str = typer.Argument(..., help="ai_generation | review_processing | prompt_analysis | ..."),
@@ -33,7 +40,9 @@ def enqueue(
     payload: str = typer.Option(..., "--payload", help="The job's payload as JSON."),
     priority: int = typer.Option(0, "--priority", min=-100, max=100, help="Higher runs first."),
     max_attempts: int = typer.Option(None, "--max-attempts", min=1, max=100),
-    idempotency_key: str = typer.Option(None, "--idempotency-key"),
+    idempotency_key: str = typer.Option(
+        None, "--idempotency-key", callback=_check_key, help="1-255 characters; a repeat returns the job."
+    ),
 ) -> None:
     """Create a job, consuming the type's credits atomically."""
     settings = settings_or_exit()
@@ -121,7 +130,7 @@ def _read_job_lines(lines: TextIO, name: str, default_attempts: int) -> list[Job
 @jobs_app.command("list")
 def list_jobs(
     user: UUID = typer.Option(None, "--user"),
-    status: str = typer.Option(None, "--status"),
+    status: JobStatus | None = typer.Option(None, "--status"),
     job_type: str = typer.Option(None, "--type"),
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
 ) -> None:

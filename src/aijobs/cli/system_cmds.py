@@ -13,9 +13,17 @@ from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.server import EmbeddedServer, server_config
 from aijobs.api.tokens import mint_token
-from aijobs.cli.app import app, database, echo_json, open_store, run_async, settings_or_exit
+from aijobs.cli.app import (
+    app,
+    database,
+    echo_json,
+    open_store,
+    require_migrated,
+    run_async,
+    settings_or_exit,
+)
 from aijobs.config import Settings
-from aijobs.db.migrate import MigrationError, pending
+from aijobs.db.migrate import MigrationError
 from aijobs.db.migrate import migrate as apply_migrations
 from aijobs.db.store import Store
 from aijobs.jobs import registry
@@ -57,7 +65,15 @@ async def run_worker(settings: Settings, url: str) -> None:
     try:
         worker = Worker(settings, store, provider, url)
         if settings.metrics_port is not None:
-            serve_metrics(settings.metrics_port, worker.metrics)
+            try:
+                serve_metrics(settings.metrics_port, worker.metrics)
+            except OSError as exc:  # in use, or not ours to bind
+                typer.echo(
+                    f"error: metrics port {settings.metrics_port} (--metrics-port / METRICS_PORT): "
+                    f"{exc.strerror or exc}",
+                    err=True,
+                )
+                raise typer.Exit(1) from None
         worker.install_signal_handlers()
         await worker.run()
     finally:
@@ -76,12 +92,7 @@ def worker(
         worker_concurrency=concurrency, log_format=log_format, metrics_port=metrics_port
     )
     with database(settings) as url:
-        missing = pending(url)
-        if missing:
-            typer.echo(
-                f"error: the database lacks migrations {', '.join(missing)}; run `aijobs migrate`", err=True
-            )
-            raise typer.Exit(2)
+        require_migrated(url)
         eventloop.run(run_worker(settings, url), settings.event_loop)
 
 
@@ -93,6 +104,7 @@ def stats(
     """Queue depth, throughput, latencies, errors, providers and workers over 1/5/15/60 minutes."""
     settings = settings_or_exit()
     with database(settings) as url:
+        require_migrated(url)
         run_async(lambda: show_stats(url, settings, as_json=as_json, watch=watch))
 
 

@@ -1,0 +1,94 @@
+"""The CLI refuses bad input and unusable environments with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import ROOT, worker_env
+from tests.support.database import create_test_database, drop_database
+
+USER = str(uuid.uuid4())
+
+
+def aijobs(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = worker_env(db_url, PYTHONPATH=f"{ROOT / 'src'}:{ROOT}", LOG_LEVEL="WARNING")
+    return subprocess.run(
+        [sys.executable, "-m", "aijobs", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def refused(done: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == code, output
+    assert "Traceback" not in output, output
+    for word in words:
+        assert word in output, output
+
+
+@pytest.fixture
+def empty_db(admin_url: str) -> Iterator[str]:
+    """A database no migration ran on."""
+    url = create_test_database(admin_url, "template0", prefix="aj_empty")
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, url)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["jobs", "list", "--status", "bogus"], "--status"),
+        (["accounts", "show", "--user", USER, "--ledger", "-1"], "--ledger"),
+        (["accounts", "grant", "--user", USER, "--amount", "99999999999999999999"], "--amount"),
+        (["accounts", "create", "--credits", "99999999999999999999"], "--credits"),
+        (
+            ["enqueue", "sentiment_analysis", "--user", USER, "--payload", "{}", "--idempotency-key", ""],
+            "--idempotency-key",
+        ),
+        (
+            [
+                "enqueue",
+                "sentiment_analysis",
+                "--user",
+                USER,
+                "--payload",
+                "{}",
+                "--idempotency-key",
+                "k" * 256,
+            ],
+            "--idempotency-key",
+        ),
+    ],
+    ids=["status", "ledger", "amount", "credits", "empty-key", "long-key"],
+)
+def test_bad_options_are_named(db_url: str, args: list[str], option: str) -> None:
+    refused(aijobs(db_url, *args), 2, option)
+
+
+@pytest.mark.parametrize("args", [["stats"], ["jobs", "list"], ["accounts", "show", "--user", USER]])
+def test_an_unmigrated_database_asks_for_migrate(empty_db: str, args: list[str]) -> None:
+    refused(aijobs(empty_db, *args), 2, "aijobs migrate")
+
+
+def test_an_unreachable_database_is_one_line(db_url: str) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"postgresql://root@127.0.0.1:{s.getsockname()[1]}/nowhere"
+    done = aijobs(closed, "stats")
+    refused(done, 1, "error:", "database")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_metrics_port_in_use_is_named(db_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        refused(aijobs(db_url, "worker", "--metrics-port", port), 1, "metrics port", port)
