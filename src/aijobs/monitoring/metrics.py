@@ -43,7 +43,7 @@ LIVE_STATUSES = ("pending", "processing")
 
 @dataclass
 class QueueSnapshot:
-    """What the cache holds: depth per (type, status) and the oldest pending job's age."""
+    """What the cache holds: depth per (type, status) and the longest wait of a runnable job."""
 
     depth: dict[tuple[str, str], int] = field(default_factory=dict)
     oldest_pending_seconds: float | None = None
@@ -80,7 +80,8 @@ class QueueGauges(Collector):
         yield depth
         yield GaugeMetricFamily(
             "aijobs_queue_oldest_pending_age_seconds",
-            "Age of the oldest pending job (0 when none is pending).",
+            "Seconds the longest-waiting runnable pending job has waited since its run_at"
+            " (0 when none may run yet; scheduled and backing-off jobs are not waiting).",
             value=snap.oldest_pending_seconds or 0.0,
         )
         yield GaugeMetricFamily(

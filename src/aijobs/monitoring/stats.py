@@ -19,7 +19,12 @@ WINDOWS = (1, 5, 15, 60)
 
 @dataclass
 class Window:
-    """Finished work in the last `minutes`: per-minute rates, latencies (seconds), errors."""
+    """Finished work in the last `minutes`: per-minute rates, latencies (seconds), errors.
+
+    p50/p95/avg are processing times: each the duration of the attempt that completed a job
+    (what `aijobs_job_processing_seconds{outcome="completed"}` observes), so backoff between
+    retries and rate-limit holds are not in them. avg_wait runs from creation to first claim.
+    """
 
     minutes: int
     completed: int = 0
@@ -76,6 +81,7 @@ class ProviderWindow:
 class Stats:
     taken_at: datetime
     queue_depth: list[dict[str, Any]]
+    #: Since the earliest passed run_at of a pending job (None when none may run yet).
     oldest_pending_seconds: float | None
     windows: list[Window]
     providers: list[ProviderWindow]

@@ -28,7 +28,7 @@ def render(stats: Stats) -> str:
     add("")
     add(
         f"queue: {stats.pending} pending, {stats.processing} processing, "
-        f"oldest pending {seconds(stats.oldest_pending_seconds)}"
+        f"longest runnable wait {seconds(stats.oldest_pending_seconds)}"
     )
     for row in stats.queue_depth:
         add(f"  {row['type']:<22}{row['status']:<12}{row['count']:>8}")
@@ -69,9 +69,11 @@ def render(stats: Stats) -> str:
             add(f"      {job['id']}  {job['type']}  attempt {job['attempt']}")
     if stats.status_summary:
         add("")
+        # The seed's avg_processing_time is created_at to the last update: queue wait, backoff
+        # and rate-limit holds included, so it is labelled for what it measures.
         add("all time (the seed's query):")
-        add(f"  {'status':<12}{'count':>10}{'avg processing (s)':>22}")
+        add(f"  {'status':<12}{'count':>10}{'avg created→updated (s)':>26}")
         for row in stats.status_summary:
             avg = row["avg_processing_time"]
-            add(f"  {row['status']:<12}{row['count']:>10}{(f'{avg:.3f}' if avg is not None else '-'):>22}")
+            add(f"  {row['status']:<12}{row['count']:>10}{(f'{avg:.3f}' if avg is not None else '-'):>26}")
     return "\n".join(lines)

@@ -11,36 +11,56 @@ group by type, status
 order by type, status;
 
 -- name: mon_oldest_pending
--- Seconds since the oldest pending job was created (null when nothing is pending).
-select extract(epoch from now() - min(created_at))::float8 as seconds
+-- The longest a pending job has been waiting to run: seconds since the earliest run_at that
+-- has passed (null when no pending job may run yet). Jobs scheduled ahead or backing off
+-- are not waiting on the workers, so they do not count, and a retried job waits from the
+-- end of its backoff, not from its creation. jobs_claim_idx holds every pending job's run_at.
+select extract(epoch from now() - min(run_at))::float8 as seconds
 from jobs
-where status = 'pending';
+where status = 'pending' and run_at <= now();
 
 -- name: mon_job_windows
--- Finished jobs per window (minutes): counts, processing time (first start to finish) and
--- queue wait (creation to first start) of completed jobs.
+-- Finished jobs per window (minutes): counts and queue wait (creation to first claim) of
+-- completed jobs from jobs_finished_stats_idx; processing time (p50, p95, avg) from the
+-- attempts that completed a job in the window (job_attempts_stats_idx), claim to finish of
+-- that one attempt, as the histogram aijobs_job_processing_seconds measures it. The span
+-- from a job's first claim would add its retries' backoff and its rate-limit holds.
 with w as (
     select unnest(%(windows)s::integer[]) as minutes
 ), recent as (
     select status, attempts, finished_at,
-           extract(epoch from finished_at - started_at)::float8 as processing,
            extract(epoch from started_at - created_at)::float8 as wait
     from jobs
     where finished_at >= now() - make_interval(mins => %(max_minutes)s)
+), completing as (
+    select finished_at, extract(epoch from finished_at - started_at)::float8 as seconds
+    from job_attempts
+    where finished_at >= now() - make_interval(mins => %(max_minutes)s)
+      and outcome = 'completed'
+), jobs_by_window as (
+    select w.minutes,
+           count(r.status) filter (where r.status = 'completed') as completed,
+           count(r.status) filter (where r.status = 'failed') as failed,
+           count(r.status) filter (where r.status = 'cancelled') as cancelled,
+           count(r.status) filter (where r.status = 'completed' and r.attempts > 1) as completed_after_retry,
+           avg(r.wait) filter (where r.status = 'completed') as avg_wait
+    from w
+    left join recent r on r.finished_at >= now() - make_interval(mins => w.minutes)
+    group by w.minutes
+), attempts_by_window as (
+    select w.minutes,
+           percentile_cont(0.5) within group (order by c.seconds) as p50,
+           percentile_cont(0.95) within group (order by c.seconds) as p95,
+           avg(c.seconds) as avg
+    from w
+    left join completing c on c.finished_at >= now() - make_interval(mins => w.minutes)
+    group by w.minutes
 )
-select w.minutes,
-       count(r.status) filter (where r.status = 'completed') as completed,
-       count(r.status) filter (where r.status = 'failed') as failed,
-       count(r.status) filter (where r.status = 'cancelled') as cancelled,
-       count(r.status) filter (where r.status = 'completed' and r.attempts > 1) as completed_after_retry,
-       percentile_cont(0.5) within group (order by r.processing) filter (where r.status = 'completed') as p50,
-       percentile_cont(0.95) within group (order by r.processing) filter (where r.status = 'completed') as p95,
-       avg(r.processing) filter (where r.status = 'completed') as avg,
-       avg(r.wait) filter (where r.status = 'completed') as avg_wait
-from w
-left join recent r on r.finished_at >= now() - make_interval(mins => w.minutes)
-group by w.minutes
-order by w.minutes;
+select j.minutes, j.completed, j.failed, j.cancelled, j.completed_after_retry,
+       a.p50, a.p95, a.avg, j.avg_wait
+from jobs_by_window j
+join attempts_by_window a using (minutes)
+order by j.minutes;
 
 -- name: mon_attempt_windows
 -- Attempts that ended per window, by outcome: retries, rescues (lost), rate limits.
@@ -85,18 +105,28 @@ group by w.minutes, r.provider, r.model
 order by w.minutes, r.provider, model;
 
 -- name: mon_job_series
--- Finished jobs per time bucket over the last `minutes`, for the throughput/latency charts.
-select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestamptz '2000-01-01') as bucket,
-       count(*) filter (where status = 'completed') as completed,
-       count(*) filter (where status = 'failed') as failed,
-       percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at))
-           filter (where status = 'completed') as p50,
-       percentile_cont(0.95) within group (order by extract(epoch from finished_at - started_at))
-           filter (where status = 'completed') as p95
-from jobs
-where finished_at >= now() - make_interval(mins => %(minutes)s)
-group by 1
-order by 1;
+-- Finished jobs per time bucket over the last `minutes`, for the throughput/latency charts;
+-- processing time as in mon_job_windows (the completing attempt's own duration).
+with finished as (
+    select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestamptz '2000-01-01') as bucket,
+           count(*) filter (where status = 'completed') as completed,
+           count(*) filter (where status = 'failed') as failed
+    from jobs
+    where finished_at >= now() - make_interval(mins => %(minutes)s)
+    group by 1
+), completing as (
+    select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestamptz '2000-01-01') as bucket,
+           percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at)) as p50,
+           percentile_cont(0.95) within group (order by extract(epoch from finished_at - started_at)) as p95
+    from job_attempts
+    where finished_at >= now() - make_interval(mins => %(minutes)s)
+      and outcome = 'completed'
+    group by 1
+)
+select bucket, coalesce(f.completed, 0) as completed, coalesce(f.failed, 0) as failed, c.p50, c.p95
+from finished f
+full join completing c using (bucket)
+order by bucket;
 
 -- name: mon_provider_series
 -- Provider latency per time bucket over the last `minutes`.
@@ -153,11 +183,12 @@ order by j.finished_at desc
 limit %(limit)s;
 
 -- name: mon_queue_sample
--- Record the queue depth now (one cheap read of the live queue).
+-- Record the queue depth now (one cheap read of the live queue), and the longest wait of a
+-- runnable job as mon_oldest_pending measures it.
 insert into queue_samples (pending, processing, oldest_pending_seconds)
 select count(*) filter (where status = 'pending'),
        count(*) filter (where status = 'processing'),
-       extract(epoch from now() - min(created_at) filter (where status = 'pending'))
+       extract(epoch from now() - min(run_at) filter (where status = 'pending' and run_at <= now()))
 from jobs
 where status in ('pending', 'processing');
 
