@@ -168,8 +168,17 @@ class Metrics:
         self.tokens = Counter("aijobs_provider_tokens", "Tokens used, by kind.", [*pm, "kind"], registry=r)
         self.cost = Counter("aijobs_provider_cost_usd", "Estimated provider cost in USD.", pm, registry=r)
         self.debited = Counter("aijobs_credits_debited", "Credits debited at job creation.", t, registry=r)
+        # The refund itself is written by a trigger whoever ends the job; only a worker sees the
+        # ends it causes. A pending job cancelled through the API or CLI is refunded by that
+        # trigger with no worker involved, and job_cancel does not say whether this call or an
+        # earlier one cancelled it, so counting it there could count it twice. Hence the scope.
         self.refunded = Counter(
-            "aijobs_credits_refunded", "Credits refunded on final failure or cancellation.", t, registry=r
+            "aijobs_credits_refunded",
+            "Credits refunded for jobs this worker ended failed or cancelled, or rescued into those"
+            " states. Pending jobs cancelled through the API or CLI are refunded by the database"
+            " and not counted here; the credit ledger (kind refund) has every refund.",
+            t,
+            registry=r,
         )
         # multiprocess_mode: how processes' values combine when several serve one scrape
         # (ignored otherwise); "live" drops a process's value when it exits.
