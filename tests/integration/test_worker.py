@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+
+import psycopg
+import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
 from aijobs.queue.enqueue import enqueue
+from aijobs.worker.runner import StopReason, Worker
+from tests.support.providers import ScriptedProvider
 from tests.support.workers import fetch_all, job, running_worker, wait_until
+
+#: A test-only trigger that plays a user who cancels every job the moment it is claimed: the
+#: cancel NOTIFY is sent at the claim's commit, so the worker often reads it in the same
+#: turn of its event loop as the claim's answer, before the job's task has taken a step.
+CANCEL_ON_CLAIM = """
+create function test_cancel_on_claim() returns trigger language plpgsql as $$
+begin
+  if old.status = 'pending' and new.status = 'processing' then
+    new.cancel_requested := true;
+    perform pg_notify('aijobs_cancel', new.id::text);
+  end if;
+  return new;
+end $$;
+create trigger test_cancel_on_claim before update of status on jobs
+  for each row execute function test_cancel_on_claim();
+"""
 
 
 async def create(
@@ -167,6 +189,67 @@ async def test_cancel_pending_refunds_at_once_and_running_job_stops(
     refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
     assert {r["job_id"] for r in refunds} == {pending, running}
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+async def test_jobs_cancelled_as_they_are_claimed_all_end_cancelled_and_free_their_slots(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(CANCEL_ON_CLAIM)
+    ids: list[uuid.UUID] = []
+    async with running_worker(settings, store) as worker:
+        # One at a time while the worker runs: each claim then races its cancel NOTIFY (about
+        # one in four lost the race before the fix). Slow jobs, so no answer beats a cancel.
+        for _ in range(40):
+            ids.append(await create(store, funded_user, "sleep:2"))
+            await asyncio.sleep(0.05)
+
+        async def all_cancelled() -> bool:
+            rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'cancelled'")
+            return rows[0]["n"] == len(ids)
+
+        await wait_until(all_cancelled, what="every job cancelled (none stuck in processing)")
+        assert not worker.running, "a cancelled job kept its slot"
+    refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
+    assert {r["job_id"] for r in refunds} == set(ids)
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "attempts"),
+    [("cancelled", "cancelled", 1), ("shutdown", "pending", 0), ("timeout", "pending", 1)],
+)
+async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
+    settings: Settings,
+    store: Store,
+    db_url: str,
+    funded_user: uuid.UUID,
+    reason: StopReason,
+    status: str,
+    attempts: int,
+) -> None:
+    """The stop lands in the same turn as the start, so the task is cancelled before its
+    first step (driven through the worker's own methods: nothing public can time it so)."""
+    worker = Worker(settings, store, ScriptedProvider(), db_url)
+    job_id = await create(store, funded_user, "Nice.")
+    async with store.session() as s:
+        [claimed] = await s.claim(worker.id, 1, settings.lease_seconds)
+        if reason == "cancelled":
+            await s.cancel_job(job_id)
+    stop = asyncio.Event()
+    completer = asyncio.create_task(worker.completer.run(stop))
+    try:
+        worker._start(claimed)
+        worker._stop_job(claimed.id, reason)
+        await asyncio.wait_for(asyncio.gather(worker.running[job_id].task, return_exceptions=True), 5)
+        await asyncio.sleep(0)  # the task's done callbacks
+        assert not worker.running, "the stopped job kept its slot"
+        await asyncio.wait_for(worker.completer.drained(), 5)
+    finally:
+        stop.set()
+        await completer
+    row = await job(db_url, job_id)
+    assert (row["status"], row["attempts"], row["lease_owner"]) == (status, attempts, None)
 
 
 async def test_priority_then_fifo_within_a_worker(

@@ -221,6 +221,10 @@ class Worker:
         if limit is None:
             limit = self._limits[job.type] = self.executor.time_limit(job.type)
         self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
+        # A stop handled before the task's first step (a cancel NOTIFY read in the same turn
+        # as the claim) cancels a coroutine that never runs: `_run_job` cannot clean up after
+        # itself then, so this callback does.
+        task.add_done_callback(functools.partial(self._ended, job))
         self.metrics.job_claimed(job)
 
     async def _run_job(self, job: ClaimedJob) -> None:
@@ -237,6 +241,32 @@ class Worker:
         self._release(job.id)
         seconds = time.monotonic() - entry.started
         self.completer.submit(finish, functools.partial(self._record, job, finish, seconds=seconds))
+
+    def _ended(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
+        """Release a job whose task ended without releasing it, and write its stop outcome.
+
+        Normally `_run_job` has released the slot by now and this does nothing. A task
+        cancelled before its first step (or one that raised) would otherwise keep its entry
+        in `running` for good: the heartbeat would extend its lease forever, its slot would be
+        lost and the job would stay `processing`.
+        """
+        entry = self.running.get(job.id)
+        if entry is None or entry.task is not task:
+            return
+        finish: Finish | None
+        if task.cancelled():
+            finish = self._finish_for_stop(job, entry.stop_reason)
+        else:
+            exc = task.exception()
+            log.error("💥 The task of job %s failed unexpectedly", job.id, exc_info=exc)
+            if entry.stop_reason is not None or exc is None:
+                finish = self._finish_for_stop(job, entry.stop_reason)
+            else:
+                finish = self.executor.failed(job, exc)
+        self._release(job.id)
+        if finish is not None:
+            seconds = time.monotonic() - entry.started
+            self.completer.submit(finish, functools.partial(self._record, job, finish, seconds=seconds))
 
     def _release(self, job_id: UUID) -> None:
         self.running.pop(job_id, None)
