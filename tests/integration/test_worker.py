@@ -10,6 +10,7 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.providers.base import Completion, LLMTask, M
 from aijobs.queue.enqueue import enqueue
 from aijobs.worker.runner import StopReason, Worker
 from tests.support.providers import ScriptedProvider
@@ -250,6 +251,43 @@ async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
         await completer
     row = await job(db_url, job_id)
     assert (row["status"], row["attempts"], row["lease_owner"]) == (status, attempts, None)
+
+
+class SlowToStopProvider:
+    """Hangs; once cancelled, takes two seconds to clean up (closing a stream, say)."""
+
+    name = "slow-to-stop"
+    model = None
+
+    def __init__(self) -> None:
+        self.stopping = asyncio.Event()
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.stopping.set()
+            await asyncio.sleep(2)
+            raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_shutdown_keeps_the_reason_of_an_earlier_stop(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """An attempt that timed out, still unwinding when the grace period ends, is recorded as
+    timed out (an attempt spent), not handed back as if the shutdown had stopped it."""
+    quick = settings.model_copy(update={"job_timeout_seconds": 0.3, "shutdown_grace_seconds": 0.1})
+    provider = SlowToStopProvider()
+    job_id = await create(store, funded_user, "Nice.", max_attempts=1)
+    async with running_worker(quick, store, provider):
+        await asyncio.wait_for(provider.stopping.wait(), 10)
+    row = await job(db_url, job_id)
+    assert (row["status"], row["attempts"]) == ("failed", 1)
+    assert "timed out" in row["error"]
 
 
 async def test_priority_then_fifo_within_a_worker(

@@ -350,7 +350,10 @@ class Worker:
             await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_seconds)
         leftover = list(self.running.values())
         for entry in leftover:
-            entry.stop_reason = "shutdown"
+            # An attempt already stopped (cancelled, timed out, lease lost) may still be
+            # unwinding: it keeps that reason, and the outcome that goes with it.
+            if entry.stop_reason is None:
+                entry.stop_reason = "shutdown"
             entry.task.cancel()
         if leftover:
             log.info("↩️ Handing back %d unfinished job(s) to the queue", len(leftover))
