@@ -5,8 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
+
 from aijobs.db.rows import Finish
 from aijobs.db.store import Store
+from aijobs.providers.base import RateLimitedError, RetryableProviderError
+from aijobs.queue.outcomes import from_error, handed_back
+from aijobs.queue.retry import RetryPolicy
 from tests.support.workers import fetch_all, job
 
 
@@ -96,6 +101,53 @@ async def test_expired_lease_of_a_job_out_of_attempts_fails_it_with_a_refund(
         db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", created.id
     )
     assert [r["amount"] for r in refunds] == [1]
+
+
+@pytest.mark.parametrize("outcome", ["retry", "rate_limited", "handed_back"])
+async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pending(
+    store: Store, db_url: str, funded_user: uuid.UUID, outcome: str
+) -> None:
+    job_id = await one_job(store, funded_user)
+    async with store.session() as s:
+        [claimed] = await s.claim("worker-a", 1, lease_seconds=30)
+        answered = await s.cancel_job(job_id)  # the user cancels while the attempt runs
+        assert answered is not None and answered["cancel_requested"]
+        ending = {
+            "retry": from_error(claimed, RetryableProviderError("503"), RetryPolicy(0.01, 0.01)),
+            "rate_limited": from_error(claimed, RateLimitedError("429", retry_after=0.0), RetryPolicy()),
+            "handed_back": handed_back(claimed),
+        }[outcome]
+        assert ending.status == "pending"
+        assert await s.finish([ending], "worker-a") == {job_id}
+        assert await s.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran again"
+    row = await job(db_url, job_id)
+    assert row["status"] == "cancelled" and not row["cancel_requested"]
+    assert row["finished_at"] is not None and row["lease_owner"] is None
+    assert row["error"].startswith("cancelled while running")
+    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    assert [a["outcome"] for a in attempts] == [outcome]
+    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s order by id", job_id)
+    assert [r["kind"] for r in ledger] == ["debit", "refund"]
+
+
+async def test_a_fenced_out_write_does_not_act_on_a_cancel_request(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    job_id = await one_job(store, funded_user)
+    async with store.session() as s:
+        [late] = await s.claim("worker-a", 1, lease_seconds=0.1)
+    await asyncio.sleep(0.2)
+    async with store.session() as s:
+        await s.rescue_expired()
+        [fresh] = await s.claim("worker-b", 1, lease_seconds=30)
+        await s.cancel_job(job_id)
+        assert await s.finish([handed_back(late)], "worker-a") == set()
+    row = await job(db_url, job_id)
+    assert (row["status"], row["lease_token"], row["cancel_requested"]) == (
+        "processing",
+        fresh.lease_token,
+        True,
+    )
 
 
 async def test_heartbeat_keeps_a_lease_alive_and_reports_cancel_requests(

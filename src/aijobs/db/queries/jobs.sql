@@ -40,6 +40,9 @@ order by priority desc, run_at, created_at;
 -- with (the fence: a write whose token is no longer current changes nothing), the next
 -- status and what to record. `give_back` returns the attempt to the budget (graceful
 -- shutdown, rate limits). Refunds follow from the status change (trigger), at most once.
+-- A cancel accepted while the attempt was ending wins over every way back to pending
+-- (retry, rate limit, hand-back): such a job ends `cancelled` instead, so it neither runs
+-- again nor keeps its charge. A completed or failed attempt keeps its own ending.
 -- The attempt rows of the writes that won are inserted here, from what the update returns
 -- (RETURNING reads the `done` row too: no join of the two lists).
 with done as (
@@ -51,13 +54,20 @@ with done as (
     )
 ), finished as (
     update jobs j
-    set status = d.status,
+    -- Every expression here reads the row as it was: j.cancel_requested is the request
+    -- this write clears.
+    set status = case when d.status = 'pending' and j.cancel_requested then 'cancelled'::job_status
+                      else d.status end,
         result = case when d.status = 'completed' then d.result else j.result end,
-        error = d.error,
+        error = case when d.status = 'pending' and j.cancel_requested
+                     then 'cancelled while running' || coalesce(' (the attempt ended: ' || d.error || ')', '')
+                     else d.error end,
         attempts = j.attempts - (case when coalesce(d.give_back, false) then 1 else 0 end),
-        run_at = case when d.status = 'pending' then now() + make_interval(secs => coalesce(d.retry_in, 0))
+        run_at = case when d.status = 'pending' and not j.cancel_requested
+                      then now() + make_interval(secs => coalesce(d.retry_in, 0))
                       else j.run_at end,
-        finished_at = case when d.status in ('completed', 'failed', 'cancelled') then now() end,
+        finished_at = case when d.status in ('completed', 'failed', 'cancelled')
+                             or (d.status = 'pending' and j.cancel_requested) then now() end,
         lease_owner = null,
         lease_expires_at = null,
         cancel_requested = false,
