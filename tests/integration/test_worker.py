@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
 
 from aijobs.config import Settings
-from aijobs.db.store import Store
-from aijobs.providers.base import Completion, LLMTask, M
+from aijobs.db.store import Session, Store
+from aijobs.providers.base import Completion, LLMTask, M, RetryableProviderError
 from aijobs.queue.enqueue import enqueue
 from aijobs.worker.runner import StopReason, Worker
 from tests.support.providers import ScriptedProvider
@@ -288,6 +290,88 @@ async def test_a_shutdown_keeps_the_reason_of_an_earlier_stop(
     row = await job(db_url, job_id)
     assert (row["status"], row["attempts"]) == ("failed", 1)
     assert "timed out" in row["error"]
+
+
+class GatedStore:
+    """A store whose sessions wait while `gate` is closed (a pool with no connection free)."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.waiting = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Session]:
+        if not self.gate.is_set():
+            self.waiting.set()
+            await self.gate.wait()
+        async with self.inner.session() as session:
+            yield session
+
+
+class TwoAttemptsProvider:
+    """The first call fails (retryable) when `end_first` is set; the second call hangs."""
+
+    name = "two-attempts"
+    model = None
+
+    def __init__(self) -> None:
+        self.end_first = asyncio.Event()
+        self.calls = 0
+        self.started = [asyncio.Event(), asyncio.Event()]
+        self.second_cancelled = False
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        self.calls += 1
+        self.started[min(self.calls, 2) - 1].set()
+        if self.calls == 1:
+            await self.end_first.wait()
+            raise RetryableProviderError("503 from the provider")
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.second_cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_late_heartbeat_answer_about_an_ended_attempt_leaves_the_next_one_running(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """The beat reads the leases held (attempt 1), then waits for a connection; meanwhile
+    attempt 1 ends and the same worker claims the job again. The beat's answer (attempt 1's
+    lease is gone) is about attempt 1 only: attempt 2 must go on."""
+    provider = TwoAttemptsProvider()
+    job_id = await create(store, funded_user, "Nice.")
+    quick_stop = settings.model_copy(update={"shutdown_grace_seconds": 0.2})
+    async with running_worker(quick_stop, store, provider) as worker:
+        gated = GatedStore(store)
+        worker.heartbeat.store = gated  # type: ignore[assignment]
+        await asyncio.wait_for(provider.started[0].wait(), 10)
+        gated.gate.clear()
+        await asyncio.wait_for(gated.waiting.wait(), 10)  # the beat has read attempt 1's lease
+        provider.end_first.set()
+        await asyncio.wait_for(provider.started[1].wait(), 10)  # attempt 2 runs
+        beats = worker.heartbeat.beats
+        gated.gate.set()
+
+        async def beaten() -> bool:
+            return worker.heartbeat.beats > beats
+
+        await wait_until(beaten, what="the held-back beat to end")
+        await asyncio.sleep(0.1)
+        assert not provider.second_cancelled, "the second attempt was stopped as a lost lease"
+        assert worker.running[job_id].stop_reason is None
+        row = await job(db_url, job_id)
+        assert (row["status"], row["attempts"], row["lease_token"]) == (
+            "processing",
+            2,
+            worker.running[job_id].job.lease_token,
+        )
 
 
 async def test_priority_then_fifo_within_a_worker(

@@ -31,8 +31,8 @@ class Heartbeat:
         interval: float,
         lease_seconds: float,
         running: Callable[[], Mapping[UUID, int]],
-        on_cancel: Callable[[UUID], None],
-        on_lost: Callable[[UUID], None],
+        on_cancel: Callable[[UUID, int], None],
+        on_lost: Callable[[UUID, int], None],
         on_rescued: Callable[[int], None],
     ) -> None:
         self.store = store
@@ -51,11 +51,13 @@ class Heartbeat:
             await session.beat_worker(self.worker_id, len(held))
             if held:
                 alive = await session.heartbeat(list(held), list(held.values()), self.lease_seconds)
-                for job_id in held:
+                # With the token the answer is about: by now that attempt may have ended and
+                # the job been claimed again by this worker, an attempt this beat never saw.
+                for job_id, token in held.items():
                     if job_id not in alive:
-                        self.on_lost(job_id)
+                        self.on_lost(job_id, token)
                     elif alive[job_id]:
-                        self.on_cancel(job_id)
+                        self.on_cancel(job_id, token)
             rescued = await session.rescue_expired()
         for job in rescued:
             metrics().job_rescued(job.type, job.status)

@@ -114,8 +114,8 @@ class Worker:
             interval=settings.heartbeat_seconds,
             lease_seconds=settings.lease_seconds,
             running=lambda: {job_id: r.job.lease_token for job_id, r in self.running.items()},
-            on_cancel=lambda job_id: self._stop_job(job_id, "cancelled"),
-            on_lost=lambda job_id: self._stop_job(job_id, "lease_lost"),
+            on_cancel=lambda job_id, token: self._stop_job(job_id, "cancelled", token),
+            on_lost=lambda job_id, token: self._stop_job(job_id, "lease_lost", token),
             on_rescued=self._count_rescued,
         )
 
@@ -283,10 +283,13 @@ class Worker:
         # Lease lost: another worker owns the job now; any write of ours would be fenced.
         return None
 
-    def _stop_job(self, job_id: UUID, reason: StopReason) -> None:
+    def _stop_job(self, job_id: UUID, reason: StopReason, lease_token: int | None = None) -> None:
+        """Stop the attempt running `job_id`; with `lease_token`, only if it is that attempt."""
         entry = self.running.get(job_id)
         if entry is None or entry.stop_reason is not None:
             return
+        if lease_token is not None and entry.job.lease_token != lease_token:
+            return  # news about an earlier attempt of this job, not the one running now
         entry.stop_reason = reason
         if reason == "lease_lost":
             log.warning("🚫 Lost the lease on job %s; abandoning this attempt", job_id)
