@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ import pytest
 from aijobs.config import Settings
 from aijobs.db.store import Session, Store
 from aijobs.providers.base import Completion, LLMTask, M, RetryableProviderError
+from aijobs.providers.offline import OfflineProvider
 from aijobs.queue.enqueue import enqueue
 from aijobs.worker.runner import StopReason, Worker
 from tests.support.providers import ScriptedProvider
@@ -372,6 +374,63 @@ async def test_a_late_heartbeat_answer_about_an_ended_attempt_leaves_the_next_on
             2,
             worker.running[job_id].job.lease_token,
         )
+
+
+class GarbledProvider:
+    """Answers like the offline provider, with `garble` in the answer's reasons or, with
+    `in_error`, fails every call with it in the error message."""
+
+    name = "garbled"
+    model = None
+
+    def __init__(self, garble: str, *, in_error: bool = False) -> None:
+        self.garble = garble
+        self.in_error = in_error
+        self.offline = OfflineProvider()
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        if self.in_error:
+            raise RetryableProviderError(f"upstream said {self.garble}")
+        completion = await self.offline.run(task)
+        output = completion.output.model_copy(update={"reasons": [f"a reason {self.garble}"]})
+        return dataclasses.replace(completion, output=output)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("garble", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_an_answer_postgres_cannot_store_fails_the_attempt_cleanly(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, garble: str
+) -> None:
+    job_id = await create(store, funded_user, "Nice.", max_attempts=2)
+    async with running_worker(settings, store, GarbledProvider(garble)):
+
+        async def failed() -> bool:
+            return (await job(db_url, job_id))["status"] == "failed"
+
+        await wait_until(failed, what="the job to fail")
+    row = await job(db_url, job_id)
+    # Retried like any bad answer, then failed with a refund: never stored altered.
+    assert row["attempts"] == 2 and row["result"] is None
+    assert row["error"].startswith("the answer cannot be stored: it contains")
+    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    assert [a["outcome"] for a in attempts] == ["retry", "failed"]
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+
+@pytest.mark.parametrize("garble", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_an_error_text_postgres_cannot_store_is_kept_with_a_replacement_character(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, garble: str
+) -> None:
+    job_id = await create(store, funded_user, "Nice.", max_attempts=1)
+    async with running_worker(settings, store, GarbledProvider(garble, in_error=True)):
+
+        async def failed() -> bool:
+            return (await job(db_url, job_id))["status"] == "failed"
+
+        await wait_until(failed, what="the job to fail")
+    assert (await job(db_url, job_id))["error"] == "upstream said \ufffd"
 
 
 async def test_priority_then_fifo_within_a_worker(

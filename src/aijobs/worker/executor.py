@@ -58,6 +58,10 @@ class Executor:
             raise
         except Exception as exc:
             return self.failed(job, exc)
+        problem = outcomes.unstorable(answer.result)
+        if problem is not None:
+            message = f"the answer cannot be stored: it contains {problem}"
+            return self.failed(job, outcomes.UnstorableAnswer(message, usage=answer.usage))
         return outcomes.completed(job, answer.result, answer.usage)
 
     def failed(self, job: ClaimedJob, exc: BaseException) -> Finish:
