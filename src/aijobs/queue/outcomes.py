@@ -132,6 +132,18 @@ def from_error(job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Fini
     return _end(job, "failed", "failed", usage, error=error)
 
 
+def refused(finish: Finish, reason: str) -> Finish:
+    """The attempt `finish` ended, as a failure: PostgreSQL refused to store `finish` itself.
+
+    Only the fence (id, lease token) is kept from it, since any other field may be what was
+    refused; the attempt's usage is lost with it.
+    """
+    error = storable_text(f"the outcome of this attempt could not be stored: {reason}"[:MAX_ERROR_CHARS])
+    return Finish(
+        id=finish.id, lease_token=finish.lease_token, status="failed", outcome="failed", error=error
+    )
+
+
 def cancelled(job: ClaimedJob) -> Finish:
     return _end(job, "cancelled", "cancelled", error="cancelled while running")
 

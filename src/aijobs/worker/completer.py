@@ -4,6 +4,11 @@ While a write is in flight, finishes queue up and go together in the next statem
 batch size follows the load with no added wait. A write that fails (database restarting) is
 retried with backoff, never dropped: until it lands the job's lease keeps it safe, and the
 fence refuses it if another worker took the job meanwhile.
+
+A row refused for what it holds (text PostgreSQL cannot store, a value the client cannot
+encode) would fail every retry and hold up every finish queued behind it. Such a refusal is
+narrowed down by halving the batch, the others are written, and the refused attempt is
+recorded as failed with a clean error instead.
 """
 
 from __future__ import annotations
@@ -11,17 +16,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Set
+from uuid import UUID
 
 import psycopg
 
 from aijobs.db.rows import Finish
 from aijobs.db.store import Store
+from aijobs.queue import outcomes
 
 log = logging.getLogger("aijobs.worker")
 
-#: Called with True when the write won, False when the fence refused it.
-Written = Callable[[bool], None]
+#: Called once the attempt's end is stored, with what was stored (a refused finish is
+#: replaced by a failure) and whether it won (False: the fence refused it).
+Written = Callable[[Finish, bool], None]
+Entry = tuple[Finish, Written]
+
+#: Refusals of what a row holds, which no retry can change: bad text or JSON (SQLSTATE
+#: class 22), a broken constraint (class 23), a value the client cannot encode (a lone
+#: surrogate: ValueError; something JSON has no form for: TypeError).
+REFUSED: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)
 
 
 class Completer:
@@ -29,13 +43,13 @@ class Completer:
         self.store = store
         self.worker_id = worker_id
         self.max_batch = max_batch
-        self._pending: list[tuple[Finish, Written]] = []
+        self._pending: list[Entry] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def submit(self, finish: Finish, written: Written) -> None:
-        """Queue a finish; `written(won)` runs once it is stored (won=False: fenced out).
+        """Queue a finish; `written(stored, won)` runs once it is stored.
 
         A callback rather than a future the job's task awaits: the task can end at once,
         which saves a future and a task wake-up per job on the hot path.
@@ -60,21 +74,81 @@ class Completer:
                 stopper.cancel()
                 continue
             batch = self._pending[: self.max_batch]
-            try:
-                async with self.store.session() as session:
-                    won = await session.finish([finish for finish, _ in batch], self.worker_id)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("💾 Could not write %d job results (%s); retrying", len(batch), exc)
+            del self._pending[: len(batch)]
+            unwritten = await self._write(batch)
+            if unwritten:
+                # First in line again, in their order, once the database answers.
+                self._pending[:0] = unwritten
                 await asyncio.sleep(backoff + random.uniform(0, backoff))
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
-            del self._pending[: len(batch)]
-            for finish, written in batch:
-                try:
-                    written(finish.id in won)
-                except Exception:
-                    log.exception("💾 after-write step for job %s failed", finish.id)
 
     async def drained(self) -> None:
         await self._idle.wait()
+
+    async def _write(self, batch: list[Entry]) -> list[Entry]:
+        """Write `batch` and run the callbacks of what was stored; answer what could not be
+        written for now (the database is unreachable or failing: retried later)."""
+        try:
+            async with self.store.session() as session:
+                won = await session.finish([finish for finish, _ in batch], self.worker_id)
+        except REFUSED as exc:
+            if len(batch) == 1:
+                return await self._write_refused(batch[0], exc)
+            # Halving finds one bad row among n in about 2 log2(n) statements.
+            half = len(batch) // 2
+            unwritten = await self._write(batch[:half])
+            if unwritten:
+                return unwritten + batch[half:]
+            return await self._write(batch[half:])
+        except (psycopg.Error, OSError) as exc:
+            log.warning("💾 Could not write %d job results (%s); retrying", len(batch), exc)
+            return batch
+        _written(batch, won)
+        return []
+
+    async def _write_refused(self, entry: Entry, exc: Exception) -> list[Entry]:
+        finish, written = entry
+        # Only the primary message: a server error's detail and context may quote the data.
+        reason = f"{type(exc).__name__}: {_primary_message(exc)}"
+        log.error(
+            "💾 PostgreSQL refused the end of job %s's attempt (%s); recording the attempt as failed",
+            finish.id,
+            reason,
+            extra={"job_id": str(finish.id)},
+        )
+        failure = outcomes.refused(finish, reason)
+        try:
+            async with self.store.session() as session:
+                won = await session.finish([failure], self.worker_id)
+        except REFUSED as again:
+            # Not even the failure can be written (so nothing of this row is at fault): give
+            # up on it rather than hold up every finish. Its lease is no longer extended, so
+            # the rescuer takes the job back within about LEASE_SECONDS.
+            log.error(
+                "💾 Could not record job %s's attempt at all (%s); its lease will expire",
+                finish.id,
+                _primary_message(again),
+                extra={"job_id": str(finish.id)},
+            )
+            return []
+        except (psycopg.Error, OSError) as transient:
+            log.warning("💾 Could not write 1 job result (%s); retrying", transient)
+            return [(failure, written)]
+        _written([(failure, written)], won)
+        return []
+
+
+def _written(batch: list[Entry], won: Set[UUID]) -> None:
+    for finish, written in batch:
+        try:
+            written(finish, finish.id in won)
+        except Exception:
+            log.exception("💾 after-write step for job %s failed", finish.id)
+
+
+def _primary_message(exc: Exception) -> str:
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return exc.diag.message_primary
+    return str(exc).split("\n", 1)[0]

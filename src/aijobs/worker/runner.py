@@ -240,7 +240,7 @@ class Worker:
             return
         self._release(job.id)
         seconds = time.monotonic() - entry.started
-        self.completer.submit(finish, functools.partial(self._record, job, finish, seconds=seconds))
+        self.completer.submit(finish, functools.partial(self._record, job, seconds=seconds))
 
     def _ended(self, job: ClaimedJob, task: asyncio.Task[None]) -> None:
         """Release a job whose task ended without releasing it, and write its stop outcome.
@@ -266,7 +266,7 @@ class Worker:
         self._release(job.id)
         if finish is not None:
             seconds = time.monotonic() - entry.started
-            self.completer.submit(finish, functools.partial(self._record, job, finish, seconds=seconds))
+            self.completer.submit(finish, functools.partial(self._record, job, seconds=seconds))
 
     def _release(self, job_id: UUID) -> None:
         self.running.pop(job_id, None)
