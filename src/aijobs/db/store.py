@@ -503,9 +503,10 @@ class Session:
         retry_after: float,
         reason: str,
         extend: bool = True,
+        min_wait: float = 0.0,
     ) -> RateLimitHold:
         """Hold `provider` for every worker (unless `extend` is false) and add the wait to the
-        job's total, fenced by its lease token."""
+        job's total, at least `min_wait` (the job's own backoff), fenced by its lease token."""
         async with self.conn.cursor(row_factory=class_row(RateLimitHold)) as cur:
             await cur.execute(
                 query("provider_rate_limited"),
@@ -516,11 +517,18 @@ class Session:
                     "retry_after": retry_after,
                     "reason": reason,
                     "extend": extend,
+                    "min_wait": min_wait,
                 },
             )
             row = await cur.fetchone()
         assert row is not None
         return row
+
+    async def rate_limited_attempts(self, job_id: UUID) -> int:
+        """How many of the job's attempts ended rate limited."""
+        cur = await self.conn.execute(query("job_rate_limited_attempts"), {"job_id": job_id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def provider_budget_reserve(
         self, *, provider: str, rpm: int | None, tpm: int | None, tokens: int, window_seconds: float

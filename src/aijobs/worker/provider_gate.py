@@ -10,7 +10,11 @@ Three duties, one object per worker:
     (waiting briefly in place, or handing the job back when the wait is long).
   * `settle()` — after an attempt ended `rate_limited`: set the hold for everyone, add the wait to
     the job's total, and past RATE_LIMIT_MAX_WAIT_SECONDS turn the reschedule into a failure with
-    a clear error (the refund trigger does the rest).
+    a clear error (the refund trigger does the rest). The job waits at least the retry policy's
+    backoff for the number of times it was rate limited, whatever the provider said: a 429 that
+    says "retry now" (Retry-After: 0) would otherwise bring it straight back, over and over, and
+    never spend its wait budget (a rate limit gives its attempt back, so MAX_RETRIES cannot end
+    it either).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from aijobs.config import Settings
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.providers.base import Completion, LLMTask, M, Provider, ProviderError, RateLimitedError
+from aijobs.queue.retry import RetryPolicy
 
 log = logging.getLogger("aijobs.worker")
 
@@ -42,10 +47,13 @@ HELD_BACK = "held back:"
 class ProviderGate:
     """Shared holds and budgets for the one provider a worker uses."""
 
-    def __init__(self, store: Store, settings: Settings, provider: Provider) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, provider: Provider, policy: RetryPolicy | None = None
+    ) -> None:
         self.store = store
         self.name = provider.name
         self.max_wait = settings.rate_limit_max_wait_seconds
+        self.policy = policy or RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self.check_every = min(1.0, settings.polling_seconds)
         self._hold_until = 0.0  # monotonic deadline of the hold last seen
         self._checked_at = float("-inf")
@@ -87,6 +95,9 @@ class ProviderGate:
         reason = (finish.error or "rate limited")[:500]
         try:
             async with self.store.session() as session:
+                # The job's own backoff, this being its n-th rate limit (the one ending now
+                # is not counted yet: its attempt row is written with the finish).
+                backoff = self.policy.next_delay(await session.rate_limited_attempts(job.id) + 1)
                 hold = await session.provider_rate_limited(
                     provider=self.name,
                     job_id=job.id,
@@ -94,11 +105,12 @@ class ProviderGate:
                     retry_after=retry_after,
                     reason=reason,
                     extend=not reason.startswith(HELD_BACK),
+                    min_wait=backoff,
                 )
         except (psycopg.Error, OSError) as exc:
             log.warning("⏸️ Could not record the %s rate limit (%s); rescheduling anyway", self.name, exc)
             self.note_hold(retry_after)
-            return finish
+            return replace(finish, retry_in=max(retry_after, self.policy.next_delay(1)))
         self.note_hold(hold.hold_seconds)
         total = hold.total_wait_seconds
         if total is not None and total > self.max_wait:
@@ -111,7 +123,7 @@ class ProviderGate:
                 finish, status="failed", outcome="failed", error=error, retry_in=None, give_back=False
             )
         log.info("⏸️ %s held for every worker for %.1fs", self.name, hold.hold_seconds)
-        return replace(finish, retry_in=max(retry_after, hold.hold_seconds))
+        return replace(finish, retry_in=max(retry_after, hold.hold_seconds, backoff))
 
 
 class Budget:

@@ -84,7 +84,7 @@ class Worker:
         self.concurrency = settings.worker_concurrency
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         # Shared rate limits (issue 3): holds and budgets kept in PostgreSQL.
-        self.gate = ProviderGate(store, settings, provider)
+        self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
         self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
         self.completer = Completer(store, self.id)

@@ -163,6 +163,11 @@ with expired as (
 )
 select id, type, status, attempts, error from rescued;
 
+-- name: job_rate_limited_attempts
+-- How many of a job's attempts ended rate limited (they give their attempt back, so the
+-- attempt count does not say): the job's own backoff after a 429 grows with it.
+select count(*)::int from job_attempts where job_id = %(job_id)s and outcome = 'rate_limited';
+
 -- name: job_get
 select j.*, (select count(*) from job_attempts a where a.job_id = j.id) as attempt_rows
 from jobs j where j.id = %(id)s;

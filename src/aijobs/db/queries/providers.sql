@@ -10,8 +10,9 @@ from provider_limits where provider = %(provider)s;
 -- A call was rate limited: hold the provider for every worker until `retry_after` from now
 -- (never shortening a longer hold already set; `extend` is false when the job was only held
 -- back by a hold already in force), and add the wait to the job's total, fenced by
--- the lease token like every write on a running job. Answers the hold actually in force and
--- the job's new total (null when the lease was lost).
+-- the lease token like every write on a running job. The job waits at least `min_wait`, its
+-- own backoff, which does not hold the other jobs back. Answers the hold actually in force
+-- and the job's new total (null when the lease was lost).
 with hold as (
     insert into provider_limits as p (provider, hold_until, hold_reason, holds, updated_at)
     values (%(provider)s, now() + make_interval(secs => %(retry_after)s::float8), %(reason)s, 1, now())
@@ -25,7 +26,8 @@ with hold as (
 ), waited as (
     update jobs
     set rate_limited_seconds = rate_limited_seconds
-            + greatest(%(retry_after)s::float8, extract(epoch from ((select hold_until from hold) - now())))
+            + greatest(%(retry_after)s::float8, %(min_wait)s::float8,
+                       extract(epoch from ((select hold_until from hold) - now())))
     where id = %(job_id)s and lease_token = %(lease_token)s and status = 'processing'
     returning rate_limited_seconds
 )
