@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aijobs.api.tokens import mint_token
 from aijobs.db.store import Store
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
 JOBS = 24
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def created_total(text: str) -> float:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import urllib.request
 import uuid
 from pathlib import Path
@@ -21,17 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from aijobs.db.store import Store
 from aijobs.monitoring.stats import collect
 from tests.conftest import worker_env
+from tests.support.net import free_port
 from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
 
 pytestmark = pytest.mark.slow
 
 ALLOWED_LABELS = {"type", "status", "outcome", "provider", "model", "kind", "le", "quantile"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

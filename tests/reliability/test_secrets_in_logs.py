@@ -15,7 +15,6 @@ the job's own payload (and result) returned to its owner.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -30,18 +29,13 @@ from aijobs.providers.fake_openai import FakeOpenAI, Step
 from tests.conftest import ROOT
 from tests.support.api_server import JWT_SECRET
 from tests.support.invariants import assert_invariants
+from tests.support.net import free_port
 from tests.support.workers import fetch_all, wait_until
 
 CANARY_KEY = (
     "canarykey-" + "7f3a9c1e5b2d4f6a8c0e1b3d5f7a9c1e"
 )  # not sk- shaped: only exact redaction catches it
 CANARY_TEXT = "CANARYREVIEW-d41d8cd98f00b204"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Proc:
