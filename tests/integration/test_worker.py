@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -222,7 +223,12 @@ async def test_jobs_cancelled_as_they_are_claimed_all_end_cancelled_and_free_the
 
 @pytest.mark.parametrize(
     ("reason", "status", "attempts"),
-    [("cancelled", "cancelled", 1), ("shutdown", "pending", 0), ("timeout", "pending", 1)],
+    [
+        ("cancelled", "cancelled", 1),
+        ("shutdown", "pending", 0),
+        ("lease_expiring", "pending", 0),
+        ("timeout", "pending", 1),
+    ],
 )
 async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
     settings: Settings,
@@ -244,7 +250,7 @@ async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
     stop = asyncio.Event()
     completer = asyncio.create_task(worker.completer.run(stop))
     try:
-        worker._start(claimed)
+        worker._start(claimed, time.monotonic() + settings.lease_seconds)
         worker._stop_job(claimed.id, reason)
         await asyncio.wait_for(asyncio.gather(worker.running[job_id].task, return_exceptions=True), 5)
         await asyncio.sleep(0)  # the task's done callbacks
@@ -255,6 +261,39 @@ async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
         await completer
     row = await job(db_url, job_id)
     assert (row["status"], row["attempts"], row["lease_owner"]) == (status, attempts, None)
+
+
+async def test_an_attempt_whose_lease_cannot_be_renewed_is_handed_back_before_it_expires(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """The worker's heartbeats fail (its database out of reach, its pool stuck) while a long
+    provider call runs. A rescuer elsewhere would take the job once its lease ends and run it
+    again beside this one, both calls paid for; so the attempt is stopped and handed back
+    while the lease is still this worker's, with its attempt returned."""
+
+    async def unreachable() -> None:
+        raise psycopg.OperationalError("the database is out of reach")
+
+    async with running_worker(settings, store) as worker:
+        worker.heartbeat.beat = unreachable  # type: ignore[method-assign]
+        job_id = await create(store, funded_user, "sleep:30")
+
+        async def handed_back() -> bool:
+            rows = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+            return bool(rows)
+
+        await wait_until(handed_back, timeout=settings.lease_seconds + 5, what="the attempt handed back")
+    # The first attempt (the job is claimed again at once, and handed back at the shutdown).
+    attempt = (
+        await fetch_all(
+            db_url,
+            """select outcome, finished_at - started_at as ran from job_attempts
+                where job_id = %s order by started_at limit 1""",
+            job_id,
+        )
+    )[0]
+    assert attempt["outcome"] == "handed_back"
+    assert attempt["ran"].total_seconds() < settings.lease_seconds, "stopped only after the lease had ended"
 
 
 class SlowToStopProvider:

@@ -149,5 +149,6 @@ def cancelled(job: ClaimedJob) -> Finish:
 
 
 def handed_back(job: ClaimedJob) -> Finish:
-    """Graceful shutdown: the job goes back to pending at once and keeps its attempt."""
+    """Graceful shutdown, or a lease the worker cannot renew: the job goes back to pending at
+    once and keeps its attempt."""
     return _end(job, "pending", "handed_back", retry_in=0.0, give_back=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from uuid import UUID
 
@@ -33,6 +34,7 @@ class Heartbeat:
         running: Callable[[], Mapping[UUID, int]],
         on_cancel: Callable[[UUID, int], None],
         on_lost: Callable[[UUID, int], None],
+        on_renewed: Callable[[Mapping[UUID, int], float], None],
         on_rescued: Callable[[int], None],
     ) -> None:
         self.store = store
@@ -42,6 +44,7 @@ class Heartbeat:
         self.running = running
         self.on_cancel = on_cancel
         self.on_lost = on_lost
+        self.on_renewed = on_renewed
         self.on_rescued = on_rescued
         self.beats = 0
 
@@ -50,7 +53,11 @@ class Heartbeat:
         async with self.store.session() as session:
             await session.beat_worker(self.worker_id, len(held))
             if held:
+                # The leases now end no earlier than this: the statement's now() is later.
+                leased_until = time.monotonic() + self.lease_seconds
                 alive = await session.heartbeat(list(held), list(held.values()), self.lease_seconds)
+                renewed = {job_id: token for job_id, token in held.items() if job_id in alive}
+                self.on_renewed(renewed, leased_until)
                 # With the token the answer is about: by now that attempt may have ended and
                 # the job been claimed again by this worker, an attempt this beat never saw.
                 for job_id, token in held.items():

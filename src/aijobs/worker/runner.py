@@ -21,6 +21,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -48,7 +49,7 @@ log = logging.getLogger("aijobs.worker")
 
 JOBS_CHANNEL = "aijobs_jobs"
 CANCEL_CHANNEL = "aijobs_cancel"
-StopReason = Literal["cancelled", "lease_lost", "shutdown", "timeout"]
+StopReason = Literal["cancelled", "lease_lost", "lease_expiring", "shutdown", "timeout"]
 
 
 @dataclass
@@ -57,6 +58,10 @@ class Running:
     task: asyncio.Task[None]
     started: float
     deadline: float
+    #: No later than this (monotonic) the database's lease ends, unless renewed: measured
+    #: from when the claim or the last heartbeat that renewed it was *sent*, since the
+    #: server's `now()` of that statement came after.
+    leased_until: float
     stop_reason: StopReason | None = None
 
 
@@ -116,8 +121,14 @@ class Worker:
             running=lambda: {job_id: r.job.lease_token for job_id, r in self.running.items()},
             on_cancel=lambda job_id, token: self._stop_job(job_id, "cancelled", token),
             on_lost=lambda job_id, token: self._stop_job(job_id, "lease_lost", token),
+            on_renewed=self._renewed,
             on_rescued=self._count_rescued,
         )
+        # A lease this worker can no longer renew (its heartbeats fail: the database is out
+        # of reach, or its pool is stuck) is given up this long before it would end, so that
+        # the attempt stops before a rescuer can hand the job to another worker: otherwise
+        # both would run it, and both calls to the provider are paid for.
+        self.lease_margin = min(max(settings.heartbeat_seconds, 1.0), settings.lease_seconds / 2)
 
     # -- public -------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -174,6 +185,7 @@ class Worker:
                 continue
             if free > 0:
                 try:
+                    leased_until = time.monotonic() + self.settings.lease_seconds
                     async with self.store.session() as session:
                         jobs = await session.claim(self.id, free, self.settings.lease_seconds)
                     backoff = 0.1
@@ -183,7 +195,7 @@ class Worker:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 for job in jobs:
-                    self._start(job)
+                    self._start(job, leased_until)
                 self._more_waiting = len(jobs) == free
                 if jobs:
                     self._idle_logged = False
@@ -214,13 +226,15 @@ class Worker:
             self._wake.set()
 
     # -- jobs ---------------------------------------------------------------------------
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob, leased_until: float) -> None:
         task = asyncio.create_task(self._run_job(job))
         started = time.monotonic()
         limit = self._limits.get(job.type)
         if limit is None:
             limit = self._limits[job.type] = self.executor.time_limit(job.type)
-        self.running[job.id] = Running(job=job, task=task, started=started, deadline=started + limit)
+        self.running[job.id] = Running(
+            job=job, task=task, started=started, deadline=started + limit, leased_until=leased_until
+        )
         # A stop handled before the task's first step (a cancel NOTIFY read in the same turn
         # as the claim) cancels a coroutine that never runs: `_run_job` cannot clean up after
         # itself then, so this callback does.
@@ -278,7 +292,9 @@ class Worker:
             return outcomes.cancelled(job)
         if reason == "timeout":
             return self.executor.failed(job, TimeoutError())
-        if reason == "shutdown":
+        if reason in ("shutdown", "lease_expiring"):
+            # Fenced like every write: if another worker has the job by the time this lands,
+            # it changes nothing.
             return outcomes.handed_back(job)
         # Lease lost: another worker owns the job now; any write of ours would be fenced.
         return None
@@ -293,6 +309,8 @@ class Worker:
         entry.stop_reason = reason
         if reason == "lease_lost":
             log.warning("🚫 Lost the lease on job %s; abandoning this attempt", job_id)
+        elif reason == "lease_expiring":
+            log.warning("🚫 Could not renew the lease on job %s; handing it back before it expires", job_id)
         elif reason == "cancelled":
             log.info("🛑 Cancelling job %s on request", job_id)
         entry.task.cancel()
@@ -325,9 +343,18 @@ class Worker:
             log.info("✅ Job %s completed successfully in %dms", job.id, seconds * 1000, extra=extra)
             self._log_totals()
 
+    def _renewed(self, renewed: Mapping[UUID, int], leased_until: float) -> None:
+        """A heartbeat extended these attempts' leases (job id: lease token)."""
+        for job_id, token in renewed.items():
+            entry = self.running.get(job_id)
+            if entry is not None and entry.job.lease_token == token:
+                entry.leased_until = max(entry.leased_until, leased_until)
+
     async def _watchdog(self, stop: asyncio.Event) -> None:
-        """Cancel attempts that outran their job type's time limit (checked every `tick`)."""
+        """Stop attempts that outran their job type's time limit, or whose lease is about to
+        end unrenewed (checked every `tick`)."""
         tick = min(1.0, max(0.05, min(self.executor.time_limit(t) for t in registry()) / 4))
+        tick = min(tick, self.lease_margin / 2)
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(tick):
@@ -336,6 +363,8 @@ class Worker:
             for job_id, entry in list(self.running.items()):
                 if entry.deadline <= now:
                     self._stop_job(job_id, "timeout")
+                elif entry.leased_until - self.lease_margin <= now:
+                    self._stop_job(job_id, "lease_expiring")
 
     def _count_rescued(self, n: int) -> None:
         self.totals.rescued += n
