@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -115,6 +116,10 @@ class WorkerProcess:
     def send(self, sig: int) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                # Reaped at once: until then poll() says it runs, and a fleet stopped just
+                # after a kill would count it among the live workers it asks to drain.
+                self.proc.wait()
 
     async def wait(self, timeout: float = 30.0) -> int:
         deadline = time.monotonic() + timeout
