@@ -130,6 +130,23 @@ async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pe
     assert [r["kind"] for r in ledger] == ["debit", "refund"]
 
 
+async def test_a_fenced_out_hand_back_leaves_the_attempt_lost(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """A hand-back that lost the race (the worker was frozen past its lease) has no call to
+    record: the rescuer's `lost` stands, where a late result would mark it `superseded`."""
+    await one_job(store, funded_user)
+    async with store.session() as s:
+        [late] = await s.claim("worker-a", 1, lease_seconds=0.1)
+    await asyncio.sleep(0.2)
+    async with store.session() as s:
+        await s.rescue_expired()
+        await s.claim("worker-b", 1, lease_seconds=30)
+        assert await s.finish([handed_back(late)], "worker-a") == set()
+    outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
+    assert [(o["worker_id"], o["outcome"]) for o in outcomes] == [("worker-a", "lost")]
+
+
 async def test_a_fenced_out_write_does_not_act_on_a_cancel_request(
     store: Store, db_url: str, funded_user: uuid.UUID
 ) -> None:

@@ -98,7 +98,9 @@ with done as (
     where a.finished_at is null
 ), superseded as (
     -- A write that lost the race still records what its call cost, on the attempt the
-    -- rescuer closed as lost; it never rewrites an attempt that ended otherwise.
+    -- rescuer closed as lost; it never rewrites an attempt that ended otherwise. A hand-back
+    -- (shutdown, or a lease it could not renew) carries no call to record: the attempt
+    -- stays lost.
     update job_attempts a
     set outcome = 'superseded',
         error = coalesce(d.error, a.error),
@@ -110,6 +112,7 @@ with done as (
               select lease_token from done where lease_token not in (select lease_token from finished)))
       and a.lease_token = d.lease_token
       and a.outcome = 'lost'
+      and d.outcome <> 'handed_back'
 )
 select id from finished;
 
