@@ -7,6 +7,7 @@ about retries, so providers only *classify* failures into the exceptions below.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
@@ -14,6 +15,38 @@ from typing import Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 M = TypeVar("M", bound=BaseModel)
+
+#: What PostgreSQL refuses in text and jsonb: NUL, and (not being UTF-8) any surrogate code
+#: point; in a Python str a surrogate is always unpaired, a paired one decodes to one character.
+#: Answers and error texts come from models and servers, so both are checked against it.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """`text` with what PostgreSQL would refuse (NUL, lone surrogates) replaced by U+FFFD."""
+    if UNSTORABLE.search(text) is None:
+        return text
+    return UNSTORABLE.sub("\ufffd", text)
+
+
+def first_unstorable(value: object, where: str = "answer") -> tuple[str, str] | None:
+    """The first character PostgreSQL cannot store in any string (key or value) of a JSON-shaped
+    value, and where it is ("answer.reasons.0"); None when every string is storable. Answers
+    are small (a few dozen strings), so this walk costs microseconds."""
+    if isinstance(value, str):
+        bad = UNSTORABLE.search(value)
+        return (bad.group(), where) if bad is not None else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = first_unstorable(key, where) or first_unstorable(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = first_unstorable(item, f"{where}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ string in it holds a character PostgreSQL cannot store: NUL, or a lone surrogate
 from __future__ import annotations
 
 import json
-import re
 import time
 from typing import Any, Literal
 
@@ -36,6 +35,8 @@ from aijobs.providers.base import (
     ProviderError,
     RetryableProviderError,
     Usage,
+    first_unstorable,
+    storable_text,
 )
 from aijobs.providers.openai_errors import classify, redact, redact_input
 from aijobs.providers.pricing import PriceTable
@@ -46,11 +47,6 @@ Api = Literal["responses", "chat"]
 REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
 #: Placeholder key for local servers that want none (the SDK insists on one).
 NO_KEY = "not-needed"
-
-
-#: What PostgreSQL refuses in text and jsonb: NUL, and (not being UTF-8) any surrogate code
-#: point; in a Python str a surrogate is always unpaired, a paired one decodes to one character.
-UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -213,8 +209,8 @@ class OpenAIProvider:
         text = text.strip()
         if not text:
             raise RetryableProviderError("OpenAI returned an empty answer", usage=usage)
-        if (bad := UNSTORABLE.search(text)) is not None:
-            raise self._unstorable(bad.group(), "answer", usage)
+        if (found := first_unstorable(text)) is not None:
+            raise self._unstorable(*found, usage)
         try:
             output = task.output.model_validate({task.text_field: text})
         except ValidationError as exc:
@@ -230,7 +226,7 @@ class OpenAIProvider:
             output = task.output.model_validate(data)
         except ValidationError as exc:
             raise self._bad_output(task, exc, usage) from exc
-        found = _first_unstorable(output.model_dump(mode="json"))
+        found = first_unstorable(output.model_dump(mode="json"))
         if found is not None:
             raise self._unstorable(*found, usage)
         return Completion(output=output, usage=usage)
@@ -285,25 +281,6 @@ def _json(text: str) -> dict[str, Any]:
     return value
 
 
-def _first_unstorable(value: object, where: str = "answer") -> tuple[str, str] | None:
-    """The first character PostgreSQL cannot store in any string (key or value) of a JSON-shaped
-    value, and where it is ("answer.reasons.0"); None when every string is storable."""
-    if isinstance(value, str):
-        bad = UNSTORABLE.search(value)
-        return (bad.group(), where) if bad is not None else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = _first_unstorable(key, where) or _first_unstorable(item, f"{where}.{key}")
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _first_unstorable(item, f"{where}.{index}")
-            if found is not None:
-                return found
-    return None
-
-
 def _str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -350,7 +327,7 @@ def _storable_message(error: ProviderError, task: LLMTask[Any]) -> ProviderError
     character PostgreSQL cannot store replaced (a refusal or a server message may carry one):
     the message is written to the attempt's row."""
     message = str(error)
-    cleaned = UNSTORABLE.sub("\ufffd", redact_input(message, task.input))
+    cleaned = storable_text(redact_input(message, task.input))
     if cleaned != message:
         error.args = (cleaned, *error.args[1:])
     return error

@@ -8,21 +8,16 @@ builds these `Finish` rows; `job_finish_many` persists them, fenced by the lease
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.errors import UnknownJobType
-from aijobs.providers.base import ProviderError, RateLimitedError, Usage
+from aijobs.providers.base import ProviderError, RateLimitedError, Usage, storable_text
 from aijobs.queue.retry import RetryPolicy
 
 MAX_ERROR_CHARS = 2000
-
-#: What PostgreSQL cannot store in text or jsonb: NUL, and UTF-16 surrogates (a lone one has
-#: no UTF-8 form; a Python string holds even a "pair" of them as two lone code points).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class UnstorableAnswer(ProviderError):
@@ -31,31 +26,6 @@ class UnstorableAnswer(ProviderError):
     model may answer cleanly next time, so it is retried while attempts remain."""
 
     retryable = True
-
-
-def storable_text(text: str) -> str:
-    """`text` with what PostgreSQL would refuse (NUL, lone surrogates) replaced by U+FFFD."""
-    if _UNSTORABLE.search(text) is None:
-        return text
-    return _UNSTORABLE.sub("\ufffd", text)
-
-
-def unstorable(value: object) -> str | None:
-    """The text in a JSON-like value that jsonb would refuse, described; None when there is
-    none. Results are small (a few dozen strings), so this walk costs microseconds."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            found = _UNSTORABLE.search(item)
-            if found is not None:
-                return "a NUL character" if found.group() == "\x00" else "an unpaired UTF-16 surrogate"
-        elif isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-    return None
 
 
 def _usage_fields(usage: Usage | None) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.jobs import get_job_type
 from aijobs.jobs.base import JobContext
 from aijobs.logs import redact_payload
-from aijobs.providers.base import Provider
+from aijobs.providers.base import Provider, first_unstorable
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
 
@@ -58,9 +58,11 @@ class Executor:
             raise
         except Exception as exc:
             return self.failed(job, exc)
-        problem = outcomes.unstorable(answer.result)
-        if problem is not None:
-            message = f"the answer cannot be stored: it contains {problem}"
+        found = first_unstorable(answer.result)
+        if found is not None:
+            char, where = found
+            what = "a NUL character" if char == "\x00" else "an unpaired UTF-16 surrogate"
+            message = f"the answer cannot be stored: it contains {what} at {where}"
             return self.failed(job, outcomes.UnstorableAnswer(message, usage=answer.usage))
         return outcomes.completed(job, answer.result, answer.usage)
 
