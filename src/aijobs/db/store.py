@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any, Literal, get_args
 from uuid import UUID
 
-import orjson
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
@@ -24,6 +23,8 @@ from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import AsyncConnectionPool
 
 from aijobs import errors
+from aijobs.db import creation_params
+from aijobs.db.jsonb import json_dumps
 from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
 from aijobs.db.queries import query
 from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, JobSpec, Rescued
@@ -74,22 +75,8 @@ def translate(exc: psycopg.Error) -> errors.AijobsError | None:
     return kind(exc.diag.message_primary or str(exc), **details)
 
 
-def _json_dumps(obj: Any) -> bytes | str:
-    """orjson where it can: the worker's batched finish rows are JSON, and the standard
-    library's encoder was about 7% of its CPU per job. What orjson refuses (integers past
-    64 bits, non-string keys) goes through `json` as before, so nothing new is rejected.
-
-    Reading stays on `json.loads`: orjson reads 1e400 as an error and a 30-digit integer
-    as a float, and a payload written straight through the SQL function must never make a
-    claimed batch unreadable."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj)
-
-
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    set_json_dumps(_json_dumps, conn)
+    set_json_dumps(json_dumps, conn)
 
 
 class Session:
@@ -157,18 +144,18 @@ class Session:
         With `max_in_flight` (the API, as the signed-in user) the same statement first
         refuses a user whose pending and processing jobs reach the cap (TooManyInFlight).
         """
-        params = {
-            "user_id": user_id,
-            "type": type,
-            "payload": Jsonb(payload),
-            "priority": priority,
-            "run_at": run_at,
-            "max_attempts": max_attempts,
-            "idempotency_key": idempotency_key,
-            "retry_of": retry_of,
-            "max_in_flight": max_in_flight,
-        }
-        statement = query("job_create" if max_in_flight is None else "job_create_within_cap")
+        params = creation_params.single(
+            user_id=user_id,
+            type=type,
+            payload=payload,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            idempotency_key=idempotency_key,
+            retry_of=retry_of,
+            max_in_flight=max_in_flight,
+        )
+        statement = query(creation_params.single_statement(max_in_flight))
         return await self._create(statement, params)
 
     async def create_jobs(
@@ -180,22 +167,10 @@ class Session:
         With `max_in_flight` (the API, as the signed-in user) the statement first refuses a
         batch that would take the user's pending and processing jobs past the cap.
         """
-        run_ats = [job.run_at for job in jobs]
-        params = {
-            "max_in_flight": max_in_flight,
-            "user_id": user_id,
-            "types": [job.type for job in jobs],
-            "payloads": [Jsonb(job.payload) for job in jobs],
-            "priorities": [job.priority for job in jobs],
-            # A list of only None has no element type for psycopg to send; NULL means
-            # "now" for every job, as a None element does for one.
-            "run_ats": None if all(r is None for r in run_ats) else run_ats,
-            "max_attempts": [job.max_attempts for job in jobs],
-        }
+        params = creation_params.batch(user_id=user_id, jobs=jobs, max_in_flight=max_in_flight)
         with refusals():
             async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
-                statement = "job_create_many" if max_in_flight is None else "job_create_many_within_cap"
-                await cur.execute(query(statement), params)
+                await cur.execute(query(creation_params.batch_statement(max_in_flight)), params)
                 return await cur.fetchall()
 
     async def create_job_for_claims(

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from aijobs.db.rows import CreatedJob
 from aijobs.db.rows import JobSpec as JobSpec  # re-exported: what enqueue_many takes
 from aijobs.db.store import Session
+from aijobs.db.sync_session import SyncSession
 from aijobs.errors import InvalidPayload, NotRetryable
 from aijobs.jobs import get_job_type
 from aijobs.monitoring.metrics import metrics
@@ -61,7 +62,39 @@ async def enqueue(
         idempotency_key=idempotency_key,
         retry_of=retry_of,
     )
-    if created.created:
+    return _counted(job_type, created)
+
+
+def enqueue_sync(
+    session: SyncSession,
+    *,
+    user_id: UUID,
+    job_type: str,
+    payload: object,
+    priority: int = 0,
+    run_at: datetime | None = None,
+    max_attempts: int = 4,
+    idempotency_key: str | None = None,
+    retry_of: UUID | None = None,
+) -> CreatedJob:
+    """`enqueue` for synchronous code, on the caller's own connection and transaction
+    (`SyncSession`): the same validation first, the same charge, the same refusals."""
+    clean = validate_payload(job_type, payload)
+    created = session.create_job(
+        user_id=user_id,
+        type=job_type,
+        payload=clean,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        idempotency_key=idempotency_key,
+        retry_of=retry_of,
+    )
+    return _counted(job_type, created)
+
+
+def _counted(job_type: str, created: CreatedJob) -> CreatedJob:
+    if created.created:  # an idempotent replay charged nothing and created nothing
         metrics().job_created(job_type, created.cost)
     return created
 
@@ -79,6 +112,21 @@ async def enqueue_many(
     """
     if not jobs:
         return []
+    created = await session.create_jobs(user_id=user_id, jobs=validate_batch(jobs))
+    return _counted_batch(jobs, created)
+
+
+def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec]) -> list[CreatedJob]:
+    """`enqueue_many` for synchronous code, on the caller's own connection (`SyncSession`)."""
+    if not jobs:
+        return []
+    created = session.create_jobs(user_id=user_id, jobs=validate_batch(jobs))
+    return _counted_batch(jobs, created)
+
+
+def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
+    """Each job with its payload as its type reads it, or InvalidPayload whose fields start
+    with `jobs[i].` for the first bad one."""
     cleaned = []
     for i, job in enumerate(jobs):
         try:
@@ -86,7 +134,10 @@ async def enqueue_many(
         except InvalidPayload as exc:
             problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
             raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
-    created = await session.create_jobs(user_id=user_id, jobs=cleaned)
+    return cleaned
+
+
+def _counted_batch(jobs: Sequence[JobSpec], created: list[CreatedJob]) -> list[CreatedJob]:
     for job, row in zip(jobs, created, strict=True):
         metrics().job_created(job.type, row.cost)
     return created

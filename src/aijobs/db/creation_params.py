@@ -1,0 +1,66 @@
+"""The parameters of the credit-consuming creation calls, built once for both sessions.
+
+`Session` (async, the API, worker and CLI) and `SyncSession` (the caller's own synchronous
+connection) send the same named queries; building their parameters in one place keeps the
+two from drifting: a field added to one would otherwise be silently NULL in the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from aijobs.db.jsonb import jsonb
+from aijobs.db.rows import JobSpec
+
+
+def single_statement(max_in_flight: int | None) -> str:
+    """The named query of one creation: capped for the API's signed-in user, plain otherwise."""
+    return "job_create" if max_in_flight is None else "job_create_within_cap"
+
+
+def single(
+    *,
+    user_id: UUID | None,
+    type: str,
+    payload: dict[str, Any],
+    priority: int,
+    run_at: datetime | None,
+    max_attempts: int,
+    idempotency_key: str | None,
+    retry_of: UUID | None,
+    max_in_flight: int | None,
+) -> dict[str, Any]:
+    return {
+        "user_id": user_id,
+        "type": type,
+        "payload": jsonb(payload),
+        "priority": priority,
+        "run_at": run_at,
+        "max_attempts": max_attempts,
+        "idempotency_key": idempotency_key,
+        "retry_of": retry_of,
+        "max_in_flight": max_in_flight,
+    }
+
+
+def batch_statement(max_in_flight: int | None) -> str:
+    return "job_create_many" if max_in_flight is None else "job_create_many_within_cap"
+
+
+def batch(*, user_id: UUID | None, jobs: Sequence[JobSpec], max_in_flight: int | None) -> dict[str, Any]:
+    """One array per field: element i of each is job i (015_create_jobs_in_batches.sql)."""
+    run_ats = [job.run_at for job in jobs]
+    return {
+        "max_in_flight": max_in_flight,
+        "user_id": user_id,
+        "types": [job.type for job in jobs],
+        "payloads": [jsonb(job.payload) for job in jobs],
+        "priorities": [job.priority for job in jobs],
+        # A list of only None has no element type for psycopg to send; NULL means
+        # "now" for every job, as a None element does for one.
+        "run_ats": None if all(r is None for r in run_ats) else run_ats,
+        "max_attempts": [job.max_attempts for job in jobs],
+    }

@@ -1,0 +1,151 @@
+"""Creation from synchronous code (`SyncSession`, `enqueue_sync`, `enqueue_many_sync`) on
+the caller's own psycopg connection, against a real database: the same charge and refusals
+as the async path, and atomic with the caller's own transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from aijobs.db.store import Store
+from aijobs.db.sync_session import SyncSession
+from aijobs.errors import InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
+from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many_sync, enqueue_sync
+from tests.integration.test_credits import ledger_state
+from tests.support.invariants import assert_invariants
+
+TEXT = {"text": "Quick and kind."}
+
+
+def job_row(db_url: str, job_id: uuid.UUID) -> tuple[object, ...] | None:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute(
+            "select user_id, type, payload, priority, max_attempts, idempotency_key, cost, status"
+            " from jobs where id = %s",
+            (job_id,),
+        ).fetchone()
+
+
+async def test_a_sync_creation_writes_what_the_async_one_writes(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """Same function, same rows: one job, one debit each."""
+    text = {"text": "Slow, but they answered."}
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        made = enqueue_sync(
+            SyncSession(conn),
+            user_id=funded_user,
+            job_type="sentiment_analysis",
+            payload=text,
+            priority=3,
+            max_attempts=2,
+        )
+    async with store.session() as s:
+        twin = await enqueue(
+            s, user_id=funded_user, job_type="sentiment_analysis", payload=text, priority=3, max_attempts=2
+        )
+    assert (made.created, made.status, made.cost, made.balance) == (True, "pending", 1, 999)
+    assert twin.balance == 998
+    assert job_row(db_url, made.id) == job_row(db_url, twin.id)
+    assert await ledger_state(db_url, funded_user) == (998, 998, 2)
+    await assert_invariants(db_url)
+
+
+async def test_the_callers_rollback_takes_the_job_and_its_charge_with_it(
+    db_url: str, funded_user: uuid.UUID
+) -> None:
+    with psycopg.connect(db_url) as conn:
+        session = SyncSession(conn)
+        with conn.transaction(force_rollback=True):
+            created = enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+            assert created.balance == 999  # charged inside the caller's transaction...
+        assert job_row(db_url, created.id) is None  # ...and gone with it
+        with conn.transaction():
+            kept = enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+    assert job_row(db_url, kept.id) is not None
+    assert await ledger_state(db_url, funded_user) == (999, 999, 1)
+    await assert_invariants(db_url)
+
+
+def test_workers_are_woken_at_the_callers_commit_not_before(db_url: str, funded_user: uuid.UUID) -> None:
+    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url) as conn:
+        listener.execute("listen aijobs_jobs")
+        with conn.transaction():
+            enqueue_sync(
+                SyncSession(conn),
+                user_id=funded_user,
+                job_type="review_processing",
+                payload={"review_text": "ok"},
+            )
+            assert list(listener.notifies(timeout=0.3, stop_after=1)) == []
+        woken = [n.payload for n in listener.notifies(timeout=2.0, stop_after=1)]
+    assert woken == ["review_processing"]
+
+
+async def test_refusals_are_the_typed_errors_and_charge_nothing(db_url: str, funded_user: uuid.UUID) -> None:
+    poor = uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select credit_grant(%s, 2, 'test')", (poor,))
+        session = SyncSession(conn)
+        with pytest.raises(InvalidPayload) as bad:
+            enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload={"txt": "x"})
+        assert {e["field"] for e in bad.value.errors} == {"text", "txt"}
+        with pytest.raises(UnknownJobType):
+            session.create_job(user_id=funded_user, type="no_such_type", payload={})
+        with pytest.raises(InsufficientCredits) as broke:
+            enqueue_sync(session, user_id=poor, job_type="review_processing", payload={"review_text": "ok"})
+        assert (broke.value.balance, broke.value.cost) == (2, 3)
+        with pytest.raises(InvalidArgument):
+            session.create_job(user_id=None, type="sentiment_analysis", payload=TEXT)
+        # The session goes on after a refusal: its cursor is still usable.
+        enqueue_sync(session, user_id=poor, job_type="sentiment_analysis", payload=TEXT)
+    assert await ledger_state(db_url, funded_user) == (1000, 1000, 0)
+    assert await ledger_state(db_url, poor) == (1, 1, 1)
+
+
+async def test_an_idempotency_key_replays_the_first_job_without_a_second_charge(
+    db_url: str, funded_user: uuid.UUID
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        session = SyncSession(conn)
+        first = enqueue_sync(
+            session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT, idempotency_key="k-1"
+        )
+        again = enqueue_sync(
+            session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT, idempotency_key="k-1"
+        )
+    assert (first.created, again.created, again.id) == (True, False, first.id)
+    assert await ledger_state(db_url, funded_user) == (999, 999, 1)
+
+
+async def test_without_prepared_statements_as_behind_pgbouncer(db_url: str, funded_user: uuid.UUID) -> None:
+    """A connection with prepare_threshold=None never gets a prepared statement from aijobs."""
+    with psycopg.connect(db_url, autocommit=True, prepare_threshold=None) as conn:
+        session = SyncSession(conn)
+        for _ in range(3):
+            enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+        assert conn.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        enqueue_sync(SyncSession(conn), user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+        prepared = conn.execute("select count(*) from pg_prepared_statements").fetchone()
+        assert prepared is not None and prepared[0] >= 1
+    assert await ledger_state(db_url, funded_user) == (996, 996, 4)
+
+
+async def test_a_sync_batch_is_all_or_nothing(db_url: str, funded_user: uuid.UUID) -> None:
+    jobs = [JobSpec("sentiment_analysis", {"text": f"r{i}"}) for i in range(3)]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        session = SyncSession(conn)
+        assert enqueue_many_sync(session, user_id=funded_user, jobs=[]) == []
+        created = enqueue_many_sync(
+            session, user_id=funded_user, jobs=[*jobs, JobSpec("review_processing", {"review_text": "ok"})]
+        )
+        with pytest.raises(InvalidPayload) as bad:
+            enqueue_many_sync(session, user_id=funded_user, jobs=[*jobs, JobSpec("sentiment_analysis", {})])
+    assert [c.cost for c in created] == [1, 1, 1, 3]
+    assert created[-1].balance == 994
+    assert [e["field"] for e in bad.value.errors] == ["jobs[3].text"]
+    assert await ledger_state(db_url, funded_user) == (994, 994, 4)
+    await assert_invariants(db_url)
