@@ -102,6 +102,7 @@ class Case:
 
 CASES = (
     Case("w1_single", "W1", "W1 enqueue, one transaction per job", "jobs_per_s", "jobs/s"),
+    Case("w1_single_sync", "W1", "W1 enqueue, one per transaction, sync client", "jobs_per_s", "jobs/s"),
     Case("w1_batch", "W1", "W1 enqueue, batched", "jobs_per_s", "jobs/s"),
     Case("w2_1p", "W2", "W2 drain no-op jobs, 1 worker process", "jobs_per_s", "jobs/s"),
     Case("w2_2p", "W2", "W2 drain no-op jobs, 2 worker processes", "jobs_per_s", "jobs/s"),
@@ -307,6 +308,12 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
     if case.id == "w1_single":
         n = sizes.w1_single
         return {"jobs_per_s": n / system.enqueue_single(db_url, n)}
+    if case.id == "w1_single_sync":
+        n = sizes.w1_single
+        try:
+            return {"jobs_per_s": n / system.enqueue_single_sync(db_url, n)}
+        except NotImplementedError:
+            raise Skip(f"{system.name}: W1 through a sync client not implemented by the adapter") from None
     if case.id == "w1_batch":
         n = sizes.w1_batch
         return {"jobs_per_s": n / system.enqueue_batch(db_url, n, sizes.w1_batch_size)}
@@ -479,7 +486,8 @@ numbers land in `bench/results/latest.json`. The harness and the workload
 definitions are in `bench/`; each system is one adapter module in
 `bench/systems/` implementing `bench/systems/base.py`.
 
-Workloads: W1 enqueue (one transaction per job, and batches of 100); W2 drain
+Workloads: W1 enqueue (one transaction per job, through each system's async client
+and through its synchronous one, and batches of 100); W2 drain
 of pre-enqueued no-op jobs with 1 and 2 worker processes (rate from the first
 job start to the last completion, as recorded in the database; "from spawn"
 includes worker start-up); W3 latency from enqueue commit to handler start with

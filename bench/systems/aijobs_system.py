@@ -27,8 +27,9 @@ import psycopg
 from aijobs import eventloop
 from aijobs.db.migrate import migrate
 from aijobs.db.store import Store
+from aijobs.db.sync_session import SyncSession
 from aijobs.jobs import registry
-from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many
+from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many, enqueue_sync
 from systems.base import DrainTimings, HandlerKind, System, WorkerSpec
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +60,7 @@ class AijobsSystem(System):
     tuning = (
         "EVENT_LOOP=uvloop (workers, API, W1/W3 enqueuers); psycopg 3 async pool (3-4 connections: "
         "claims, batched finishes, heartbeat); orjson; "
+        "W1 sync client: enqueue_sync on a SyncSession over one autocommit psycopg connection; "
         "W1 batched: enqueue_many, 100 jobs per call (one statement, one transaction); "
         "no-op drain: WORKER_CONCURRENCY=1000, i.e. claims of up to 1000 (tried 250/500/1000/2000: "
         "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; LOG_LEVEL=WARNING; "
@@ -92,6 +94,16 @@ class AijobsSystem(System):
                 await store.close()
 
         return eventloop.run(go(), LOOP)
+
+    def enqueue_single_sync(self, db_url: str, n: int) -> float:
+        """`enqueue_sync` on a `SyncSession` over one autocommit psycopg connection."""
+        _fund(db_url, USER, n)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            session = SyncSession(conn)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                enqueue_sync(session, user_id=USER, job_type="sentiment_analysis", payload={"text": "noop"})
+            return time.perf_counter() - t0
 
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:
         """`enqueue_many`: `batch_size` jobs per call, one statement and one transaction each."""

@@ -142,6 +142,13 @@ class System(ABC):
         Returns the elapsed seconds of the enqueue loop only.
         """
 
+    def enqueue_single_sync(self, db_url: str, n: int) -> float:
+        """:meth:`enqueue_single` through the system's synchronous client (no event loop).
+
+        Raise :class:`NotImplementedError` (the default) to skip this case for this system.
+        """
+        raise NotImplementedError
+
     @abstractmethod
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:
         """Enqueue ``n`` no-op jobs over one connection, ``batch_size`` jobs per call/transaction.

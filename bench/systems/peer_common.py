@@ -35,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, required=True)
     s.add_argument("--batch", type=int, default=1, help="jobs per call/transaction")
     s.add_argument("--handler", default="noop", choices=["noop", "sleep", "latency"])
+    s.add_argument("--sync", action="store_true", help="through the synchronous client (batch 1 only)")
     s = sub.add_parser("work")
     s.add_argument("--db", required=True)
     s.add_argument("--concurrency", type=int, required=True)

@@ -26,6 +26,7 @@ class PgqueuerSystem(System):
     )
     tuning = (
         "asyncpg driver (AsyncpgDriver, one connection per worker process); "
+        "W1 sync client: SyncQueries over SyncPsycopgDriver (one autocommit psycopg connection); "
         "no-op drain: batch_size=250, max_concurrent_tasks unlimited "
         "(tried batch_size 10/100/250/500/1000: 8k/16-19k/20k/19-20k/20k jobs/s, plateau from 250); "
         "W4: batch_size=50, max_concurrent_tasks=100 "
@@ -43,6 +44,10 @@ class PgqueuerSystem(System):
 
     def enqueue_single(self, db_url: str, n: int) -> float:
         out = _peers.run_peer(SCRIPT, "enqueue", "--db", db_url, "--n", str(n), "--batch", "1")
+        return float(out["seconds"])
+
+    def enqueue_single_sync(self, db_url: str, n: int) -> float:
+        out = _peers.run_peer(SCRIPT, "enqueue", "--db", db_url, "--n", str(n), "--sync")
         return float(out["seconds"])
 
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:

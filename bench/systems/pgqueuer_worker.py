@@ -25,6 +25,22 @@ async def install(args: argparse.Namespace) -> None:
     emit({"ok": True})
 
 
+def enqueue_sync(args: argparse.Namespace) -> None:
+    """Enqueue ``n`` jobs one by one through pgqueuer's synchronous client (SyncQueries over
+    psycopg 3, the driver pgqueuer ships for it; autocommit, as it requires)."""
+    import psycopg
+    from pgqueuer.db import SyncPsycopgDriver
+    from pgqueuer.queries import SyncQueries
+
+    with psycopg.connect(args.db, autocommit=True) as conn:
+        q = SyncQueries(SyncPsycopgDriver(conn))
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            q.enqueue(args.handler, None)
+        seconds = time.perf_counter() - t0
+    emit({"seconds": seconds, "n": args.n})
+
+
 async def enqueue(args: argparse.Namespace) -> None:
     """Enqueue ``n`` jobs of entrypoint ``handler`` over one asyncpg connection, ``batch`` per call."""
     conn = await asyncpg.connect(args.db)
@@ -98,6 +114,9 @@ async def work(args: argparse.Namespace) -> None:
 def main() -> None:
     args = parser().parse_args()
     commands = {"install": install, "enqueue": enqueue, "work": work, "produce": produce}
+    if args.cmd == "enqueue" and args.sync:
+        enqueue_sync(args)  # no event loop at all, as a synchronous caller has none
+        return
     asyncio.run(commands[args.cmd](args))
 
 

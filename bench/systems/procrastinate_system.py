@@ -24,7 +24,8 @@ class ProcrastinateSystem(System):
     )
     tuning = (
         "PsycopgConnector (psycopg 3 AsyncConnectionPool, size min(concurrency+1, 16)), async tasks, "
-        "LISTEN/NOTIFY on; no-op drain: concurrency=10 (tried 1/3/10/20 on 10k jobs: "
+        "LISTEN/NOTIFY on; W1 sync client: defer() with SyncPsycopgConnector (a one-connection pool); "
+        "no-op drain: concurrency=10 (tried 1/3/10/20 on 10k jobs: "
         "417/434/537/381 jobs/s; 1/2/4/6/10/30 on 4k jobs were flat at 380-440); "
         "W4: concurrency=100; W3: concurrency=1; finished jobs kept (delete_jobs=never, the default)"
     )
@@ -40,6 +41,10 @@ class ProcrastinateSystem(System):
 
     def enqueue_single(self, db_url: str, n: int) -> float:
         out = _peers.run_peer(SCRIPT, "enqueue", "--db", db_url, "--n", str(n), "--batch", "1")
+        return float(out["seconds"])
+
+    def enqueue_single_sync(self, db_url: str, n: int) -> float:
+        out = _peers.run_peer(SCRIPT, "enqueue", "--db", db_url, "--n", str(n), "--sync")
         return float(out["seconds"])
 
     def enqueue_batch(self, db_url: str, n: int, batch_size: int) -> float:

@@ -13,7 +13,7 @@ import time
 
 import psycopg
 from peer_common import SLEEP_SECONDS, emit, paced, parser, ready
-from procrastinate import App, PsycopgConnector
+from procrastinate import App, PsycopgConnector, SyncPsycopgConnector
 
 # Silence the "App is instantiated in the main Python module" warning; errors still show.
 logging.getLogger("procrastinate").setLevel(logging.ERROR)
@@ -52,6 +52,24 @@ async def install(args: argparse.Namespace) -> None:
     async with app.open_async():
         await app.schema_manager.apply_schema_async()
     emit({"ok": True})
+
+
+def enqueue_sync(args: argparse.Namespace) -> None:
+    """Enqueue ``n`` jobs one by one through procrastinate's synchronous client: ``defer()``
+    on an app with its SyncPsycopgConnector (a one-connection psycopg pool)."""
+    app = App(connector=SyncPsycopgConnector(conninfo=args.db, min_size=1, max_size=1))
+
+    @app.task(name=args.handler)
+    def task() -> None:  # only deferred here, never run
+        return None
+
+    with app.open():
+        app.check_connection()  # open the pool's connection before timing
+        t0 = time.perf_counter()
+        for _ in range(args.n):
+            task.defer()
+        seconds = time.perf_counter() - t0
+    emit({"seconds": seconds, "n": args.n})
 
 
 async def enqueue(args: argparse.Namespace) -> None:
@@ -105,6 +123,9 @@ async def work(args: argparse.Namespace) -> None:
 def main() -> None:
     args = parser().parse_args()
     commands = {"install": install, "enqueue": enqueue, "work": work, "produce": produce}
+    if args.cmd == "enqueue" and args.sync:
+        enqueue_sync(args)  # no event loop at all, as a synchronous caller has none
+        return
     asyncio.run(commands[args.cmd](args))
 
 
