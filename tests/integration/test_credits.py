@@ -9,9 +9,17 @@ import uuid
 import psycopg
 import pytest
 
+from aijobs.api.problems import from_domain
 from aijobs.db.rows import CreatedJob
 from aijobs.db.store import Store
-from aijobs.errors import InsufficientCredits, InvalidPayload, TooManyInFlight, UnknownJobType, UnknownUser
+from aijobs.errors import (
+    InsufficientCredits,
+    InvalidArgument,
+    InvalidPayload,
+    TooManyInFlight,
+    UnknownJobType,
+    UnknownUser,
+)
 from aijobs.queue.enqueue import enqueue
 
 SENTIMENT = {"text": "Lovely staff, quick service."}
@@ -228,3 +236,66 @@ async def test_create_for_claims_refuses_to_run_inside_a_transaction(
             await s.create_job_for_claims(
                 claims, max_in_flight=10, type="sentiment_analysis", payload=SENTIMENT
             )
+
+
+async def test_retry_of_names_only_the_callers_own_jobs(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """A user calling create_credit_consuming_job directly as `authenticated` (a Supabase
+    RPC) may link the new job only to a job of their own: another user's job and an id that
+    does not exist get the same AJ005 naming retry_of, and nothing is inserted or charged.
+    A replay of an Idempotency-Key still returns its job first."""
+    other = uuid.uuid4()
+    async with store.session() as s:
+        await s.grant_credits(other, 5)
+        theirs = await enqueue(s, user_id=other, job_type="sentiment_analysis", payload=SENTIMENT)
+        mine = await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload=SENTIMENT)
+    claims = {"sub": str(funded_user), "role": "authenticated", "aud": "authenticated"}
+    before = await ledger_state(db_url, funded_user)
+
+    refusals: list[InvalidArgument] = []
+    for target in (theirs.id, uuid.uuid4()):
+        with pytest.raises(InvalidArgument) as refused:
+            async with store.as_user(claims) as s:
+                await s.create_job(
+                    user_id=None, type="sentiment_analysis", payload=SENTIMENT, retry_of=target
+                )
+        refusals.append(refused.value)
+    # Server-side callers (worker, CLI, admin) act for the user they name, under the same rule.
+    with pytest.raises(InvalidArgument) as refused:
+        async with store.session() as s:
+            await s.create_job(
+                user_id=funded_user, type="sentiment_analysis", payload=SENTIMENT, retry_of=theirs.id
+            )
+    refusals.append(refused.value)
+    assert {(r.message, tuple(r.details.items())) for r in refusals} == {
+        ("retry_of must name one of your jobs", (("field", "retry_of"),))
+    }
+    assert await ledger_state(db_url, funded_user) == before
+    assert await ledger_state(db_url, other) == (4, 4, 1)
+
+    # The API's answer names the field.
+    problem = from_domain(refusals[0])
+    assert (problem.status, problem.code) == (422, "invalid_argument")
+    assert problem.extra["errors"] == [{"field": "retry_of", "reason": "retry_of must name one of your jobs"}]
+
+    key = f"retry-{uuid.uuid4()}"
+    async with store.as_user(claims) as s:
+        created = await s.create_job(
+            user_id=None, type="sentiment_analysis", payload=SENTIMENT, idempotency_key=key, retry_of=mine.id
+        )
+        # The key's job comes back whatever retry_of says now (the old job may have been pruned).
+        replayed = await s.create_job(
+            user_id=None,
+            type="sentiment_analysis",
+            payload=SENTIMENT,
+            idempotency_key=key,
+            retry_of=uuid.uuid4(),
+        )
+    assert created.created and not replayed.created and replayed.id == created.id
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        row = await (
+            await conn.execute("select user_id, retry_of from jobs where id = %s", (created.id,))
+        ).fetchone()
+    assert row == (funded_user, mine.id)
+    assert await ledger_state(db_url, funded_user) == (before[0] - 1, before[1] - 1, before[2] + 1)

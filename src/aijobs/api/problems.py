@@ -150,6 +150,11 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
         return unauthorized(exc.message)
     if isinstance(exc, errors.NotRetryable):
         return ProblemError(409, exc.message, code=exc.code)
+    if isinstance(exc, errors.InvalidArgument) and isinstance(exc.details.get("field"), str):
+        # An argument SQL refused by name (e.g. retry_of, migration 018).
+        return ProblemError(
+            422, exc.message, code=exc.code, errors=[{"field": exc.details["field"], "reason": exc.message}]
+        )
     return ProblemError(422, exc.message, code=exc.code)
 
 
