@@ -46,7 +46,7 @@ async def test_late_worker_is_fenced_out_after_takeover(
             ],
             "worker-a",
         )
-        assert won == set()
+        assert won == {}
         # Its heartbeat no longer extends anything either.
         assert await s.heartbeat([job_id], [late.lease_token], 30) == {}
         won = await s.finish(
@@ -61,7 +61,7 @@ async def test_late_worker_is_fenced_out_after_takeover(
             ],
             "worker-b",
         )
-        assert won == {job_id}
+        assert won == {job_id: "completed"}
         # And a replay of B's own write changes nothing: the job is no longer processing.
         again = await s.finish(
             [
@@ -71,7 +71,7 @@ async def test_late_worker_is_fenced_out_after_takeover(
             ],
             "worker-b",
         )
-        assert again == set()
+        assert again == {}
     row = await job(db_url, job_id)
     assert row["status"] == "completed" and row["result"] == {"by": "b"}
     outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
@@ -118,7 +118,8 @@ async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pe
             "handed_back": handed_back(claimed),
         }[outcome]
         assert ending.status == "pending"
-        assert await s.finish([ending], "worker-a") == {job_id}
+        # It answers with the status it wrote, not the one it was given.
+        assert await s.finish([ending], "worker-a") == {job_id: "cancelled"}
         assert await s.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran again"
     row = await job(db_url, job_id)
     assert row["status"] == "cancelled" and not row["cancel_requested"]
@@ -142,7 +143,7 @@ async def test_a_fenced_out_hand_back_leaves_the_attempt_lost(
     async with store.session() as s:
         await s.rescue_expired()
         await s.claim("worker-b", 1, lease_seconds=30)
-        assert await s.finish([handed_back(late)], "worker-a") == set()
+        assert await s.finish([handed_back(late)], "worker-a") == {}
     outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
     assert [(o["worker_id"], o["outcome"]) for o in outcomes] == [("worker-a", "lost")]
 
@@ -158,7 +159,7 @@ async def test_a_fenced_out_write_does_not_act_on_a_cancel_request(
         await s.rescue_expired()
         [fresh] = await s.claim("worker-b", 1, lease_seconds=30)
         await s.cancel_job(job_id)
-        assert await s.finish([handed_back(late)], "worker-a") == set()
+        assert await s.finish([handed_back(late)], "worker-a") == {}
     row = await job(db_url, job_id)
     assert (row["status"], row["lease_token"], row["cancel_requested"]) == (
         "processing",

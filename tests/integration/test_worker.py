@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +15,8 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Session, Store
-from aijobs.providers.base import Completion, LLMTask, M, RetryableProviderError
+from aijobs.monitoring.metrics import metrics
+from aijobs.providers.base import Completion, LLMTask, M, RateLimitedError, RetryableProviderError
 from aijobs.providers.offline import OfflineProvider
 from aijobs.queue.enqueue import enqueue
 from aijobs.worker.runner import StopReason, Worker
@@ -487,3 +489,79 @@ async def test_priority_then_fifo_within_a_worker(
         await wait_until(all_done, what="six jobs completed")
     order = await fetch_all(db_url, "select job_id from job_attempts order by lease_token")
     assert [r["job_id"] for r in order] == high + low
+
+
+class FailsOnceCancelled:
+    """Fails every call retryably (or rate limited) just after the job's user asked to
+    cancel it: the cancel lands while the attempt is ending on its way back to pending. The
+    flag is set without the cancel's NOTIFY, as if the worker had not heard of it yet (its
+    heartbeat is too slow to ask in time)."""
+
+    name = "scripted"
+    model = "scripted-v1"
+
+    def __init__(self, db_url: str, error: Exception) -> None:
+        self.db_url = db_url
+        self.error = error
+
+    async def run(self, task: LLMTask[M]) -> Completion[M]:
+        async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
+            await conn.execute("update jobs set cancel_requested = true where status = 'processing'")
+        raise self.error
+
+    async def aclose(self) -> None:
+        return None
+
+
+def sample(name: str, job_type: str) -> float:
+    return metrics().registry.get_sample_value(name, {"type": job_type}) or 0.0
+
+
+@pytest.mark.parametrize("outcome", ["retry", "rate_limited"])
+async def test_an_attempt_ending_for_a_retry_under_a_cancel_is_logged_and_counted_as_cancelled(
+    settings: Settings,
+    store: Store,
+    db_url: str,
+    funded_user: uuid.UUID,
+    caplog: pytest.LogCaptureFixture,
+    outcome: str,
+) -> None:
+    """job_finish_many writes `cancelled` for such an attempt, not `pending`: the worker's
+    log line and its metrics must say what was written, not what the attempt asked for."""
+    error = {
+        "retry": RetryableProviderError("upstream 503"),
+        "rate_limited": RateLimitedError("upstream 429", retry_after=0.0),
+    }[outcome]
+    job_id = await create(store, funded_user, "Nice.")
+    names = ("aijobs_jobs_cancelled_total", "aijobs_jobs_retried_total", "aijobs_jobs_handed_back_total")
+    before = {n: sample(n, "sentiment_analysis") for n in [*names, "aijobs_credits_refunded_total"]}
+    slow_beat = settings.model_copy(update={"heartbeat_seconds": 30.0, "lease_seconds": 120.0})
+    with caplog.at_level(logging.INFO, logger="aijobs.worker"):
+        async with running_worker(slow_beat, store, FailsOnceCancelled(db_url, error)):
+
+            async def ended() -> bool:
+                return (await job(db_url, job_id))["status"] != "processing" and any(
+                    "status updated to" in r.getMessage() for r in caplog.records
+                )
+
+            await wait_until(ended, what="the attempt's end to be written")
+    row = await job(db_url, job_id)
+    assert row["status"] == "cancelled" and row["error"].startswith("cancelled while running")
+    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    assert [a["outcome"] for a in attempts] == [outcome]  # the attempt keeps its own ending
+    assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
+
+    lines = [r.getMessage() for r in caplog.records if str(job_id) in r.getMessage()]
+    assert f"💾 Job {job_id} status updated to: cancelled" in lines, lines
+    [said] = [line for line in lines if line.startswith("🛑")]
+    assert "cancelled" in said and "upstream" in said and "refunded" in said, said
+    written = [r for r in caplog.records if getattr(r, "status", None) is not None]
+    assert {r.status for r in written} == {"cancelled"}  # type: ignore[attr-defined]
+
+    after = {n: sample(n, "sentiment_analysis") for n in before}
+    assert {n: after[n] - before[n] for n in before} == {
+        "aijobs_jobs_cancelled_total": 1,
+        "aijobs_jobs_retried_total": 0,
+        "aijobs_jobs_handed_back_total": 0,
+        "aijobs_credits_refunded_total": 1,
+    }

@@ -24,7 +24,7 @@ from aijobs.db.rows import Finish
 def arm_crash_before_commit(marker_dir: Path) -> None:
     original = store.Session.finish
 
-    async def finish(self: store.Session, rows: Sequence[Finish], worker_id: str) -> set[UUID]:
+    async def finish(self: store.Session, rows: Sequence[Finish], worker_id: str) -> dict[UUID, str]:
         fresh = [r for r in rows if r.outcome == "completed" and not (marker_dir / str(r.id)).exists()]
         if fresh:
             for r in fresh:

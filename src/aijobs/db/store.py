@@ -97,17 +97,19 @@ class Session:
             )
             return await cur.fetchall()
 
-    async def finish(self, rows: Sequence[Finish], worker_id: str) -> set[UUID]:
-        """End attempts `worker_id` ran; returns the ids whose write won (the others were
-        fenced out). The attempt rows of the winners are written by the same statement."""
+    async def finish(self, rows: Sequence[Finish], worker_id: str) -> dict[UUID, str]:
+        """End attempts `worker_id` ran; returns {job id: the status written} for the writes
+        that won (the others were fenced out). The status written is the row's own, except
+        that a cancel asked meanwhile turns a way back to `pending` into `cancelled`. The
+        attempt rows of the winners are written by the same statement."""
         if not rows:
-            return set()
+            return {}
         cur = await self.conn.execute(
             query("job_finish_many"),
             {"rows": Jsonb([r.as_json() for r in rows]), "worker_id": worker_id},
             prepare=True,
         )
-        return {row[0] for row in await cur.fetchall()}
+        return {row[0]: row[1] for row in await cur.fetchall()}
 
     async def heartbeat(
         self, ids: Sequence[UUID], tokens: Sequence[int], lease_seconds: float

@@ -224,12 +224,17 @@ class Metrics:
         self._child(self.queue_wait, job.type).observe(max(job.waited_seconds, 0.0))
 
     def job_finished(self, job: ClaimedJob, finish: Finish, won: bool, seconds: float) -> None:
-        """One attempt ended; `won` is False when the fence refused the write."""
+        """One attempt ended; `won` is False when the fence refused the write.
+
+        `finish.status` is what the write stored: an attempt that ended on its way back to
+        pending under a cancel request left the job `cancelled`, and counts as cancelled
+        (and refunded); its processing time stays under the attempt's own outcome."""
         self._child(self.processing, job.type, finish.outcome if won else "fenced").observe(seconds)
         self._provider_usage(finish)
         if not won:
             self._child(self.fenced, job.type).inc()
             return
+        ending = "cancelled" if finish.status == "cancelled" else finish.outcome
         counter = {
             "completed": self.completed,
             "failed": self.failed,
@@ -237,7 +242,7 @@ class Metrics:
             "cancelled": self.cancelled,
             "handed_back": self.handed_back,
             "rate_limited": self.handed_back,
-        }.get(finish.outcome)
+        }.get(ending)
         if counter is not None:
             self._child(counter, job.type).inc()
         if finish.status in ("failed", "cancelled"):

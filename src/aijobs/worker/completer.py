@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Set
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from uuid import UUID
 
 import psycopg
@@ -27,8 +28,10 @@ from aijobs.queue import outcomes
 
 log = logging.getLogger("aijobs.worker")
 
-#: Called once the attempt's end is stored, with what was stored (a refused finish is
-#: replaced by a failure) and whether it won (False: the fence refused it).
+#: Called once the attempt's end is stored, with what was stored and whether it won (False:
+#: the fence refused it). What was stored: a refused finish is replaced by a failure, and
+#: the status is the one the statement wrote (`cancelled` where a cancel was asked while the
+#: attempt ended on its way back to pending); the outcome stays the attempt's own.
 Written = Callable[[Finish, bool], None]
 Entry = tuple[Finish, Written]
 
@@ -140,10 +143,13 @@ class Completer:
         return []
 
 
-def _written(batch: list[Entry], won: Set[UUID]) -> None:
+def _written(batch: list[Entry], won: Mapping[UUID, str]) -> None:
+    """Run the callbacks of a written batch; `won` is {job id: status written}."""
     for finish, written in batch:
+        status = won.get(finish.id)
+        stored = finish if status is None or status == finish.status else replace(finish, status=status)
         try:
-            written(finish, finish.id in won)
+            written(stored, status is not None)
         except Exception:
             log.exception("💾 after-write step for job %s failed", finish.id)
 

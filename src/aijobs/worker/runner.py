@@ -316,7 +316,11 @@ class Worker:
         entry.task.cancel()
 
     def _record(self, job: ClaimedJob, finish: Finish, won: bool, *, seconds: float) -> None:
-        """After the write: metrics, totals and the seed's log lines for one attempt."""
+        """After the write: metrics, totals and the seed's log lines for one attempt.
+
+        `finish.status` is the status the write stored, which may not be the one the attempt
+        asked for: a cancel asked while it ended on its way back to pending (retry, rate
+        limit, hand-back) made it `cancelled`, and the job counts as cancelled."""
         self.metrics.job_finished(job, finish, won, seconds)
         totals = self.totals
         if not won:
@@ -327,14 +331,14 @@ class Worker:
                 extra={"job_id": str(job.id), "job_type": job.type, "status": finish.status, "won": won},
             )
             return
-        if finish.outcome == "completed":
+        if finish.status == "cancelled":
+            totals.cancelled += 1
+        elif finish.outcome == "completed":
             totals.processed += 1
         elif finish.outcome == "failed":
             totals.failed += 1
         elif finish.outcome == "retry":
             totals.retried += 1
-        elif finish.outcome == "cancelled":
-            totals.cancelled += 1
         if not log.isEnabledFor(logging.INFO):
             return
         extra = {"job_id": str(job.id), "job_type": job.type, "status": finish.status, "won": won}
@@ -342,6 +346,14 @@ class Worker:
         if finish.outcome == "completed":
             log.info("✅ Job %s completed successfully in %dms", job.id, seconds * 1000, extra=extra)
             self._log_totals()
+        elif finish.status == "cancelled" and finish.outcome != "cancelled":
+            ended = finish.outcome.replace("_", " ") + (f": {finish.error}" if finish.error else "")
+            log.info(
+                "🛑 Job %s cancelled on request as its attempt ended (%s); credits refunded",
+                job.id,
+                ended,
+                extra=extra,
+            )
 
     def _renewed(self, renewed: Mapping[UUID, int], leased_until: float) -> None:
         """A heartbeat extended these attempts' leases (job id: lease token)."""

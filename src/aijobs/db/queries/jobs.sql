@@ -45,6 +45,8 @@ order by priority desc, run_at, created_at;
 -- again nor keeps its charge. A completed or failed attempt keeps its own ending.
 -- The attempt rows of the writes that won are inserted here, from what the update returns
 -- (RETURNING reads the `done` row too: no join of the two lists).
+-- Answers each write that won with the status it wrote, which is not always the status it
+-- was given (`cancelled` above): the worker logs and counts what was written.
 with done as (
     select * from jsonb_to_recordset(%(rows)s::jsonb) as d(
         id uuid, lease_token bigint, status job_status, outcome text, result jsonb, error text,
@@ -75,7 +77,7 @@ with done as (
     from done d
     where j.id = any(array(select id from done))
       and j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
-    returning j.id, j.lease_token,
+    returning j.id, j.lease_token, j.status,
               j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
               j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
               d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd
@@ -114,7 +116,7 @@ with done as (
       and a.outcome = 'lost'
       and d.outcome <> 'handed_back'
 )
-select id from finished;
+select id, status::text from finished;
 
 -- name: job_heartbeat
 -- Extend the leases this worker still holds and report which of them were asked to cancel.
