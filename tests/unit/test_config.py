@@ -44,6 +44,8 @@ def test_env_local_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("RETENTION_DAYS", "inf", "finite number"),
         ("RATE_LIMIT_MAX_WAIT_SECONDS", "inf", "finite number"),
         ("RATE_LIMIT_MAX_WAIT_SECONDS", "nan", "finite number"),
+        ("MAX_STREAMS_PER_USER", "0", "greater than or equal to 1"),
+        ("MAX_STREAMS_PER_USER", "10001", "less than or equal to 10000"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(

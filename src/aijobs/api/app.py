@@ -28,6 +28,7 @@ from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
 from aijobs.api.state import ApiState
+from aijobs.api.streams import StreamCap
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
 from aijobs.monitoring.metrics import process_exiting
@@ -54,6 +55,7 @@ def create_app(
         settings=settings,
         verifier=TokenVerifier(settings),
         database_url=settings.database_url,
+        streams=StreamCap(settings.max_streams_per_user),
         store=store,
         dev_user=dev_user,
     )

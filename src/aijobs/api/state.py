@@ -9,6 +9,7 @@ from fastapi import Request
 
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
+from aijobs.api.streams import StreamCap
 from aijobs.config import Settings
 from aijobs.db.store import Store
 
@@ -18,6 +19,8 @@ class ApiState:
     settings: Settings
     verifier: TokenVerifier
     database_url: str
+    #: Open SSE streams per user in this process (MAX_STREAMS_PER_USER).
+    streams: StreamCap
     #: Set by the lifespan (opened there unless create_app was given one).
     store: Store | None = None
     hub: JobEventsHub | None = None

@@ -42,6 +42,7 @@ from aijobs.api.models import (
 from aijobs.api.pagination import job_cursor, parse_job_cursor
 from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
+from aijobs.api.streams import SlotEventSourceResponse
 from aijobs.db.store import Store
 from aijobs.jobs import registry
 from aijobs.queue.enqueue import check_retryable
@@ -300,37 +301,49 @@ async def retry_job(
                 }
             },
         },
-        **responses(401, 404, 422),
+        **responses(401, 404, 422, 429),
     },
 )
 async def job_events(
-    job_id: UUID, principal: CurrentUser, store: StoreDep, hub: HubDep
+    job_id: UUID, principal: CurrentUser, store: StoreDep, hub: HubDep, state: StateDep
 ) -> EventSourceResponse:
-    await read_job(store, principal, job_id)  # 404 before the stream starts
+    """At most MAX_STREAMS_PER_USER streams per user are open at once in one API process;
+    one more is a 429 (`too_many_streams`, with `open_streams`, `limit` and a Retry-After)."""
+    assert principal.user_id is not None
+    slot = state.streams.acquire(principal.user_id)  # 429 before any database work
 
     async def stream() -> AsyncIterator[dict[str, str]]:
-        async with hub.subscribe(job_id) as events:
-            job = await read_job(store, principal, job_id)
-            last: str = job.status
-            sequence = 1
-            yield _event(sequence, last, job)
-            while last not in TERMINAL:
-                try:
-                    note = await asyncio.wait_for(events.get(), timeout=RECHECK_SECONDS)
-                except TimeoutError:
-                    note = RESYNC
-                try:
-                    job = await read_job(store, principal, job_id)
-                except ProblemError:
-                    return  # the job is gone (pruned)
-                status = job.status if note == RESYNC else note
-                if status == last or status not in JOB_STATUSES:
-                    continue
-                last = status
-                sequence += 1
+        try:
+            async with hub.subscribe(job_id) as events:
+                job = await read_job(store, principal, job_id)
+                last: str = job.status
+                sequence = 1
                 yield _event(sequence, last, job)
+                while last not in TERMINAL:
+                    try:
+                        note = await asyncio.wait_for(events.get(), timeout=RECHECK_SECONDS)
+                    except TimeoutError:
+                        note = RESYNC
+                    try:
+                        job = await read_job(store, principal, job_id)
+                    except ProblemError:
+                        return  # the job is gone (pruned)
+                    status = job.status if note == RESYNC else note
+                    if status == last or status not in JOB_STATUSES:
+                        continue
+                    last = status
+                    sequence += 1
+                    yield _event(sequence, last, job)
+        finally:
+            slot.release()  # the stream ended: finished job, client gone, shutdown, error
 
-    return EventSourceResponse(stream(), ping=15, headers={"Cache-Control": "no-store"})
+    try:
+        await read_job(store, principal, job_id)  # 404 before the stream starts
+        # The response releases the slot too: it may end before the generator ever starts.
+        return SlotEventSourceResponse(stream(), slot, ping=15, headers={"Cache-Control": "no-store"})
+    except BaseException:
+        slot.release()
+        raise
 
 
 JOB_STATUSES = frozenset({"pending", "processing", "completed", "failed", "cancelled"})
