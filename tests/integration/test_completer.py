@@ -66,3 +66,37 @@ async def test_a_refused_row_fails_its_attempt_and_every_other_row_is_written(
             assert row["status"] == "completed" and row["result"] == {"output": "fine"}
     refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
     assert [r["job_id"] for r in refunds] == [bad.id]
+
+
+async def test_a_stale_attempt_beside_the_current_one_in_a_batch_is_reported_fenced(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """One worker may end two attempts of one job in one batch: one whose lease expired and
+    was rescued, and the attempt that claimed the job again. Only the current one won."""
+    async with store.session() as s:
+        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "ok"})
+        [stale] = await s.claim("w1", 1, lease_seconds=0.1)
+    await asyncio.sleep(0.3)
+    async with store.session() as s:
+        assert [r.id for r in await s.rescue_expired()] == [stale.id]
+        [current] = await s.claim("w1", 1, lease_seconds=30)
+    assert (current.id, current.lease_token) != (stale.id, stale.lease_token)
+    completer = Completer(store, "w1")
+    reported: dict[int, bool] = {}
+
+    def written(finish: Finish, won: bool) -> None:
+        reported[finish.lease_token] = won
+
+    # Both submitted before the completer runs: they are written in one statement.
+    completer.submit(outcomes.completed(stale, {"output": "stale"}, None), written)
+    completer.submit(outcomes.completed(current, {"output": "current"}, None), written)
+    stop = asyncio.Event()
+    task = asyncio.create_task(completer.run(stop))
+    try:
+        await asyncio.wait_for(completer.drained(), 10)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert reported == {stale.lease_token: False, current.lease_token: True}
+    row = await job(db_url, current.id)
+    assert row["status"] == "completed" and row["result"] == {"output": "current"}

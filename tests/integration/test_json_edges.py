@@ -55,6 +55,6 @@ async def test_results_orjson_refuses_are_written_with_the_standard_encoder(
             ],
             "w-json",
         )
-    assert won == {created.id: "completed"}
+    assert won == {(created.id, job.lease_token): "completed"}
     row = await fetch_one(db_url, "select result from jobs where id = %s", created.id)
     assert row["result"] == {"count": HUGE, "by_rank": {"1": "first"}}

@@ -61,7 +61,7 @@ async def test_late_worker_is_fenced_out_after_takeover(
             ],
             "worker-b",
         )
-        assert won == {job_id: "completed"}
+        assert won == {(job_id, fresh.lease_token): "completed"}
         # And a replay of B's own write changes nothing: the job is no longer processing.
         again = await s.finish(
             [
@@ -119,7 +119,7 @@ async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pe
         }[outcome]
         assert ending.status == "pending"
         # It answers with the status it wrote, not the one it was given.
-        assert await s.finish([ending], "worker-a") == {job_id: "cancelled"}
+        assert await s.finish([ending], "worker-a") == {(job_id, claimed.lease_token): "cancelled"}
         assert await s.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran again"
     row = await job(db_url, job_id)
     assert row["status"] == "cancelled" and not row["cancel_requested"]

@@ -38,7 +38,7 @@ async def test_a_429_that_says_retry_now_still_backs_off_and_spends_the_wait_bud
             finish = from_error(claimed, RateLimitedError("429", retry_after=0.0), policy)
             finish = await gate.settle(claimed, finish)
             async with store.session() as s:
-                assert await s.finish([finish], "w1") == {created.id: finish.status}
+                assert await s.finish([finish], "w1") == {(created.id, claimed.lease_token): finish.status}
                 # The backoff is the job's own: the provider is not held for everyone.
                 assert await s.provider_hold_seconds("offline") == 0.0
             if finish.status != "pending":

@@ -97,11 +97,12 @@ class Session:
             )
             return await cur.fetchall()
 
-    async def finish(self, rows: Sequence[Finish], worker_id: str) -> dict[UUID, str]:
-        """End attempts `worker_id` ran; returns {job id: the status written} for the writes
-        that won (the others were fenced out). The status written is the row's own, except
-        that a cancel asked meanwhile turns a way back to `pending` into `cancelled`. The
-        attempt rows of the winners are written by the same statement."""
+    async def finish(self, rows: Sequence[Finish], worker_id: str) -> dict[tuple[UUID, int], str]:
+        """End attempts `worker_id` ran; returns {(job id, lease token): the status written}
+        for the writes that won (the others were fenced out). Keyed by attempt, not job: a
+        batch may hold a stale attempt of a job beside its current one. The status written is
+        the row's own, except that a cancel asked meanwhile turns a way back to `pending` into
+        `cancelled`. The attempt rows of the winners are written by the same statement."""
         if not rows:
             return {}
         cur = await self.conn.execute(
@@ -109,7 +110,7 @@ class Session:
             {"rows": Jsonb([r.as_json() for r in rows]), "worker_id": worker_id},
             prepare=True,
         )
-        return {row[0]: row[1] for row in await cur.fetchall()}
+        return {(row[0], row[1]): row[2] for row in await cur.fetchall()}
 
     async def heartbeat(
         self, ids: Sequence[UUID], tokens: Sequence[int], lease_seconds: float

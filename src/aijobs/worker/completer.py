@@ -143,10 +143,10 @@ class Completer:
         return []
 
 
-def _written(batch: list[Entry], won: Mapping[UUID, str]) -> None:
-    """Run the callbacks of a written batch; `won` is {job id: status written}."""
+def _written(batch: list[Entry], won: Mapping[tuple[UUID, int], str]) -> None:
+    """Run the callbacks of a written batch; `won` is {(job id, lease token): status written}."""
     for finish, written in batch:
-        status = won.get(finish.id)
+        status = won.get((finish.id, finish.lease_token))
         stored = finish if status is None or status == finish.status else replace(finish, status=status)
         try:
             written(stored, status is not None)

@@ -45,8 +45,10 @@ order by priority desc, run_at, created_at;
 -- again nor keeps its charge. A completed or failed attempt keeps its own ending.
 -- The attempt rows of the writes that won are inserted here, from what the update returns
 -- (RETURNING reads the `done` row too: no join of the two lists).
--- Answers each write that won with the status it wrote, which is not always the status it
--- was given (`cancelled` above): the worker logs and counts what was written.
+-- Answers each write that won, by job id and lease token (one batch may end two attempts
+-- of one job: a stale one, fenced out, and the current one), with the status it wrote,
+-- which is not always the status it was given (`cancelled` above): the worker logs and
+-- counts what was written.
 with done as (
     select * from jsonb_to_recordset(%(rows)s::jsonb) as d(
         id uuid, lease_token bigint, status job_status, outcome text, result jsonb, error text,
@@ -116,7 +118,7 @@ with done as (
       and a.outcome = 'lost'
       and d.outcome <> 'handed_back'
 )
-select id, status::text from finished;
+select id, lease_token, status::text from finished;
 
 -- name: job_heartbeat
 -- Extend the leases this worker still holds and report which of them were asked to cancel.
