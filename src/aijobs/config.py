@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     cors_origins: str = ""
     max_body_bytes: int = Field(default=65536, ge=1024)
     max_jobs_in_flight_per_user: int = Field(default=100, ge=1, le=PG_INT_MAX)
-    # Open SSE streams one user may hold in one API process (each is a queue and a task).
+    # Open SSE streams and long polls one user may hold in one API process (each is a queue).
     max_streams_per_user: int = Field(default=5, ge=1, le=10_000)
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)

@@ -1,8 +1,10 @@
-"""The per-user cap on open SSE streams (`MAX_STREAMS_PER_USER`), counted in this API process.
+"""The per-user cap on open SSE streams and long polls (`MAX_STREAMS_PER_USER`), counted in
+this API process.
 
 Each stream holds a queue on the job events hub and a task for as long as the client keeps
-it open, so without a cap one user could grow the process's memory and its fan-out work at
-will. A stream takes a slot before it is answered; one over the cap is refused with a 429.
+it open, and a long poll (`GET /api/jobs/{id}?wait=N`) the same for up to a minute, so
+without a cap one user could grow the process's memory and its fan-out work at will. Both
+take a slot before they are answered; one over the cap is refused with a 429.
 The slot is given back when the stream ends for any reason: the job finished, the client
 went away, the server shut down, or the response ended before its generator ever ran (a
 client gone, or a shutdown, before the first event). `StreamSlot.release` is therefore
@@ -54,8 +56,9 @@ class StreamCap:
         if held >= self.limit:
             raise ProblemError(
                 429,
-                f"this user already has {held} event streams open, the most allowed "
-                f"(MAX_STREAMS_PER_USER = {self.limit}); close one, or long-poll GET /api/jobs/{{id}}?wait=N",
+                f"this user already has {held} event streams and long polls open, the most "
+                f"allowed (MAX_STREAMS_PER_USER = {self.limit}); close one, or read "
+                "GET /api/jobs/{id} without ?wait",
                 code="too_many_streams",
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 open_streams=held,

@@ -123,3 +123,36 @@ async def test_streams_that_end_on_their_own_give_their_slot_back(start_api, fun
         async with live_stream(client, api, funded_user, pending):
             assert open_streams(api, funded_user) == 1
         await until_released(api, funded_user)
+
+
+async def test_a_long_poll_holds_a_slot_while_it_waits(start_api, funded_user) -> None:
+    """`GET /api/jobs/{id}?wait=N` subscribes to the same events as a stream, for up to a
+    minute: it counts against the same cap, and gives its slot back when it answers."""
+    api = start_api(max_streams_per_user=1)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        job_id = await pending_job(client, api, funded_user)
+        waiting = asyncio.create_task(
+            client.get(f"/api/jobs/{job_id}", params={"wait": 2}, headers=api.auth(funded_user))
+        )
+        await until_released(api, funded_user, expected=1)  # the long poll is waiting
+        async with client.stream(
+            "GET", f"/api/jobs/{job_id}/events", headers=api.auth(funded_user)
+        ) as refused:
+            assert refused.status_code == 429
+            await refused.aread()
+        assert refused.json()["code"] == "too_many_streams"
+        second = await client.get(f"/api/jobs/{job_id}", params={"wait": 1}, headers=api.auth(funded_user))
+        assert second.status_code == 429
+        plain = await client.get(f"/api/jobs/{job_id}", headers=api.auth(funded_user))
+        assert plain.status_code == 200, "a read without wait is not counted"
+        answered = await waiting
+        assert answered.status_code == 200 and answered.json()["status"] == "pending"
+        await until_released(api, funded_user)
+        absent = await client.get(
+            f"/api/jobs/{uuid.uuid4()}", params={"wait": 1}, headers=api.auth(funded_user)
+        )
+        assert absent.status_code == 404
+        assert open_streams(api, funded_user) == 0
+        async with live_stream(client, api, funded_user, job_id):
+            assert open_streams(api, funded_user) == 1
+        await until_released(api, funded_user)

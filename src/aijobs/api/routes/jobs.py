@@ -209,13 +209,14 @@ def page_of(rows: list[dict[str, Any]], limit: int) -> JobPage:
     "/api/jobs/{job_id}",
     response_model=Job,
     summary="A job (optionally waiting for its status to change)",
-    responses=responses(401, 404, 422),
+    responses=responses(401, 404, 422, 429),
 )
 async def get_job(
     job_id: UUID,
     principal: CurrentUser,
     store: StoreDep,
     hub: HubDep,
+    state: StateDep,
     wait: Annotated[
         float,
         Query(
@@ -223,20 +224,27 @@ async def get_job(
         ),
     ] = 0,
 ) -> Job:
+    """With `wait`, a long poll: it holds one of the user's MAX_STREAMS_PER_USER slots, as an
+    event stream does, for as long as it waits (429 `too_many_streams` past the cap)."""
     if wait <= 0:
         return await read_job(store, principal, job_id)
-    async with hub.subscribe(job_id) as events:
-        job = await read_job(store, principal, job_id)
-        if job.status in TERMINAL:
-            return job
-        deadline = time.monotonic() + wait
-        while (remaining := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
-            async with store.as_user(principal.claims) as session:
-                status = await session.api_job_status(job_id)
-            if status != job.status:
-                break
+    assert principal.user_id is not None
+    slot = state.streams.acquire(principal.user_id)  # 429 before any database work
+    try:
+        async with hub.subscribe(job_id) as events:
+            job = await read_job(store, principal, job_id)
+            if job.status in TERMINAL:
+                return job
+            deadline = time.monotonic() + wait
+            while (remaining := deadline - time.monotonic()) > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
+                async with store.as_user(principal.claims) as session:
+                    status = await session.api_job_status(job_id)
+                if status != job.status:
+                    break
+    finally:
+        slot.release()
     return await read_job(store, principal, job_id)
 
 
