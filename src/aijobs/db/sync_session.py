@@ -37,6 +37,7 @@ class SyncSession:
 
     The caller opens, commits and closes the connection; a creation in an open transaction
     holds the user's account row locked until that transaction ends, as any charge does.
+    One session per thread: its cursor, like any psycopg cursor, is not to be shared.
     """
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
