@@ -19,7 +19,7 @@ class ApiState:
     settings: Settings
     verifier: TokenVerifier
     database_url: str
-    #: Open SSE streams per user in this process (MAX_STREAMS_PER_USER).
+    #: Open SSE streams and long polls per user in this process (MAX_STREAMS_PER_USER).
     streams: StreamCap
     #: Set by the lifespan (opened there unless create_app was given one).
     store: Store | None = None
