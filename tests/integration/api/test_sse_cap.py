@@ -132,7 +132,7 @@ async def test_a_long_poll_holds_a_slot_while_it_waits(start_api, funded_user) -
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
         job_id = await pending_job(client, api, funded_user)
         waiting = asyncio.create_task(
-            client.get(f"/api/jobs/{job_id}", params={"wait": 2}, headers=api.auth(funded_user))
+            client.get(f"/api/jobs/{job_id}", params={"wait": 4}, headers=api.auth(funded_user))
         )
         await until_released(api, funded_user, expected=1)  # the long poll is waiting
         async with client.stream(
