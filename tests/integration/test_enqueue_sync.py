@@ -149,3 +149,24 @@ async def test_a_sync_batch_is_all_or_nothing(db_url: str, funded_user: uuid.UUI
     assert [e["field"] for e in bad.value.errors] == ["jobs[3].text"]
     assert await ledger_state(db_url, funded_user) == (994, 994, 4)
     await assert_invariants(db_url)
+
+
+async def test_a_refusal_in_a_savepoint_keeps_the_callers_other_writes(
+    db_url: str, funded_user: uuid.UUID
+) -> None:
+    """What the README tells a caller that wants to go on after a refusal in its transaction."""
+    poor = uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("select credit_grant(%s, 1, 'test')", (poor,))
+    with psycopg.connect(db_url) as conn:
+        session = SyncSession(conn)
+        with conn.transaction():
+            kept = enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+            with pytest.raises(InsufficientCredits), conn.transaction():
+                enqueue_sync(
+                    session, user_id=poor, job_type="review_processing", payload={"review_text": "ok"}
+                )
+            also = enqueue_sync(session, user_id=poor, job_type="sentiment_analysis", payload=TEXT)
+    assert job_row(db_url, kept.id) is not None and job_row(db_url, also.id) is not None
+    assert await ledger_state(db_url, funded_user) == (999, 999, 1)
+    assert await ledger_state(db_url, poor) == (0, 0, 1)

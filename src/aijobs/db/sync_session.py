@@ -37,6 +37,9 @@ class SyncSession:
 
     The caller opens, commits and closes the connection; a creation in an open transaction
     holds the user's account row locked until that transaction ends, as any charge does.
+    A refusal (InsufficientCredits, ...) is a failed statement like any other: inside the
+    caller's transaction it leaves that transaction aborted, so a caller that wants to go on
+    after one creates inside a savepoint (`with conn.transaction():` nested in its own).
     One session per thread: its cursor, like any psycopg cursor, is not to be shared.
     """
 
