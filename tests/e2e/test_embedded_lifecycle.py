@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from aijobs.db.embedded import clock, start_time
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,16 +158,17 @@ def test_a_holder_is_known_by_its_id_and_start_time(tmp_path: Path) -> None:
     exited = subprocess.Popen(["true"])
     exited.wait()
     try:
-        my_start = psutil.Process(me).create_time()
-        reused_start = psutil.Process(reused.pid).create_time()
+        my_start = start_time(me)
+        reused_start = start_time(reused.pid)
         (pgdata / HANDLE_PIDS).write_text(json.dumps([me, reused.pid, legacy.pid, exited.pid]))
         (pgdata / HOLDER_STARTS).write_text(
-            json.dumps({str(me): my_start + 0.25, str(reused.pid): reused_start - 1000})
+            json.dumps({"clock": clock(), str(me): my_start + 0.25, str(reused.pid): reused_start - 1000})
         )
         dropped = forget_dead_holders(pgdata, tmp_path)
         assert sorted(dropped) == sorted([reused.pid, exited.pid])
         assert json.loads((pgdata / HANDLE_PIDS).read_text()) == [me, legacy.pid]
-        assert json.loads((pgdata / HOLDER_STARTS).read_text()) == {str(me): my_start + 0.25}
+        kept = {"clock": clock(), str(me): my_start + 0.25}
+        assert json.loads((pgdata / HOLDER_STARTS).read_text()) == kept
         # Nothing more to forget: a second pass changes nothing.
         assert forget_dead_holders(pgdata, tmp_path) == []
         assert json.loads((pgdata / HANDLE_PIDS).read_text()) == [me, legacy.pid]
@@ -181,24 +183,97 @@ def test_a_dead_holders_id_given_to_another_process_does_not_keep_the_server_up(
 ) -> None:
     pgdata, env = embedded
     holder = start_holder(env, pgdata, ["stats", "--watch", "1"], "queue:")
-    started = psutil.Process(holder.pid).create_time()
+    started = start_time(holder.pid)
+    started_wall = psutil.Process(holder.pid).create_time()
     recorded = json.loads((pgdata / HOLDER_STARTS).read_text())
+    assert recorded["clock"] == clock()
     assert abs(recorded[str(holder.pid)] - started) < 0.01, "a holder records its start time"
     holder.kill()
     holder.communicate(timeout=60)
     # The system gives the dead holder's id to an unrelated process (simulated: a live process
     # takes its place in both lists, with the holder's start time). A real reuse comes long
     # after the holder started; this one at least past the tolerance (a second) and some.
-    time.sleep(max(0.0, started + 3 - time.time()))
+    time.sleep(max(0.0, started_wall + 3 - time.time()))
     impostor = subprocess.Popen(["sleep", "120"])
     try:
         pids = json.loads((pgdata / HANDLE_PIDS).read_text())
         assert holder.pid in pids
         (pgdata / HANDLE_PIDS).write_text(json.dumps([impostor.pid if p == holder.pid else p for p in pids]))
-        (pgdata / HOLDER_STARTS).write_text(json.dumps({str(impostor.pid): started}))
+        (pgdata / HOLDER_STARTS).write_text(json.dumps({"clock": clock(), str(impostor.pid): started}))
         assert postmaster_pid(pgdata) is not None
         aijobs(env, "stats")
         assert postmaster_pid(pgdata) is None, "the impostor was taken for the holder: server left running"
     finally:
         impostor.kill()
         impostor.wait()
+
+
+def test_a_live_holder_stays_a_holder_after_the_system_clock_steps(tmp_path: Path) -> None:
+    """A step of the wall clock (NTP, a VM resumed, `date -s`) moves the boot time the kernel
+    reports in /proc/stat by as much, and with it every wall-clock process start time. A live
+    holder recorded before the step must still count as alive after it: were it forgotten, the
+    next command to exit would take itself for the last holder and stop the server under it.
+
+    The step is simulated with a /proc whose `btime` is an hour later, which is what the kernel
+    shows after the clock is set an hour ahead; each process's own entries are the real ones."""
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    (tmp_path / "run").mkdir(mode=0o700)
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (pgdata / HANDLE_PIDS).write_text(json.dumps([holder.pid]))
+        stepped = tmp_path / "proc"
+        stepped.mkdir()
+        lines = Path("/proc/stat").read_text().splitlines()
+        (stepped / "stat").write_text(
+            "".join(
+                f"btime {int(line.split()[1]) + 3600}\n" if line.startswith("btime") else line + "\n"
+                for line in lines
+            )
+        )
+        (stepped / str(holder.pid)).symlink_to(f"/proc/{holder.pid}")
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        env.update(
+            XDG_RUNTIME_DIR=str(tmp_path / "run"),
+            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        )
+        script = (
+            "import json, sys; from pathlib import Path; import psutil; "
+            "from aijobs.db.embedded import forget_dead_holders, record_holder; "
+            "pgdata = Path(sys.argv[1]); record_holder(pgdata, int(sys.argv[2])); "
+            "psutil.PROCFS_PATH = sys.argv[3]; "  # the clock steps an hour ahead
+            "print(json.dumps(forget_dead_holders(pgdata)))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(pgdata), str(holder.pid), str(stepped)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout.splitlines()[-1]) == [], "a live holder was forgotten"
+        assert json.loads((pgdata / HANDLE_PIDS).read_text()) == [holder.pid]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_holders_recorded_in_an_earlier_boot_are_forgotten(tmp_path: Path) -> None:
+    """A process recorded in another boot cannot be running, whatever now has its id."""
+    if clock() == "wall":
+        pytest.skip("no boot id on this system")
+    pgdata = tmp_path / "pgdata"
+    pgdata.mkdir()
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        (pgdata / HANDLE_PIDS).write_text(json.dumps([other.pid]))
+        (pgdata / HOLDER_STARTS).write_text(
+            json.dumps({"clock": "another boot's id", str(other.pid): start_time(other.pid)})
+        )
+        assert forget_dead_holders(pgdata, tmp_path) == [other.pid]
+        assert json.loads((pgdata / HANDLE_PIDS).read_text()) == []
+        assert json.loads((pgdata / HOLDER_STARTS).read_text()) == {"clock": clock()}
+    finally:
+        other.kill()
+        other.wait()

