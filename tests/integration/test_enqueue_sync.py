@@ -12,6 +12,7 @@ import pytest
 from aijobs.db.store import Store
 from aijobs.db.sync_session import SyncSession
 from aijobs.errors import InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
+from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many_sync, enqueue_sync
 from tests.integration.test_credits import ledger_state
 from tests.support.invariants import assert_invariants
@@ -170,3 +171,26 @@ async def test_a_refusal_in_a_savepoint_keeps_the_callers_other_writes(
     assert job_row(db_url, kept.id) is not None and job_row(db_url, also.id) is not None
     assert await ledger_state(db_url, funded_user) == (999, 999, 1)
     assert await ledger_state(db_url, poor) == (0, 0, 1)
+
+
+def created_counter() -> float:
+    return (
+        metrics().registry.get_sample_value("aijobs_jobs_created_total", {"type": "prompt_analysis"}) or 0.0
+    )
+
+
+def test_only_committed_creations_move_this_processs_counters(db_url: str, funded_user: uuid.UUID) -> None:
+    """Inside the caller's transaction the job may yet roll back: no counter moves for it."""
+    payload = {"prompt": "Reply to: 'Great pizza, slow delivery.'"}
+    before = created_counter()
+    with psycopg.connect(db_url) as conn:
+        session = SyncSession(conn)
+        with conn.transaction(force_rollback=True):
+            enqueue_sync(session, user_id=funded_user, job_type="prompt_analysis", payload=payload)
+            enqueue_many_sync(session, user_id=funded_user, jobs=[JobSpec("prompt_analysis", payload)])
+    assert created_counter() == before
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        session = SyncSession(conn)
+        enqueue_sync(session, user_id=funded_user, job_type="prompt_analysis", payload=payload)
+        enqueue_many_sync(session, user_id=funded_user, jobs=[JobSpec("prompt_analysis", payload)] * 2)
+    assert created_counter() == before + 3

@@ -22,6 +22,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import args_row
 
 from aijobs.db import creation_params
@@ -46,6 +47,12 @@ class SyncSession:
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._creator: psycopg.Cursor[CreatedJob] | None = None
+
+    @property
+    def committed(self) -> bool:
+        """Whether what this connection last ran is committed: no transaction is open (an
+        autocommit connection). Inside the caller's transaction it may yet roll back."""
+        return self.conn.info.transaction_status == TransactionStatus.IDLE
 
     def create_job(
         self,

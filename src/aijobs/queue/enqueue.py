@@ -78,7 +78,12 @@ def enqueue_sync(
     retry_of: UUID | None = None,
 ) -> CreatedJob:
     """`enqueue` for synchronous code, on the caller's own connection and transaction
-    (`SyncSession`): the same validation first, the same charge, the same refusals."""
+    (`SyncSession`): the same validation first, the same charge, the same refusals.
+
+    This process's counters (`aijobs_jobs_created`, credits debited) move only for a creation
+    that is committed when this returns (autocommit): inside the caller's transaction the job
+    may yet roll back, and nothing here sees that transaction end. The database's own figures
+    (`aijobs stats`, the dashboard) count every committed job either way."""
     clean = validate_payload(job_type, payload)
     created = session.create_job(
         user_id=user_id,
@@ -90,7 +95,7 @@ def enqueue_sync(
         idempotency_key=idempotency_key,
         retry_of=retry_of,
     )
-    return _counted(job_type, created)
+    return _counted(job_type, created) if session.committed else created
 
 
 def _counted(job_type: str, created: CreatedJob) -> CreatedJob:
@@ -117,11 +122,12 @@ async def enqueue_many(
 
 
 def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec]) -> list[CreatedJob]:
-    """`enqueue_many` for synchronous code, on the caller's own connection (`SyncSession`)."""
+    """`enqueue_many` for synchronous code, on the caller's own connection (`SyncSession`);
+    counted in this process's metrics only when committed at once, as `enqueue_sync`."""
     if not jobs:
         return []
     created = session.create_jobs(user_id=user_id, jobs=validate_batch(jobs))
-    return _counted_batch(jobs, created)
+    return _counted_batch(jobs, created) if session.committed else created
 
 
 def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
