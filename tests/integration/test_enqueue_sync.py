@@ -9,9 +9,9 @@ import uuid
 import psycopg
 import pytest
 
-from aijobs.db.store import Store
+from aijobs.db.store import PREPARED_STATEMENTS_CAP, Store
 from aijobs.db.sync_session import SyncSession
-from aijobs.errors import InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
+from aijobs.errors import InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType, UnknownUser
 from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many_sync, enqueue_sync
 from tests.integration.test_credits import ledger_state
@@ -194,3 +194,29 @@ def test_only_committed_creations_move_this_processs_counters(db_url: str, funde
         enqueue_sync(session, user_id=funded_user, job_type="prompt_analysis", payload=payload)
         enqueue_many_sync(session, user_id=funded_user, jobs=[JobSpec("prompt_analysis", payload)] * 2)
     assert created_counter() == before + 3
+
+
+async def test_refusals_do_not_gather_prepared_statements_without_end(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """psycopg forgets a statement whose first prepared execution failed but leaves it on the
+    server: a connection that sees only refusals would keep one per refusal."""
+    nobody = uuid.uuid4()
+    refusals = PREPARED_STATEMENTS_CAP + 50
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        session = SyncSession(conn)
+        for _ in range(refusals):
+            with pytest.raises(UnknownUser):
+                session.create_job(user_id=nobody, type="sentiment_analysis", payload=TEXT)
+        held = conn.execute("select count(*) from pg_prepared_statements").fetchone()
+        assert held is not None and held[0] <= PREPARED_STATEMENTS_CAP + 1
+        enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+    async with store.session() as s:
+        for _ in range(refusals):
+            with pytest.raises(UnknownUser):
+                await s.create_job(user_id=nobody, type="sentiment_analysis", payload=TEXT)
+        cur = await s.conn.execute("select count(*) from pg_prepared_statements")
+        row = await cur.fetchone()
+        assert row is not None and row[0] <= PREPARED_STATEMENTS_CAP + 1
+        await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
+    assert await ledger_state(db_url, funded_user) == (998, 998, 2)

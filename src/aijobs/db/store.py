@@ -79,6 +79,16 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_dumps(json_dumps, conn)
 
 
+#: psycopg forgets a statement whose first prepared execution fails, yet the server keeps it
+#: prepared (3.3's PrepareManager.validate drops the name and sends no DEALLOCATE). A refused
+#: creation (no credits, unknown type or user) is such a failure, so a connection on which no
+#: creation has succeeded yet gathers one server-side statement per refusal, without end: one
+#: user with no credits could grow a backend's memory at will. After a refusal outside a
+#: transaction, a connection holding more than this many drops them all (`bound_prepared`);
+#: psycopg keeps at most 100 of its own (`prepared_max`), so a healthy one never gets there.
+PREPARED_STATEMENTS_CAP = 200
+
+
 class Session:
     """Typed queries on one connection (inside whatever transaction the caller holds)."""
 
@@ -171,10 +181,14 @@ class Session:
         batch that would take the user's pending and processing jobs past the cap.
         """
         params = creation_params.batch(user_id=user_id, jobs=jobs, max_in_flight=max_in_flight)
-        with refusals():
-            async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
-                await cur.execute(query(creation_params.batch_statement(max_in_flight)), params)
-                return await cur.fetchall()
+        try:
+            with refusals():
+                async with self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
+                    await cur.execute(query(creation_params.batch_statement(max_in_flight)), params)
+                    return await cur.fetchall()
+        except errors.AijobsError:
+            await self.bound_prepared()
+            raise
 
     async def create_job_for_claims(
         self,
@@ -224,11 +238,25 @@ class Session:
         if self._creator is None:
             self._creator = self.conn.cursor(row_factory=args_row(CreatedJob))
         cur = self._creator
-        with refusals():
-            await cur.execute(statement, params, prepare=True)
-            row = await cur.fetchone()
+        try:
+            with refusals():
+                await cur.execute(statement, params, prepare=True)
+                row = await cur.fetchone()
+        except errors.AijobsError:
+            await self.bound_prepared()
+            raise
         assert row is not None
         return row
+
+    async def bound_prepared(self) -> None:
+        """After a refused creation: drop this connection's prepared statements if a run of
+        refusals has left more than PREPARED_STATEMENTS_CAP of them (see there). Only outside
+        a transaction: inside one, the refusal has aborted it and its rollback comes first."""
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            return
+        row = await (await self.conn.execute(query("conn_prepared_count"))).fetchone()
+        if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
+            await self.conn.execute(query("conn_deallocate_all"))
 
     async def cancel_job(self, job_id: UUID, user_id: UUID | None = None) -> dict[str, Any] | None:
         with refusals():

@@ -11,7 +11,9 @@ poll in C, where the async one registers the socket with the event loop, arms a 
 unregisters both at every statement (docs/benchmarks.md, W1).
 
 The session keeps one cursor for its creations, as `Session` does, and never changes the
-connection's configuration (payloads carry their own JSON encoder).
+connection's configuration (payloads carry their own JSON encoder). One exception, for the
+server's sake: after a refusal outside a transaction, a connection holding more than
+PREPARED_STATEMENTS_CAP prepared statements has them all dropped (see `db/store.py`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from psycopg.rows import args_row
 from aijobs.db import creation_params
 from aijobs.db.queries import query
 from aijobs.db.rows import CreatedJob, JobSpec
-from aijobs.db.store import refusals
+from aijobs.db.store import PREPARED_STATEMENTS_CAP, refusals
+from aijobs.errors import AijobsError
 
 
 class SyncSession:
@@ -81,11 +84,15 @@ class SyncSession:
         if self._creator is None or self._creator.closed:
             self._creator = self.conn.cursor(row_factory=args_row(CreatedJob))
         cur = self._creator
-        with refusals():
-            # Prepared at once, as the async store does; psycopg still prepares nothing on a
-            # connection made with prepare_threshold=None (PgBouncer in transaction mode).
-            cur.execute(query(creation_params.single_statement(None)), params, prepare=True)
-            row = cur.fetchone()
+        try:
+            with refusals():
+                # Prepared at once, as the async store does; psycopg still prepares nothing on
+                # a connection made with prepare_threshold=None (PgBouncer in transaction mode).
+                cur.execute(query(creation_params.single_statement(None)), params, prepare=True)
+                row = cur.fetchone()
+        except AijobsError:
+            self.bound_prepared()
+            raise
         assert row is not None
         return row
 
@@ -93,6 +100,19 @@ class SyncSession:
         """Charge and insert a batch for one user in one statement, all or nothing; rows in
         input order."""
         params = creation_params.batch(user_id=user_id, jobs=jobs, max_in_flight=None)
-        with refusals(), self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
-            cur.execute(query(creation_params.batch_statement(None)), params)
-            return cur.fetchall()
+        try:
+            with refusals(), self.conn.cursor(row_factory=args_row(CreatedJob)) as cur:
+                cur.execute(query(creation_params.batch_statement(None)), params)
+                return cur.fetchall()
+        except AijobsError:
+            self.bound_prepared()
+            raise
+
+    def bound_prepared(self) -> None:
+        """`Session.bound_prepared` on this connection: after a refusal outside a transaction,
+        drop its prepared statements if refusals have left more than the cap of them."""
+        if not self.committed:
+            return
+        row = self.conn.execute(query("conn_prepared_count")).fetchone()
+        if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
+            self.conn.execute(query("conn_deallocate_all"))
