@@ -124,3 +124,36 @@ async def test_authenticated_users_cannot_create_or_cancel_for_others(store: Sto
     async with store.session() as s:
         row = await s.get_job(bobs.id)
     assert row is not None and row["status"] == "pending"
+
+
+async def test_a_column_type_changed_under_a_running_process_fails_its_prepared_statement_once(
+    db_url: str,
+) -> None:
+    """A migration that changes the type of a column a running process's prepared statements
+    return (014 made six of jobs' columns domains) makes PostgreSQL refuse them with 0A000,
+    "cached plan must not change result type", on every execution, on every connection that
+    prepared them before: during a rolling deploy a process of the previous release failed
+    every such read until it was restarted. After that error the store drops the connection's
+    prepared statements, so the next use prepares again against the new schema."""
+    store = await Store.open(db_url, min_size=1, max_size=1)
+    try:
+        async with store.session() as session:
+            assert await session.api_get_job(uuid.uuid4()) is None
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("alter table jobs alter column error type varchar")
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            async with store.session() as session:
+                await session.api_get_job(uuid.uuid4())
+        async with store.session() as session:
+            assert await session.api_get_job(uuid.uuid4()) is None
+        # The same inside a request's transaction (rolled back first, then the statements go).
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("alter table jobs alter column error type text")
+        claims = {"sub": str(uuid.uuid4()), "role": "authenticated"}
+        with pytest.raises(psycopg.errors.FeatureNotSupported):
+            async with store.as_user(claims) as session:
+                await session.api_get_job(uuid.uuid4())
+        async with store.as_user(claims) as session:
+            assert await session.api_get_job(uuid.uuid4()) is None
+    finally:
+        await store.close()

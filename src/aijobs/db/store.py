@@ -635,15 +635,35 @@ class Store:
         await self.pool.close()
 
     @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection whose prepared statements are dropped after a 0A000.
+
+        A migration that changes the type of a column a prepared statement returns (014 made
+        six of jobs' columns domains) makes PostgreSQL refuse that statement with 0A000,
+        "cached plan must not change result type", at every execution on every connection
+        that prepared it before: a process of the previous release kept failing until it was
+        restarted. After such an error (any 0A000: dropping is harmless, psycopg prepares again
+        on use) the connection forgets its statements, so the caller's retry finds it healed.
+        Any transaction of the borrower has been rolled back by then (it is the inner block).
+        """
+        async with self.pool.connection() as conn:
+            try:
+                yield conn
+            except psycopg.errors.FeatureNotSupported:
+                if conn.info.transaction_status == TransactionStatus.IDLE:
+                    await conn.execute(query("conn_deallocate_all"))
+                raise
+
+    @asynccontextmanager
     async def session(self) -> AsyncIterator[Session]:
         """A connection as the owner role, in autocommit: each query is its own transaction."""
-        async with self.pool.connection() as conn:
+        async with self._connection() as conn:
             yield Session(conn)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Session]:
         """Several owner-role queries in one transaction."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             yield Session(conn)
 
     @asynccontextmanager
@@ -657,7 +677,7 @@ class Store:
         # No pipeline mode: psycopg's async pipeline flushes each queued command on its own
         # (10.7 sends per created job against 4 without it, counted with strace) and cost
         # the API about 0.3 ms more CPU per request on the benchmark machine.
-        async with self.pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(
                 "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
                 (role, json.dumps(claims or {})),
