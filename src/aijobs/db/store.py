@@ -8,6 +8,7 @@ caller gets a `Session`, whose methods are the only SQL the rest of aijobs runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -254,9 +255,10 @@ class Session:
         a transaction: inside one, the refusal has aborted it and its rollback comes first."""
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
             return
-        row = await (await self.conn.execute(query("conn_prepared_count"))).fetchone()
-        if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
-            await self.conn.execute(query("conn_deallocate_all"))
+        with contextlib.suppress(psycopg.Error):  # the refusal is the caller's answer, not this
+            row = await (await self.conn.execute(query("conn_prepared_count"))).fetchone()
+            if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
+                await self.conn.execute(query("conn_deallocate_all"))
 
     async def cancel_job(self, job_id: UUID, user_id: UUID | None = None) -> dict[str, Any] | None:
         with refusals():

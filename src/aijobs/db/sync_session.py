@@ -18,6 +18,7 @@ PREPARED_STATEMENTS_CAP prepared statements has them all dropped (see `db/store.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -113,6 +114,7 @@ class SyncSession:
         drop its prepared statements if refusals have left more than the cap of them."""
         if not self.committed:
             return
-        row = self.conn.execute(query("conn_prepared_count")).fetchone()
-        if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
-            self.conn.execute(query("conn_deallocate_all"))
+        with contextlib.suppress(psycopg.Error):  # the refusal is the caller's answer, not this
+            row = self.conn.execute(query("conn_prepared_count")).fetchone()
+            if row is not None and row[0] > PREPARED_STATEMENTS_CAP:
+                self.conn.execute(query("conn_deallocate_all"))
