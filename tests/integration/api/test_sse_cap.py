@@ -1,12 +1,14 @@
 """The per-user cap on open SSE streams (MAX_STREAMS_PER_USER), over real HTTP.
 
 One stream over the cap is a 429 problem; every way a stream ends gives its slot back: the
-client closing it, the job finishing, a refusal before streaming (404).
+client closing it, the job finishing, a refusal before streaming (404). A long poll counts
+as a stream, and gives its slot back when it answers or when its client leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -155,4 +157,34 @@ async def test_a_long_poll_holds_a_slot_while_it_waits(start_api, funded_user) -
         assert open_streams(api, funded_user) == 0
         async with live_stream(client, api, funded_user, job_id):
             assert open_streams(api, funded_user) == 1
+        await until_released(api, funded_user)
+
+
+async def test_a_long_poll_whose_client_leaves_gives_its_slot_back_at_once(start_api, funded_user) -> None:
+    """uvicorn does not cancel a handler whose client has gone: without watching for the
+    disconnect, an abandoned `?wait=60` kept its slot (and its subscription) for a minute."""
+    api = start_api(max_streams_per_user=1)
+    async with httpx.AsyncClient(base_url=api.url, timeout=90) as client:
+        job_id = await pending_job(client, api, funded_user)
+        for _ in range(2):  # the second time, on the slot the first abandoned poll gave back
+            waiting = asyncio.create_task(
+                client.get(f"/api/jobs/{job_id}", params={"wait": 60}, headers=api.auth(funded_user))
+            )
+            await until_released(api, funded_user, expected=1)  # the long poll is waiting
+            waiting.cancel()  # the client gives up: httpx closes the connection mid-response
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            await until_released(api, funded_user)  # within 10 s, not after the 60 s wait
+        async with live_stream(client, api, funded_user, job_id):
+            assert open_streams(api, funded_user) == 1
+        await until_released(api, funded_user)
+        # A poll whose client stays is still answered when the status changes.
+        waiting = asyncio.create_task(
+            client.get(f"/api/jobs/{job_id}", params={"wait": 30}, headers=api.auth(funded_user))
+        )
+        await until_released(api, funded_user, expected=1)
+        cancelled = await client.post(f"/api/jobs/{job_id}/cancel", headers=api.auth(funded_user))
+        assert cancelled.json()["status"] == "cancelled"
+        answered = await asyncio.wait_for(waiting, timeout=20)
+        assert answered.status_code == 200 and answered.json()["status"] == "cancelled"
         await until_released(api, funded_user)

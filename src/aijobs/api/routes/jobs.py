@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
@@ -213,6 +213,7 @@ def page_of(rows: list[dict[str, Any]], limit: int) -> JobPage:
 )
 async def get_job(
     job_id: UUID,
+    request: Request,
     principal: CurrentUser,
     store: StoreDep,
     hub: HubDep,
@@ -225,27 +226,62 @@ async def get_job(
     ] = 0,
 ) -> Job:
     """With `wait`, a long poll: it holds one of the user's MAX_STREAMS_PER_USER slots, as an
-    event stream does, for as long as it waits (429 `too_many_streams` past the cap)."""
+    event stream does, for as long as it waits (429 `too_many_streams` past the cap), and no
+    longer than its client stays: a client that leaves gives the slot back at once."""
     if wait <= 0:
         return await read_job(store, principal, job_id)
     assert principal.user_id is not None
     slot = state.streams.acquire(principal.user_id)  # 429 before any database work
+    # uvicorn does not cancel a handler whose client has gone, so the wait watches for it.
+    gone = asyncio.ensure_future(client_gone(request))
     try:
         async with hub.subscribe(job_id) as events:
             job = await read_job(store, principal, job_id)
             if job.status in TERMINAL:
                 return job
-            deadline = time.monotonic() + wait
-            while (remaining := deadline - time.monotonic()) > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
-                async with store.as_user(principal.claims) as session:
-                    status = await session.api_job_status(job_id)
-                if status != job.status:
-                    break
+            changed = asyncio.ensure_future(status_change(store, principal, job, events, wait))
+            try:
+                await asyncio.wait((changed, gone), return_when=asyncio.FIRST_COMPLETED)
+                if not changed.done():
+                    return job  # the client has gone: nobody reads this answer
+                changed.result()  # a database error is the request's error
+            finally:
+                await settle(changed)
     finally:
+        await settle(gone)
         slot.release()
     return await read_job(store, principal, job_id)
+
+
+async def status_change(
+    store: Store, principal: Principal, job: Job, events: asyncio.Queue[str], wait: float
+) -> None:
+    """Return when `job`'s status is no longer the one it had, or after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while (remaining := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
+        async with store.as_user(principal.claims) as session:
+            status = await session.api_job_status(job.id)
+        if status != job.status:
+            return
+
+
+async def settle(task: asyncio.Future[None]) -> None:
+    """Cancel `task` if it still runs and wait for it to end; what it raised was either read
+    already (`result()`) or no longer matters (the client it answered has gone)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
+async def client_gone(request: Request) -> None:
+    """Return once the client has closed its connection (the ASGI `http.disconnect`).
+
+    A GET's body is one empty message; the receive after it waits until the client goes.
+    """
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.post(
