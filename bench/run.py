@@ -245,6 +245,12 @@ def seeded_template(admin_url: str, system: System, sizes: Sizes, made: dict[str
         t0 = time.perf_counter()
         system.seed_finished(url, sizes.w6_finished)
         seed_s = time.perf_counter() - t0
+        # The seed writes more WAL than max_wal_size (1 GB by default: 1.0 GB for aijobs, 1.2 GB
+        # for pgqueuer). Without a CHECKPOINT here, the checkpoint it brought on ran during the
+        # drain of some rounds and not others (2026-11-28 22:58: W6 rounds of 20.4k, 12.3k and
+        # 13.1k jobs/s for aijobs, 15.9k, 10.3k and 9.0k for pgqueuer). (`create_database` makes
+        # another before each copy, which then finds little to write.)
+        checkpoint(url)
     except BaseException:
         drop_database(admin_url, dbname)
         raise
@@ -352,13 +358,8 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
         except NotImplementedError:
             raise Skip(f"{system.name}: W5 (HTTP API) not implemented by the adapter") from None
     if case.id == "w6":
-        # `db_url` is a copy of the system's seeded template (`seeded_template`): schema and
-        # finished jobs are in it already. The seed wrote more WAL than max_wal_size (1 GB by
-        # default: 1.0 GB for aijobs, 1.2 GB for pgqueuer), and the copy was made after a
-        # CHECKPOINT; without one, the checkpoint the seed brought on ran during the drain of
-        # some rounds and not others (2026-11-28 22:58: W6 rounds of 20.4k, 12.3k and 13.1k
-        # jobs/s for aijobs, 15.9k, 10.3k and 9.0k for pgqueuer).
-        checkpoint(db_url)
+        # `db_url` is a copy of the system's seeded template (`seeded_template`): schema,
+        # finished jobs and the CHECKPOINT after the seed are behind it already.
         m = drain(system, db_url, sizes.w2_jobs, 1, None, "noop")
         del m["peak_rss_mb"]
         return {**m, "finished_rows": float(sizes.w6_finished)}
