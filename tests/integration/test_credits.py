@@ -16,7 +16,6 @@ from aijobs.errors import (
     InsufficientCredits,
     InvalidArgument,
     InvalidPayload,
-    TooManyInFlight,
     UnknownJobType,
     UnknownUser,
 )
@@ -87,9 +86,18 @@ async def test_created_job_fields_match_the_creation_functions(db_url: str) -> N
                group by p.proname"""
         )
         returned = dict(await cur.fetchall())
+        cur = await conn.execute(
+            """select array_agg(a.name order by a.ord)
+               from pg_proc p,
+                    unnest(p.proargnames, p.proargmodes) with ordinality as a(name, mode, ord)
+               where p.proname = 'api_create_jobs_grouped' and a.mode = 't'"""
+        )
+        grouped = (await cur.fetchone() or [None])[0]
     fields = [f.name for f in dataclasses.fields(CreatedJob)]
     assert returned == {name: fields for name in returned}
     assert len(returned) == 4
+    # `Session.create_jobs_for_claims` reads the request's position, the job, the error.
+    assert grouped == ["ord", *fields, "err_state", "err_message", "err_detail"]
 
 
 async def test_one_session_creates_again_after_a_refusal(
@@ -172,70 +180,6 @@ async def test_ledger_is_append_only(store: Store, db_url: str, funded_user: uui
             await conn.execute("update credit_ledger set amount = 5")
         with pytest.raises(psycopg.Error, match="append-only"):
             await conn.execute("delete from credit_ledger")
-
-
-async def test_create_for_claims_acts_for_the_claims_and_leaves_the_connection_as_it_was(
-    store: Store, db_url: str, funded_user: uuid.UUID
-) -> None:
-    """The API's one-statement creation (api_create_job): the job and the debit go to the
-    user the claims name, the in-flight cap and the balance are checked as before, and the
-    role and claims it switched to end with the statement, so the pooled connection's next
-    borrower runs as the owner again."""
-    claims = {"sub": str(funded_user), "role": "authenticated", "aud": "authenticated"}
-    other = uuid.uuid4()
-    async with store.session() as s:
-        await s.grant_credits(other, 5)
-        owner = (await (await s.conn.execute("select current_user")).fetchone() or [None])[0]
-        created = await s.create_job_for_claims(
-            claims, max_in_flight=2, type="sentiment_analysis", payload=SENTIMENT
-        )
-        after = await (
-            await s.conn.execute(
-                "select current_user, current_setting('role'),"
-                " coalesce(current_setting('request.jwt.claims', true), '')"
-            )
-        ).fetchone()
-        assert after == (owner, "none", "")
-        await s.create_job_for_claims(claims, max_in_flight=2, type="sentiment_analysis", payload=SENTIMENT)
-        with pytest.raises(TooManyInFlight) as capped:
-            await s.create_job_for_claims(
-                claims, max_in_flight=2, type="sentiment_analysis", payload=SENTIMENT
-            )
-        assert (capped.value.in_flight, capped.value.limit) == (2, 2)
-    assert created.created and created.balance == 999
-    assert (await ledger_state(db_url, funded_user)) == (998, 998, 2)
-    assert (await ledger_state(db_url, other)) == (5, 5, 0)
-
-    poor = uuid.uuid4()
-    async with store.session() as s:
-        await s.grant_credits(poor, 1)
-        await s.create_job_for_claims(
-            {"sub": str(poor), "role": "authenticated"},
-            max_in_flight=10,
-            type="sentiment_analysis",
-            payload=SENTIMENT,
-        )
-        with pytest.raises(InsufficientCredits):
-            await s.create_job_for_claims(
-                {"sub": str(poor), "role": "authenticated"},
-                max_in_flight=10,
-                type="sentiment_analysis",
-                payload=SENTIMENT,
-            )
-    assert (await ledger_state(db_url, poor)) == (0, 0, 1)
-
-
-async def test_create_for_claims_refuses_to_run_inside_a_transaction(
-    store: Store, funded_user: uuid.UUID
-) -> None:
-    """Inside a transaction the role it switches to would outlive the statement."""
-    claims = {"sub": str(funded_user), "role": "authenticated"}
-    async with store.transaction() as s:
-        await s.conn.execute("select 1")
-        with pytest.raises(RuntimeError, match="autocommit"):
-            await s.create_job_for_claims(
-                claims, max_in_flight=10, type="sentiment_analysis", payload=SENTIMENT
-            )
 
 
 async def test_retry_of_names_only_the_callers_own_jobs(

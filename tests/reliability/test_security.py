@@ -422,23 +422,38 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
                   and has_function_privilege('anon', p.oid, 'EXECUTE')"""
         )
         assert not public_exec, f"SECURITY DEFINER functions anon may execute: {public_exec}"
-        # api_create_job takes the claims as an argument: whoever may run it may act for anyone.
-        signature = "api_create_job(text, integer, text, jsonb, smallint, timestamptz, integer, uuid)"
-        impersonators = await rows(
-            f"""select r from unnest(array['anon', 'authenticated', 'service_role']) r
-                 where has_function_privilege(r, '{signature}', 'EXECUTE')"""
-        )
-        assert not impersonators, impersonators
+        # api_create_job and api_create_jobs_grouped take the claims as an argument: whoever
+        # may run them may act for anyone.
+        for signature in (
+            "api_create_job(text, integer, text, jsonb, smallint, timestamptz, integer, uuid)",
+            "api_create_jobs_grouped(text[], integer, text[], jsonb[], smallint[], timestamptz[],"
+            " integer[], uuid[])",
+        ):
+            impersonators = await rows(
+                f"""select r from unnest(array['anon', 'authenticated', 'service_role']) r
+                     where has_function_privilege(r, '{signature}', 'EXECUTE')"""
+            )
+            assert not impersonators, (signature, impersonators)
         victim = uuid.uuid4()
         await conn.execute("select credit_grant(%s, 5, 'test')", (victim,))
+        victim_claims = json.dumps({"sub": str(victim), "role": "authenticated"})
+        impersonations = [
+            (
+                "select * from api_create_job(%s, 100, 'sentiment_analysis', '{\"text\": \"x\"}')",
+                (victim_claims,),
+            ),
+            (
+                "select * from api_create_jobs_grouped(array[%s], 100, array['sentiment_analysis'],"
+                ' array[\'{"text": "x"}\'::jsonb], array[0::smallint], null, array[4], null)',
+                (victim_claims,),
+            ),
+        ]
         for role in ("authenticated", "anon"):
-            async with conn.transaction(force_rollback=True):
-                await conn.execute(f"set local role {role}")
-                with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                    await conn.execute(
-                        "select * from api_create_job(%s, 100, 'sentiment_analysis', '{\"text\": \"x\"}')",
-                        (json.dumps({"sub": str(victim), "role": "authenticated"}),),
-                    )
+            for statement, params in impersonations:
+                async with conn.transaction(force_rollback=True):
+                    await conn.execute(f"set local role {role}")
+                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                        await conn.execute(statement, params)
         balance = await rows(f"select balance from accounts where user_id = '{victim}'")
         assert balance == [(5,)]
 

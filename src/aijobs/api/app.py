@@ -24,6 +24,7 @@ from aijobs import __version__
 from aijobs.api import problems
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
+from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
@@ -67,11 +68,13 @@ def create_app(
             state.store = await Store.open(
                 state.database_url, min_size=1, max_size=settings.db_pool_size, name="aijobs-api"
             )
+        state.creations = CreationGroups(state.store, max_in_flight=settings.max_jobs_in_flight_per_user)
         state.hub = JobEventsHub(state.database_url)
         await state.hub.start()
         try:
             yield
         finally:
+            await state.creations.aclose()
             await state.hub.stop()
             if owns_store:
                 await state.store.close()

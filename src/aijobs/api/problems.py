@@ -226,6 +226,22 @@ def install(app: FastAPI) -> None:
             errors=[{"field": "body", "reason": reason}],
         )
 
+    async def on_rollback(request: Request, exc: Exception) -> JSONResponse:
+        # 40001/40P01: PostgreSQL rolled the request back to break a serialization or lock
+        # conflict (a grouped creation whose locks crossed a worker's refunds, say). Nothing
+        # of it was written, so the answer is "try again", not a 500.
+        log.warning(
+            "database rolled back %s %s to resolve a conflict: %s", request.method, request.url.path, exc
+        )
+        return problem_response(
+            503,
+            "the database rolled this request back to resolve a conflict with another; nothing was"
+            " written or charged, try again",
+            instance=request.url.path,
+            code="transient_conflict",
+            headers={"Retry-After": "1"},
+        )
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return problem_response(500, "internal error", instance=request.url.path, code="internal")
@@ -235,6 +251,12 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(psycopg.errors.DataError, on_data_error)
+    for rollback in (
+        psycopg.errors.TransactionRollback,  # psycopg's classes for class 40 are siblings
+        psycopg.errors.SerializationFailure,
+        psycopg.errors.DeadlockDetected,
+    ):
+        app.add_exception_handler(rollback, on_rollback)
     app.add_exception_handler(Exception, on_unexpected)
 
 

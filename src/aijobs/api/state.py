@@ -9,6 +9,7 @@ from fastapi import Request
 
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
+from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.streams import StreamCap
 from aijobs.config import Settings
 from aijobs.db.store import Store
@@ -24,8 +25,15 @@ class ApiState:
     #: Set by the lifespan (opened there unless create_app was given one).
     store: Store | None = None
     hub: JobEventsHub | None = None
+    #: The creations without an Idempotency-Key, grouped per statement (set with the store).
+    creations: CreationGroups | None = None
     #: The demo user `aijobs dev` creates; set only in dev mode (enables the mint button).
     dev_user: UUID | None = None
+
+    @property
+    def grouped_creations(self) -> CreationGroups:
+        assert self.creations is not None, "the API's lifespan has not opened the store"
+        return self.creations
 
     @property
     def dev(self) -> bool:

@@ -7,13 +7,14 @@ two from drifting: a field added to one would otherwise be silently NULL in the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from aijobs.db.jsonb import jsonb
-from aijobs.db.rows import JobSpec
+from aijobs.db.rows import ClaimsCreation, JobSpec
 
 
 def single_statement(max_in_flight: int | None) -> str:
@@ -63,4 +64,22 @@ def batch(*, user_id: UUID | None, jobs: Sequence[JobSpec], max_in_flight: int |
         # "now" for every job, as a None element does for one.
         "run_ats": None if all(r is None for r in run_ats) else run_ats,
         "max_attempts": [job.max_attempts for job in jobs],
+    }
+
+
+def grouped(*, requests: Sequence[ClaimsCreation], max_in_flight: int) -> dict[str, Any]:
+    """Several users' creations (019_api_create_jobs_grouped.sql): element i of each array is
+    request i. The claims travel as text, as `request.jwt.claims` holds them."""
+    run_ats = [r.run_at for r in requests]
+    retry_ofs = [r.retry_of for r in requests]
+    return {
+        "claims": [json.dumps(r.claims) for r in requests],
+        "max_in_flight": max_in_flight,
+        "types": [r.type for r in requests],
+        "payloads": [jsonb(r.payload) for r in requests],
+        "priorities": [r.priority for r in requests],
+        # A list of only None has no element type for psycopg to send: NULL is the same.
+        "run_ats": None if all(r is None for r in run_ats) else run_ats,
+        "max_attempts": [r.max_attempts for r in requests],
+        "retry_ofs": None if all(r is None for r in retry_ofs) else retry_ofs,
     }

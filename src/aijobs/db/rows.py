@@ -49,6 +49,20 @@ class CreatedJob:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimsCreation:
+    """One API request's creation, made as the user its verified `claims` name
+    (`Session.create_jobs_for_claims`)."""
+
+    claims: dict[str, Any]
+    type: str
+    payload: dict[str, Any]
+    priority: int = 0
+    run_at: datetime | None = None
+    max_attempts: int = 4
+    retry_of: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """How one attempt ends. Serialised into one JSON row of `job_finish_many`."""
 

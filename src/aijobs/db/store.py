@@ -28,7 +28,7 @@ from aijobs.db import creation_params
 from aijobs.db.jsonb import json_dumps
 from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
 from aijobs.db.queries import query
-from aijobs.db.rows import Account, ClaimedJob, CreatedJob, Finish, JobSpec, Rescued
+from aijobs.db.rows import Account, ClaimedJob, ClaimsCreation, CreatedJob, Finish, JobSpec, Rescued
 
 #: The invariant checks in invariants.sql, in the order `aijobs check` reports them.
 InvariantQuery = Literal[
@@ -68,12 +68,29 @@ def refusals() -> Iterator[None]:
 
 def translate(exc: psycopg.Error) -> errors.AijobsError | None:
     """Map a typed refusal from SQL to its domain error (None for anything else)."""
-    kind = _SQLSTATE_ERRORS.get(exc.sqlstate or "")
+    return _refusal(exc.sqlstate or "", exc.diag.message_primary or str(exc), exc.diag.message_detail)
+
+
+def _refusal(sqlstate: str, message: str, detail: str | None) -> errors.AijobsError | None:
+    kind = _SQLSTATE_ERRORS.get(sqlstate)
     if kind is None:
         return None
-    detail = exc.diag.message_detail
     details: dict[str, Any] = json.loads(detail) if detail else {}
-    return kind(exc.diag.message_primary or str(exc), **details)
+    return kind(message, **details)
+
+
+def element_error(sqlstate: str, message: str, detail: str | None) -> Exception:
+    """An error one element of a grouped statement reported in its row, as the error the
+    statement would have raised alone: the domain refusal for an AJ code, otherwise
+    psycopg's class for that SQLSTATE (so the API answers it as it would have)."""
+    mapped = _refusal(sqlstate, message, detail)
+    if mapped is not None:
+        return mapped
+    try:
+        kind = psycopg.errors.lookup(sqlstate)
+    except KeyError:
+        kind = psycopg.DatabaseError
+    return kind(f"{message} (SQLSTATE {sqlstate})")
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -191,37 +208,27 @@ class Session:
             await self.bound_prepared()
             raise
 
-    async def create_job_for_claims(
-        self,
-        claims: dict[str, Any],
-        *,
-        max_in_flight: int,
-        type: str,
-        payload: dict[str, Any],
-        priority: int = 0,
-        run_at: datetime | None = None,
-        max_attempts: int = 4,
-        retry_of: UUID | None = None,
-    ) -> CreatedJob:
-        """What `create_job(max_in_flight=...)` does inside `Store.as_user(claims)`, in one
-        statement on this owner-role session: one round trip instead of four.
+    async def create_jobs_for_claims(
+        self, requests: Sequence[ClaimsCreation], *, max_in_flight: int
+    ) -> list[CreatedJob | Exception]:
+        """Several API requests' creations, each as its own user and each refused on its
+        own, in one statement and one commit (019): for each request in order, its job or
+        the error it would have raised alone (`element_error`).
 
         Only outside a transaction: the function switches to `authenticated` for the rest of
         the transaction it runs in, which in autocommit ends with the statement.
         """
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
-            raise RuntimeError("create_job_for_claims runs only in autocommit, outside a transaction")
-        params = {
-            "claims": json.dumps(claims),
-            "max_in_flight": max_in_flight,
-            "type": type,
-            "payload": Jsonb(payload),
-            "priority": priority,
-            "run_at": run_at,
-            "max_attempts": max_attempts,
-            "retry_of": retry_of,
-        }
-        return await self._create(query("job_create_for_claims"), params)
+            raise RuntimeError("create_jobs_for_claims runs only in autocommit, outside a transaction")
+        params = creation_params.grouped(requests=requests, max_in_flight=max_in_flight)
+        cur = await self.conn.execute(query("job_create_grouped_for_claims"), params, prepare=True)
+        outcomes: list[CreatedJob | Exception | None] = [None] * len(requests)
+        for row in await cur.fetchall():
+            ord_, *job, state, message, detail = row
+            outcomes[ord_ - 1] = CreatedJob(*job) if state is None else element_error(state, message, detail)
+        if any(o is None for o in outcomes):
+            raise RuntimeError("api_create_jobs_grouped did not answer for every request")
+        return [o for o in outcomes if o is not None]
 
     async def _create(self, statement: sql.SQL, params: dict[str, Any]) -> CreatedJob:
         """One creation on this session's creation cursor.

@@ -95,3 +95,43 @@ async def test_a_key_whose_stored_response_was_purged_still_refuses_another_requ
     assert same.headers.get("idempotent-replayed") == "true"
     state = await snapshot(db_url, funded_user)
     assert (state.jobs, state.balance, state.ledger_sum) == (1, 999, 999)
+
+
+async def test_a_request_rolled_back_by_a_deadlock_is_a_503_that_charged_nothing(
+    api, funded_user, db_url
+) -> None:
+    """Another transaction holds the user's account row, the request (with a key) waits for
+    it holding its key's row, and that transaction then waits for the key: PostgreSQL breaks
+    the cycle by rolling back the request, which waited first. The answer is a retryable
+    503, not a 500, and nothing of the request was written."""
+    key = "deadlock-key"
+    async with await psycopg.AsyncConnection.connect(db_url) as other:
+        await other.execute("select 1 from accounts where user_id = %s for update", (funded_user,))
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+            post = asyncio.create_task(
+                client.post(
+                    "/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | {"Idempotency-Key": key}
+                )
+            )
+            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as watch:
+                for _ in range(500):
+                    cur = await watch.execute(
+                        "select count(*) from pg_stat_activity where application_name = 'aijobs-api'"
+                        " and datname = current_database() and wait_event_type = 'Lock'"
+                    )
+                    if (await cur.fetchone()) == (1,):
+                        break
+                    await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError("the request never waited for the account row")
+            await other.execute(
+                "insert into api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'x')",
+                (funded_user, key),
+            )
+            answer = await post
+        await other.rollback()
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["retry-after"] == "1"
+    assert answer.json()["code"] == "transient_conflict"
+    state = await snapshot(db_url, funded_user)
+    assert (state.jobs, state.balance, state.idempotency_keys) == (0, 1000, 0)

@@ -2,8 +2,8 @@
 
 Every handler runs its queries in `store.as_user(claims)`, so row-level security decides
 what the caller sees: another user's job is simply not there, and answers 404 exactly as a
-job that does not exist. (A creation without an Idempotency-Key does the same in one
-statement, `api_create_job`: see `aijobs/api/creation.py`.)
+job that does not exist. (A creation without an Idempotency-Key does the same in a statement
+shared with other requests, `api_create_jobs_grouped`: see `aijobs/api/grouped_creation.py`.)
 """
 
 from __future__ import annotations
@@ -135,7 +135,12 @@ async def create_job(
     request = {"method": "POST", "path": "/api/jobs", "body": body.model_dump(mode="json")}
     new = _new_job(body, state, request)
     created = await create_for_user(
-        store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
+        store,
+        state.grouped_creations,
+        principal,
+        new,
+        key=key,
+        max_in_flight=state.settings.max_jobs_in_flight_per_user,
     )
     return _created_response(created.status, created.body, created.replayed)
 
@@ -326,7 +331,12 @@ async def retry_job(
         request={"method": "POST", "path": f"/api/jobs/{job_id}/retry", "body": None},
     )
     created = await create_for_user(
-        store, principal, new, key=key, max_in_flight=state.settings.max_jobs_in_flight_per_user
+        store,
+        state.grouped_creations,
+        principal,
+        new,
+        key=key,
+        max_in_flight=state.settings.max_jobs_in_flight_per_user,
     )
     return _created_response(created.status, created.body, created.replayed)
 

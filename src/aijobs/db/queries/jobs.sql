@@ -238,12 +238,16 @@ select * from create_job_within_cap(
     %(max_attempts)s, %(idempotency_key)s, %(retry_of)s
 );
 
--- name: job_create_for_claims
--- The API's creation without an Idempotency-Key: role, claims and creation in one statement
--- (see 013_api_create_in_one_statement.sql). Run it in autocommit only.
-select * from api_create_job(
-    %(claims)s, %(max_in_flight)s, %(type)s, %(payload)s, %(priority)s::smallint, %(run_at)s,
-    %(max_attempts)s, %(retry_of)s
+-- name: job_create_grouped_for_claims
+-- Several API requests' creations without an Idempotency-Key, one statement and one commit
+-- (019_api_create_jobs_grouped.sql): element i of each array is request i; each row says
+-- what became of its request (`ord`, 1-based), a job or the refusal's SQLSTATE, message and
+-- detail. Run it in autocommit only. The arrays travel in binary format, as for
+-- job_create_many.
+select * from api_create_jobs_grouped(
+    %(claims)b::text[], %(max_in_flight)s, %(types)b::text[], %(payloads)b::jsonb[],
+    %(priorities)b::smallint[], %(run_ats)b::timestamptz[], %(max_attempts)b::integer[],
+    %(retry_ofs)b::uuid[]
 );
 
 -- name: job_cancel

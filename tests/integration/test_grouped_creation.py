@@ -1,0 +1,226 @@
+"""Group commit of the API's creations (019 and aijobs/api/grouped_creation.py), on a real
+database: each request of a group is made as its own user and refused on its own, groups
+cannot deadlock one another, and the batcher groups what waits, leaves out what was
+cancelled and answers every request of a failed statement."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+import pytest
+
+from aijobs.api.grouped_creation import CreationGroups
+from aijobs.db.rows import ClaimsCreation, CreatedJob
+from aijobs.db.store import Store
+from aijobs.errors import InsufficientCredits, InvalidArgument, TooManyInFlight, UnknownJobType
+from tests.support.snapshots import snapshot
+
+SENTIMENT = {"text": "Lovely staff, quick service."}
+
+
+def claims(user: uuid.UUID) -> dict[str, Any]:
+    return {"sub": str(user), "role": "authenticated", "aud": "authenticated"}
+
+
+def request(user: uuid.UUID, job_type: str = "sentiment_analysis") -> ClaimsCreation:
+    return ClaimsCreation(claims=claims(user), type=job_type, payload=SENTIMENT)
+
+
+async def funded(store: Store, *amounts: int) -> list[uuid.UUID]:
+    users = [uuid.uuid4() for _ in amounts]
+    async with store.session() as s:
+        for user, amount in zip(users, amounts, strict=True):
+            await s.grant_credits(user, amount)
+    return users
+
+
+@asynccontextmanager
+async def account_locked(db_url: str, user: uuid.UUID) -> AsyncIterator[None]:
+    """Another transaction holds `user`'s account row until the block ends: a creation for
+    that user waits inside its statement, holding what it took before."""
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute("select 1 from accounts where user_id = %s for update", (user,))
+        yield
+        await conn.commit()
+
+
+async def waiting_on_locks(db_url: str, count: int) -> None:
+    """Until `count` aijobs-test backends wait on a lock."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        for _ in range(500):
+            cur = await conn.execute(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and application_name = 'aijobs-test' and wait_event_type = 'Lock'"
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} creations never waited on a lock")
+
+
+async def test_each_request_of_a_group_is_made_as_its_own_user_and_refused_alone(
+    store: Store, db_url: str
+) -> None:
+    rich, poor = await funded(store, 1000, 1)
+    group = [request(rich), request(poor), request(poor), request(rich), request(rich, "translate")]
+    async with store.session() as s:
+        owner = (await (await s.conn.execute("select current_user")).fetchone() or [None])[0]
+        outcomes = await s.create_jobs_for_claims(group, max_in_flight=10)
+        after = await (
+            await s.conn.execute(
+                "select current_user, current_setting('role'),"
+                " coalesce(current_setting('request.jwt.claims', true), '')"
+            )
+        ).fetchone()
+    # The role and claims it switched to ended with the statement: the pooled connection's
+    # next borrower runs as the owner again.
+    assert after == (owner, "none", "")
+    made, poor_ok, refused, made_too, unknown = outcomes
+    assert (
+        isinstance(made, CreatedJob) and isinstance(poor_ok, CreatedJob) and isinstance(made_too, CreatedJob)
+    )
+    assert isinstance(refused, InsufficientCredits) and (refused.balance, refused.cost) == (0, 1)
+    assert isinstance(unknown, UnknownJobType)
+    assert (made.balance, made_too.balance, poor_ok.balance) == (999, 998, 0)
+    # Each job and debit belongs to the user its claims name; the refusals left nothing.
+    assert (await snapshot(db_url, rich)).balance == 998
+    assert (await snapshot(db_url, rich)).jobs == 2
+    assert (await snapshot(db_url, poor)).jobs == 1
+    assert (await snapshot(db_url, poor)).balance == 0
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        owners = dict(await (await conn.execute("select id, user_id from jobs")).fetchall())
+    assert owners == {made.id: rich, made_too.id: rich, poor_ok.id: poor}
+
+
+async def test_the_cap_counts_the_jobs_made_earlier_in_the_same_group(store: Store, db_url: str) -> None:
+    (user,) = await funded(store, 100)
+    async with store.session() as s:
+        outcomes = await s.create_jobs_for_claims([request(user)] * 3, max_in_flight=2)
+    assert [type(o) for o in outcomes] == [CreatedJob, CreatedJob, TooManyInFlight]
+    capped = outcomes[2]
+    assert isinstance(capped, TooManyInFlight) and (capped.in_flight, capped.limit) == (2, 2)
+    assert (await snapshot(db_url, user)).jobs == 2
+
+
+async def test_a_group_larger_than_32_is_refused_whole(store: Store, db_url: str) -> None:
+    (user,) = await funded(store, 100)
+    async with store.session() as s:
+        with pytest.raises(psycopg.Error, match="at most 32"):
+            await s.create_jobs_for_claims([request(user)] * 33, max_in_flight=100)
+    assert (await snapshot(db_url, user)).jobs == 0
+
+
+async def test_groups_in_opposite_user_orders_do_not_deadlock(store: Store, db_url: str) -> None:
+    """Group 1 holds A's locks and waits for B's; group 2 names B first. Taken in request
+    order, group 2 would hold B's and wait for A's: a deadlock, one request answered with
+    40P01 after `deadlock_timeout`. Taken in user order, group 2 waits for A first, holding
+    nothing, and both groups complete."""
+    a, b = sorted(await funded(store, 10, 10), key=str)
+    async with store.session() as first, store.session() as second:
+        async with account_locked(db_url, a):
+            one = asyncio.create_task(
+                first.create_jobs_for_claims([request(a), request(b)], max_in_flight=10)
+            )
+            await waiting_on_locks(db_url, 1)  # holds A's advisory lock, waits for A's row
+            two = asyncio.create_task(
+                second.create_jobs_for_claims([request(b), request(a)], max_in_flight=10)
+            )
+            await waiting_on_locks(db_url, 2)
+        outcomes = await asyncio.wait_for(asyncio.gather(one, two), timeout=30)
+    assert all(isinstance(o, CreatedJob) for group in outcomes for o in group), outcomes
+    assert (await snapshot(db_url, a)).balance == 8
+    assert (await snapshot(db_url, b)).balance == 8
+
+
+async def test_a_request_for_another_users_job_is_refused_inside_a_group(store: Store, db_url: str) -> None:
+    """retry_of is checked as the element's own user (018), not as the group's owner role."""
+    mine, theirs = await funded(store, 10, 10)
+    async with store.session() as s:
+        (their_job,) = await s.create_jobs_for_claims([request(theirs)], max_in_flight=10)
+        assert isinstance(their_job, CreatedJob)
+        stolen = ClaimsCreation(
+            claims=claims(mine), type="sentiment_analysis", payload=SENTIMENT, retry_of=their_job.id
+        )
+        (outcome,) = await s.create_jobs_for_claims([stolen], max_in_flight=10)
+    assert isinstance(outcome, InvalidArgument)
+    assert (await snapshot(db_url, mine)).jobs == 0
+
+
+async def test_requests_that_wait_together_share_one_statement(store: Store, db_url: str) -> None:
+    blocker, *users = await funded(store, 10, *([10] * 8))
+    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    async with account_locked(db_url, blocker):
+        first = asyncio.create_task(groups.create(request(blocker)))
+        await waiting_on_locks(db_url, 1)
+        rest = [asyncio.create_task(groups.create(request(u))) for u in users]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in rest)  # queued behind the one statement allowed
+    made = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=30)
+    assert all(job.created for job in made)
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            # now() is the transaction's start: one value for every job one transaction made
+            # (xmin would not do: each element has a subtransaction, and an xid, of its own).
+            "select count(distinct created_at) from jobs where user_id = any(%s)",
+            (users,),
+        )
+        row = await cur.fetchone()
+    assert row == (1,)  # one transaction made all eight
+
+
+async def test_a_request_cancelled_before_its_group_is_sent_is_not_created(store: Store, db_url: str) -> None:
+    blocker, kept, dropped = await funded(store, 10, 10, 10)
+    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    async with account_locked(db_url, blocker):
+        first = asyncio.create_task(groups.create(request(blocker)))
+        await waiting_on_locks(db_url, 1)
+        stays = asyncio.create_task(groups.create(request(kept)))
+        leaves = asyncio.create_task(groups.create(request(dropped)))
+        await asyncio.sleep(0.05)
+        leaves.cancel()
+    await asyncio.wait_for(asyncio.gather(first, stays), timeout=30)
+    with pytest.raises(asyncio.CancelledError):
+        await leaves
+    await groups.aclose()
+    assert (await snapshot(db_url, kept)).jobs == 1
+    dropped_state = await snapshot(db_url, dropped)
+    assert (dropped_state.jobs, dropped_state.balance) == (0, 10)
+
+
+async def test_every_request_of_a_failed_statement_gets_its_error_and_none_is_created(
+    store: Store, db_url: str
+) -> None:
+    """The group's backend is terminated while the statement waits: both requests of the
+    group get the connection's error, and neither job nor debit was committed."""
+    blocker, waits, other = await funded(store, 10, 10, 10)
+    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    async with account_locked(db_url, blocker):
+        first = asyncio.create_task(groups.create(request(blocker)))
+        await waiting_on_locks(db_url, 1)
+        async with account_locked(db_url, waits):
+            group = [asyncio.create_task(groups.create(request(u))) for u in (waits, other)]
+            await asyncio.sleep(0.05)
+            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+                await conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where application_name = 'aijobs-test' and wait_event_type = 'Lock'"
+                )
+            with pytest.raises(psycopg.OperationalError):
+                await first  # the blocker's own statement, terminated first
+            await waiting_on_locks(db_url, 1)  # the group of two now waits for `waits`
+            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+                await conn.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity"
+                    " where application_name = 'aijobs-test' and wait_event_type = 'Lock'"
+                )
+            results = await asyncio.wait_for(asyncio.gather(*group, return_exceptions=True), timeout=30)
+    assert all(isinstance(r, psycopg.OperationalError) for r in results), results
+    for user in (blocker, waits, other):
+        state = await snapshot(db_url, user)
+        assert (state.jobs, state.balance) == (0, 10)
