@@ -224,3 +224,17 @@ async def test_every_request_of_a_failed_statement_gets_its_error_and_none_is_cr
     for user in (blocker, waits, other):
         state = await snapshot(db_url, user)
         assert (state.jobs, state.balance) == (0, 10)
+
+
+async def test_a_request_right_after_a_sender_finished_is_sent(store: Store, db_url: str) -> None:
+    """The first request's answer wakes it before its sender's task has been reaped (a
+    done-callback, a loop turn later): a request made at once must still find a sender."""
+    first, second = await funded(store, 10, 10)
+    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    await groups.create(request(first))
+    # Awaited inline (not through wait_for, which would start it in a task a turn later).
+    async with asyncio.timeout(10):
+        made = await groups.create(request(second))
+    assert made.created
+    await groups.aclose()
+    assert (await snapshot(db_url, second)).jobs == 1

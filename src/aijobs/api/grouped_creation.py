@@ -58,27 +58,41 @@ class CreationGroups:
         self._max_statements = max_statements
         self._max_group = max_group
         self._waiting: deque[_Waiting] = deque()
-        self._senders: set[asyncio.Task[None]] = set()
+        #: Senders that may still take a group. Counted apart from their tasks: a task that
+        #: has returned stays in `_tasks` until its done-callback runs, a loop turn later, and
+        #: a request that counted it then would wait for a sender that will never look again.
+        self._sending = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def create(self, request: ClaimsCreation) -> CreatedJob:
         """The job made for `request`, or the error its creation alone would have raised."""
         waiting = _Waiting(request)
         self._waiting.append(waiting)
-        if len(self._senders) < self._max_statements:
+        if self._sending < self._max_statements:
+            self._sending += 1
             sender = asyncio.create_task(self._send())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            self._tasks.add(sender)
+            sender.add_done_callback(self._tasks.discard)
         # A request cancelled before its group is sent is left out of it; one cancelled after
         # is created all the same (as a single statement already sent would be).
         return await waiting.answer
 
     async def aclose(self) -> None:
         """Wait for the statements in flight (their requests are owed an answer)."""
-        while self._senders:
-            await asyncio.gather(*self._senders, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _send(self) -> None:
-        """Send groups until nobody is waiting: each takes everyone waiting when it starts."""
+        """Send groups until nobody is waiting: each takes everyone waiting when it starts.
+
+        Finding the queue empty and leaving `_sending` happen with no await between them, so a
+        request queued after that check starts a sender of its own."""
+        try:
+            await self._send_groups()
+        finally:
+            self._sending -= 1
+
+    async def _send_groups(self) -> None:
         while group := self._next_group():
             try:
                 async with self._store.session() as session:
