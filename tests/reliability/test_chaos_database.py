@@ -169,7 +169,10 @@ async def database_faults(
     admin_url, data = own
     db_url = create_test_database(admin_url, ensure_template(admin_url), prefix="aj_chaos")
     try:
-        await bulk_create(db_url, uuid.uuid4(), jobs, "sleep:0.05", max_attempts=10)
+        # 0.2 s jobs: 30 slots make 150 jobs/s, so a fault made after 2/3 of the jobs still
+        # has seconds of work behind it to resume (0.05 s jobs could all be done before a slow
+        # test had read the count it waits to pass).
+        await bulk_create(db_url, uuid.uuid4(), jobs, "sleep:0.2", max_attempts=10)
         n_workers = 3
         # A 10 s poll: jobs picked up within 2 s at the end can only have come by NOTIFY.
         env = worker_env(db_url, LOG_LEVEL="WARNING", WORKER_CONCURRENCY="10", POLLING_INTERVAL="10000")
@@ -186,6 +189,7 @@ async def database_faults(
                 )
                 before_rate = await rate(db_url)
                 at = await completed(db_url)
+                assert at + 30 <= jobs, f"round {i}: {at} of {jobs} done before the fault, nothing to resume"
                 start = time.monotonic()
                 if i % 2 == 0:
                     pg_ctl(data, "restart", "-m", "immediate", "-w", "-t", "60")
