@@ -238,3 +238,13 @@ async def test_a_request_right_after_a_sender_finished_is_sent(store: Store, db_
     assert made.created
     await groups.aclose()
     assert (await snapshot(db_url, second)).jobs == 1
+
+
+async def test_grouped_creation_refuses_to_run_inside_a_transaction(store: Store, db_url: str) -> None:
+    """Inside a transaction the role and claims it switches to would outlive the statement."""
+    (user,) = await funded(store, 10)
+    async with store.transaction() as s:
+        await s.conn.execute("select 1")
+        with pytest.raises(RuntimeError, match="autocommit"):
+            await s.create_jobs_for_claims([request(user)], max_in_flight=10)
+    assert (await snapshot(db_url, user)).jobs == 0
