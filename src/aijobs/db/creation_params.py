@@ -53,16 +53,13 @@ def batch_statement(max_in_flight: int | None) -> str:
 
 def batch(*, user_id: UUID | None, jobs: Sequence[JobSpec], max_in_flight: int | None) -> dict[str, Any]:
     """One array per field: element i of each is job i (015_create_jobs_in_batches.sql)."""
-    run_ats = [job.run_at for job in jobs]
     return {
         "max_in_flight": max_in_flight,
         "user_id": user_id,
         "types": [job.type for job in jobs],
         "payloads": [jsonb(job.payload) for job in jobs],
         "priorities": [job.priority for job in jobs],
-        # A list of only None has no element type for psycopg to send; NULL means
-        # "now" for every job, as a None element does for one.
-        "run_ats": None if all(r is None for r in run_ats) else run_ats,
+        "run_ats": _array_or_null([job.run_at for job in jobs]),
         "max_attempts": [job.max_attempts for job in jobs],
     }
 
@@ -70,16 +67,19 @@ def batch(*, user_id: UUID | None, jobs: Sequence[JobSpec], max_in_flight: int |
 def grouped(*, requests: Sequence[ClaimsCreation], max_in_flight: int) -> dict[str, Any]:
     """Several users' creations (019_api_create_jobs_grouped.sql): element i of each array is
     request i. The claims travel as text, as `request.jwt.claims` holds them."""
-    run_ats = [r.run_at for r in requests]
-    retry_ofs = [r.retry_of for r in requests]
     return {
         "claims": [json.dumps(r.claims) for r in requests],
         "max_in_flight": max_in_flight,
         "types": [r.type for r in requests],
         "payloads": [jsonb(r.payload) for r in requests],
         "priorities": [r.priority for r in requests],
-        # A list of only None has no element type for psycopg to send: NULL is the same.
-        "run_ats": None if all(r is None for r in run_ats) else run_ats,
+        "run_ats": _array_or_null([r.run_at for r in requests]),
         "max_attempts": [r.max_attempts for r in requests],
-        "retry_ofs": None if all(r is None for r in retry_ofs) else retry_ofs,
+        "retry_ofs": _array_or_null([r.retry_of for r in requests]),
     }
+
+
+def _array_or_null(values: list[Any]) -> list[Any] | None:
+    """A list of only None has no element type for psycopg to send: NULL instead, which the
+    functions read as None for every element (for run_at: "now" for every job)."""
+    return None if all(v is None for v in values) else values

@@ -88,6 +88,21 @@ def _created_response(status: int, body: dict[str, Any], replayed: bool) -> JSON
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+async def _create(
+    store: Store, state: ApiState, principal: Principal, new: NewJob, key: str | None
+) -> JSONResponse:
+    """A single creation (new or a retry) under this process's cap and groups, answered."""
+    created = await create_for_user(
+        store,
+        state.grouped_creations,
+        principal,
+        new,
+        key=key,
+        max_in_flight=state.settings.max_jobs_in_flight_per_user,
+    )
+    return _created_response(created.status, created.body, created.replayed)
+
+
 def _new_job(body: JobCreate, state: ApiState, request: dict[str, Any]) -> NewJob:
     """What a client asked for, as the creation path takes it: `MAX_RETRIES + 1` attempts
     unless the body says otherwise. `request` is what the idempotency hash covers."""
@@ -134,15 +149,7 @@ async def create_job(
     key = check_idempotency_key(idempotency_key)
     request = {"method": "POST", "path": "/api/jobs", "body": body.model_dump(mode="json")}
     new = _new_job(body, state, request)
-    created = await create_for_user(
-        store,
-        state.grouped_creations,
-        principal,
-        new,
-        key=key,
-        max_in_flight=state.settings.max_jobs_in_flight_per_user,
-    )
-    return _created_response(created.status, created.body, created.replayed)
+    return await _create(store, state, principal, new, key)
 
 
 @router.post(
@@ -330,15 +337,7 @@ async def retry_job(
         retry_of=old.id,
         request={"method": "POST", "path": f"/api/jobs/{job_id}/retry", "body": None},
     )
-    created = await create_for_user(
-        store,
-        state.grouped_creations,
-        principal,
-        new,
-        key=key,
-        max_in_flight=state.settings.max_jobs_in_flight_per_user,
-    )
-    return _created_response(created.status, created.body, created.replayed)
+    return await _create(store, state, principal, new, key)
 
 
 @router.get(
