@@ -1,8 +1,8 @@
 """Group commit for the API's creations: the requests that arrive while the database is busy
 go to it together, in one statement and one commit.
 
-A `POST /api/jobs` without an Idempotency-Key is one statement (`api_create_job`, 013). Under
-load an API process has several of them waiting on PostgreSQL at once, and each paid for a
+A `POST /api/jobs` without an Idempotency-Key was one statement (`api_create_job`, 013). Under
+load an API process had several of them waiting on PostgreSQL at once, and each paid for a
 round trip of its own (on the benchmark machine the send that wakes the server was a quarter
 of the API's CPU per request) and a commit of its own (a WAL flush each). Here at most
 `MAX_STATEMENTS` creation statements run at a time per process; a request that arrives
@@ -11,9 +11,11 @@ to `MAX_GROUP`) through `api_create_jobs_grouped` (019).
 
 What a request gets is unchanged: each element runs as its own user, in a subtransaction of
 its own, with the same checks; a refusal (402, 429, 422) is raised for that request only and
-undoes only its own job and debit. A lone request is sent at once, alone: grouping costs
-nothing when there is no queue, and only a request that would have waited for a connection
-anyway waits for a group. If the statement itself fails (the connection is lost, the server
+undoes only its own job and debit. A lone request is sent at once, alone (its only extra cost
+is the subtransaction); a request waits for a group only while `MAX_STATEMENTS` statements are
+already in flight, about one statement's time. The price of sharing: a creation that waits on
+a lock (its user's account row held by another transaction) holds up the rest of its group
+until it gets it. If the statement itself fails (the connection is lost, the server
 restarts), every request of the group gets that error, as each would have alone; none of
 them was committed unless the commit was, which is the same uncertainty a single request has.
 """
