@@ -14,10 +14,11 @@ from typing import Any
 import psycopg
 import pytest
 
-from aijobs.api.grouped_creation import CreationGroups
+from aijobs.api.grouped_creation import MAX_GROUP, CreationGroups
 from aijobs.db.rows import ClaimsCreation, CreatedJob
 from aijobs.db.store import Store
 from aijobs.errors import InsufficientCredits, InvalidArgument, TooManyInFlight, UnknownJobType
+from tests.support import locks
 from tests.support.snapshots import snapshot
 
 SENTIMENT = {"text": "Lovely staff, quick service."}
@@ -50,18 +51,7 @@ async def account_locked(db_url: str, user: uuid.UUID) -> AsyncIterator[None]:
 
 
 async def waiting_on_locks(db_url: str, count: int) -> None:
-    """Until `count` aijobs-test backends wait on a lock."""
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        for _ in range(500):
-            cur = await conn.execute(
-                "select count(*) from pg_stat_activity where datname = current_database()"
-                " and application_name = 'aijobs-test' and wait_event_type = 'Lock'"
-            )
-            row = await cur.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} creations never waited on a lock")
+    await locks.waiting_on_locks(db_url, count, "aijobs-test")
 
 
 async def test_each_request_of_a_group_is_made_as_its_own_user_and_refused_alone(
@@ -109,11 +99,16 @@ async def test_the_cap_counts_the_jobs_made_earlier_in_the_same_group(store: Sto
 
 
 async def test_a_group_larger_than_32_is_refused_whole(store: Store, db_url: str) -> None:
+    """The SQL function's limit is the batcher's MAX_GROUP: a full group passes, one more
+    is refused whole."""
     (user,) = await funded(store, 100)
     async with store.session() as s:
         with pytest.raises(psycopg.Error, match="at most 32"):
-            await s.create_jobs_for_claims([request(user)] * 33, max_in_flight=100)
-    assert (await snapshot(db_url, user)).jobs == 0
+            await s.create_jobs_for_claims([request(user)] * (MAX_GROUP + 1), max_in_flight=100)
+        assert (await snapshot(db_url, user)).jobs == 0
+        full = await s.create_jobs_for_claims([request(user)] * MAX_GROUP, max_in_flight=100)
+    assert all(isinstance(o, CreatedJob) for o in full)
+    assert (await snapshot(db_url, user)).jobs == MAX_GROUP == 32
 
 
 async def test_groups_in_opposite_user_orders_do_not_deadlock(store: Store, db_url: str) -> None:
@@ -206,19 +201,11 @@ async def test_every_request_of_a_failed_statement_gets_its_error_and_none_is_cr
         async with account_locked(db_url, waits):
             group = [asyncio.create_task(groups.create(request(u))) for u in (waits, other)]
             await asyncio.sleep(0.05)
-            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-                await conn.execute(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where application_name = 'aijobs-test' and wait_event_type = 'Lock'"
-                )
+            await locks.terminate_lock_waiters(db_url, "aijobs-test")
             with pytest.raises(psycopg.OperationalError):
                 await first  # the blocker's own statement, terminated first
             await waiting_on_locks(db_url, 1)  # the group of two now waits for `waits`
-            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-                await conn.execute(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where application_name = 'aijobs-test' and wait_event_type = 'Lock'"
-                )
+            await locks.terminate_lock_waiters(db_url, "aijobs-test")
             results = await asyncio.wait_for(asyncio.gather(*group, return_exceptions=True), timeout=30)
     assert all(isinstance(r, psycopg.OperationalError) for r in results), results
     for user in (blocker, waits, other):

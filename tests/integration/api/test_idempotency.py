@@ -7,6 +7,7 @@ import asyncio
 import httpx
 import psycopg
 
+from tests.support.locks import waiting_on_locks
 from tests.support.snapshots import snapshot
 
 SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff, quick service."}}
@@ -113,17 +114,7 @@ async def test_a_request_rolled_back_by_a_deadlock_is_a_503_that_charged_nothing
                     "/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | {"Idempotency-Key": key}
                 )
             )
-            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as watch:
-                for _ in range(500):
-                    cur = await watch.execute(
-                        "select count(*) from pg_stat_activity where application_name = 'aijobs-api'"
-                        " and datname = current_database() and wait_event_type = 'Lock'"
-                    )
-                    if (await cur.fetchone()) == (1,):
-                        break
-                    await asyncio.sleep(0.01)
-                else:
-                    raise AssertionError("the request never waited for the account row")
+            await waiting_on_locks(db_url, 1, "aijobs-api")  # for the account row
             await other.execute(
                 "insert into api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'x')",
                 (funded_user, key),
