@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib
 import json
@@ -78,14 +79,19 @@ class Sizes:
     w4_jobs: int
     w6_finished: int
     floor_seconds: int
+    # A no-op drain (W2, W6) stops this many seconds after its workers were started, and its
+    # rate is taken over the jobs finished by then (0: always drain every job). Only a
+    # system slower than 2,000 jobs/s reaches it (procrastinate, at 300-700 jobs/s: its
+    # three drains per round took 3-4 minutes of the run); the queue is as deep at the start.
+    drain_budget_s: float
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5)
+        return Sizes(10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5, 15.0)
 
     @staticmethod
     def quick() -> Sizes:
-        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3)
+        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3, 5.0)
 
 
 @dataclass(frozen=True)
@@ -304,26 +310,38 @@ def wait_done(
     procs: list[subprocess.Popen[bytes]],
     timeout: float,
     on_poll: Callable[[], None] | None = None,
-) -> None:
-    """Poll :meth:`System.count_done` until it reaches ``target``."""
-    deadline = time.monotonic() + timeout
+    budget: float | None = None,
+) -> bool:
+    """Poll :meth:`System.count_done` until it reaches ``target`` (True), or until ``budget``
+    seconds have passed (False); past ``timeout`` seconds it raises."""
+    start = time.monotonic()
+    deadline = start + timeout
     while True:
         if on_poll:
             on_poll()
         if system.count_done(db_url) >= target:
-            return
+            return True
         for p in procs:
             if p.poll() is not None:
                 raise RuntimeError(f"worker {p.pid} exited early (rc={p.returncode})")
+        if budget is not None and time.monotonic() - start >= budget:
+            return False
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out: {system.count_done(db_url)}/{target} done after {timeout}s")
         time.sleep(0.2)
 
 
 def drain(
-    system: System, db_url: str, n: int, processes: int, concurrency: int | None, handler: HandlerKind
+    system: System,
+    db_url: str,
+    n: int,
+    processes: int,
+    concurrency: int | None,
+    handler: HandlerKind,
+    budget_s: float = 0.0,
 ) -> Metrics:
-    """Pre-enqueue ``n`` jobs, start workers, wait until all are done; rates from DB timestamps."""
+    """Pre-enqueue ``n`` jobs, start workers, wait until all are done (or ``budget_s`` seconds
+    have passed, when it is not 0); rates from DB timestamps, over the jobs done."""
     system.enqueue_for_drain(db_url, n, handler)
     # Planner statistics for the freshly filled tables, as autovacuum would have them in
     # steady state (same for every system; without it some dequeue plans are 2x slower).
@@ -333,17 +351,23 @@ def drain(
     since = time.time()
     procs = system.start_workers(db_url, WorkerSpec(processes, concurrency, handler))
     try:
-        wait_done(system, db_url, baseline + n, procs, timeout=max(120.0, n / 50))
+        whole = wait_done(
+            system, db_url, baseline + n, procs, timeout=max(120.0, n / 50), budget=budget_s or None
+        )
         rss = peak_rss_mb(procs)
     finally:
         system.stop_workers(procs)
     t = system.drain_timings(db_url, since)
-    if t.done < n:
+    if whole and t.done < n:
         raise RuntimeError(f"only {t.done}/{n} jobs recorded as done")
+    # Cut by the budget, the rate is over the jobs finished until the workers stopped
+    # (those finished in the stop's grace included: `last_end` is the last of them).
+    done = min(t.done, n)
     return {
-        "jobs_per_s": n / (t.last_end - t.first_start),
-        "jobs_per_s_from_spawn": n / (t.last_end - since),
+        "jobs_per_s": done / (t.last_end - t.first_start),
+        "jobs_per_s_from_spawn": done / (t.last_end - since),
         "startup_s": t.first_start - since,
+        "jobs_done": float(done),
         "peak_rss_mb": rss,
     }
 
@@ -360,7 +384,7 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
     if case.id == "w6":
         # `db_url` is a copy of the system's seeded template (`seeded_template`): schema,
         # finished jobs and the CHECKPOINT after the seed are behind it already.
-        m = drain(system, db_url, sizes.w2_jobs, 1, None, "noop")
+        m = drain(system, db_url, sizes.w2_jobs, 1, None, "noop", sizes.drain_budget_s)
         del m["peak_rss_mb"]
         return {**m, "finished_rows": float(sizes.w6_finished)}
     system.prepare(db_url)
@@ -377,7 +401,9 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
         n = sizes.w1_batch
         return {"jobs_per_s": n / system.enqueue_batch(db_url, n, sizes.w1_batch_size)}
     if case.id in ("w2_1p", "w2_2p"):
-        m = drain(system, db_url, sizes.w2_jobs, 1 if case.id == "w2_1p" else 2, None, "noop")
+        m = drain(
+            system, db_url, sizes.w2_jobs, 1 if case.id == "w2_1p" else 2, None, "noop", sizes.drain_budget_s
+        )
         del m["peak_rss_mb"]
         return m
     if case.id == "w3":
@@ -585,6 +611,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
     p.add_argument("--only", help=f"comma-separated workloads out of {','.join(WORKLOADS)}")
     p.add_argument("--systems", help=f"comma-separated systems (default {','.join(DEFAULT_SYSTEMS)})")
+    p.add_argument(
+        "--drain-budget",
+        type=float,
+        help="seconds after which a no-op drain (W2, W6) stops and is rated over the jobs done "
+        "(default 15, or 5 with --quick; 0 drains every job)",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     return p.parse_args(argv)
 
@@ -593,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     admin_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL)
     sizes = Sizes.quick() if args.quick else Sizes.full()
+    if args.drain_budget is not None:
+        sizes = dataclasses.replace(sizes, drain_budget_s=args.drain_budget)
     rounds = args.rounds or (1 if args.quick else 3)
     only = {w.strip().upper() for w in args.only.split(",")} if args.only else set(WORKLOADS)
     if unknown := only - set(WORKLOADS):
