@@ -543,6 +543,12 @@ def markdown(report: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]
         f"max_connections={pg['max_connections']}.",
         "",
     ]
+    if budget := report["sizes"].get("drain_budget_s"):
+        lines += [
+            f"No-op drains (W2, W6) stop {budget:g} s after their workers start and are rated over "
+            "the jobs done by then (`jobs_done`); W4 always runs every job.",
+            "",
+        ]
     for case in CASES:
         if case.id not in summary:
             continue
