@@ -81,8 +81,9 @@ class Sizes:
     floor_seconds: int
     # A no-op drain (W2, W6) stops this many seconds after its workers were started, and its
     # rate is taken over the jobs finished by then (0: always drain every job). Only a
-    # system slower than 2,000 jobs/s reaches it (procrastinate, at 300-700 jobs/s: its
-    # three drains per round took 3-4 minutes of the run); the queue is as deep at the start.
+    # system slower than w2_jobs / budget (1,333 jobs/s at full sizes) reaches it:
+    # procrastinate, at 300-700 jobs/s, whose three drains per round took about 3 minutes of
+    # the run. The queue is as deep at the start.
     drain_budget_s: float
 
     @staticmethod
