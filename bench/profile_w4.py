@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/profile_w4.py [--admin-url URL] [--jobs 2000] [--slots 100] [--rounds 3]
 
+`--admin-url` defaults to BENCH_DATABASE_URL, then to the harness's default, as `run.py`.
+
 W4 runs 2,000 jobs that each await 0.2 s on 100 slots, so its ideal is 500 jobs/s and every
 millisecond a slot spends between two jobs costs about 0.5% of that. This runs W4's aijobs
 worker in this process (the real `Worker`, the benchmark's provider, the benchmark's jobs in a
@@ -15,8 +17,9 @@ scratch database made and dropped here) and times each slot's cycle from the wor
 
 It also prints the rate the benchmark reports (the database's first `started_at` to its last
 `finished_at`) and the claims' sizes and round trips. The claim is timed without touching the
-hot path: each claim records when it was sent (its lease deadline minus LEASE_SECONDS) in
-the jobs it returns, and its first job starts the moment its rows are back.
+hot path: the producer computes each claim's lease deadline (LEASE_SECONDS ahead) just
+before sending it and hands it to every job it starts, and its first job starts the moment
+its rows are back.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ import psycopg
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR / "systems")]
 
-from aijobs_bench_provider import BenchProvider  # noqa: E402
-from run import DEFAULT_ADMIN_URL, fresh_database  # noqa: E402
+from aijobs_bench_provider import SLEEP_SECONDS, BenchProvider  # noqa: E402
+from run import DEFAULT_ADMIN_URL, W4_SLOTS, fresh_database  # noqa: E402
 from systems.aijobs_system import LOOP, AijobsSystem  # noqa: E402
+from systems.base import DrainTimings  # noqa: E402
 
 from aijobs import eventloop  # noqa: E402
 from aijobs.config import Settings, load_settings  # noqa: E402
@@ -97,7 +101,7 @@ def ms(values: list[float]) -> str:
     return f"mean {statistics.mean(values) * 1e3:6.2f} ms, p50 {statistics.median(values) * 1e3:6.2f} ms"
 
 
-def report(timeline: Timeline, url: str, jobs: int, slots: int) -> None:
+def report(timeline: Timeline, rated: DrainTimings, jobs: int, slots: int) -> None:
     starts, releases = sorted(timeline.starts), sorted(timeline.releases)
     sent = sorted(timeline.claims)
     occupied = [r - s for s, r in zip(starts, releases, strict=True)]
@@ -110,30 +114,24 @@ def report(timeline: Timeline, url: str, jobs: int, slots: int) -> None:
         to_send.append(max(0.0, claim - freed))
         in_flight.append(back - max(claim, freed))
         to_start.append(filled - back)
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "select extract(epoch from max(finished_at) - min(started_at))::float8, count(*)"
-            " from jobs where status = 'completed'"
-        ).fetchone()
-    assert row is not None
-    rate = row[1] / row[0]
+    rate = rated.done / (rated.last_end - rated.first_start)
     cycle = statistics.mean(occupied) + statistics.mean(to_send) + statistics.mean(in_flight)
     cycle += statistics.mean(to_start)
     trips = [timeline.claims[c] - c for c in sent]
-    print(f"  rate {rate:.1f} jobs/s = {rate / (slots / 0.2):.3f} of ideal (database clock)")
+    print(f"  rate {rate:.1f} jobs/s = {rate / (slots / SLEEP_SECONDS):.3f} of ideal (database clock)")
     print(f"  occupied              {ms(occupied)}")
     print(f"  release -> claim sent {ms(to_send)}")
     print(f"  claim in flight       {ms(in_flight)}")
     print(f"  back -> start         {ms(to_start)}")
-    print(f"  cycle {cycle * 1e3:.2f} ms: at most {0.2 / cycle:.3f} of ideal")
+    print(f"  cycle {cycle * 1e3:.2f} ms: at most {SLEEP_SECONDS / cycle:.3f} of ideal")
     print(f"  {len(sent)} claims with jobs, {jobs / len(sent):.1f} jobs each; round trip {ms(trips)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--admin-url", default=os.environ.get("BENCH_ADMIN_URL", DEFAULT_ADMIN_URL))
+    parser.add_argument("--admin-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_ADMIN_URL))
     parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--slots", type=int, default=100)
+    parser.add_argument("--slots", type=int, default=W4_SLOTS)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     system = AijobsSystem()
@@ -144,8 +142,9 @@ def main() -> None:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("analyze")
             print(f"round {n + 1}:")
+            since = time.time()
             timeline = eventloop.run(drain(url, args.jobs, args.slots), LOOP)
-            report(timeline, url, args.jobs, args.slots)
+            report(timeline, system.drain_timings(url, since), args.jobs, args.slots)
 
 
 if __name__ == "__main__":
