@@ -66,6 +66,11 @@ async def test_sigstopped_worker_is_fenced_after_takeover(db_url: str, tmp_path:
         await wait_until(
             lambda: claimed_by(db_url, job_id, a.pid), timeout=10, interval=0.01, what="A claims"
         )
+        # Frozen inside the 1 s block, not before it: the line is logged just before the
+        # block starts. Stopped between the claim and the block, A would run its lease
+        # watchdog first on SIGCONT and hand the job back (attempt left `lost`), never
+        # writing the answer this scenario is about.
+        await a.wait_for_output(f"Processing job {job_id}", timeout=10)
         a.send(signal.SIGSTOP)
         b = WorkerProcess(env, tmp_path / "b.log")
 
