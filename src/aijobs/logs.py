@@ -41,7 +41,9 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+    # stderr: stdout carries what a command answers (`--json`, ids, tokens), and a log line
+    # there ("starting embedded PostgreSQL") broke every parser of it.
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -277,3 +277,33 @@ def test_holders_recorded_in_an_earlier_boot_are_forgotten(tmp_path: Path) -> No
     finally:
         other.kill()
         other.wait()
+
+
+def test_json_output_parses_on_the_embedded_database(embedded: tuple[Path, dict[str, str]]) -> None:
+    """Every `--json` prints JSON alone on stdout, whether the command starts the embedded
+    server or only attaches to one a holder runs: its diagnostics go to stderr."""
+    pgdata, env = embedded
+    chatty = {**env, "LOG_LEVEL": "INFO"}
+    commands = [["stats", "--json"], ["check", "--json"]]
+    for args in commands:  # this command starts the server (and stops it)
+        done = subprocess.run(
+            [sys.executable, "-m", "aijobs", *args], env=chatty, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        json.loads(done.stdout)
+        assert "embedded PostgreSQL" in done.stderr, "the diagnostics are kept, on stderr"
+    holder = start_holder(env, pgdata, ["stats", "--watch", "1"], "queue:")
+    try:
+        for args in commands:  # these only attach
+            done = subprocess.run(
+                [sys.executable, "-m", "aijobs", *args],
+                env=chatty,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            json.loads(done.stdout)
+    finally:
+        holder.send_signal(signal.SIGTERM)
+        holder.communicate(timeout=60)
