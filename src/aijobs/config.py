@@ -29,6 +29,9 @@ Prices = tuple[Decimal, Decimal]
 
 #: Settings the database takes as an SQL `integer` stay within it: past it every call fails.
 PG_INT_MAX = 2_147_483_647
+#: HS256 keys shorter than the hash (RFC 7518 3.2) can be guessed offline from one token;
+#: the service key is a bearer secret held to the same length.
+MIN_SECRET_BYTES = 32
 #: A job's attempts are at most 100 (the max_attempts domain, migration 014); it runs once
 #: and then up to MAX_RETRIES more times.
 MAX_ATTEMPTS = 100
@@ -133,6 +136,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL or a libpq key=value string")
         return value
 
+    @field_validator("jwt_secret", "service_role_key")
+    @classmethod
+    def _check_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (generate one: openssl rand -base64 32)"
+            )
+        return value
+
     @field_validator("llm_provider")
     @classmethod
     def _check_provider(cls, value: str) -> str:
@@ -189,6 +201,8 @@ def load_settings(**overrides: object) -> Settings:
             # A rule relating variables (no loc) has every value as its input, secrets included.
             shown = "" if not err["loc"] or _is_secret(name) else f" (got {err.get('input')!r})"
             lines.append(f"{name}: {err['msg']}{shown}")
+        if len(lines) == 1:
+            raise ConfigError(f"invalid configuration: {lines[0]}") from None
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 

@@ -21,7 +21,7 @@ from aijobs.api.tokens import mint_token
 from aijobs.config import Settings
 
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
-SERVICE_KEY = "test-service-role-key"
+SERVICE_KEY = "test-service-role-key-at-least-32-bytes"
 
 
 @dataclass

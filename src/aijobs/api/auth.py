@@ -25,6 +25,8 @@ from aijobs.config import Settings
 
 HMAC_ALGORITHMS = ["HS256"]
 JWKS_ALGORITHMS = ["ES256", "RS256"]
+#: The claims RFC 7519 makes NumericDates.
+TIME_CLAIMS = ("exp", "nbf", "iat")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,12 @@ class TokenVerifier:
         except (TypeError, ValueError):
             # Belt and braces: the crypto backend refusing a key/token pairing is a bad token.
             raise unauthorized("invalid token: its signature cannot be checked with this key") from None
+        # PyJWT reads a time claim with int(), so "exp": "99999999999" passed as a date far
+        # away; RFC 7519 makes them JSON numbers.
+        for name in TIME_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise unauthorized(f"invalid token: the {name!r} claim must be a number")
         # auth.uid() casts `sub` to uuid, and PostgreSQL reads fewer spellings than Python's
         # UUID() (no `urn:uuid:`, no hyphen between every digit): only the canonical form.
         if not _is_canonical_uuid(claims["sub"]):

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from aijobs import eventloop
 from aijobs.api.app import create_app
+from aijobs.api.header_limits import BoundedHttpToolsProtocol
 from aijobs.config import load_settings
 
 #: Long-lived SSE streams would otherwise hold a shutdown open indefinitely.
@@ -39,6 +40,7 @@ def server_config(app: FastAPI, host: str, port: int, log_level: str = "info") -
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         proxy_headers=True,
         server_header=False,
+        http=BoundedHttpToolsProtocol,
     )
 
 

@@ -11,6 +11,7 @@ import uvicorn
 
 from aijobs import eventloop
 from aijobs.api.app import create_app
+from aijobs.api.header_limits import BoundedHttpToolsProtocol
 from aijobs.api.server import server_config
 from aijobs.api.tokens import mint_token
 from aijobs.cli.app import app, database, require_migrated, settings_or_exit
@@ -58,6 +59,7 @@ def api(
                 workers=workers,
                 log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=5,
+                http=BoundedHttpToolsProtocol,
             )
 
 

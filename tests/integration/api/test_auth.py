@@ -8,10 +8,14 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import jwt
@@ -19,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from tests.conftest import ROOT
 from tests.integration.api.conftest import StartApi
 from tests.support.api_server import JWT_SECRET, SERVICE_KEY
 from tests.support.snapshots import total_rows
@@ -184,3 +189,39 @@ async def test_admin_needs_the_service_key_or_an_admin_claim(client, api, funded
     assert by_apikey.json()["balance"] == 1010
     by_claim = await client.post("/api/admin/credits", json=grant, headers=api.auth(funded_user, admin=True))
     assert by_claim.json()["balance"] == 1015
+
+
+async def test_time_claims_must_be_numbers(start_api: StartApi, funded_user: uuid.UUID) -> None:
+    """RFC 7519's NumericDate: a string `exp`, `nbf` or `iat` is a 401, even one that reads as
+    a number (PyJWT alone turns "9999999999" into a far-away expiry)."""
+    api = start_api()
+    far = str(int(time.time()) + 10**6)
+    now = str(int(time.time()))
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        for changes in ({"exp": far}, {"nbf": now}, {"iat": now}, {"iat": True}):
+            token = jwt.encode(claims(funded_user, **changes), JWT_SECRET, "HS256")
+            refused = await http.get("/api/me", headers={"Authorization": f"Bearer {token}"})
+            assert refused.status_code == 401, (changes, refused.text)
+            assert "must be a number" in refused.json()["detail"], changes
+        fine = jwt.encode(claims(funded_user, iat=int(now), nbf=int(now)), JWT_SECRET, "HS256")
+        assert (await http.get("/api/me", headers={"Authorization": f"Bearer {fine}"})).status_code == 200
+
+
+def test_short_secrets_are_refused_at_start(tmp_path: Path) -> None:
+    """JWT_SECRET and SERVICE_ROLE_KEY under 32 bytes: the command refuses to start, with one
+    line naming the variable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "SERVICE_"))}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    for name, value in (("JWT_SECRET", "abc"), ("SERVICE_ROLE_KEY", "k")):
+        done = subprocess.run(
+            [sys.executable, "-m", "aijobs", "api"],
+            env={**env, name: value},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and "32 bytes" in lines[0], done.stderr
+        assert value not in lines[0].split(name, 1)[1], "the secret is not echoed"
