@@ -13,7 +13,7 @@ from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.header_limits import BoundedHttpToolsProtocol
 from aijobs.api.server import server_config
-from aijobs.api.tokens import mint_token
+from aijobs.api.tokens import DEV_SECRET_FILE, mint_token, read_dev_secret
 from aijobs.cli.app import app, database, require_migrated, settings_or_exit
 
 
@@ -69,14 +69,24 @@ def token(
     admin: bool = typer.Option(False, "--admin", help="Add app_metadata.role = admin."),
     ttl: int = typer.Option(3600, "--ttl", min=1, max=30 * 86400, help="Seconds until it expires."),
 ) -> None:
-    """Mint a development token (HS256 with JWT_SECRET), printed alone for $(aijobs token ...)."""
+    """Mint a development token (HS256 with JWT_SECRET, else `aijobs dev`'s secret), printed alone
+    for $(aijobs token ...)."""
     settings = settings_or_exit()
-    if settings.jwt_secret is None:
-        typer.echo("error: JWT_SECRET is not set; tokens are signed with it (set it in .env.local)", err=True)
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else read_dev_secret()
+    if secret is None:
+        typer.echo(
+            "error: JWT_SECRET is not set, and no `aijobs dev` ran here to create its dev secret"
+            f" ({DEV_SECRET_FILE}); set JWT_SECRET in .env.local",
+            err=True,
+        )
         raise typer.Exit(2)
+    if settings.jwt_secret is None:
+        typer.echo(
+            f"JWT_SECRET is not set: signing with `aijobs dev`'s secret in {DEV_SECRET_FILE}", err=True
+        )
     typer.echo(
         mint_token(
-            settings.jwt_secret.get_secret_value(),
+            secret,
             user,
             ttl_seconds=ttl,
             admin=admin,

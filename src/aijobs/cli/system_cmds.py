@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
+import functools
+import socket
 from uuid import UUID
 
 import typer
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.server import EmbeddedServer, server_config
-from aijobs.api.tokens import mint_token
+from aijobs.api.tokens import dev_secret, mint_token
 from aijobs.cli.app import (
     app,
     database,
@@ -133,46 +134,87 @@ async def ensure_demo_account(url: str, settings: Settings) -> int:
 
 
 @app.command("dev")
-def dev() -> None:
+def dev(
+    host: str = typer.Option(None, "--host", help="API_HOST (default 127.0.0.1)"),
+    port: int = typer.Option(None, "--port", min=0, max=65535, help="API_PORT (default 8000)"),
+) -> None:
     """Everything in one process: embedded database, migrations, a demo account, worker and API."""
-    settings = settings_or_exit()
-    if settings.jwt_secret is None:
-        # Dev only: a throwaway secret so the printed token and the page's mint button work.
-        settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})
-        typer.echo("JWT_SECRET is not set: using a random one for this process (tokens die with it)")
-    with database(settings) as url:
-        migrate_or_exit(url)
-        balance = asyncio.run(ensure_demo_account(url, settings))
-        typer.echo(f"demo account {DEMO_USER} has {balance} credits")
+    settings = settings_or_exit(api_host=host, api_port=port)
+    # Bound before anything starts, and handed to uvicorn: a port in use is one line and
+    # exit 1, not uvicorn's exit inside a task (two tracebacks), after the database started.
+    try:
+        sock = listen_socket(settings.api_host, settings.api_port)
+    except OSError as exc:
         typer.echo(
-            f"try: aijobs enqueue ai_generation --user {DEMO_USER} "
-            '--payload \'{"review_text": "Great service!", "tone": "friendly"}\''
+            f"error: cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror or exc}"
+            " (choose another with --port or API_PORT)",
+            err=True,
         )
-        eventloop.run(run_dev(settings.model_copy(update={"database_url": url}), url), settings.event_loop)
+        raise typer.Exit(1) from None
+    with sock:
+        if settings.jwt_secret is None:
+            secret, path, created = dev_secret()
+            settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+            typer.echo(
+                f"JWT_SECRET is not set: {'created' if created else 'using'} the dev secret in {path}"
+                " (`aijobs token` here signs with it too)",
+                err=True,
+            )
+        with database(settings) as url:
+            migrate_or_exit(url)
+            balance = asyncio.run(ensure_demo_account(url, settings))
+            typer.echo(f"demo account {DEMO_USER} has {balance} credits")
+            typer.echo(
+                f"try: aijobs enqueue ai_generation --user {DEMO_USER} "
+                '--payload \'{"review_text": "Great service!", "tone": "friendly"}\''
+            )
+            eventloop.run(
+                run_dev(settings.model_copy(update={"database_url": url}), url, sock), settings.event_loop
+            )
 
 
-async def run_dev(settings: Settings, url: str) -> None:
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (raises OSError: in use, not ours to bind)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def run_dev(settings: Settings, url: str, sock: socket.socket) -> None:
     """The API and the worker in one event loop. The worker owns the signals: when it has
     drained after SIGINT/SIGTERM, the API stops too."""
     assert settings.jwt_secret is not None
     app_ = create_app(settings, dev_user=DEMO_USER)
     server = EmbeddedServer(server_config(app_, settings.api_host, settings.api_port, settings.log_level))
-    api_task = asyncio.create_task(server.serve(), name="api")
+    api_task = asyncio.create_task(server.serve(sockets=[sock]), name="api")
     while not server.started and not api_task.done():  # noqa: ASYNC110 (uvicorn exposes a bool, not an event)
         await asyncio.sleep(0.05)
     if api_task.done():
-        await api_task  # startup failed (port in use, ...): raise its error
+        await api_task  # startup failed: raise its error
         return
-    dev_token = mint_token(
-        settings.jwt_secret.get_secret_value(),
+    secret = settings.jwt_secret.get_secret_value()
+    mint = functools.partial(
+        mint_token,
+        secret,
         DEMO_USER,
         ttl_seconds=12 * 3600,
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
     )
-    base = f"http://{settings.api_host}:{settings.api_port}"
+    host, port = sock.getsockname()[:2]
+    base = f"http://{host}:{port}"
     typer.echo(f"API: {base}  ·  open {base}/api-test  ·  OpenAPI {base}/docs")
-    typer.echo(f"dev token for the demo user (12 h): {dev_token}")
+    typer.echo(f"dev token for the demo user (12 h): {mint()}")
+    typer.echo(
+        f"dashboard: {base}/dashboard/login  ·  sign in with this admin token (12 h): {mint(admin=True)}"
+    )
     try:
         await run_worker(settings, url)
     finally:
