@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     embedded_data_dir: str = ".aijobs/pgdata"
     db_pool_size: int = Field(default=4, ge=1, le=100)
+    # How long an API request waits for a pooled connection before a 503 (database out of reach).
+    db_acquire_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
+    # How long a starting worker waits for a database that does not answer (a restart).
+    db_start_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     # Worker (the seed's names and defaults).
     polling_interval: int = Field(default=5000, ge=10, le=3_600_000, description="ms between polls")

@@ -3,7 +3,8 @@
 `create_app` wires settings into one `ApiState`; the lifespan opens the store (unless one
 is given) and the single LISTEN connection that feeds every SSE stream and long poll. The
 order of middleware matters: CORS outermost (so refusals carry CORS headers too and the
-browser can read them), then the body limit, which runs before anything parses a body.
+browser can read them), then the body limit, which runs before anything parses a body, then
+the 503 for a database out of reach (which may replay a body, bounded by then).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
+from aijobs.api.unavailable import DatabaseUnavailableMiddleware
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
 from aijobs.monitoring.metrics import process_exiting
@@ -66,7 +68,11 @@ def create_app(
         owns_store = state.store is None
         if state.store is None:
             state.store = await Store.open(
-                state.database_url, min_size=1, max_size=settings.db_pool_size, name="aijobs-api"
+                state.database_url,
+                min_size=1,
+                max_size=settings.db_pool_size,
+                name="aijobs-api",
+                acquire_timeout=settings.db_acquire_timeout_seconds,
             )
         state.creations = CreationGroups(state.store, max_in_flight=settings.max_jobs_in_flight_per_user)
         state.hub = JobEventsHub(state.database_url)
@@ -103,6 +109,7 @@ def create_app(
     static = resources.files("aijobs.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
+    app.add_middleware(DatabaseUnavailableMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     origins, origin_regex = parse_cors_origins(settings.cors_origins)
     if origins or origin_regex:

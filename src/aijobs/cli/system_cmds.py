@@ -26,6 +26,7 @@ from aijobs.cli.app import (
 from aijobs.config import Settings
 from aijobs.db.migrate import MigrationError
 from aijobs.db.migrate import migrate as apply_migrations
+from aijobs.db.reachable import wait_until_reachable
 from aijobs.db.store import Store
 from aijobs.jobs import registry
 from aijobs.monitoring.http import serve_metrics
@@ -61,7 +62,10 @@ def migrate() -> None:
 
 
 async def run_worker(settings: Settings, url: str) -> None:
-    store = await Store.open(url, min_size=2, max_size=max(settings.db_pool_size, 3), name="aijobs-worker")
+    # Not waiting for the first connection: the worker's start retries until the database answers.
+    store = await Store.open(
+        url, min_size=2, max_size=max(settings.db_pool_size, 3), name="aijobs-worker", wait=False
+    )
     provider = build_provider(settings)
     try:
         worker = Worker(settings, store, provider, url)
@@ -93,6 +97,9 @@ def worker(
         worker_concurrency=concurrency, log_format=log_format, metrics_port=metrics_port
     )
     with database(settings) as url:
+        # A database restarting while the worker starts is waited for, as a running worker
+        # rides out the same fault.
+        wait_until_reachable(url, timeout=settings.db_start_timeout_seconds, what="the worker's start")
         require_migrated(url)
         eventloop.run(run_worker(settings, url), settings.event_loop)
 

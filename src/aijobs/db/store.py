@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
@@ -615,6 +616,31 @@ class Session:
     # -- end of invariants ----------------------------------------------------------------
 
 
+async def _looks_alive(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle pooled connection may be lent, without a round trip when it is quiet.
+
+    An idle connection has nothing to read unless the server spoke first: a FATAL before it
+    closed the socket (shutdown, terminated backend), the end of the stream, or, rarely, a
+    notice. Only then is it asked for a round trip (one `poll` otherwise, no statement).
+    """
+    if conn.closed or conn.broken:
+        return False
+    # poll, not select: select refuses descriptors past FD_SETSIZE (1024).
+    poller = select.poll()
+    try:
+        poller.register(conn.fileno(), select.POLLIN)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    if not events:
+        return True
+    try:
+        await conn.execute("")
+    except psycopg.Error:
+        return False
+    return True
+
+
 class Store:
     """A pool of connections to one database, lent out as Sessions."""
 
@@ -623,8 +649,19 @@ class Store:
 
     @classmethod
     async def open(
-        cls, conninfo: str, *, min_size: int = 1, max_size: int = 4, name: str = "aijobs"
+        cls,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        name: str = "aijobs",
+        acquire_timeout: float = 30.0,
+        wait: bool = True,
     ) -> Store:
+        """`acquire_timeout`: how long a borrower waits for a connection before PoolTimeout
+        (the API keeps it short, to answer 503 while the database is out of reach).
+        `wait=False` returns before the first connection is made (the worker retries its
+        own start)."""
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -632,12 +669,15 @@ class Store:
             kwargs={"autocommit": True, "application_name": name},
             open=False,
             # No `check=` round trip before each loan: it doubled the statements on the hot
-            # path. A connection broken by a restart fails its query instead; every caller
-            # retries, and the pool discards connections returned in a broken state.
+            # path. `_borrow` looks at the socket instead (see `_looks_alive`).
             reconnect_timeout=3600,
+            timeout=acquire_timeout,
             configure=_configure,
         )
-        await pool.open(wait=True, timeout=30)
+        if wait:
+            await pool.open(wait=True, timeout=30)
+        else:
+            await pool.open()
         return cls(pool)
 
     async def close(self) -> None:
@@ -655,13 +695,38 @@ class Store:
         on use) the connection forgets its statements, so the caller's retry finds it healed.
         Any transaction of the borrower has been rolled back by then (it is the inner block).
         """
-        async with self.pool.connection() as conn:
+        conn = await self._borrow()
+        try:
+            yield conn
+        except psycopg.errors.FeatureNotSupported:
+            if conn.info.transaction_status == TransactionStatus.IDLE:
+                await conn.execute(query("conn_deallocate_all"))
+            raise
+        finally:
+            await self.pool.putconn(conn)
+
+    # -- stale connections ----------------------------------------------------------------
+    async def _borrow(self) -> psycopg.AsyncConnection[Any]:
+        """A pooled connection that is not known to be dead.
+
+        After a PostgreSQL restart or `pg_terminate_backend` every idle pooled connection is
+        dead, and each failed its next borrower's first statement (a 500 per connection,
+        though the database was back). A dead one is dropped here, before anything is sent
+        on it, and the next is tried: the pool replaces what it loses.
+        """
+        for _ in range(self.pool.max_size):
+            conn: psycopg.AsyncConnection[Any] = await self.pool.getconn()
             try:
-                yield conn
-            except psycopg.errors.FeatureNotSupported:
-                if conn.info.transaction_status == TransactionStatus.IDLE:
-                    await conn.execute(query("conn_deallocate_all"))
+                alive = await _looks_alive(conn)
+            except BaseException:  # cancelled while checking: give the connection back
+                await self.pool.putconn(conn)
                 raise
+            if alive:
+                return conn
+            await conn.close()
+            await self.pool.putconn(conn)  # a closed connection is discarded and replaced
+        last: psycopg.AsyncConnection[Any] = await self.pool.getconn()
+        return last
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Session]:

@@ -31,6 +31,7 @@ import psycopg
 
 from aijobs import __version__
 from aijobs.config import Settings
+from aijobs.db.reachable import retry_while_unreachable
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.jobs import registry
@@ -144,14 +145,15 @@ class Worker:
     async def run(self) -> None:
         """Run until asked to stop, then drain and hand back. Returns normally on a clean stop."""
         self._banner()
-        async with self.store.session() as session:
-            await session.register_worker(
-                worker_id=self.id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=__version__,
-                concurrency=self.concurrency,
-            )
+        registered = await retry_while_unreachable(
+            self._register,
+            give_up_after=self.settings.db_start_timeout_seconds,
+            what=f"worker {self.id}",
+            stop=self._stop_claiming,
+        )
+        if registered is None:  # stopped before the database answered: nothing to drain
+            log.info("👋 Worker %s stopped before it started", self.id)
+            return
         services = [
             asyncio.create_task(self.listener.run(self._stop_services), name="listener"),
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
@@ -173,6 +175,17 @@ class Worker:
                 log.warning("could not mark worker %s stopped", self.id)
             self._log_totals()
             log.info("👋 Worker %s stopped", self.id)
+
+    async def _register(self) -> bool:
+        async with self.store.session() as session:
+            await session.register_worker(
+                worker_id=self.id,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                version=__version__,
+                concurrency=self.concurrency,
+            )
+        return True
 
     # -- producer -----------------------------------------------------------------------
     async def _produce(self) -> None:

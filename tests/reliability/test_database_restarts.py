@@ -1,0 +1,174 @@
+"""The API and a starting worker while PostgreSQL restarts or its backends are terminated.
+
+The API: every request during and after the fault answers 2xx or a 503 problem with
+Retry-After, never a 500; pooled connections the fault killed are replaced before use, so
+requests once the database is back succeed; a creation refused with 503 may be sent again
+with its Idempotency-Key and is made once. A worker started while the database is down
+waits for it (one log line), then works, and stops cleanly.
+
+Each test restarts a PostgreSQL of this module's own (the embedded wheel), never the
+machine's shared server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from aijobs.api.tokens import mint_token
+from aijobs.db.embedded import embedded_server
+from tests.conftest import ROOT, worker_env
+from tests.reliability.chaos import bulk_create
+from tests.reliability.test_chaos_database import pg_ctl, terminate_backends
+from tests.support.api_process import api_env, api_process
+from tests.support.database import create_test_database, drop_database, ensure_template
+from tests.support.invariants import assert_invariants
+from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
+
+pytestmark = pytest.mark.slow
+
+PGDATA = ROOT / ".aijobs" / "restart-pgdata"
+JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"
+SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
+
+
+@pytest.fixture(scope="module")
+def restartable() -> Iterator[tuple[str, Path]]:
+    """(admin URL, data directory) of a server these tests may stop and start."""
+    try:
+        with embedded_server(PGDATA) as url:
+            yield url, PGDATA
+    finally:
+        if (PGDATA / "postmaster.pid").exists():
+            pg_ctl(PGDATA, "stop", "-m", "fast")
+
+
+@pytest.fixture
+def own_db(restartable: tuple[str, Path]) -> Iterator[str]:
+    admin_url, _ = restartable
+    url = create_test_database(admin_url, ensure_template(admin_url), prefix="aj_restart")
+    try:
+        yield url
+    finally:
+        if not (PGDATA / "postmaster.pid").exists():
+            start(PGDATA)
+        drop_database(admin_url, url)
+
+
+def stop(data: Path) -> None:
+    pg_ctl(data, "stop", "-m", "fast", "-w", "-t", "60")
+
+
+def start(data: Path) -> None:
+    """Start the server again with the options it last ran with (its socket directory)."""
+    argv = shlex.split((data / "postmaster.opts").read_text())
+    at = argv.index("-D")
+    options = argv[1:at] + argv[at + 2 :]
+    pg_ctl(data, "start", "-w", "-t", "60", "-o", shlex.join(options))
+
+
+async def burst(http: httpx.AsyncClient, auth: dict[str, str], n: int = 8) -> list[httpx.Response]:
+    """n reads at once (enough to need every pooled connection) and two creations, one keyed."""
+    reads = [http.get("/api/me", headers=auth) for _ in range(n)]
+    creations = [
+        http.post("/api/jobs", json=SENTIMENT, headers=auth),
+        http.post("/api/jobs", json=SENTIMENT, headers={**auth, "Idempotency-Key": str(uuid.uuid4())}),
+    ]
+    return list(await asyncio.gather(*reads, *creations))
+
+
+def statuses(responses: list[httpx.Response]) -> list[int]:
+    return [r.status_code for r in responses]
+
+
+def assert_503_problem(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    assert response.json()["code"] == "database_unavailable"
+
+
+async def test_api_never_answers_500_across_restarts(own_db: str, tmp_path: Path) -> None:
+    user = uuid.uuid4()
+    async with await psycopg.AsyncConnection.connect(own_db, autocommit=True) as conn:
+        await conn.execute("select credit_grant(%s, 1000, 'test credits')", (user,))
+    auth = {"Authorization": f"Bearer {mint_token(JWT_SECRET, user)}"}
+    env = api_env(own_db, JWT_SECRET=JWT_SECRET, DB_POOL_SIZE="4")
+    with api_process(env, tmp_path / "api.log") as api:
+        async with httpx.AsyncClient(base_url=api.url, timeout=20) as http:
+            assert set(statuses(await burst(http, auth))) <= {200, 201}
+
+            # Backends terminated: every pooled connection is dead, the database answers.
+            assert await terminate_backends(own_db) >= 1
+            after_terminate = await burst(http, auth)
+            assert set(statuses(after_terminate)) <= {200, 201}, [r.text for r in after_terminate]
+
+            # A restart while the pool is idle: the same, once the server is back.
+            pg_ctl(PGDATA, "restart", "-m", "fast", "-w", "-t", "60")
+            after_restart = await burst(http, auth)
+            assert set(statuses(after_restart)) <= {200, 201}, [r.text for r in after_restart]
+
+            # The database down: a 503 problem for reads and creations, nothing written.
+            stop(PGDATA)
+            key = str(uuid.uuid4())
+            try:
+                for response in await burst(http, auth, n=2):
+                    assert_503_problem(response)
+                refused = await http.post(
+                    "/api/jobs", json=SENTIMENT, headers={**auth, "Idempotency-Key": key}
+                )
+                assert_503_problem(refused)
+                assert "nothing was written" in refused.json()["detail"]
+            finally:
+                start(PGDATA)
+
+            # Back: 503 until the pool has reconnected, then 2xx; never a 500.
+            async def recovered() -> bool:
+                codes = statuses(await burst(http, auth, n=4))
+                assert set(codes) <= {200, 201, 503}, codes
+                return set(codes) <= {200, 201}
+
+            await wait_until(recovered, timeout=90, interval=0.2, what="the API to recover")
+            resent = await http.post("/api/jobs", json=SENTIMENT, headers={**auth, "Idempotency-Key": key})
+            assert resent.status_code == 201 and "idempotent-replayed" not in resent.headers, resent.text
+            again = await http.post("/api/jobs", json=SENTIMENT, headers={**auth, "Idempotency-Key": key})
+            assert again.json()["id"] == resent.json()["id"]
+    assert "unexpected error" not in api.log.read_text(), api.log.read_text()
+    await assert_invariants(own_db)
+
+
+async def test_worker_started_while_the_database_restarts_waits_and_works(
+    own_db: str, tmp_path: Path
+) -> None:
+    user = uuid.uuid4()
+    stop(PGDATA)
+    worker = WorkerProcess(worker_env(own_db, LOG_LEVEL="INFO"), tmp_path / "worker.log")
+    try:
+        try:
+            await worker.wait_for_output("PostgreSQL is not answering", timeout=60)
+        finally:
+            start(PGDATA)
+        await worker.wait_for_output("PostgreSQL answers again", timeout=60)
+        await bulk_create(own_db, user, 3)
+
+        async def done() -> bool:
+            return (await status_counts(own_db)).get("completed", 0) == 3
+
+        await wait_until(done, timeout=60, what="the jobs completed")
+        registered = await fetch_one(own_db, "select count(*) as n from workers where pid = %s", worker.pid)
+        assert registered["n"] == 1
+    finally:
+        worker.send(signal.SIGTERM)
+        code = await worker.wait()
+    output = worker.output()
+    assert code == 0, output
+    assert output.count("PostgreSQL is not answering") == 1, output
+    assert "Traceback" not in output, output
