@@ -536,7 +536,7 @@ async def test_an_attempt_ending_for_a_retry_under_a_cancel_is_logged_and_counte
     names = ("aijobs_jobs_cancelled_total", "aijobs_jobs_retried_total", "aijobs_jobs_handed_back_total")
     before = {n: sample(n, "sentiment_analysis") for n in [*names, "aijobs_credits_refunded_total"]}
     slow_beat = settings.model_copy(update={"heartbeat_seconds": 30.0, "lease_seconds": 120.0})
-    with caplog.at_level(logging.INFO, logger="aijobs.worker"):
+    with caplog.at_level(logging.DEBUG, logger="aijobs.worker"):
         async with running_worker(slow_beat, store, FailsOnceCancelled(db_url, error)):
 
             async def ended() -> bool:
@@ -565,3 +565,27 @@ async def test_an_attempt_ending_for_a_retry_under_a_cancel_is_logged_and_counte
         "aijobs_jobs_handed_back_total": 0,
         "aijobs_credits_refunded_total": 1,
     }
+
+
+async def test_a_job_is_one_info_line_and_its_steps_are_debug(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At INFO a worker logs one line per job (10,000 jobs, 10,000 lines, not 70,000); the
+    steps (locked, payload, processing, the handler's own line, status written) are DEBUG."""
+    ids = [await create(store, funded_user, f"Nice {i}.") for i in range(5)]
+    with caplog.at_level(logging.DEBUG):
+        async with running_worker(settings, store, OfflineProvider()):
+
+            async def all_done() -> bool:
+                return [(await job(db_url, i))["status"] for i in ids] == ["completed"] * len(ids)
+
+            await wait_until(all_done, what="the jobs completed")
+    for job_id in ids:
+        about = [
+            r
+            for r in caplog.records
+            if str(job_id) in r.getMessage() or getattr(r, "job_id", None) == str(job_id)
+        ]
+        info = [r.getMessage() for r in about if r.levelno >= logging.INFO]
+        assert len(info) == 1 and info[0].startswith("✅"), info
+        assert len([r for r in about if r.levelno == logging.DEBUG]) >= 4

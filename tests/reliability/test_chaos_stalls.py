@@ -57,7 +57,8 @@ async def test_sigstopped_worker_is_fenced_after_takeover(db_url: str, tmp_path:
     (`block:1`: the answer comes in the same loop step that ends the block, before any
     heartbeat can notice the lost lease). B takes the job after the lease and completes it.
     A is thawed: its write must be refused — one result, one charge, A's attempt superseded."""
-    env = worker_env(db_url, WORKER_CONCURRENCY="1", LEASE_SECONDS=str(LEASE))
+    # DEBUG: the job's steps (the "Processing job" line waited for below) are logged there.
+    env = worker_env(db_url, WORKER_CONCURRENCY="1", LEASE_SECONDS=str(LEASE), LOG_LEVEL="DEBUG")
     a = WorkerProcess(env, tmp_path / "a.log")
     b: WorkerProcess | None = None
     try:

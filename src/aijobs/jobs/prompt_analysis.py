@@ -63,7 +63,7 @@ def build_task(payload: PromptAnalysisPayload) -> LLMTask[PromptAnalysis]:
 
 async def handle(payload: PromptAnalysisPayload, ctx: JobContext) -> HandlerResult:
     """Analyse the prompt through the job's provider."""
-    ctx.log.info("🧪 Analysing prompt %s", preview(payload.prompt))
+    ctx.log.debug("🧪 Analysing prompt %s", preview(payload.prompt))
     return await run_task(ctx, build_task(payload))
 
 

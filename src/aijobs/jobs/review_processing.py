@@ -84,7 +84,7 @@ def build_task(payload: ReviewProcessingPayload) -> LLMTask[ReviewAnalysis]:
 
 async def handle(payload: ReviewProcessingPayload, ctx: JobContext) -> HandlerResult:
     """Triage the review through the job's provider."""
-    ctx.log.info("🔎 Processing review %s", preview(payload.review_text))
+    ctx.log.debug("🔎 Processing review %s", preview(payload.review_text))
     return await run_task(ctx, build_task(payload))
 
 

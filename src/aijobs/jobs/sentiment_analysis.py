@@ -60,7 +60,7 @@ def build_task(payload: SentimentPayload) -> LLMTask[SentimentResult]:
 
 async def handle(payload: SentimentPayload, ctx: JobContext) -> HandlerResult:
     """Classify the text through the job's provider."""
-    ctx.log.info("💬 Analysing sentiment of text %s", preview(payload.text))
+    ctx.log.debug("💬 Analysing sentiment of text %s", preview(payload.text))
     return await run_task(ctx, build_task(payload))
 
 

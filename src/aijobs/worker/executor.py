@@ -35,9 +35,10 @@ class Executor:
             return outcomes.from_error(job, exc, self.policy)
         # Built only when someone will read it: this runs for every job.
         extra: dict[str, Any] = {}
-        if log.isEnabledFor(logging.INFO):
+        # The steps of a job at DEBUG: at INFO a job is one line (✅, or its failure).
+        if log.isEnabledFor(logging.DEBUG):
             extra = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
-            log.info(
+            log.debug(
                 "🔒 Locked job %s (%s) for processing, attempt %d/%d",
                 job.id,
                 job.type,
@@ -46,8 +47,8 @@ class Executor:
                 extra=extra,
             )
             shown = json.dumps(redact_payload(kind.payload_model, job.payload), ensure_ascii=False)
-            log.info("📝 Payload: %s", shown, extra=extra)
-            log.info("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
+            log.debug("📝 Payload: %s", shown, extra=extra)
+            log.debug("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
         # The time limit (`time_limit`) is enforced by the runner's watchdog, which cancels
         # overdue jobs: one timer for the worker instead of one per job on the hot path.
         try:

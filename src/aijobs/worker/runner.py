@@ -355,10 +355,10 @@ class Worker:
         if not log.isEnabledFor(logging.INFO):
             return
         extra = {"job_id": str(job.id), "job_type": job.type, "status": finish.status, "won": won}
-        log.info("💾 Job %s status updated to: %s", job.id, finish.status, extra=extra)
+        log.debug("💾 Job %s status updated to: %s", job.id, finish.status, extra=extra)
         if finish.outcome == "completed":
             log.info("✅ Job %s completed successfully in %dms", job.id, seconds * 1000, extra=extra)
-            self._log_totals()
+            self._log_totals(logging.DEBUG)
         elif finish.status == "cancelled" and finish.outcome != "cancelled":
             ended = finish.outcome.replace("_", " ") + (f": {finish.error}" if finish.error else "")
             log.info(
@@ -444,9 +444,10 @@ class Worker:
         log.info("⏰ Started at: %s", datetime.now(UTC).isoformat(timespec="milliseconds"))
         log.info("─" * 60)
 
-    def _log_totals(self) -> None:
+    def _log_totals(self, level: int = logging.INFO) -> None:
         t = self.totals
-        log.info(
+        log.log(
+            level,
             "📊 Total processed: %d, Failed: %d, Retried: %d, Cancelled: %d",
             t.processed,
             t.failed,
