@@ -46,7 +46,7 @@ def test_a_file_becomes_jobs_charged_together(db_url: str, tmp_path: Path) -> No
         conn.execute("select credit_grant(%s, 10, 'test')", (user,))
     path = tmp_path / "jobs.jsonl"
     path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
-    done = run(db_url, str(path), "--user", str(user))
+    done = run(db_url, str(path), "--user", str(user), "--ids")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["created"], out["cost"], out["balance"], len(out["ids"])) == (2, 4, 6, 2)
@@ -81,3 +81,28 @@ def test_a_bad_line_or_a_short_balance_creates_nothing(db_url: str, tmp_path: Pa
     missing = run(db_url, str(tmp_path / "absent.jsonl"), "--user", str(user))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert state(db_url, user) == (3, [])
+
+
+def test_a_large_file_prints_a_summary_and_names_every_bad_line(db_url: str, tmp_path: Path) -> None:
+    """10,000 lines print a few lines of summary, not 10,008 of ids (`--ids` asks for them);
+    every invalid line is named, up to 20, then how many more, and nothing is created."""
+    user = uuid.uuid4()
+    n = 10_000
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select credit_grant(%s, %s, 'test')", (user, n))
+    good = '{"type": "sentiment_analysis", "payload": {"text": "Fine."}}'
+    path = tmp_path / "jobs.jsonl"
+    path.write_text("\n".join([good] * n) + "\n", encoding="utf-8")
+    done = run(db_url, str(path), "--user", str(user))
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout.splitlines()) < 10, done.stdout[:500]
+    assert json.loads(done.stdout) == {"created": n, "cost": n, "balance": 0}
+
+    bad_lines = [good] * 5 + ['{"type": "sentiment_analysis", "payload": {}}'] * 30 + ["{nope"] * 3
+    path.write_text("\n".join(bad_lines), encoding="utf-8")
+    refused = run(db_url, str(path), "--user", str(user))
+    assert refused.returncode == 2, refused.stderr
+    named = [line for line in refused.stderr.splitlines() if " line " in line]
+    assert len(named) == 20 and named[0].startswith(f"error: {path} line 6:"), refused.stderr
+    assert "and 13 more invalid lines" in refused.stderr
+    assert "33 invalid line(s)" in refused.stderr

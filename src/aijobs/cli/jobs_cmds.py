@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -64,24 +65,38 @@ def enqueue(
     run_async(go)
 
 
+#: Invalid lines `enqueue-batch` names one by one before it only counts the rest.
+MAX_REPORTED_LINES = 20
+#: Files at least this large are read under a progress bar (on a terminal only).
+PROGRESS_BYTES = 1 << 20
+
+
 @app.command("enqueue-batch")
 def enqueue_batch(
     file: str = typer.Argument(..., help='JSON Lines, one job per line ("-" reads standard input).'),
     user: UUID = typer.Option(..., "--user", help="The account to charge."),
+    ids: bool = typer.Option(False, "--ids", help="Also print the id of every job created."),
 ) -> None:
     """Create every job in FILE or none, charged together: one statement, one transaction.
 
     Each line is what `POST /api/jobs/batch` takes per job: {"type": ..., "payload": {...}}
-    with optional priority, run_at and max_attempts. A bad line is named and nothing is
-    created; so is a balance short of the total.
+    with optional priority, run_at and max_attempts. Every bad line is named (the first
+    20, then how many more) and nothing is created; so is a balance short of the total.
+    Prints a summary (created, cost, balance); `--ids` adds the ids.
     """
     settings = settings_or_exit()
     if file == "-":
         specs = _read_job_lines(sys.stdin, "<stdin>", settings.max_attempts)
     else:
         try:
-            with Path(file).open(encoding="utf-8") as f:
-                specs = _read_job_lines(f, file, settings.max_attempts)
+            path = Path(file)
+            size = path.stat().st_size
+            with path.open(encoding="utf-8") as f:
+                if size < PROGRESS_BYTES:
+                    specs = _read_job_lines(f, file, settings.max_attempts)
+                else:
+                    with typer.progressbar(length=size, label=f"reading {file}", file=sys.stderr) as bar:
+                        specs = _read_job_lines(f, file, settings.max_attempts, progress=bar.update)
         except (OSError, UnicodeDecodeError) as exc:
             typer.echo(f"error: cannot read {file}: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -89,38 +104,52 @@ def enqueue_batch(
     async def go() -> None:
         async with owner_session(settings) as session:
             created = await enqueue_many(session, user_id=user, jobs=specs)
-        echo_json(
-            {
-                "created": len(created),
-                "cost": sum(c.cost for c in created),
-                "balance": created[-1].balance if created else None,
-                "ids": [str(c.id) for c in created],
-            }
-        )
+        summary: dict[str, object] = {
+            "created": len(created),
+            "cost": sum(c.cost for c in created),
+            "balance": created[-1].balance if created else None,
+        }
+        if ids:
+            summary["ids"] = [str(c.id) for c in created]
+        echo_json(summary)
 
     run_async(go)
 
 
-def _read_job_lines(lines: TextIO, name: str, default_attempts: int) -> list[JobSpec]:
-    """Every non-blank line as a job, or exit 2 naming the first bad line and field."""
+def _read_job_lines(
+    lines: TextIO, name: str, default_attempts: int, progress: Callable[[int], object] | None = None
+) -> list[JobSpec]:
+    """Every non-blank line as a job, or exit 2 naming every bad line (up to a bound) and field."""
     specs = []
+    bad = 0
     for number, line in enumerate(lines, start=1):
+        if progress is not None:
+            progress(len(line.encode()))
         if not line.strip():
             continue
+        reason = None
         try:
             job = JobCreate.model_validate_json(line)
             validate_payload(job.type, job.payload)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "line"
-            typer.echo(f"error: {name} line {number}: {field}: {first['msg']}", err=True)
-            raise typer.Exit(2) from None
+            reason = f"{field}: {first['msg']}"
         except AijobsError as exc:  # the payload does not fit its type, or no such type
-            typer.echo(f"error: {name} line {number}: {exc.message}", err=True)
-            raise typer.Exit(2) from None
+            reason = exc.message
+        if reason is not None:
+            bad += 1
+            if bad <= MAX_REPORTED_LINES:
+                typer.echo(f"error: {name} line {number}: {reason}", err=True)
+            continue
         specs.append(
             JobSpec(job.type, job.payload, job.priority, job.run_at, job.max_attempts or default_attempts)
         )
+    if bad:
+        if bad > MAX_REPORTED_LINES:
+            typer.echo(f"error: {name}: and {bad - MAX_REPORTED_LINES} more invalid lines", err=True)
+        typer.echo(f"error: {name}: {bad} invalid line(s); nothing was created", err=True)
+        raise typer.Exit(2)
     if not specs:
         typer.echo(f"error: {name} holds no jobs", err=True)
         raise typer.Exit(2)
