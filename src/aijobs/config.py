@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=7.0, gt=0, le=36_500)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     maintenance_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # When set, the API's /metrics asks for `Authorization: Bearer <METRICS_TOKEN>` (401 without).
+    metrics_token: SecretStr | None = None
+    # How often the maintenance leader samples queue depth for the dashboard's chart: often
+    # enough that a burst drained in seconds still shows.
+    queue_sample_seconds: float = Field(default=1.0, gt=0, le=3600)
     # Serve Prometheus /metrics from the worker on this port (None: don't).
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
@@ -140,7 +145,7 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL or a libpq key=value string")
         return value
 
-    @field_validator("jwt_secret", "service_role_key")
+    @field_validator("jwt_secret", "service_role_key", "metrics_token")
     @classmethod
     def _check_secret_length(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:

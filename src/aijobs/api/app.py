@@ -2,9 +2,10 @@
 
 `create_app` wires settings into one `ApiState`; the lifespan opens the store (unless one
 is given) and the single LISTEN connection that feeds every SSE stream and long poll. The
-order of middleware matters: CORS outermost (so refusals carry CORS headers too and the
-browser can read them), then the body limit, which runs before anything parses a body, then
-the 503 for a database out of reach (which may replay a body, bounded by then).
+order of middleware matters: the HTTP metrics outermost (they count every answer), then CORS
+(so refusals carry CORS headers too and the browser can read them), then the body limit,
+which runs before anything parses a body, then the 503 for a database out of reach (which
+may replay a body, bounded by then).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aijobs.api import problems
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
 from aijobs.api.grouped_creation import CreationGroups
+from aijobs.api.http_metrics import HttpMetricsMiddleware
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
@@ -122,6 +124,7 @@ def create_app(
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
+    app.add_middleware(HttpMetricsMiddleware)
     return app
 
 

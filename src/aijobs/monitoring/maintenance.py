@@ -8,7 +8,8 @@ releases the lease at once. A lease row (rather than a session advisory lock) su
 transaction-mode connection poolers such as Supabase's and shows up on the dashboard.
 
 The work of a leader tick, each step its own short transaction:
-  * sample queue depth into `queue_samples` (the dashboard's queue chart);
+  * sample queue depth into `queue_samples` (the dashboard's queue chart), and again every
+    QUEUE_SAMPLE_SECONDS between ticks, so a burst that drains in seconds shows in the chart;
   * delete finished jobs older than RETENTION_DAYS in batches of RETENTION_BATCH_SIZE, at most
     `max_batches` per tick, so locks stay short and claims are never held up for long;
     the credit ledger is never touched;
@@ -61,11 +62,14 @@ class Maintenance:
         *,
         interval: float = 10.0,
         policy: RetentionPolicy | None = None,
+        sample_interval: float | None = None,
     ) -> None:
         self.store = store
         self.holder = holder
         self.metrics = metrics
         self.interval = interval
+        #: Between ticks the leader samples queue depth this often (None: at ticks only).
+        self.sample_interval = sample_interval if sample_interval and sample_interval < interval else None
         self.ttl = max(interval * 3, 1.0)
         self.policy = policy or RetentionPolicy()
         self.is_leader = False
@@ -106,14 +110,29 @@ class Maintenance:
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time()
         while not stop.is_set():
-            try:
-                await self.tick()
-            except (psycopg.Error, OSError) as exc:
-                log.warning("🧹 Maintenance tick failed (%s); will retry", type(exc).__name__)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + self.interval
+                try:
+                    await self.tick()
+                except (psycopg.Error, OSError) as exc:
+                    log.warning("🧹 Maintenance tick failed (%s); will retry", type(exc).__name__)
+            elif self.is_leader:
+                await self.sample()
+            pause = next_tick - loop.time()
+            if self.is_leader and self.sample_interval is not None:
+                pause = min(pause, self.sample_interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+                await asyncio.wait_for(stop.wait(), timeout=max(pause, 0.0))
         await self.release()
+
+    async def sample(self) -> None:
+        """A queue-depth sample between ticks (the tick's own failure log covers outages)."""
+        with contextlib.suppress(psycopg.Error, OSError):
+            async with self.store.session() as session:
+                await session.mon_queue_sample()
 
     async def release(self) -> None:
         if not self.is_leader:
@@ -133,4 +152,11 @@ def for_worker(store: Store, holder: str, metrics: Metrics, settings: Settings) 
         job_age_seconds=settings.retention_days * 86400.0,
         batch_size=settings.retention_batch_size,
     )
-    return Maintenance(store, holder, metrics, interval=settings.maintenance_interval_seconds, policy=policy)
+    return Maintenance(
+        store,
+        holder,
+        metrics,
+        interval=settings.maintenance_interval_seconds,
+        policy=policy,
+        sample_interval=settings.queue_sample_seconds,
+    )

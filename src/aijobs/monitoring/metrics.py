@@ -37,6 +37,9 @@ from aijobs.jobs import get_job_type, registry
 # Job durations run from tens of milliseconds (offline rules) to minutes (slow LLM calls).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+#: HTTP requests: most answer in milliseconds; long polls and event streams take up to minutes.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LIVE_STATUSES = ("pending", "processing")
 
@@ -197,6 +200,15 @@ class Metrics:
         self.pruned = Counter(
             "aijobs_retention_pruned_jobs", "Finished jobs deleted by retention.", registry=r
         )
+        # By route template and status class only: no user, job id or raw path in a label.
+        self.http = Histogram(
+            "aijobs_http_request_duration_seconds",
+            "HTTP requests the API answered, by method, route template and status class"
+            " (an event stream counts when it ends).",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
         self.queue = QueueGauges()
         r.register(self.queue)
         self.scrape_registry = r
@@ -269,6 +281,11 @@ class Metrics:
                 self._child(self.tokens, *labels, kind).inc(value)
         if finish.cost_usd:
             self._child(self.cost, *labels).inc(float(Decimal(finish.cost_usd)))
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request; `route` is its template (`/api/jobs/{job_id}`), never the path."""
+        kind = method if method in HTTP_METHODS else "other"
+        self._child(self.http, kind, route, f"{status // 100}xx").observe(seconds)
 
     def pruned_jobs(self, n: int) -> None:
         self.pruned.inc(n)

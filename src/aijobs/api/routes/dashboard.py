@@ -10,13 +10,15 @@ scoped to /dashboard. Buttons that change state also require an `X-Dashboard` he
 a cross-site form cannot send. With no auth configured at all, the dashboard opens only to
 loopback clients, under a loud red banner saying so.
 
-`/metrics` is Prometheus' text format, open like most scrape targets: no label carries a
-user or job id. Its queue gauges come from a cache refreshed at most every few seconds.
+`/metrics` is Prometheus' text format, open like most scrape targets unless METRICS_TOKEN is
+set (then a bearer token, as Prometheus' `authorization` scrape setting sends it): no label
+carries a user or job id. Its queue gauges come from a cache refreshed at most every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,9 +107,16 @@ def refresher(request: Request, store: Store) -> GaugeRefresher:
 
 
 @metrics_router.get("/metrics")
-async def prometheus_metrics(request: Request, store: StoreDep) -> Response:
+async def prometheus_metrics(request: Request, store: StoreDep, state: StateDep) -> Response:
     """Always an answer: with the database out of reach the counters are still true and the
-    queue gauges are the last snapshot, whose age `aijobs_queue_snapshot_age_seconds` shows."""
+    queue gauges are the last snapshot, whose age `aijobs_queue_snapshot_age_seconds` shows.
+    With METRICS_TOKEN set, only to `Authorization: Bearer <METRICS_TOKEN>`."""
+    expected = state.settings.metrics_token
+    if expected is not None:
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+            raise unauthorized("/metrics needs Authorization: Bearer <METRICS_TOKEN>")
     try:
         # Bounded: a database that does not answer would otherwise hold the scrape for the
         # pool's 30 s connection wait, past any scraper's timeout.
