@@ -17,6 +17,13 @@ def seconds(value: float | None) -> str:
     return f"{value / 60:.1f}m"
 
 
+def short_id(value: object) -> str:
+    """A job id in a form rows can be told apart by: ids are time-ordered (UUIDv7), so jobs
+    created together share their first characters; the last ones are random."""
+    text = str(value)
+    return text if len(text) <= 13 else f"{text[:4]}…{text[-8:]}"
+
+
 def percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 

@@ -48,6 +48,7 @@ metrics_router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("aijobs.api") / "templates"))
 templates.env.filters["dur"] = view.seconds
 templates.env.filters["pct"] = view.percent
+templates.env.filters["shortid"] = view.short_id
 COOKIE = "aijobs_dashboard"
 #: Seconds a scrape waits for fresh queue gauges before serving the last snapshot.
 METRICS_REFRESH_TIMEOUT = 2.0
@@ -185,6 +186,21 @@ async def requeue(request: Request, job_id: UUID, who: ViewerDep, store: StoreDe
     if request.headers.get("x-dashboard") != "1":
         raise ProblemError(403, "missing X-Dashboard header", code="forbidden")
     return await admin_routes.requeue(job_id, who.principal, store)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel(request: Request, job_id: UUID, _who: ViewerDep, store: StoreDep) -> JSONResponse:
+    """Cancel a pending job (refunded at once) or ask a running one to stop, as `aijobs jobs
+    cancel` does; a finished job is left as it is. Answers the job's row after the request."""
+    if request.headers.get("x-dashboard") != "1":
+        raise ProblemError(403, "missing X-Dashboard header", code="forbidden")
+    async with store.session() as session:
+        row = await session.cancel_job(job_id)
+    if row is None:
+        raise not_found()
+    return JSONResponse(
+        {"id": str(row["id"]), "status": row["status"], "cancel_requested": row["cancel_requested"]}
+    )
 
 
 @router.get("/login", response_class=HTMLResponse)

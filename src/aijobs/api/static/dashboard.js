@@ -1,4 +1,5 @@
-// aijobs dashboard: re-fetch the live fragment every 2 s and swap it in; requeue and inspect.
+// aijobs dashboard: re-fetch the live fragment every 2 s and swap it in; requeue, find, inspect
+// and cancel jobs.
 // Vanilla JS, no build step. Auth rides on the HttpOnly cookie (or whatever the page had);
 // state-changing requests add X-Dashboard, which a cross-site form cannot send.
 (function () {
@@ -40,7 +41,8 @@
 
   async function inspect(id) {
     const res = await fetch("/dashboard/jobs/" + encodeURIComponent(id), { headers, credentials: "same-origin" });
-    inspectorBody.innerHTML = res.ok ? await res.text() : "<div class='error'>could not load job " + res.status + "</div>";
+    const why = res.status === 404 ? "no job with this id" : "could not load the job (" + res.status + ")";
+    inspectorBody.innerHTML = res.ok ? await res.text() : "<div class='error'>" + why + "</div>";
     inspector.hidden = false;
   }
 
@@ -61,12 +63,49 @@
     }
   }
 
+  async function cancel(button) {
+    button.disabled = true;
+    button.textContent = "Cancelling…";
+    const res = await fetch("/dashboard/jobs/" + encodeURIComponent(button.dataset.job) + "/cancel", {
+      method: "POST", headers, credentials: "same-origin",
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.ok) {
+      say(body.status === "cancelled" ? "Job cancelled (credits refunded)" : "Cancel requested: the worker stops it");
+      await inspect(button.dataset.job);
+      await refresh();
+    } else {
+      button.disabled = false;
+      button.textContent = "Cancel job";
+      say("Cancel refused: " + (body.detail || res.status));
+    }
+  }
+
+  async function copy(button) {
+    try {
+      await navigator.clipboard.writeText(button.dataset.copy);
+      say("Copied " + button.dataset.copy);
+    } catch (err) {
+      say(button.dataset.copy);  // no clipboard (plain http, old browser): show it to copy by hand
+    }
+  }
+
+  const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
+  document.getElementById("find-job").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = event.target.elements.id.value.trim();
+    if (!UUID.test(id)) { say("Paste a whole job id (a UUID), e.g. from a log line or the API"); return; }
+    inspect(id);
+  });
+
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("a.inspect, button.requeue, #close-inspector");
+    const target = event.target.closest("a.inspect, button.requeue, button.cancel, button.copy, #close-inspector");
     if (!target) return;
     event.preventDefault();
     if (target.id === "close-inspector") inspector.hidden = true;
     else if (target.matches("a.inspect")) inspect(target.dataset.job);
+    else if (target.matches("button.cancel")) cancel(target);
+    else if (target.matches("button.copy")) copy(target);
     else requeue(target);
   });
   document.addEventListener("visibilitychange", refresh);
