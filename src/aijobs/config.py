@@ -32,7 +32,7 @@ PG_INT_MAX = 2_147_483_647
 #: HS256 keys shorter than the hash (RFC 7518 3.2) can be guessed offline from one token;
 #: the service key is a bearer secret held to the same length.
 MIN_SECRET_BYTES = 32
-#: A job's attempts are at most 100 (the max_attempts domain, migration 014); it runs once
+#: A job's attempts are at most 100 (the aijobs.job_max_attempts domain); it runs once
 #: and then up to MAX_RETRIES more times.
 MAX_ATTEMPTS = 100
 

@@ -24,7 +24,7 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 from aijobs.config import Settings
-from aijobs.db.migrate import MigrationError
+from aijobs.db.migrate import DeploymentSettings, MigrationError
 from aijobs.db.migrate import migrate as apply_migrations
 from aijobs.db.reachable import wait_until_reachable
 from aijobs.db.store import Store
@@ -44,9 +44,13 @@ def job_type_rows() -> list[tuple[str, int, float]]:
     return [(jt.name, jt.cost, jt.timeout_seconds) for jt in registry().values()]
 
 
-def migrate_or_exit(url: str) -> list[str]:
+def migrate_or_exit(url: str, settings: Settings) -> list[str]:
     try:
-        return apply_migrations(url, job_types=job_type_rows())
+        return apply_migrations(
+            url,
+            job_types=job_type_rows(),
+            settings=DeploymentSettings(max_jobs_in_flight_per_user=settings.max_jobs_in_flight_per_user),
+        )
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -57,7 +61,7 @@ def migrate() -> None:
     """Apply pending migrations (safe to run twice, and from several machines at once)."""
     settings = settings_or_exit()
     with database(settings) as url:
-        applied = migrate_or_exit(url)
+        applied = migrate_or_exit(url, settings)
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
@@ -134,9 +138,9 @@ async def show_stats(url: str, settings: Settings, *, as_json: bool, watch: floa
 
 async def ensure_demo_account(url: str, settings: Settings) -> int:
     async with open_store(url, settings) as store, store.transaction() as session:
-        if await session.create_account(DEMO_USER):
-            return await session.grant_credits(DEMO_USER, DEMO_CREDITS, "demo credits")
-        account = await session.get_account(DEMO_USER)
+        if await session.accounts.create(DEMO_USER):
+            return await session.accounts.grant_credits(DEMO_USER, DEMO_CREDITS, "demo credits")
+        account = await session.accounts.get(DEMO_USER)
         return account.balance if account else 0
 
 
@@ -168,7 +172,7 @@ def dev(
                 err=True,
             )
         with database(settings) as url:
-            migrate_or_exit(url)
+            migrate_or_exit(url, settings)
             balance = asyncio.run(ensure_demo_account(url, settings))
             typer.echo(f"demo account {DEMO_USER} has {balance} credits")
             typer.echo(
