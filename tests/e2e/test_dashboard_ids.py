@@ -12,8 +12,9 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.queue.enqueue import enqueue as enqueue_one
 from tests.conftest import worker_env
-from tests.e2e.test_dashboard_browser import ARGS, CHROMIUM, enqueue
+from tests.e2e.test_dashboard_browser import ARGS, CHROMIUM
 from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
 from tests.support.workers import WorkerProcess, fetch_all, job, wait_until
 
@@ -29,11 +30,23 @@ async def test_ids_are_distinct_findable_and_cancellable(
 ) -> None:
     from playwright.async_api import async_playwright
 
-    failing = await enqueue(store, funded_user, ["fatal"] * 4, max_attempts=1)
+    async with store.session() as s:
+        failing = [
+            (
+                await enqueue_one(
+                    s,
+                    user_id=funded_user,
+                    job_type="sentiment_analysis",
+                    payload={"text": "fatal"},
+                    max_attempts=1,
+                )
+            ).id
+            for _ in range(4)
+        ]
     worker = WorkerProcess(worker_env(db_url), tmp_path / "worker.log")
 
     async def failed() -> bool:
-        rows = await fetch_all(db_url, "select status from jobs where id = any(%s)", failing)
+        rows = await fetch_all(db_url, "select status from aijobs.jobs where id = any(%s)", failing)
         return [r["status"] for r in rows] == ["failed"] * len(failing)
 
     try:
@@ -43,9 +56,10 @@ async def test_ids_are_distinct_findable_and_cancellable(
         await worker.wait()
     # Not due for an hour: it stays pending, for the inspector to cancel.
     async with store.session() as s:
-        later = await s.create_job(
+        later = await enqueue_one(
+            s,
             user_id=funded_user,
-            type="sentiment_analysis",
+            job_type="sentiment_analysis",
             payload={"text": "later"},
             run_at=datetime.now(UTC) + timedelta(hours=1),
         )

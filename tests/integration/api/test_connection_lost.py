@@ -34,7 +34,7 @@ async def test_a_keyed_creation_whose_connection_is_terminated_runs_again(
     headers = {**api.auth(funded_user), "Idempotency-Key": key}
     async with await psycopg.AsyncConnection.connect(db_url) as holder:
         await holder.execute(
-            "insert into api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'held')",
+            "insert into aijobs.api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'held')",
             (funded_user, key),
         )
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
@@ -47,5 +47,5 @@ async def test_a_keyed_creation_whose_connection_is_terminated_runs_again(
             await holder.rollback()
             created = await post
     assert created.status_code == 201, created.text
-    jobs = await fetch_one(db_url, "select count(*) as n from jobs where user_id = %s", funded_user)
+    jobs = await fetch_one(db_url, "select count(*) as n from aijobs.jobs where user_id = %s", funded_user)
     assert jobs["n"] == 1

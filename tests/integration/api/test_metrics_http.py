@@ -15,8 +15,8 @@ from aijobs.config import Settings
 from aijobs.db.store import Store
 from aijobs.monitoring.maintenance import for_worker
 from aijobs.monitoring.metrics import Metrics
+from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.integration.api.conftest import StartApi
-from tests.reliability.chaos import bulk_create
 from tests.support.workers import fetch_one, wait_until
 
 METRICS_TOKEN = "a-metrics-token-of-at-least-32-bytes"
@@ -66,10 +66,15 @@ async def test_queue_depth_is_sampled_often_enough_to_see_a_burst(
     task = asyncio.create_task(maintenance.run(stop))
     try:
         await wait_until(lambda: _is_leader(maintenance), what="leadership")
-        await bulk_create(db_url, uuid.uuid4(), 300)
+        user = uuid.uuid4()
+        async with store.session() as session:
+            await session.accounts.grant_credits(user, 300, "burst")
+            await enqueue_many(
+                session, user_id=user, jobs=[JobSpec("sentiment_analysis", {"text": "x"})] * 300
+            )
 
         async def burst_sampled() -> bool:
-            row = await fetch_one(db_url, "select coalesce(max(pending), 0) as n from queue_samples")
+            row = await fetch_one(db_url, "select coalesce(max(pending), 0) as n from aijobs.queue_samples")
             return int(row["n"]) >= 300
 
         await wait_until(burst_sampled, timeout=10, what="a sample of the burst")
