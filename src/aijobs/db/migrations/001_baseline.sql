@@ -83,21 +83,28 @@ create table if not exists aijobs.schema_migrations (
 -- at most 65536 bytes as text, nested at most 32 levels below the top object, and every
 -- number at most 32 characters as PostgreSQL writes it (1e400 is 401 digits).
 create function aijobs.json_problem(p_value jsonb) returns text
-language sql immutable parallel safe
-set search_path = aijobs, pg_temp
+language plpgsql immutable parallel safe
 as $$
-    select case
-        when p_value is null then 'is required'
-        when jsonb_typeof(p_value) <> 'object' then 'must be a JSON object'
-        when octet_length(p_value::text) > 65536 then
-            'is ' || octet_length(p_value::text) || ' bytes as JSON; the limit is 65536'
-        when jsonb_path_exists(p_value, 'strict $.**{33 to last}') then
-            'nests deeper than 32 levels'
-        when exists (
-            select from jsonb_path_query(p_value, 'strict $.** ? (@.type() == "number")') n
-            where length(n::text) > 32
-        ) then 'holds a number longer than 32 characters'
-    end
+begin
+    -- PL/pgSQL rather than SQL: its plans are kept for the session, where a SQL function that
+    -- cannot be inlined is planned again at every call. No SET search_path (that costs every
+    -- call too): the calls are qualified with pg_catalog instead.
+    if p_value is null then
+        return 'is required';
+    elsif pg_catalog.jsonb_typeof(p_value) <> 'object' then
+        return 'must be a JSON object';
+    elsif pg_catalog.octet_length(p_value::text) > 65536 then
+        return 'is ' || pg_catalog.octet_length(p_value::text) || ' bytes as JSON; the limit is 65536';
+    elsif pg_catalog.jsonb_path_exists(p_value, 'strict $.**{33 to last}') then
+        return 'nests deeper than 32 levels';
+    elsif exists (
+        select from pg_catalog.jsonb_path_query(p_value, 'strict $.** ? (@.type() == "number")') n
+        where pg_catalog.length(n::text) > 32
+    ) then
+        return 'holds a number longer than 32 characters';
+    end if;
+    return null;
+end
 $$;
 
 -- NULL passes a domain's check; the columns say whether they may be null.
@@ -362,13 +369,17 @@ create table aijobs.maintenance_leader (
 -- Inside a SECURITY DEFINER function current_user is the owner, so the caller is read from
 -- the `role` setting (SET ROLE, as PostgREST and the API use), else the session's user.
 create function aijobs.caller_is_trusted() returns boolean
-language sql stable
-set search_path = aijobs, pg_temp
+language plpgsql stable
 as $$
-    select pg_has_role(r.caller, 'service_role', 'MEMBER')
-           or pg_has_role(r.caller, (select nspowner from pg_namespace where nspname = 'aijobs'), 'MEMBER')
-    from (select coalesce(nullif(nullif(current_setting('role', true), 'none'), ''), session_user::text)::name
-                 as caller) r
+declare
+    v_caller name := coalesce(
+        nullif(nullif(pg_catalog.current_setting('role', true), 'none'), ''), session_user::text);
+begin
+    -- Called only from functions that pin search_path; calls are qualified all the same.
+    return pg_catalog.pg_has_role(v_caller, 'service_role', 'MEMBER')
+        or pg_catalog.pg_has_role(
+            v_caller, (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'aijobs'), 'MEMBER');
+end
 $$;
 
 -- The user a call acts for: a trusted caller names one; anyone else acts for their own JWT
@@ -433,6 +444,9 @@ returns table (
 language plpgsql
 security definer
 set search_path = aijobs, pg_temp
+-- With array arguments the planner kept choosing custom plans, so every call planned its
+-- statements again; the generic plans are right for any batch size.
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_trusted  boolean := aijobs.caller_is_trusted();
@@ -464,7 +478,7 @@ begin
     from (
         select t.i,
                case when k.name is null then 'type'
-                    when aijobs.json_problem(t.payload) is not null then 'payload'
+                    when p.problem is not null then 'payload'
                     when t.priority not between -100 and 100 then 'priority'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
                         then 'run_at'
@@ -472,7 +486,7 @@ begin
                     when t.key !~ '^[ -~]{1,255}$' then 'idempotency_key'
                end as field,
                case when k.name is null then 'is not a known, enabled job type'
-                    when aijobs.json_problem(t.payload) is not null then aijobs.json_problem(t.payload)
+                    when p.problem is not null then p.problem
                     when t.priority not between -100 and 100 then 'must be between -100 and 100'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
                         then 'must be a finite time from 1970 to 9998'
@@ -481,6 +495,7 @@ begin
                end as reason
         from unnest(p_types, p_payloads, p_priorities, p_run_ats, p_max_attempts, p_idempotency_keys)
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, i)
+        cross join lateral (select aijobs.json_problem(t.payload) as problem) p
         left join aijobs.job_types k on k.name = t.type and k.enabled
     ) e
     where e.field is not null
