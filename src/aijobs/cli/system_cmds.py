@@ -75,7 +75,8 @@ async def run_worker(settings: Settings, url: str) -> None:
         worker = Worker(settings, store, provider, url)
         if settings.metrics_port is not None:
             try:
-                serve_metrics(settings.metrics_port, worker.metrics)
+                token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+                serve_metrics(settings.metrics_port, worker.metrics, token=token)
             except OSError as exc:  # in use, or not ours to bind
                 typer.echo(
                     f"error: metrics port {settings.metrics_port} (--metrics-port / METRICS_PORT): "

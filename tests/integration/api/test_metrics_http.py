@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.monitoring.http import serve_metrics
 from aijobs.monitoring.maintenance import for_worker
 from aijobs.monitoring.metrics import Metrics
 from aijobs.queue.enqueue import JobSpec, enqueue_many
@@ -86,3 +87,14 @@ async def test_queue_depth_is_sampled_often_enough_to_see_a_burst(
 
 async def _is_leader(maintenance: object) -> bool:
     return bool(getattr(maintenance, "is_leader", False))
+
+
+def test_the_workers_metrics_port_takes_the_same_token() -> None:
+    port = serve_metrics(0, Metrics(), host="127.0.0.1", token=METRICS_TOKEN)
+    url = f"http://127.0.0.1:{port}/metrics"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer nope"}).status_code == 401
+    ok = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert ok.status_code == 200 and "aijobs_jobs_created" in ok.text
+    open_port = serve_metrics(0, Metrics(), host="127.0.0.1")
+    assert httpx.get(f"http://127.0.0.1:{open_port}/metrics").status_code == 200
