@@ -49,3 +49,24 @@ async def test_a_keyed_creation_whose_connection_is_terminated_runs_again(
     assert created.status_code == 201, created.text
     jobs = await fetch_one(db_url, "select count(*) as n from aijobs.jobs where user_id = %s", funded_user)
     assert jobs["n"] == 1
+
+
+async def test_a_read_whose_connection_is_terminated_runs_again(
+    start_api: StartApi, funded_user: uuid.UUID, db_url: str
+) -> None:
+    """`GET /api/me` waits on a lock another transaction holds on the accounts table; its
+    backend is terminated there. A read is safe to run again: 200, not a 500."""
+    api = start_api()
+    async with await psycopg.AsyncConnection.connect(db_url) as holder:
+        await holder.execute("lock table aijobs.accounts in access exclusive mode")
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+            read = asyncio.create_task(http.get("/api/me", headers=api.auth(funded_user)))
+            await wait_until(lambda: _waiting_on_a_lock(db_url), what="the read to wait on the lock")
+            await holder.execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database()"
+                " and application_name = 'aijobs-api' and wait_event_type = 'Lock'"
+            )
+            await holder.rollback()
+            answered = await read
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["balance"] == 1000
