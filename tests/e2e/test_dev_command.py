@@ -67,13 +67,14 @@ def admin_token_in(output: str) -> str:
     return found.group(1)
 
 
-def test_a_busy_port_is_one_line_and_a_failure(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["dev", "api"])
+def test_a_busy_port_is_one_line_and_a_failure(db_url: str, tmp_path: Path, command: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         done = subprocess.run(
-            [sys.executable, "-m", "aijobs", "dev", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "aijobs", command, "--host", "127.0.0.1", "--port", str(port)],
             env=dev_env(db_url),
             cwd=tmp_path,
             capture_output=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -122,6 +123,26 @@ def main() -> None:
     except OSError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)
         sys.exit(1)
+
+
+def listen_or_exit(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port for uvicorn, or exit 1 with one line saying why
+    (a port in use was uvicorn's error log and, under `aijobs dev`, two tracebacks)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        typer.echo(
+            f"error: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            " (choose another with --port or API_PORT)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    return sock
 
 
 def _first_line(exc: BaseException) -> str:

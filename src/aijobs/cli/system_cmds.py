@@ -18,6 +18,7 @@ from aijobs.cli.app import (
     app,
     database,
     echo_json,
+    listen_or_exit,
     open_store,
     require_migrated,
     run_async,
@@ -154,16 +155,7 @@ def dev(
     settings = settings_or_exit(api_host=host, api_port=port)
     # Bound before anything starts, and handed to uvicorn: a port in use is one line and
     # exit 1, not uvicorn's exit inside a task (two tracebacks), after the database started.
-    try:
-        sock = listen_socket(settings.api_host, settings.api_port)
-    except OSError as exc:
-        typer.echo(
-            f"error: cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror or exc}"
-            " (choose another with --port or API_PORT)",
-            err=True,
-        )
-        raise typer.Exit(1) from None
-    with sock:
+    with listen_or_exit(settings.api_host, settings.api_port) as sock:
         if settings.jwt_secret is None:
             secret, path, created = dev_secret()
             settings = settings.model_copy(update={"jwt_secret": SecretStr(secret)})
@@ -183,20 +175,6 @@ def dev(
             eventloop.run(
                 run_dev(settings.model_copy(update={"database_url": url}), url, sock), settings.event_loop
             )
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (raises OSError: in use, not ours to bind)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 async def run_dev(settings: Settings, url: str, sock: socket.socket) -> None:
