@@ -33,13 +33,18 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """A worker running in this event loop until the block ends (then a graceful stop).
 
-    `listener_conninfo` sends its LISTEN connection elsewhere (e.g. through a fault proxy)."""
+    `listener_conninfo` sends its LISTEN connection elsewhere (e.g. through a fault proxy);
+    by default it goes where the settings say (none at all: a transaction-mode pooler)."""
     assert settings.database_url
     worker = Worker(
-        settings, store, provider or ScriptedProvider(), listener_conninfo or settings.database_url
+        settings,
+        store,
+        provider or ScriptedProvider(),
+        listener_conninfo or settings.listen_url(settings.database_url),
     )
     task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
+    if worker.listener is not None:
+        await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
     try:
         yield worker
     finally:

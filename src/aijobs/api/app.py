@@ -66,10 +66,16 @@ def create_app(
         owns_store = state.store is None
         if state.store is None:
             state.store = await Store.open(
-                state.database_url, min_size=1, max_size=settings.db_pool_size, name="aijobs-api"
+                state.database_url,
+                min_size=1,
+                max_size=settings.db_pool_size,
+                name="aijobs-api",
+                prepare=settings.prepared_statements,
             )
         state.creations = CreationGroups(state.store, max_in_flight=settings.max_jobs_in_flight_per_user)
-        state.hub = JobEventsHub(state.database_url)
+        state.hub = JobEventsHub(
+            settings.listen_url(state.database_url), poll_seconds=settings.polling_seconds
+        )
         await state.hub.start()
         try:
             yield

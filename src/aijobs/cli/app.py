@@ -73,7 +73,9 @@ def exit_on_terminate() -> Iterator[None]:
 
 @asynccontextmanager
 async def open_store(url: str, settings: Settings, *, name: str = "aijobs-cli") -> AsyncIterator[Store]:
-    store = await Store.open(url, min_size=1, max_size=settings.db_pool_size, name=name)
+    store = await Store.open(
+        url, min_size=1, max_size=settings.db_pool_size, name=name, prepare=settings.prepared_statements
+    )
     try:
         yield store
     finally:

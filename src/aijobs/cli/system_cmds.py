@@ -42,7 +42,16 @@ def job_type_rows() -> list[tuple[str, int, float]]:
     return [(jt.name, jt.cost, jt.timeout_seconds) for jt in registry().values()]
 
 
-def migrate_or_exit(url: str) -> list[str]:
+def migrate_or_exit(url: str, settings: Settings) -> list[str]:
+    if settings.database_pool_mode == "transaction":
+        # Its advisory lock is a session's: through a transaction pooler, the unlock could
+        # reach another backend and leave the lock held, and the next migrate waiting forever.
+        typer.echo(
+            "error: aijobs migrate needs a session: run it with DATABASE_URL set to the direct "
+            "(or session-mode) URL and DATABASE_POOL_MODE=session",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         return apply_migrations(url, job_types=job_type_rows())
     except MigrationError as exc:
@@ -55,15 +64,21 @@ def migrate() -> None:
     """Apply pending migrations (safe to run twice, and from several machines at once)."""
     settings = settings_or_exit()
     with database(settings) as url:
-        applied = migrate_or_exit(url)
+        applied = migrate_or_exit(url, settings)
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
 
 
 async def run_worker(settings: Settings, url: str) -> None:
-    store = await Store.open(url, min_size=2, max_size=max(settings.db_pool_size, 3), name="aijobs-worker")
+    store = await Store.open(
+        url,
+        min_size=2,
+        max_size=max(settings.db_pool_size, 3),
+        name="aijobs-worker",
+        prepare=settings.prepared_statements,
+    )
     provider = build_provider(settings)
     try:
-        worker = Worker(settings, store, provider, url)
+        worker = Worker(settings, store, provider, settings.listen_url(url))
         if settings.metrics_port is not None:
             try:
                 serve_metrics(settings.metrics_port, worker.metrics)
@@ -141,7 +156,7 @@ def dev() -> None:
         settings = settings.model_copy(update={"jwt_secret": SecretStr(secrets.token_urlsafe(32))})
         typer.echo("JWT_SECRET is not set: using a random one for this process (tokens die with it)")
     with database(settings) as url:
-        migrate_or_exit(url)
+        migrate_or_exit(url, settings)
         balance = asyncio.run(ensure_demo_account(url, settings))
         typer.echo(f"demo account {DEMO_USER} has {balance} credits")
         typer.echo(

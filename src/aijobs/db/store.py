@@ -623,13 +623,24 @@ class Store:
 
     @classmethod
     async def open(
-        cls, conninfo: str, *, min_size: int = 1, max_size: int = 4, name: str = "aijobs"
+        cls,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 4,
+        name: str = "aijobs",
+        prepare: bool = True,
     ) -> Store:
+        """`prepare=False` behind a transaction-mode pooler (PgBouncer, Supavisor): psycopg's
+        `prepare_threshold=None` then sends every statement unnamed, `prepare=True` included."""
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": name}
+        if not prepare:
+            kwargs["prepare_threshold"] = None
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True, "application_name": name},
+            kwargs=kwargs,
             open=False,
             # No `check=` round trip before each loan: it doubled the statements on the hot
             # path. A connection broken by a restart fails its query instead; every caller
