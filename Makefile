@@ -65,5 +65,14 @@ bench-deps:
 chaos: $(STAMP)
 	$(BIN)/pytest tests/reliability -m chaos -p no:xdist -s
 
+## image: the one image for migrate, api and worker (IMAGE_BASE: any Debian-like base).
+IMAGE_BASE ?= debian:bookworm-slim
+image:
+	docker build --build-arg BASE=$(IMAGE_BASE) -t aijobs:latest .
+
+## image-test: the image on a locally made base, the stack run end to end (root; not in make test).
+image-test:
+	scripts/image-test.sh
+
 clean:
 	rm -rf $(VENV) .aijobs test-artifacts
