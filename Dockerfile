@@ -28,8 +28,14 @@ ARG EXTRAS=""
 RUN python3 -m venv /opt/aijobs
 COPY pyproject.toml README.md /src/
 COPY src /src/src
-RUN /opt/aijobs/bin/pip install --no-cache-dir --disable-pip-version-check --quiet \
-        "/src${EXTRAS:+[$EXTRAS]}" \
+# deploy/wheels/ is empty in git. Filled with aijobs' wheel and its dependencies' (`pip wheel
+# --wheel-dir deploy/wheels '.[EXTRAS]'`, as scripts/image-test.sh does), the build installs
+# from it alone and needs no network; empty, pip builds /src and reads the package index.
+COPY deploy/wheels/ /wheels/
+RUN if ls /wheels/aijobs-*.whl >/dev/null 2>&1; \
+    then what="aijobs${EXTRAS:+[$EXTRAS]}"; from="--no-index --find-links /wheels"; \
+    else what="/src${EXTRAS:+[$EXTRAS]}"; from=""; fi; \
+    /opt/aijobs/bin/pip install --no-cache-dir --disable-pip-version-check --quiet $from "$what" \
     && /opt/aijobs/bin/pip uninstall --yes --quiet pip \
     && find /opt/aijobs -name '__pycache__' -prune -exec rm -rf {} + \
     && /opt/aijobs/bin/python -m compileall -q /opt/aijobs/lib

@@ -48,6 +48,7 @@ cleanup() {
     kill "$STARTED_DOCKERD" 2>/dev/null && wait "$STARTED_DOCKERD" 2>/dev/null
   fi
   rm -rf "$WORK"
+  rm -f deploy/wheels/*.whl
   exit "$code"
 }
 trap cleanup EXIT
@@ -74,7 +75,12 @@ scripts/make-base-image.sh "$BASE_TAG"
 
 step "build $IMAGE"
 start=$(date +%s)
-docker build --network host --build-arg BASE="$BASE_TAG" -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
+# Wheels made here, with this machine's pip settings, so the build itself reaches no index.
+rm -f deploy/wheels/*.whl
+python3 -m pip wheel --quiet --wheel-dir deploy/wheels . >"$WORK/wheels.log" 2>&1 \
+  || { tail -20 "$WORK/wheels.log" >&2; fail "pip wheel"; }
+ok "$(ls deploy/wheels/*.whl | wc -l) wheels in deploy/wheels"
+docker build --network none --build-arg BASE="$BASE_TAG" -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
   || { tail -40 "$WORK/build.log" >&2; fail "docker build"; }
 ok "built in $(( $(date +%s) - start )) s, $(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"
 user=$(docker image inspect -f '{{.Config.User}}' "$IMAGE")
