@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -88,12 +88,20 @@ async def status_counts(db_url: str) -> dict[str, int]:
 class WorkerProcess:
     """An `aijobs worker` subprocess whose output goes to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str, module: str = "aijobs") -> None:
-        """`module` runs instead of `aijobs` (e.g. tests.support.fault_worker, which arms faults)."""
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *args: str,
+        module: str = "aijobs",
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """`module` runs instead of `aijobs` (e.g. tests.support.fault_worker, which arms faults);
+        `prefix` is a command that execs it (e.g. `ip netns exec NS`: the pid stays the worker's)."""
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "worker", *args],
+            [*prefix, sys.executable, "-m", module, "worker", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
