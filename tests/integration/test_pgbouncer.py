@@ -9,12 +9,14 @@ store prepares nothing and, without LISTEN_DATABASE_URL, workers and streams pol
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -29,7 +31,7 @@ from tests.support.pgbouncer import PgBouncer, pgbouncer_binary
 from tests.support.providers import ScriptedProvider
 from tests.support.snapshots import snapshot
 from tests.support.sse import sse_events
-from tests.support.workers import job, running_worker, status_counts, wait_until
+from tests.support.workers import WorkerProcess, job, running_worker, status_counts, wait_until
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -210,6 +212,31 @@ async def test_listen_goes_to_its_own_url_while_queries_go_through_pgbouncer(
             await wait_until(completed, what="the job completed after a NOTIFY")
     finally:
         api.stop()
+    await assert_invariants(db_url)
+
+
+async def test_the_worker_command_runs_through_pgbouncer_polling_alone(
+    pgbouncer: PgBouncer, db_url: str, store: Store, funded_user: uuid.UUID, tmp_path: Path
+) -> None:
+    """`aijobs worker` itself (the CLI's wiring of the settings), as a deployment runs it."""
+    async with store.session() as session:
+        for i in range(5):
+            await session.create_job(
+                user_id=funded_user, type="sentiment_analysis", payload={"text": f"Nice {i}."}
+            )
+    env = worker_env(pgbouncer.url_for(db_url), DATABASE_POOL_MODE="transaction")
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+
+        async def drained() -> bool:
+            return (await status_counts(db_url)).get("completed", 0) == 5
+
+        await wait_until(drained, what="5 jobs completed by the worker process")
+    finally:
+        worker.send(signal.SIGTERM)
+        code = await worker.wait()
+    assert code == 0, worker.output()
+    assert "No LISTEN connection (transaction pooling): polling every 200ms" in worker.output()
     await assert_invariants(db_url)
 
 
