@@ -24,6 +24,9 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.db.sync_session import SyncSession
+from aijobs.errors import UnknownUser
+from aijobs.queue.enqueue import enqueue_sync
 from tests.conftest import ROOT, worker_env
 from tests.support.api_server import ApiServer, api_settings
 from tests.support.invariants import assert_invariants
@@ -237,6 +240,39 @@ async def test_the_worker_command_runs_through_pgbouncer_polling_alone(
         code = await worker.wait()
     assert code == 0, worker.output()
     assert "No LISTEN connection (transaction pooling): polling every 200ms" in worker.output()
+    await assert_invariants(db_url)
+
+
+async def test_sync_creation_on_your_own_connection_through_pgbouncer(
+    pgbouncer: PgBouncer, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """What docs/supabase.md tells a caller of `enqueue_sync` behind a transaction pooler:
+    `prepare_threshold=None`, and creations work while other clients take the backends."""
+    url = pgbouncer.url_for(db_url)
+    with (
+        psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn,
+        psycopg.connect(url) as other,
+    ):
+        session = SyncSession(conn)
+        made = []
+        for i in range(6):
+            with other.transaction():  # holds a backend, so the next creation gets another
+                other.execute("select 1")
+                made.append(
+                    enqueue_sync(
+                        session,
+                        user_id=funded_user,
+                        job_type="sentiment_analysis",
+                        payload={"text": f"Kind {i}."},
+                    )
+                )
+            with pytest.raises(UnknownUser):  # a refusal between creations, as callers meet them
+                enqueue_sync(
+                    session, user_id=uuid.uuid4(), job_type="sentiment_analysis", payload={"text": "x"}
+                )
+    assert len({j.id for j in made}) == 6
+    state = await snapshot(db_url, funded_user)
+    assert (state.balance, state.jobs) == (1000 - 6, 6)
     await assert_invariants(db_url)
 
 
