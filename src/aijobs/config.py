@@ -29,7 +29,7 @@ Prices = tuple[Decimal, Decimal]
 
 #: Settings the database takes as an SQL `integer` stay within it: past it every call fails.
 PG_INT_MAX = 2_147_483_647
-#: A job's attempts are at most 100 (the max_attempts domain, migration 014); it runs once
+#: A job's attempts are at most 100 (the aijobs.job_max_attempts domain); it runs once
 #: and then up to MAX_RETRIES more times.
 MAX_ATTEMPTS = 100
 

@@ -1,16 +1,15 @@
 """Which event loop the long-lived processes (worker, API) run on: EVENT_LOOP.
 
 `asyncio` is the default. `uvloop` does the per-job and per-request event-loop work in C
-(about +9% worker throughput and +17% API requests/s in `make bench`, which sets it), but
-the fault suite once saw a worker stall after a database restart followed by killed
-connections while running on it, not yet reproduced (16 further runs of that scenario on
-uvloop, 12 of them beside a CPU-bound process, all passed) or explained; until it is, the
-conservative loop is the default and uvloop an explicit choice.
+(faster: docs/benchmarks.md), but the fault suite once saw a worker stall after a database
+restart followed by killed connections while running on it, not yet reproduced or explained
+(docs/reliability.md); until it is, the conservative loop is the default and uvloop an
+explicit choice.
 
 Before the loop starts, `freeze_heap` moves everything alive so far (the imported modules,
 FastAPI's routes and pydantic's schemas, the settings) out of the garbage collector's reach.
-Those objects live as long as the process, yet every full collection walked them all again:
-in `make bench`'s W5 that made the API's p99 latency 40-48 ms, and 23-27 ms once frozen.
+Those objects live as long as the process, yet every full collection walked them all again,
+which showed in the API's tail latency (docs/benchmarks.md, W5).
 A frozen object that is dropped later is still freed by reference counting; only a cycle of
 them would stay, and start-up objects are not dropped.
 """

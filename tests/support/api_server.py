@@ -16,7 +16,7 @@ from uuid import UUID
 import uvicorn
 from fastapi import FastAPI
 
-from aijobs.api import create_app
+from aijobs.api.app import create_app
 from aijobs.api.tokens import mint_token
 from aijobs.config import Settings
 

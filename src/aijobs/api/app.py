@@ -72,7 +72,10 @@ def create_app(
                 name="aijobs-api",
                 prepare=settings.prepared_statements,
             )
-        state.creations = CreationGroups(state.store, max_in_flight=settings.max_jobs_in_flight_per_user)
+        # The database enforces the quota for every caller; this deployment's value is its own.
+        async with state.store.session() as session:
+            await session.sync_settings(max_jobs_in_flight_per_user=settings.max_jobs_in_flight_per_user)
+        state.creations = CreationGroups(state.store)
         state.hub = JobEventsHub(
             settings.listen_url(state.database_url), poll_seconds=settings.polling_seconds
         )
@@ -102,7 +105,7 @@ def create_app(
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
-    app.include_router(dashboard.router)  # monitoring (issue 5): /dashboard, admin only
+    app.include_router(dashboard.router)  # /dashboard, admin only
     app.include_router(dashboard.metrics_router)  # /metrics for Prometheus
     if state.dev:
         app.include_router(pages.dev_router)

@@ -1,29 +1,26 @@
 """Creating a charged job for a user: Idempotency-Key, the in-flight cap, the credit function.
 
-Everything happens in one transaction as the user (`authenticated`, claims set locally):
+The API acts for the signed-in user it verified, as the owner role, in one transaction:
 
 1. With a key, insert (user, key, request hash). A concurrent request with the same key waits
    on the primary key until this transaction ends, then finds the row and replays the stored
    response (same request) or is refused with 409 (different request). So 20 identical
    requests make one job and one debit.
-2. Lock the user's creations and count jobs in flight: over the cap is a 429.
-3. Charge and insert through `create_credit_consuming_job` (402 when the balance is short).
-4. Store the response beside the key, then commit.
+2. Create through the one creation path (aijobs.queue.enqueue) with the deployment's in-flight
+   quota (429 over it, 402 when the balance is short).
+3. Store the response beside the key, then commit.
 
-A refusal rolls the whole transaction back: no job, no debit, no key — nothing is charged and
-the client may retry with the same key.
-
-Without a key there is nothing to store, and steps 2 and 3 run in one statement shared with
-the other such requests waiting in this process (`grouped_creation.py`: the function switches
-to `authenticated` with each request's claims itself, and refuses each on its own): the same
-checks, one round trip and one commit for the group instead of four round trips each.
+A refusal rolls the whole transaction back: no job, no debit, no key, so the client may retry
+with the same key. Without a key there is nothing to store, and step 2 runs in one statement
+shared with the other such requests waiting in this process (`grouped_creation.py`), each
+refused on its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,11 +31,10 @@ from aijobs.api.auth import Principal
 from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.models import Job
 from aijobs.api.problems import ProblemError, from_domain, invalid
-from aijobs.db.rows import ClaimsCreation, CreatedJob, JobSpec
 from aijobs.db.store import Session, Store
 from aijobs.errors import AijobsError, InsufficientCredits, TooManyInFlight
 from aijobs.monitoring.metrics import metrics
-from aijobs.queue.enqueue import validate_payload
+from aijobs.queue.enqueue import CreatedJob, GroupedCreation, JobSpec, enqueue, enqueue_many, validate_payload
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -104,66 +100,60 @@ async def create_for_user(
     new: NewJob,
     *,
     key: str | None,
-    max_in_flight: int,
 ) -> Created:
     assert principal.user_id is not None
     payload = clean_payload(new.type, new.payload)
     if key is None:
-        # Steps 2 and 3 only, grouped with the other requests waiting (grouped_creation.py):
-        # the same checks as the transaction below, as this user, in a shared statement.
+        # Step 2 only, grouped with the other requests waiting (grouped_creation.py).
         with _in_flight_cap():
             created = await creations.create(
-                ClaimsCreation(
-                    claims=principal.claims,
-                    type=new.type,
-                    payload=payload,
-                    priority=new.priority,
-                    run_at=new.run_at,
-                    max_attempts=new.max_attempts,
-                    retry_of=new.retry_of,
+                GroupedCreation(
+                    principal.user_id,
+                    JobSpec(
+                        new.type, payload, new.priority, new.run_at, new.max_attempts, retry_of=new.retry_of
+                    ),
                 )
             )
         # Without a key the function always creates (created=False needs a key to match).
         assert created.created
         metrics().job_created(new.type, created.cost)
         return Created(201, _new_job_body(principal.user_id, new, payload, created, key), replayed=False)
-    return await _create_with_key(store, principal, new, payload, key=key, max_in_flight=max_in_flight)
+    return await _create_with_key(store, principal, new, payload, key=key)
 
 
 async def _create_with_key(
-    store: Store, principal: Principal, new: NewJob, payload: dict[str, Any], *, key: str, max_in_flight: int
+    store: Store, principal: Principal, new: NewJob, payload: dict[str, Any], *, key: str
 ) -> Created:
     assert principal.user_id is not None
     user = principal.user_id
     digest = request_hash(new.request)
-    async with store.as_user(principal.claims) as session:
-        if not await session.api_idempotency_claim(user, key, digest):
+    async with store.transaction() as session:
+        if not await session.idempotency.claim(user, key, digest):
             return await _replay(session, user, key, digest)
         with _in_flight_cap():
-            created = await session.create_job(
-                user_id=None,
-                max_in_flight=max_in_flight,
-                type=new.type,
+            created = await enqueue(
+                session,
+                user_id=user,
+                job_type=new.type,
                 payload=payload,
                 priority=new.priority,
                 run_at=new.run_at,
                 max_attempts=new.max_attempts,
                 idempotency_key=key,
                 retry_of=new.retry_of,
+                quota=True,
             )
         if created.created:
             body = _new_job_body(user, new, payload, created, key)
         else:
-            row = await session.api_get_job(created.id)
+            row = await session.jobs.get_for_api(created.id)
             assert row is not None
             if not _same_job(row, new, payload):
                 # The key's stored response was purged (after 24 hours) but its job remains:
                 # a different request must not be answered with that old job as if created.
                 raise _key_reused()
             body = Job.model_validate(row).model_dump(mode="json")
-        await session.api_idempotency_save(user, key, status=201, body=body, job_id=created.id)
-    if created.created:
-        metrics().job_created(new.type, created.cost)
+        await session.idempotency.save(user, key, status=201, body=body, job_id=created.id)
     # created=False: the jobs table already held this key (set outside the API): same job.
     return Created(201, body, replayed=not created.created)
 
@@ -175,26 +165,26 @@ async def create_batch_for_user(
     *,
     request: dict[str, Any],
     key: str | None,
-    max_in_flight: int,
 ) -> Created:
     """The batch form of `create_for_user`: every job or none, in one transaction as the user.
 
     Each payload is validated first (a 422 names `body.jobs.<i>.payload.<field>`); then the
     same steps as a single creation with a key, the cap admitting the batch whole
-    (`create_jobs_within_cap`). The body is `{"items": [job, ...]}` in request order.
+    (the quota admits the batch whole). The body is `{"items": [job, ...]}` in request order.
     `request` is what the idempotency hash covers; the elements' own `request` is unused.
     """
     assert principal.user_id is not None
     user = principal.user_id
     payloads = [_clean_element(i, new) for i, new in enumerate(news)]
     digest = request_hash(request)
-    async with store.as_user(principal.claims) as session:
-        if key is not None and not await session.api_idempotency_claim(user, key, digest):
+    async with store.transaction() as session:
+        if key is not None and not await session.idempotency.claim(user, key, digest):
             return await _replay(session, user, key, digest)
         with _in_flight_cap(), _batch_charge():
-            created = await session.create_jobs(
-                user_id=None,
-                max_in_flight=max_in_flight,
+            created = await enqueue_many(
+                session,
+                user_id=user,
+                quota=True,
                 jobs=[
                     JobSpec(new.type, payload, new.priority, new.run_at, new.max_attempts)
                     for new, payload in zip(news, payloads, strict=True)
@@ -207,9 +197,7 @@ async def create_batch_for_user(
             ]
         }
         if key is not None:
-            await session.api_idempotency_save(user, key, status=201, body=body, job_id=None)
-    for new, row in zip(news, created, strict=True):
-        metrics().job_created(new.type, row.cost)
+            await session.idempotency.save(user, key, status=201, body=body, job_id=None)
     return Created(201, body, replayed=False)
 
 
@@ -289,7 +277,7 @@ def _new_job_body(
 
 
 async def _replay(session: Session, user: UUID, key: str, digest: str) -> Created:
-    row = await session.api_idempotency_get(user, key)
+    row = await session.idempotency.get(user, key)
     if row is None or row["response_status"] is None:
         raise ProblemError(409, "a request with this Idempotency-Key is in progress", code="idempotency_busy")
     if row["request_hash"] != digest:
@@ -302,7 +290,7 @@ def _key_reused() -> ProblemError:
     return ProblemError(409, reason, code="idempotency_key_reused")
 
 
-def _same_job(row: dict[str, Any], new: NewJob, payload: dict[str, Any]) -> bool:
+def _same_job(row: Mapping[str, Any], new: NewJob, payload: dict[str, Any]) -> bool:
     """Whether the job already holding a key is what this request asks for. `run_at` counts
     only when the request names one: left out, it was the creation's own clock."""
     return (

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID
 
-from aijobs.worker.listener import Listener
+from aijobs.db.listener import Listener
 
 log = logging.getLogger("aijobs.api")
 

@@ -1,13 +1,11 @@
 """Group commit for the API's creations: the requests that arrive while the database is busy
 go to it together, in one statement and one commit.
 
-A `POST /api/jobs` without an Idempotency-Key was one statement (`api_create_job`, 013). Under
-load an API process had several of them waiting on PostgreSQL at once, and each paid for a
-round trip of its own (on the benchmark machine the send that wakes the server was a quarter
-of the API's CPU per request) and a commit of its own (a WAL flush each). Here at most
-`MAX_STATEMENTS` creation statements run at a time per process; a request that arrives
+Under load an API process has several `POST /api/jobs` without an Idempotency-Key waiting on
+PostgreSQL at once, each paying for a round trip and a commit (a WAL flush) of its own. Here at
+most `MAX_STATEMENTS` creation statements run at a time per process; a request that arrives
 while they are all busy waits for the next one, which takes every request waiting by then (up
-to `MAX_GROUP`) through `api_create_jobs_grouped` (019).
+to `MAX_GROUP`) through aijobs.create_jobs_grouped (docs/benchmarks.md has the figures).
 
 What a request gets is unchanged: each element runs as its own user, in a subtransaction of
 its own, with the same checks; a refusal (402, 429, 422) is raised for that request only and
@@ -26,19 +24,19 @@ import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 
-from aijobs.db.rows import ClaimsCreation, CreatedJob
+from aijobs.db.rows import CreatedJob, GroupedCreation
 from aijobs.db.store import Store
 
 #: Creation statements in flight at once per API process. Two keeps the database busy while
 #: one group's answer travels back, and makes the rest of the waiting requests a group.
 MAX_STATEMENTS = 2
-#: Requests per statement: the SQL function's own limit (subtransactions, see 019).
+#: Requests per statement: the SQL function's own limit (its subtransactions, see schema.sql).
 MAX_GROUP = 32
 
 
 @dataclass
 class _Waiting:
-    request: ClaimsCreation
+    request: GroupedCreation
     answer: asyncio.Future[CreatedJob] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -51,12 +49,10 @@ class CreationGroups:
         self,
         store: Store,
         *,
-        max_in_flight: int,
         max_statements: int = MAX_STATEMENTS,
         max_group: int = MAX_GROUP,
     ) -> None:
         self._store = store
-        self._max_in_flight = max_in_flight
         self._max_statements = max_statements
         self._max_group = max_group
         self._waiting: deque[_Waiting] = deque()
@@ -66,7 +62,7 @@ class CreationGroups:
         self._sending = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def create(self, request: ClaimsCreation) -> CreatedJob:
+    async def create(self, request: GroupedCreation) -> CreatedJob:
         """The job made for `request`, or the error its creation alone would have raised."""
         waiting = _Waiting(request)
         self._waiting.append(waiting)
@@ -98,9 +94,7 @@ class CreationGroups:
         while group := self._next_group():
             try:
                 async with self._store.session() as session:
-                    outcomes = await session.create_jobs_for_claims(
-                        [w.request for w in group], max_in_flight=self._max_in_flight
-                    )
+                    outcomes = await session.jobs.create_grouped([w.request for w in group])
             except asyncio.CancelledError:  # the loop is going away: nobody will be answered
                 for w in group:
                     w.answer.cancel()

@@ -8,8 +8,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
 
-JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+from aijobs.states import JobStatus as JobStatus  # the core's vocabulary, published as is
 
 
 class JobCreate(BaseModel):

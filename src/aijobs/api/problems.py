@@ -9,6 +9,7 @@ refusal gets the same answer wherever it is raised.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import psycopg
@@ -151,9 +152,11 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
     if isinstance(exc, errors.NotRetryable):
         return ProblemError(409, exc.message, code=exc.code)
     if isinstance(exc, errors.InvalidArgument) and isinstance(exc.details.get("field"), str):
-        # An argument SQL refused by name (e.g. retry_of, migration 018).
+        # A value SQL refused by name: `jobs[2].run_at` is the body's `jobs.2.run_at`.
+        field = re.sub(r"^jobs\[(\d+)\]", r"jobs.\1", exc.details["field"])
+        reason = exc.details.get("reason") or exc.message
         return ProblemError(
-            422, exc.message, code=exc.code, errors=[{"field": exc.details["field"], "reason": exc.message}]
+            422, exc.message, code=exc.code, errors=[{"field": f"body.{field}", "reason": reason}]
         )
     return ProblemError(422, exc.message, code=exc.code)
 

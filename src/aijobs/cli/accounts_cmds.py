@@ -31,10 +31,10 @@ def create(
 
     async def go() -> None:
         async with owner_session(settings, transaction=True) as session:
-            await session.create_account(user_id)
+            await session.accounts.create(user_id)
             if credits:
-                await session.grant_credits(user_id, credits, "initial credits")
-            account = await session.get_account(user_id)
+                await session.accounts.grant_credits(user_id, credits, "initial credits")
+            account = await session.accounts.get(user_id)
         echo_json({"user_id": user_id, "balance": account.balance if account else 0})
 
     run_async(go)
@@ -51,7 +51,7 @@ def grant(
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            balance = await session.grant_credits(user, amount, note)
+            balance = await session.accounts.grant_credits(user, amount, note)
         echo_json({"user_id": user, "balance": balance})
 
     run_async(go)
@@ -67,11 +67,11 @@ def show(
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            account = await session.get_account(user)
+            account = await session.accounts.get(user)
             if account is None:
                 typer.echo(f"error: no account for user {user}", err=True)
                 raise typer.Exit(1)
-            rows = await session.ledger(user, ledger)
+            rows = await session.accounts.ledger(user, ledger)
         echo_json({"user_id": user, "balance": account.balance, "ledger": rows})
 
     run_async(go)

@@ -139,7 +139,7 @@ def list_jobs(
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            rows = await session.list_jobs(user_id=user, status=status, type=job_type, limit=limit)
+            rows = await session.jobs.page(user_id=user, status=status, type=job_type, limit=limit)
         for row in rows:
             typer.echo(
                 f"{row['id']}  {row['status']:<10}  {row['type']:<18}  attempts {row['attempts']}/"
@@ -156,12 +156,12 @@ def show(job_id: UUID) -> None:
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            job = await session.get_job(job_id)
+            job = await session.jobs.get(job_id)
             if job is None:
                 typer.echo(f"error: no job {job_id}", err=True)
                 raise typer.Exit(1)
-            job["attempt_history"] = await session.job_attempts(job_id)
-        echo_json(job)
+            attempts = await session.jobs.attempts(job_id)
+        echo_json({**job, "attempt_history": attempts})
 
     run_async(go)
 
@@ -173,7 +173,7 @@ def cancel(job_id: UUID) -> None:
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            row = await session.cancel_job(job_id)
+            row = await session.jobs.cancel(job_id)
         if row is None:
             typer.echo(f"error: no job {job_id}", err=True)
             raise typer.Exit(1)
@@ -189,7 +189,7 @@ def retry(job_id: UUID) -> None:
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            job = await session.get_job(job_id)
+            job = await session.jobs.get(job_id)
             if job is None:
                 typer.echo(f"error: no job {job_id}", err=True)
                 raise typer.Exit(1)

@@ -23,7 +23,7 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 from aijobs.config import Settings
-from aijobs.db.migrate import MigrationError
+from aijobs.db.migrate import DeploymentSettings, MigrationError
 from aijobs.db.migrate import migrate as apply_migrations
 from aijobs.db.store import Store
 from aijobs.jobs import registry
@@ -53,7 +53,11 @@ def migrate_or_exit(url: str, settings: Settings) -> list[str]:
         )
         raise typer.Exit(2)
     try:
-        return apply_migrations(url, job_types=job_type_rows())
+        return apply_migrations(
+            url,
+            job_types=job_type_rows(),
+            settings=DeploymentSettings(max_jobs_in_flight_per_user=settings.max_jobs_in_flight_per_user),
+        )
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -141,9 +145,9 @@ async def show_stats(url: str, settings: Settings, *, as_json: bool, watch: floa
 
 async def ensure_demo_account(url: str, settings: Settings) -> int:
     async with open_store(url, settings) as store, store.transaction() as session:
-        if await session.create_account(DEMO_USER):
-            return await session.grant_credits(DEMO_USER, DEMO_CREDITS, "demo credits")
-        account = await session.get_account(DEMO_USER)
+        if await session.accounts.create(DEMO_USER):
+            return await session.accounts.grant_credits(DEMO_USER, DEMO_CREDITS, "demo credits")
+        account = await session.accounts.get(DEMO_USER)
         return account.balance if account else 0
 
 

@@ -11,8 +11,9 @@ from psycopg.types.json import Jsonb
 
 def json_dumps(obj: Any) -> bytes | str:
     """orjson where it can: the worker's batched finish rows are JSON, and the standard
-    library's encoder was about 7% of its CPU per job. What orjson refuses (integers past
-    64 bits, non-string keys) goes through `json` as before, so nothing new is rejected.
+    library's encoder cost it a noticeable share of its CPU per job (docs/benchmarks.md).
+    What orjson refuses (integers past 64 bits, non-string keys) goes through `json`, so
+    nothing new is rejected.
 
     Reading stays on `json.loads`: orjson reads 1e400 as an error and a 30-digit integer
     as a float, and a payload written straight through the SQL function must never make a

@@ -1,8 +1,9 @@
 """Apply the numbered migrations in `migrations/`, once each, under an advisory lock.
 
 Safe to run twice and from several processes at once: the lock serialises runners, and each
-migration commits together with its row in `schema_migrations`. An applied migration whose
-file changed afterwards is reported, never silently re-applied.
+migration commits together with its row in `aijobs.schema_migrations`. An applied migration
+whose file changed afterwards is reported, never silently re-applied. Everything lives in
+schema `aijobs`, so a database that already has its own `schema_migrations` or `jobs` keeps them.
 """
 
 from __future__ import annotations
@@ -61,20 +62,28 @@ def schema_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = None) -> list[str]:
-    """Apply pending migrations; return the names applied. Optionally sync job types."""
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """What the database enforces for every caller, copied from the deployment's configuration
+    (`aijobs.settings`): the in-flight quota per user (None: no quota)."""
+
+    max_jobs_in_flight_per_user: int | None
+
+
+def migrate(
+    conninfo: str,
+    *,
+    job_types: list[tuple[str, int, float]] | None = None,
+    settings: DeploymentSettings | None = None,
+) -> list[str]:
+    """Apply pending migrations; return the names applied. Optionally sync job types and the
+    deployment's settings."""
     applied_now: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
-            conn.execute(
-                """create table if not exists schema_migrations (
-                       version integer primary key,
-                       name text not null,
-                       checksum text not null,
-                       applied_at timestamptz not null default now())"""
-            )
-            done = {row[0]: row[1] for row in conn.execute("select version, checksum from schema_migrations")}
+            conn.execute(query("migrations_bootstrap"))
+            done = {row[0]: row[1] for row in conn.execute(query("migrations_applied"))}
             for migration in available():
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
@@ -88,8 +97,12 @@ def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = N
                     with conn.transaction():
                         conn.execute(migration.sql.encode())
                         conn.execute(
-                            "insert into schema_migrations (version, name, checksum) values (%s, %s, %s)",
-                            (migration.version, migration.name, migration.checksum),
+                            query("migrations_record"),
+                            {
+                                "version": migration.version,
+                                "name": migration.name,
+                                "checksum": migration.checksum,
+                            },
                         )
                 except psycopg.Error as exc:
                     raise MigrationError(
@@ -99,6 +112,8 @@ def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = N
             if job_types:
                 names, costs, timeouts = (list(col) for col in zip(*job_types, strict=True))
                 conn.execute(query("job_types_sync"), {"names": names, "costs": costs, "timeouts": timeouts})
+            if settings is not None:
+                conn.execute(query("settings_sync"), {"max_in_flight": settings.max_jobs_in_flight_per_user})
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
@@ -107,10 +122,10 @@ def migrate(conninfo: str, *, job_types: list[tuple[str, int, float]] | None = N
 def pending(conninfo: str) -> list[str]:
     """Names of migrations not yet applied (the CLI checks before it starts a process)."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute("select to_regclass('schema_migrations') is not null").fetchone()
+        exists = conn.execute(query("migrations_table_exists")).fetchone()
         done: set[int] = set()
         if exists and exists[0]:
-            done = {row[0] for row in conn.execute("select version from schema_migrations")}
+            done = {row[0] for row in conn.execute(query("migrations_applied"))}
     return not_applied(done)
 
 

@@ -1,4 +1,4 @@
-"""Typed rows for the provider rate-limit queries (migration 006, queries/providers.sql)."""
+"""Typed rows for the provider rate-limit queries (queries/providers.sql)."""
 
 from __future__ import annotations
 

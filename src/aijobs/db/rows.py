@@ -11,13 +11,18 @@ from uuid import UUID
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """One job of a batch to create (`Session.create_jobs`, `queue.enqueue_many`)."""
+    """One job to create (`queue.enqueue`): a single creation is a batch of one.
+
+    An `idempotency_key` that already names a job of the user answers with that job and
+    charges nothing; `retry_of` must name one of the user's own jobs."""
 
     type: str
     payload: Any
     priority: int = 0
     run_at: datetime | None = None
     max_attempts: int = 4
+    idempotency_key: str | None = None
+    retry_of: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,17 +54,13 @@ class CreatedJob:
 
 
 @dataclass(frozen=True, slots=True)
-class ClaimsCreation:
-    """One API request's creation, made as the user its verified `claims` name
-    (`Session.create_jobs_for_claims`)."""
+class GroupedCreation:
+    """One API request's single creation for its verified user, sent with others
+    (`JobsRepo.create_grouped`); the in-flight quota applies. No idempotency key: keyed
+    requests are created in a transaction of their own."""
 
-    claims: dict[str, Any]
-    type: str
-    payload: dict[str, Any]
-    priority: int = 0
-    run_at: datetime | None = None
-    max_attempts: int = 4
-    retry_of: UUID | None = None
+    user_id: UUID
+    job: JobSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
+from aijobs.db.read_rows import FailureRow, LeaderRow, QueueSampleRow
 from aijobs.db.store import Session
 from aijobs.monitoring import charts
 from aijobs.monitoring.maintenance import LEADER_NAME
@@ -20,8 +20,8 @@ class DashboardData:
     stats: Stats
     points: list[SeriesPoint]
     queue_points: list[tuple[int | None, int | None]]
-    failures: list[dict[str, Any]]
-    leader: dict[str, Any] | None
+    failures: list[FailureRow]
+    leader: LeaderRow | None
 
     def charts(self) -> dict[str, str]:
         """The four charts as inline SVG, over the last hour in one-minute buckets."""
@@ -84,18 +84,18 @@ class DashboardData:
 async def load(session: Session, *, dead_after_seconds: float, failures: int = 12) -> DashboardData:
     stats = await collect(session, dead_after_seconds=dead_after_seconds)
     points = await series(session, CHART_MINUTES, BUCKET_SECONDS)
-    samples = await session.mon_queue_series(CHART_MINUTES)
+    samples = await session.monitoring.queue_series(CHART_MINUTES)
     return DashboardData(
         stats=stats,
         points=points,
         queue_points=queue_buckets(points, samples, stats),
-        failures=await session.mon_recent_failures(failures),
-        leader=await session.mon_leader_get(LEADER_NAME),
+        failures=await session.monitoring.recent_failures(failures),
+        leader=await session.monitoring.leader_get(LEADER_NAME),
     )
 
 
 def queue_buckets(
-    points: list[SeriesPoint], samples: list[dict[str, Any]], stats: Stats
+    points: list[SeriesPoint], samples: list[QueueSampleRow], stats: Stats
 ) -> list[tuple[int | None, int | None]]:
     """The highest sampled depth in each chart bucket; the last bucket also counts the live value."""
     step = timedelta(seconds=BUCKET_SECONDS)

@@ -18,8 +18,8 @@ DEFAULT_MAX_AGE = 5.0
 
 async def refresh(store: Store, gauges: QueueGauges) -> None:
     async with store.session() as session:
-        depth = await session.mon_queue_depth()
-        oldest = await session.mon_oldest_pending_seconds()
+        depth = await session.monitoring.queue_depth()
+        oldest = await session.monitoring.oldest_pending_seconds()
     gauges.update(snapshot_from_rows(depth, oldest))
 
 

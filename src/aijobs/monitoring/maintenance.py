@@ -74,7 +74,7 @@ class Maintenance:
     async def tick(self) -> TickResult:
         await refresh(self.store, self.metrics.queue)
         async with self.store.session() as session:
-            leader = await session.mon_leader_acquire(LEADER_NAME, self.holder, self.ttl)
+            leader = await session.monitoring.leader_acquire(LEADER_NAME, self.holder, self.ttl)
         if leader != self.is_leader:
             log.info("🗳️ %s maintenance leadership", "Took" if leader else "Lost")
         self.is_leader = leader
@@ -82,21 +82,21 @@ class Maintenance:
         if not leader:
             return TickResult(leader=False)
         async with self.store.session() as session:
-            await session.mon_queue_sample()
+            await session.monitoring.queue_sample()
         result = TickResult(leader=True)
         p = self.policy
         while result.batches < p.max_batches:
             async with self.store.session() as session:
-                n = await session.mon_prune_jobs(p.job_age_seconds, p.batch_size)
+                n = await session.monitoring.prune_jobs(p.job_age_seconds, p.batch_size)
             result.batches += 1
             result.pruned_jobs += n
             if n < p.batch_size:
                 break
         async with self.store.session() as session:
-            await session.mon_prune_samples(p.sample_age_seconds)
-            await session.mon_prune_workers(p.worker_age_seconds)
+            await session.monitoring.prune_samples(p.sample_age_seconds)
+            await session.monitoring.prune_workers(p.worker_age_seconds)
             # Idempotency keys are kept 24 hours (Stripe's promise), then forgotten.
-            result.purged_keys = await session.api_idempotency_purge(24.0)
+            result.purged_keys = await session.idempotency.purge(24.0)
         if result.pruned_jobs:
             self.pruned_total += result.pruned_jobs
             self.metrics.pruned_jobs(result.pruned_jobs)
@@ -120,7 +120,7 @@ class Maintenance:
             return
         try:
             async with self.store.session() as session:
-                await session.mon_leader_release(LEADER_NAME, self.holder)
+                await session.monitoring.leader_release(LEADER_NAME, self.holder)
         except (psycopg.Error, OSError):
             log.warning("could not release maintenance leadership; it expires in %.0fs", self.ttl)
         self.is_leader = False

@@ -31,14 +31,16 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from aijobs.db.read_rows import DepthRow
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.jobs import get_job_type, registry
+from aijobs.states import ACTIVE_STATUSES
 
 # Job durations run from tens of milliseconds (offline rules) to minutes (slow LLM calls).
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-LIVE_STATUSES = ("pending", "processing")
+LIVE_STATUSES = tuple(sorted(ACTIVE_STATUSES))
 
 
 @dataclass
@@ -284,8 +286,8 @@ def metrics() -> Metrics:
     return Metrics()
 
 
-def snapshot_from_rows(depth_rows: Iterable[dict[str, object]], oldest: float | None) -> QueueSnapshot:
-    depth = {(str(r["type"]), str(r["status"])): int(str(r["count"])) for r in depth_rows}
+def snapshot_from_rows(depth_rows: Iterable[DepthRow], oldest: float | None) -> QueueSnapshot:
+    depth = {(r["type"], r["status"]): int(r["count"]) for r in depth_rows}
     return QueueSnapshot(depth=depth, oldest_pending_seconds=oldest, taken_at=time.monotonic())
 
 

@@ -1,8 +1,8 @@
 """The numbers `aijobs stats` prints and the dashboard shows, computed once for both.
 
 Everything but `status_summary` (the seed's own all-time query, kept so its numbers can be
-compared with ours) is bounded by a time window or by the live queue, and reads the indexes
-of 008_monitoring.sql, so the cost does not grow with history.
+compared with ours) is bounded by a time window or by the live queue, and reads indexes made
+for it (db/schema.sql), so the cost does not grow with history.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from aijobs.db.read_rows import DepthRow, StatusSummaryRow, WorkerRow
 from aijobs.db.store import Session
 
 WINDOWS = (1, 5, 15, 60)
@@ -80,13 +81,13 @@ class ProviderWindow:
 @dataclass
 class Stats:
     taken_at: datetime
-    queue_depth: list[dict[str, Any]]
+    queue_depth: list[DepthRow]
     #: Since the earliest passed run_at of a pending job (None when none may run yet).
     oldest_pending_seconds: float | None
     windows: list[Window]
     providers: list[ProviderWindow]
-    workers: list[dict[str, Any]]
-    status_summary: list[dict[str, Any]] = field(default_factory=list)
+    workers: list[WorkerRow]
+    status_summary: list[StatusSummaryRow] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -99,7 +100,7 @@ class Stats:
     def window(self, minutes: int) -> Window:
         return next(w for w in self.windows if w.minutes == minutes)
 
-    def live_workers(self) -> list[dict[str, Any]]:
+    def live_workers(self) -> list[WorkerRow]:
         return [w for w in self.workers if w["state"] == "alive"]
 
     def as_json(self) -> dict[str, Any]:
@@ -127,7 +128,7 @@ async def collect(
 ) -> Stats:
     """Read every figure. `include_summary` adds the seed's all-time query (a full scan)."""
     by_minutes = {m: Window(minutes=m) for m in windows}
-    for row in await session.mon_job_windows(windows):
+    for row in await session.monitoring.job_windows(windows):
         w = by_minutes[row["minutes"]]
         w.completed, w.failed, w.cancelled = row["completed"], row["failed"], row["cancelled"]
         w.completed_after_retry = row["completed_after_retry"]
@@ -137,13 +138,13 @@ async def collect(
             _f(row["avg"]),
             _f(row["avg_wait"]),
         )
-    for row in await session.mon_attempt_windows(windows):
-        w = by_minutes[row["minutes"]]
+    for attempt_row in await session.monitoring.attempt_windows(windows):
+        w = by_minutes[attempt_row["minutes"]]
         w.attempts, w.retries, w.lost, w.rate_limited = (
-            row["attempts"],
-            row["retries"],
-            row["lost"],
-            row["rate_limited"],
+            attempt_row["attempts"],
+            attempt_row["retries"],
+            attempt_row["lost"],
+            attempt_row["rate_limited"],
         )
     providers = [
         ProviderWindow(
@@ -158,18 +159,18 @@ async def collect(
             reasoning_tokens=int(row["reasoning_tokens"]),
             cost_usd=Decimal(row["cost_usd"]),
         )
-        for row in await session.mon_provider_windows(windows)
+        for row in await session.monitoring.provider_windows(windows)
     ]
     stats = Stats(
         taken_at=datetime.now(UTC),
-        queue_depth=await session.mon_queue_depth(),
-        oldest_pending_seconds=await session.mon_oldest_pending_seconds(),
+        queue_depth=await session.monitoring.queue_depth(),
+        oldest_pending_seconds=await session.monitoring.oldest_pending_seconds(),
         windows=[by_minutes[m] for m in windows],
         providers=providers,
-        workers=await session.mon_workers(dead_after_seconds),
+        workers=await session.monitoring.workers(dead_after_seconds),
     )
     if include_summary:
-        stats.status_summary = await session.status_summary()
+        stats.status_summary = await session.jobs.status_summary()
     return stats
 
 
@@ -187,7 +188,7 @@ class SeriesPoint:
 async def series(session: Session, minutes: int = 60, bucket_seconds: int = 60) -> list[SeriesPoint]:
     """Per-bucket throughput and latencies for the charts, with empty buckets filled in."""
     points: dict[datetime, SeriesPoint] = {}
-    for row in await session.mon_job_series(minutes, bucket_seconds):
+    for row in await session.monitoring.job_series(minutes, bucket_seconds):
         points[row["bucket"]] = SeriesPoint(
             at=row["bucket"],
             completed=row["completed"],
@@ -195,9 +196,9 @@ async def series(session: Session, minutes: int = 60, bucket_seconds: int = 60) 
             p50=_f(row["p50"]),
             p95=_f(row["p95"]),
         )
-    for row in await session.mon_provider_series(minutes, bucket_seconds):
-        point = points.setdefault(row["bucket"], SeriesPoint(at=row["bucket"]))
-        point.provider_p50_ms, point.provider_p95_ms = _f(row["p50_ms"]), _f(row["p95_ms"])
+    for call_row in await session.monitoring.provider_series(minutes, bucket_seconds):
+        point = points.setdefault(call_row["bucket"], SeriesPoint(at=call_row["bucket"]))
+        point.provider_p50_ms, point.provider_p95_ms = _f(call_row["p50_ms"]), _f(call_row["p95_ms"])
     return fill_buckets(points, minutes, bucket_seconds)
 
 

@@ -73,7 +73,8 @@ def render(stats: Stats) -> str:
         # and rate-limit holds included, so it is labelled for what it measures.
         add("all time (the seed's query):")
         add(f"  {'status':<12}{'count':>10}{'avg created→updated (s)':>26}")
-        for row in stats.status_summary:
-            avg = row["avg_processing_time"]
-            add(f"  {row['status']:<12}{row['count']:>10}{(f'{avg:.3f}' if avg is not None else '-'):>26}")
+        for summary in stats.status_summary:
+            avg = summary["avg_processing_time"]
+            shown = f"{avg:.3f}" if avg is not None else "-"
+            add(f"  {summary['status']:<12}{summary['count']:>10}{shown:>26}")
     return "\n".join(lines)

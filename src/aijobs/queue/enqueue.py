@@ -1,13 +1,16 @@
-"""Create a job: validate the payload first, then charge and insert in one SQL call.
+"""Create jobs: the one way in, for the API, the CLI and code (async and sync).
 
-Validation happens before the database is touched, so a bad payload is refused with every
-field and reason named, and nothing is charged. The SQL function re-checks type, user and
-balance under a row lock, so the charge itself cannot be raced.
+Every payload is validated by its type's model before the database is touched, so a bad one
+is refused with every field and reason named and nothing is charged. Then one statement,
+aijobs.create_jobs, charges and inserts all or nothing under the user's account lock; it
+checks the stored values again, so a caller that reaches the database another way (a
+Supabase RPC) is held to the same rules. A single job is a batch of one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,13 +18,15 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from aijobs.db.rows import CreatedJob
+from aijobs.db.rows import CreatedJob as CreatedJob  # re-exported with the creation path
+from aijobs.db.rows import GroupedCreation as GroupedCreation  # re-exported for the API's batcher
 from aijobs.db.rows import JobSpec as JobSpec  # re-exported: what enqueue_many takes
 from aijobs.db.store import Session
 from aijobs.db.sync_session import SyncSession
-from aijobs.errors import InvalidPayload, NotRetryable
+from aijobs.errors import InvalidArgument, InvalidPayload, NotRetryable
 from aijobs.jobs import get_job_type
 from aijobs.monitoring.metrics import metrics
+from aijobs.states import RETRYABLE_STATUSES
 
 
 def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
@@ -39,6 +44,34 @@ def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_none=True)
 
 
+def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
+    """Each job with its payload as its type reads it, or InvalidPayload whose fields start
+    with `jobs[i].` for the first bad one (a single job's fields are not prefixed)."""
+    if len(jobs) == 1:
+        return [replace(jobs[0], payload=validate_payload(jobs[0].type, jobs[0].payload))]
+    cleaned = []
+    for i, job in enumerate(jobs):
+        try:
+            cleaned.append(replace(job, payload=validate_payload(job.type, job.payload)))
+        except InvalidPayload as exc:
+            problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
+            raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
+    return cleaned
+
+
+async def enqueue_many(
+    session: Session, *, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool = False
+) -> list[CreatedJob]:
+    """Create jobs for one user in one statement: every job or none, charged the sum; rows
+    in input order. `user_id` None: the user a session as `authenticated` is signed in as.
+    `quota`: hold this trusted call to the user's in-flight quota (the API does). The batch
+    is one transaction holding the user's account lock, so keep it to a request's size."""
+    if not jobs:
+        return []
+    created = await session.jobs.create(user_id=user_id, jobs=validate_batch(jobs), quota=quota)
+    return _counted(jobs, created)
+
+
 async def enqueue(
     session: Session,
     *,
@@ -50,19 +83,26 @@ async def enqueue(
     max_attempts: int = 4,
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
+    quota: bool = False,
 ) -> CreatedJob:
-    clean = validate_payload(job_type, payload)
-    created = await session.create_job(
-        user_id=user_id,
-        type=job_type,
-        payload=clean,
-        priority=priority,
-        run_at=run_at,
-        max_attempts=max_attempts,
-        idempotency_key=idempotency_key,
-        retry_of=retry_of,
-    )
-    return _counted(job_type, created)
+    """One job: `enqueue_many` of one. With an `idempotency_key` that already names a job of
+    the user, that job is returned (`created` False) and nothing is charged."""
+    spec = JobSpec(job_type, payload, priority, run_at, max_attempts, idempotency_key, retry_of)
+    with _single():
+        (created,) = await enqueue_many(session, user_id=user_id, jobs=[spec], quota=quota)
+    return created
+
+
+def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec]) -> list[CreatedJob]:
+    """`enqueue_many` for synchronous code, on the caller's own connection and transaction.
+
+    This process's counters move only for a creation committed when this returns
+    (autocommit): inside the caller's transaction the jobs may yet roll back. The
+    database's own figures (`aijobs stats`, the dashboard) count every committed job."""
+    if not jobs:
+        return []
+    created = session.create(user_id=user_id, jobs=validate_batch(jobs))
+    return _counted(jobs, created) if session.committed else created
 
 
 def enqueue_sync(
@@ -77,81 +117,33 @@ def enqueue_sync(
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
 ) -> CreatedJob:
-    """`enqueue` for synchronous code, on the caller's own connection and transaction
-    (`SyncSession`): the same validation first, the same charge, the same refusals.
-
-    This process's counters (`aijobs_jobs_created`, credits debited) move only for a creation
-    that is committed when this returns (autocommit): inside the caller's transaction the job
-    may yet roll back, and nothing here sees that transaction end. The database's own figures
-    (`aijobs stats`, the dashboard) count every committed job either way."""
-    clean = validate_payload(job_type, payload)
-    created = session.create_job(
-        user_id=user_id,
-        type=job_type,
-        payload=clean,
-        priority=priority,
-        run_at=run_at,
-        max_attempts=max_attempts,
-        idempotency_key=idempotency_key,
-        retry_of=retry_of,
-    )
-    return _counted(job_type, created) if session.committed else created
-
-
-def _counted(job_type: str, created: CreatedJob) -> CreatedJob:
-    if created.created:  # an idempotent replay charged nothing and created nothing
-        metrics().job_created(job_type, created.cost)
+    """`enqueue` for synchronous code (`enqueue_many_sync` of one)."""
+    spec = JobSpec(job_type, payload, priority, run_at, max_attempts, idempotency_key, retry_of)
+    with _single():
+        (created,) = enqueue_many_sync(session, user_id=user_id, jobs=[spec])
     return created
 
 
-async def enqueue_many(
-    session: Session, *, user_id: UUID | None, jobs: Sequence[JobSpec]
-) -> list[CreatedJob]:
-    """Create a batch for one user in one statement: every job or none, charged the sum.
-
-    Every payload is validated first; a bad one raises InvalidPayload whose fields start with
-    `jobs[i].`, so the caller can tell which element to fix, and nothing is charged. The
-    whole batch is one transaction holding the user's account lock, so keep batches to a
-    size a request would send (the benchmark uses 100). Rows come back in input order; an
-    empty batch creates nothing and does not touch the database.
-    """
-    if not jobs:
-        return []
-    created = await session.create_jobs(user_id=user_id, jobs=validate_batch(jobs))
-    return _counted_batch(jobs, created)
+@contextmanager
+def _single() -> Iterator[None]:
+    """A refusal of a single creation names its field without the batch's `jobs[0].`."""
+    try:
+        yield
+    except InvalidArgument as exc:
+        field = exc.details.get("field")
+        if isinstance(field, str) and field.startswith("jobs[0]."):
+            message = exc.message.removeprefix("jobs[0].")
+            raise InvalidArgument(
+                message, **{**exc.details, "field": field.removeprefix("jobs[0].")}
+            ) from None
+        raise
 
 
-def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec]) -> list[CreatedJob]:
-    """`enqueue_many` for synchronous code, on the caller's own connection (`SyncSession`);
-    counted in this process's metrics only when committed at once, as `enqueue_sync`."""
-    if not jobs:
-        return []
-    created = session.create_jobs(user_id=user_id, jobs=validate_batch(jobs))
-    return _counted_batch(jobs, created) if session.committed else created
-
-
-def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
-    """Each job with its payload as its type reads it, or InvalidPayload whose fields start
-    with `jobs[i].` for the first bad one."""
-    cleaned = []
-    for i, job in enumerate(jobs):
-        try:
-            cleaned.append(replace(job, payload=validate_payload(job.type, job.payload)))
-        except InvalidPayload as exc:
-            problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
-            raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
-    return cleaned
-
-
-def _counted_batch(jobs: Sequence[JobSpec], created: list[CreatedJob]) -> list[CreatedJob]:
+def _counted(jobs: Sequence[JobSpec], created: list[CreatedJob]) -> list[CreatedJob]:
     for job, row in zip(jobs, created, strict=True):
-        metrics().job_created(job.type, row.cost)
+        if row.created:  # an idempotent replay charged nothing and created nothing
+            metrics().job_created(job.type, row.cost)
     return created
-
-
-#: A job in one of these states may be run again, as a new job charged to its owner; the old
-#: one keeps its refund, so every job keeps one debit and at most one refund.
-RETRYABLE_STATUSES = frozenset({"failed", "cancelled"})
 
 
 def check_retryable(job_id: UUID, status: str) -> None:
@@ -160,7 +152,8 @@ def check_retryable(job_id: UUID, status: str) -> None:
 
 
 async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJob:
-    """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set."""
+    """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set; the
+    old job keeps its refund, so every job keeps one debit and at most one refund."""
     check_retryable(job["id"], str(job["status"]))
     return await enqueue(
         session,

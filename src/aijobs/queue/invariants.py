@@ -26,7 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from aijobs.db.store import INVARIANT_QUERIES, InvariantQuery, Store
+from aijobs.db.repos.invariants import INVARIANT_QUERIES, InvariantQuery
+from aijobs.db.store import Store
 
 #: What each check promises, as `aijobs check` prints it.
 DESCRIPTIONS: dict[InvariantQuery, str] = {
@@ -108,13 +109,13 @@ async def check(store: Store, *, limit: int = 100) -> Report:
     """Run every check in one read-only snapshot; list at most `limit` violations per check."""
     report = Report()
     async with store.transaction() as session:
-        await session.inv_begin_snapshot()
+        await session.invariants.begin_snapshot()
         for name in INVARIANT_QUERIES:
-            total, rows = await session.inv_violations(name, limit)
+            total, rows = await session.invariants.violations(name, limit)
             short = check_name(name)
             report.totals[short] = total
             report.violations.extend(Violation(short, subject, detail) for subject, detail in rows)
-        report.summary = await session.inv_summary()
+        report.summary = await session.invariants.summary()
     return report
 
 

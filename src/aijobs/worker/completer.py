@@ -95,7 +95,7 @@ class Completer:
         written for now (the database is unreachable or failing: retried later)."""
         try:
             async with self.store.session() as session:
-                won = await session.finish([finish for finish, _ in batch], self.worker_id)
+                won = await session.jobs.finish([finish for finish, _ in batch], self.worker_id)
         except REFUSED as exc:
             if len(batch) == 1:
                 return await self._write_refused(batch[0], exc)
@@ -124,7 +124,7 @@ class Completer:
         failure = outcomes.refused(finish, reason)
         try:
             async with self.store.session() as session:
-                won = await session.finish([failure], self.worker_id)
+                won = await session.jobs.finish([failure], self.worker_id)
         except REFUSED as again:
             # Not even the failure can be written (so nothing of this row is at fault): give
             # up on it rather than hold up every finish. Its lease is no longer extended, so

@@ -51,11 +51,11 @@ class Heartbeat:
     async def beat(self) -> None:
         held = dict(self.running())
         async with self.store.session() as session:
-            await session.beat_worker(self.worker_id, len(held))
+            await session.workers.beat(self.worker_id, len(held))
             if held:
                 # The leases now end no earlier than this: the statement's now() is later.
                 leased_until = time.monotonic() + self.lease_seconds
-                alive = await session.heartbeat(list(held), list(held.values()), self.lease_seconds)
+                alive = await session.jobs.heartbeat(list(held), list(held.values()), self.lease_seconds)
                 renewed = {job_id: token for job_id, token in held.items() if job_id in alive}
                 self.on_renewed(renewed, leased_until)
                 # With the token the answer is about: by now that attempt may have ended and
@@ -65,7 +65,7 @@ class Heartbeat:
                         self.on_lost(job_id, token)
                     elif alive[job_id]:
                         self.on_cancel(job_id, token)
-            rescued = await session.rescue_expired()
+            rescued = await session.jobs.rescue_expired()
         for job in rescued:
             metrics().job_rescued(job.type, job.status)
             log.warning(

@@ -1,4 +1,4 @@
-"""Provider rate limits shared by every worker, kept in PostgreSQL (migration 006).
+"""Provider rate limits shared by every worker, kept in PostgreSQL (aijobs.provider_limits).
 
 Three duties, one object per worker:
   * `pause()` — the producer asks before each claim. While a provider is held (it answered 429,
@@ -74,7 +74,7 @@ class ProviderGate:
             self._checked_at = now
             try:
                 async with self.store.session() as session:
-                    seconds = await session.provider_hold_seconds(self.name)
+                    seconds = await session.providers.hold_seconds(self.name)
             except (psycopg.Error, OSError):
                 seconds = 0.0  # the claim that follows meets the same outage and backs off
             self._hold_until = time.monotonic() + seconds
@@ -97,8 +97,8 @@ class ProviderGate:
             async with self.store.session() as session:
                 # The job's own backoff, this being its n-th rate limit (the one ending now
                 # is not counted yet: its attempt row is written with the finish).
-                backoff = self.policy.next_delay(await session.rate_limited_attempts(job.id) + 1)
-                hold = await session.provider_rate_limited(
+                backoff = self.policy.next_delay(await session.providers.rate_limited_attempts(job.id) + 1)
+                hold = await session.providers.rate_limited(
                     provider=self.name,
                     job_id=job.id,
                     lease_token=job.lease_token,
@@ -148,7 +148,7 @@ class Budget:
         deadline = time.monotonic() + INLINE_BUDGET_WAIT
         while True:
             async with self.gate.store.session() as session:
-                slot = await session.provider_budget_reserve(
+                slot = await session.providers.budget_reserve(
                     provider=self.gate.name,
                     rpm=self.rpm,
                     tpm=self.tpm,
@@ -172,7 +172,7 @@ class Budget:
         """
         try:
             async with self.gate.store.session() as session:
-                await session.provider_budget_settle(call_id, tokens)
+                await session.providers.budget_settle(call_id, tokens)
         except (psycopg.Error, OSError):
             log.warning("could not record the tokens of %s call %d", self.gate.name, call_id)
 

@@ -31,6 +31,7 @@ import psycopg
 
 from aijobs import __version__
 from aijobs.config import Settings
+from aijobs.db.listener import Listener
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.jobs import registry
@@ -42,7 +43,6 @@ from aijobs.queue.retry import RetryPolicy
 from aijobs.worker.completer import Completer
 from aijobs.worker.executor import Executor
 from aijobs.worker.heartbeat import Heartbeat
-from aijobs.worker.listener import Listener
 from aijobs.worker.provider_gate import ProviderGate
 
 log = logging.getLogger("aijobs.worker")
@@ -92,7 +92,7 @@ class Worker:
         self.id = make_worker_id()
         self.concurrency = settings.worker_concurrency
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
-        # Shared rate limits (issue 3): holds and budgets kept in PostgreSQL.
+        # Shared rate limits: holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
         self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
@@ -153,7 +153,7 @@ class Worker:
         """Run until asked to stop, then drain and hand back. Returns normally on a clean stop."""
         self._banner()
         async with self.store.session() as session:
-            await session.register_worker(
+            await session.workers.register(
                 worker_id=self.id,
                 host=socket.gethostname(),
                 pid=os.getpid(),
@@ -180,7 +180,7 @@ class Worker:
             await asyncio.gather(*services, return_exceptions=True)
             try:
                 async with self.store.session() as session:
-                    await session.stop_worker(self.id)
+                    await session.workers.stop(self.id)
             except psycopg.Error:
                 log.warning("could not mark worker %s stopped", self.id)
             self._log_totals()
@@ -199,7 +199,7 @@ class Worker:
                 try:
                     leased_until = time.monotonic() + self.settings.lease_seconds
                     async with self.store.session() as session:
-                        jobs = await session.claim(self.id, free, self.settings.lease_seconds)
+                        jobs = await session.jobs.claim(self.id, free, self.settings.lease_seconds)
                     backoff = 0.1
                 except (psycopg.Error, OSError) as exc:
                     log.warning("🔌 Could not claim jobs (%s); retrying", type(exc).__name__)

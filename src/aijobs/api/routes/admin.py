@@ -34,7 +34,7 @@ StoreDep = Annotated[Store, Depends(get_store)]
 )
 async def grant_credits(body: CreditGrant, _admin: Admin, store: StoreDep) -> Balance:
     async with store.session() as session:
-        balance = await session.grant_credits(body.user_id, body.amount, body.note)
+        balance = await session.accounts.grant_credits(body.user_id, body.amount, body.note)
     return Balance(user_id=body.user_id, balance=balance)
 
 
@@ -50,7 +50,7 @@ async def list_all_jobs(
 ) -> JobPage:
     before = parse_job_cursor(cursor)
     async with store.session() as session:
-        rows = await session.list_jobs(
+        rows = await session.jobs.page(
             user_id=user_id, status=status, type=type, before=before, limit=limit + 1
         )
     return page_of(rows, limit)
@@ -65,11 +65,11 @@ async def list_all_jobs(
 )
 async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
     async with store.transaction() as session:
-        row = await session.api_get_job(job_id)
+        row = await session.jobs.get_for_api(job_id)
         if row is None:
             raise not_found()
         created = await retry_as_new_job(session, row)
-        new_row = await session.api_get_job(created.id)
+        new_row = await session.jobs.get_for_api(created.id)
     assert new_row is not None
     body = Job.model_validate(new_row).model_dump(mode="json")
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/jobs/{created.id}"})

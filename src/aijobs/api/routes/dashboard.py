@@ -161,10 +161,10 @@ async def live(request: Request, _who: ViewerDep, state: StateDep, store: StoreD
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def inspect_job(request: Request, job_id: UUID, _who: ViewerDep, store: StoreDep) -> Response:
     async with store.session() as session:
-        job = await session.get_job(job_id)
+        job = await session.jobs.get(job_id)
         if job is None:
             raise not_found()
-        attempts = await session.job_attempts(job_id)
+        attempts = await session.jobs.attempts(job_id)
     return templates.TemplateResponse(
         request, "dashboard_job.html", {"job": job, "attempts": attempts, "now": datetime.now(UTC)}
     )

@@ -39,7 +39,7 @@ async def readyz(store: Annotated[Store, Depends(get_store)]) -> Readiness:
     try:
         async with asyncio.timeout(5):
             async with store.session() as session:
-                missing = not_applied(await session.api_applied_migrations())
+                missing = not_applied(await session.applied_migrations())
     except (psycopg.Error, PoolTimeout, OSError, TimeoutError) as exc:
         log.warning("not ready: database unreachable (%s)", type(exc).__name__)
         raise ProblemError(503, "database unreachable", code="database_unreachable") from None

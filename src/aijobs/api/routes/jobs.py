@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -29,7 +29,6 @@ from aijobs.api.creation import (
 )
 from aijobs.api.events import RESYNC, JobEventsHub
 from aijobs.api.models import (
-    TERMINAL,
     Job,
     JobBatch,
     JobBatchCreate,
@@ -46,6 +45,7 @@ from aijobs.api.streams import SlotEventSourceResponse
 from aijobs.db.store import Store
 from aijobs.jobs import registry
 from aijobs.queue.enqueue import check_retryable
+from aijobs.states import TERMINAL_STATUSES
 
 router = APIRouter(tags=["jobs"])
 
@@ -70,7 +70,7 @@ KeyHeader = Annotated[
 
 async def read_job(store: Store, principal: Principal, job_id: UUID) -> Job:
     async with store.as_user(principal.claims) as session:
-        row = await session.api_get_job(job_id)
+        row = await session.jobs.get_for_api(job_id)
     if row is None:
         raise not_found()
     return Job.model_validate(row)
@@ -96,7 +96,6 @@ async def _create(
         principal,
         new,
         key=key,
-        max_in_flight=state.settings.max_jobs_in_flight_per_user,
     )
     return _created_response(created.status, created.body, created.replayed)
 
@@ -177,7 +176,6 @@ async def create_jobs(
         news,
         request={"method": "POST", "path": "/api/jobs/batch", "body": body.model_dump(mode="json")},
         key=key,
-        max_in_flight=state.settings.max_jobs_in_flight_per_user,
     )
     # Through the model both times, so a replay is byte for byte the first response.
     content = JobBatch.model_validate(created.body).model_dump(mode="json")
@@ -203,13 +201,13 @@ async def list_jobs(
 ) -> JobPage:
     before = parse_job_cursor(cursor)
     async with store.as_user(principal.claims) as session:
-        rows = await session.list_jobs(
+        rows = await session.jobs.page(
             user_id=principal.user_id, status=status, type=type, before=before, limit=limit + 1
         )
     return page_of(rows, limit)
 
 
-def page_of(rows: list[dict[str, Any]], limit: int) -> JobPage:
+def page_of(rows: Sequence[Mapping[str, Any]], limit: int) -> JobPage:
     items = [Job.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return JobPage(items=items, next_cursor=job_cursor(items[-1].created_at, items[-1].id) if more else None)
@@ -247,7 +245,7 @@ async def get_job(
     try:
         async with hub.subscribe(job_id) as events:
             job = await read_job(store, principal, job_id)
-            if job.status in TERMINAL:
+            if job.status in TERMINAL_STATUSES:
                 return job
             changed = asyncio.ensure_future(
                 status_change(store, principal, job, events, wait, hub.recheck_seconds)
@@ -275,7 +273,7 @@ async def status_change(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(events.get(), timeout=min(remaining, recheck))
         async with store.as_user(principal.claims) as session:
-            status = await session.api_job_status(job.id)
+            status = await session.jobs.status_of(job.id)
         if status != job.status:
             return
 
@@ -305,10 +303,10 @@ async def client_gone(request: Request) -> None:
 )
 async def cancel_job(job_id: UUID, principal: CurrentUser, store: StoreDep) -> Job:
     async with store.as_user(principal.claims) as session:
-        outcome = await session.cancel_job(job_id)
+        outcome = await session.jobs.cancel(job_id)
         if outcome is None:
             raise not_found()
-        row = await session.api_get_job(job_id)
+        row = await session.jobs.get_for_api(job_id)
     assert row is not None
     job = Job.model_validate(row)
     if job.status in ("completed", "failed"):
@@ -373,7 +371,7 @@ async def job_events(
                 last: str = job.status
                 sequence = 1
                 yield _event(sequence, last, job)
-                while last not in TERMINAL:
+                while last not in TERMINAL_STATUSES:
                     try:
                         note = await asyncio.wait_for(events.get(), timeout=hub.recheck_seconds)
                     except TimeoutError:
@@ -400,7 +398,7 @@ async def job_events(
         raise
 
 
-JOB_STATUSES = frozenset({"pending", "processing", "completed", "failed", "cancelled"})
+JOB_STATUSES = frozenset(JobStatus)
 
 
 def _event(sequence: int, status: str, job: Job) -> dict[str, str]:

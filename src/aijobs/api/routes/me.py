@@ -24,8 +24,8 @@ async def me(
 ) -> Me:
     assert principal.user_id is not None
     async with store.as_user(principal.claims) as session:
-        balance = await session.api_balance(principal.user_id)
-        in_flight = await session.api_in_flight(principal.user_id)
+        balance = await session.accounts.balance(principal.user_id)
+        in_flight = await session.jobs.in_flight(principal.user_id)
     return Me(
         user_id=principal.user_id,
         balance=balance or 0,
@@ -50,7 +50,7 @@ async def ledger(
     assert principal.user_id is not None
     before = parse_ledger_cursor(cursor)
     async with store.as_user(principal.claims) as session:
-        rows = await session.api_ledger_page(principal.user_id, before_id=before, limit=limit + 1)
+        rows = await session.accounts.ledger_page(principal.user_id, before_id=before, limit=limit + 1)
     items = [LedgerEntry.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return LedgerPage(items=items, next_cursor=ledger_cursor(items[-1].id) if more else None)

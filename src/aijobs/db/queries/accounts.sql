@@ -1,12 +1,25 @@
+-- Accounts and their credit ledger. Reads by the API run as `authenticated`, so row-level
+-- security decides what a user sees; the user_id arguments only narrow it.
+
 -- name: account_create
-insert into accounts (user_id) values (%(user_id)s) on conflict (user_id) do nothing returning user_id;
+insert into aijobs.accounts (user_id) values (%(user_id)s) on conflict (user_id) do nothing returning user_id;
 
 -- name: account_get
-select user_id, balance, created_at, updated_at from accounts where user_id = %(user_id)s;
+select user_id, balance, created_at, updated_at from aijobs.accounts where user_id = %(user_id)s;
 
 -- name: credit_grant
-select credit_grant(%(user_id)s, %(amount)s, %(note)s) as balance;
+select aijobs.grant_credits(%(user_id)s, %(amount)s, %(note)s) as balance;
 
 -- name: ledger_for_user
-select id, user_id, job_id, kind, amount, note, created_at from credit_ledger
+select id, user_id, job_id, kind, amount, note, created_at from aijobs.credit_ledger
 where user_id = %(user_id)s order by id desc limit %(limit)s;
+
+-- name: api_balance
+select balance from aijobs.accounts where user_id = %(user_id)s;
+
+-- name: api_ledger_page
+-- Newest first, keyset-paginated on the ledger's identity column.
+select id, job_id, kind, amount, note, created_at from aijobs.credit_ledger
+where user_id = %(user_id)s and (%(before_id)s::bigint is null or id < %(before_id)s::bigint)
+order by id desc
+limit %(limit)s;

@@ -19,7 +19,7 @@ with bad as (
                     || coalesce(j.lease_expires_at::text, 'null') || '): no worker can rescue it'
                 else j.status::text || ' job with finished_at ' || coalesce(j.finished_at::text, 'null')
            end as detail
-    from jobs j
+    from aijobs.jobs j
     where (j.status = 'processing' and (j.lease_token is null or j.lease_expires_at is null))
        or ((j.status in ('completed', 'failed', 'cancelled')) <> (j.finished_at is not null))
 )
@@ -31,7 +31,7 @@ select subject, detail, count(*) over () as total from bad order by subject limi
 select j.id::text as subject,
        j.status::text || ' with ' || j.attempts || ' attempts counted of ' || j.max_attempts as detail,
        count(*) over () as total
-from jobs j
+from aijobs.jobs j
 where j.attempts > j.max_attempts
 order by j.id
 limit %(limit)s;
@@ -39,17 +39,17 @@ limit %(limit)s;
 -- name: inv_balance
 -- Every account's balance equals the sum of its ledger, and is never negative.
 with sums as (
-    select user_id, sum(amount) as total from credit_ledger group by user_id
+    select user_id, sum(amount) as total from aijobs.credit_ledger group by user_id
 ), bad as (
     select a.user_id::text as subject,
            'balance ' || a.balance || ', ledger sum ' || coalesce(s.total, 0) as detail
-    from accounts a
+    from aijobs.accounts a
     left join sums s on s.user_id = a.user_id
     where a.balance <> coalesce(s.total, 0) or a.balance < 0
     union all
     select s.user_id::text, 'ledger rows for an account that does not exist (sum ' || s.total || ')'
     from sums s
-    where not exists (select 1 from accounts a where a.user_id = s.user_id)
+    where not exists (select 1 from aijobs.accounts a where a.user_id = s.user_id)
 )
 select subject, detail, count(*) over () as total from bad order by subject limit %(limit)s;
 
@@ -59,7 +59,7 @@ select subject, detail, count(*) over () as total from bad order by subject limi
 -- or with two, is not.
 with debits as (
     select job_id, count(*) as n, sum(amount) as amount, min(user_id::text) as user_id
-    from credit_ledger where kind = 'debit' group by job_id
+    from aijobs.credit_ledger where kind = 'debit' group by job_id
 ), bad as (
     select j.id::text as subject,
            case when coalesce(d.n, 0) = 0 then 'no debit for a job costing ' || j.cost
@@ -67,7 +67,7 @@ with debits as (
                 when d.amount <> -j.cost then 'debit of ' || d.amount || ' for a job costing ' || j.cost
                 else 'debit charged to another user (' || d.user_id || ')'
            end as detail
-    from jobs j
+    from aijobs.jobs j
     left join debits d on d.job_id = j.id
     where (coalesce(d.n, 0) = 0 and j.cost > 0)
        or d.n > 1
@@ -81,7 +81,7 @@ select subject, detail, count(*) over () as total from bad order by subject limi
 -- cancelled; and a failed or cancelled job that cost something has had its refund.
 with refunds as (
     select job_id, count(*) as n, sum(amount) as amount
-    from credit_ledger where kind = 'refund' group by job_id
+    from aijobs.credit_ledger where kind = 'refund' group by job_id
 ), bad as (
     select r.job_id::text as subject,
            case when r.n > 1 then r.n || ' refunds (' || r.amount || ' credits) for one job'
@@ -90,14 +90,14 @@ with refunds as (
                 else 'refund of ' || r.amount || ' for a job costing ' || j.cost
            end as detail
     from refunds r
-    left join jobs j on j.id = r.job_id
+    left join aijobs.jobs j on j.id = r.job_id
     where r.n > 1
        or (j.id is not null and (j.status not in ('failed', 'cancelled') or r.amount <> j.cost))
     union all
     select j.id::text, j.status::text || ' job costing ' || j.cost || ' was never refunded'
-    from jobs j
+    from aijobs.jobs j
     where j.status in ('failed', 'cancelled') and j.cost > 0
-      and not exists (select 1 from credit_ledger l where l.job_id = j.id and l.kind = 'refund')
+      and not exists (select 1 from aijobs.credit_ledger l where l.job_id = j.id and l.kind = 'refund')
 )
 select subject, detail, count(*) over () as total from bad order by subject limit %(limit)s;
 
@@ -105,7 +105,7 @@ select subject, detail, count(*) over () as total from bad order by subject limi
 -- No job completed by two attempts: at most one attempt row ends `completed` per job, a
 -- completed job has exactly one (and a result), and no other job has any.
 with wins as (
-    select job_id, count(*) as n from job_attempts where outcome = 'completed' group by job_id
+    select job_id, count(*) as n from aijobs.job_attempts where outcome = 'completed' group by job_id
 ), bad as (
     select j.id::text as subject,
            case when coalesce(w.n, 0) > 1 then w.n || ' attempts completed one ' || j.status::text || ' job'
@@ -113,7 +113,7 @@ with wins as (
                 when j.status = 'completed' then 'completed without a result'
                 else j.status::text || ' job has a completed attempt'
            end as detail
-    from jobs j
+    from aijobs.jobs j
     left join wins w on w.job_id = j.id
     where coalesce(w.n, 0) > 1
        or (j.status = 'completed' and (coalesce(w.n, 0) = 0 or j.result is null))
@@ -122,9 +122,8 @@ with wins as (
 select subject, detail, count(*) over () as total from bad order by subject limit %(limit)s;
 
 -- name: inv_attempt_open
--- Attempt rows are written when attempts end (012), so every row is closed (finished_at and
--- outcome both set), except one opened at claim before 012 and still owned by its job's
--- current lease. And a job still running under a token has no ended attempt under it.
+-- Attempt rows are written when attempts end, so every row is closed (finished_at and
+-- outcome both set); a job still running under a token has no ended attempt under it.
 with bad as (
     select a.lease_token::text as subject,
            case when (a.finished_at is null) <> (a.outcome is null)
@@ -138,8 +137,8 @@ with bad as (
                      || ', but the job is ' || j.status::text || ' under token '
                      || coalesce(j.lease_token::text, 'null')
            end as detail
-    from job_attempts a
-    join jobs j on j.id = a.job_id
+    from aijobs.job_attempts a
+    join aijobs.jobs j on j.id = a.job_id
     where ((a.finished_at is null) <> (a.outcome is null))
        or (a.finished_at is null and (j.status <> 'processing' or j.lease_token <> a.lease_token))
        or (a.finished_at is not null and j.status = 'processing' and j.lease_token = a.lease_token)
@@ -148,13 +147,13 @@ select subject, detail, count(*) over () as total from bad order by subject limi
 
 -- name: inv_summary
 -- What was checked, for the report: jobs by status, expired leases awaiting rescue, ledger.
-select (select count(*) from jobs) as jobs,
-       (select count(*) from jobs where status = 'pending') as pending,
-       (select count(*) from jobs where status = 'processing') as processing,
-       (select count(*) from jobs where status = 'processing' and lease_expires_at < now()) as expired_leases,
-       (select count(*) from jobs where status = 'completed') as completed,
-       (select count(*) from jobs where status = 'failed') as failed,
-       (select count(*) from jobs where status = 'cancelled') as cancelled,
-       (select count(*) from job_attempts) as attempts,
-       (select count(*) from accounts) as accounts,
-       (select count(*) from credit_ledger) as ledger_rows;
+select (select count(*) from aijobs.jobs) as jobs,
+       (select count(*) from aijobs.jobs where status = 'pending') as pending,
+       (select count(*) from aijobs.jobs where status = 'processing') as processing,
+       (select count(*) from aijobs.jobs where status = 'processing' and lease_expires_at < now()) as expired_leases,
+       (select count(*) from aijobs.jobs where status = 'completed') as completed,
+       (select count(*) from aijobs.jobs where status = 'failed') as failed,
+       (select count(*) from aijobs.jobs where status = 'cancelled') as cancelled,
+       (select count(*) from aijobs.job_attempts) as attempts,
+       (select count(*) from aijobs.accounts) as accounts,
+       (select count(*) from aijobs.credit_ledger) as ledger_rows;

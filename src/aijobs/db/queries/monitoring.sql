@@ -1,11 +1,11 @@
 -- Monitoring: stats, dashboard, queue samples, maintenance leader and retention.
 -- Every read here is bounded by a time window or by the live part of the queue, and walks
--- an index from 008_monitoring.sql, so it costs the same with 1M finished jobs as with 1k.
+-- an index of its own (schema.sql), so it costs the same with 1M finished jobs as with 1k.
 
 -- name: mon_queue_depth
 -- Pending and processing jobs per type (jobs_active_idx: only the live queue is read).
 select type, status::text as status, count(*) as count
-from jobs
+from aijobs.jobs
 where status in ('pending', 'processing')
 group by type, status
 order by type, status;
@@ -16,7 +16,7 @@ order by type, status;
 -- are not waiting on the workers, so they do not count, and a retried job waits from the
 -- end of its backoff, not from its creation. jobs_claim_idx holds every pending job's run_at.
 select extract(epoch from now() - min(run_at))::float8 as seconds
-from jobs
+from aijobs.jobs
 where status = 'pending' and run_at <= now();
 
 -- name: mon_job_windows
@@ -30,11 +30,11 @@ with w as (
 ), recent as (
     select status, attempts, finished_at,
            extract(epoch from started_at - created_at)::float8 as wait
-    from jobs
+    from aijobs.jobs
     where finished_at >= now() - make_interval(mins => %(max_minutes)s)
 ), completing as (
     select finished_at, extract(epoch from finished_at - started_at)::float8 as seconds
-    from job_attempts
+    from aijobs.job_attempts
     where finished_at >= now() - make_interval(mins => %(max_minutes)s)
       and outcome = 'completed'
 ), jobs_by_window as (
@@ -68,7 +68,7 @@ with w as (
     select unnest(%(windows)s::integer[]) as minutes
 ), recent as (
     select outcome, finished_at
-    from job_attempts
+    from aijobs.job_attempts
     where finished_at >= now() - make_interval(mins => %(max_minutes)s)
 )
 select w.minutes,
@@ -87,7 +87,7 @@ with w as (
     select unnest(%(windows)s::integer[]) as minutes
 ), recent as (
     select provider, model, latency_ms, input_tokens, output_tokens, reasoning_tokens, cost_usd, finished_at
-    from job_attempts
+    from aijobs.job_attempts
     where finished_at >= now() - make_interval(mins => %(max_minutes)s)
       and provider is not null
 )
@@ -111,14 +111,14 @@ with finished as (
     select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestamptz '2000-01-01') as bucket,
            count(*) filter (where status = 'completed') as completed,
            count(*) filter (where status = 'failed') as failed
-    from jobs
+    from aijobs.jobs
     where finished_at >= now() - make_interval(mins => %(minutes)s)
     group by 1
 ), completing as (
     select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestamptz '2000-01-01') as bucket,
            percentile_cont(0.5) within group (order by extract(epoch from finished_at - started_at)) as p50,
            percentile_cont(0.95) within group (order by extract(epoch from finished_at - started_at)) as p95
-    from job_attempts
+    from aijobs.job_attempts
     where finished_at >= now() - make_interval(mins => %(minutes)s)
       and outcome = 'completed'
     group by 1
@@ -134,7 +134,7 @@ select date_bin(make_interval(secs => %(bucket_seconds)s), finished_at, timestam
        count(*) as calls,
        percentile_cont(0.5) within group (order by latency_ms) as p50_ms,
        percentile_cont(0.95) within group (order by latency_ms) as p95_ms
-from job_attempts
+from aijobs.job_attempts
 where finished_at >= now() - make_interval(mins => %(minutes)s)
   and latency_ms is not null
 group by 1
@@ -143,7 +143,7 @@ order by 1;
 -- name: mon_queue_series
 -- Queue depth samples over the last `minutes` (written by the maintenance leader).
 select sampled_at, pending, processing, oldest_pending_seconds
-from queue_samples
+from aijobs.queue_samples
 where sampled_at >= now() - make_interval(mins => %(minutes)s)
 order by sampled_at;
 
@@ -155,7 +155,7 @@ with held as (
            count(*) as holding,
            jsonb_agg(jsonb_build_object('id', id, 'type', type, 'attempt', attempts, 'started_at', started_at)
                      order by started_at) as jobs
-    from jobs
+    from aijobs.jobs
     where status = 'processing'
     group by lease_owner
 )
@@ -167,7 +167,7 @@ select w.id, w.host, w.pid, w.version, w.concurrency, w.started_at, w.last_heart
        extract(epoch from now() - w.last_heartbeat_at)::float8 as heartbeat_age_seconds,
        coalesce(h.holding, 0) as holding,
        coalesce(h.jobs, '[]'::jsonb) as jobs
-from workers w
+from aijobs.workers w
 left join held h on h.lease_owner = w.id
 where w.stopped_at is null or w.stopped_at > now() - make_interval(mins => %(stopped_minutes)s)
 order by (w.stopped_at is null) desc, w.last_heartbeat_at desc
@@ -176,8 +176,8 @@ limit 200;
 -- name: mon_recent_failures
 -- The latest failed jobs (jobs_failed_recent_idx), and whether each was already requeued.
 select j.id, j.type, j.user_id, j.error, j.attempts, j.max_attempts, j.cost, j.created_at, j.finished_at,
-       (select r.id from jobs r where r.retry_of = j.id order by r.created_at desc limit 1) as requeued_as
-from jobs j
+       (select r.id from aijobs.jobs r where r.retry_of = j.id order by r.created_at desc limit 1) as requeued_as
+from aijobs.jobs j
 where j.status = 'failed'
 order by j.finished_at desc
 limit %(limit)s;
@@ -185,16 +185,16 @@ limit %(limit)s;
 -- name: mon_queue_sample
 -- Record the queue depth now (one cheap read of the live queue), and the longest wait of a
 -- runnable job as mon_oldest_pending measures it.
-insert into queue_samples (pending, processing, oldest_pending_seconds)
+insert into aijobs.queue_samples (pending, processing, oldest_pending_seconds)
 select count(*) filter (where status = 'pending'),
        count(*) filter (where status = 'processing'),
        extract(epoch from now() - min(run_at) filter (where status = 'pending' and run_at <= now()))
-from jobs
+from aijobs.jobs
 where status in ('pending', 'processing');
 
 -- name: mon_leader_acquire
 -- Take or renew the named leader lease; answers a row only while this holder has it.
-insert into maintenance_leader (name, holder, expires_at)
+insert into aijobs.maintenance_leader (name, holder, expires_at)
 values (%(name)s, %(holder)s, now() + make_interval(secs => %(ttl_seconds)s))
 on conflict (name) do update
 set holder = excluded.holder,
@@ -206,36 +206,36 @@ where maintenance_leader.holder = excluded.holder or maintenance_leader.expires_
 returning holder;
 
 -- name: mon_leader_release
-delete from maintenance_leader where name = %(name)s and holder = %(holder)s;
+delete from aijobs.maintenance_leader where name = %(name)s and holder = %(holder)s;
 
 -- name: mon_leader_get
 select name, holder, acquired_at, renewed_at, expires_at, expires_at > now() as valid
-from maintenance_leader
+from aijobs.maintenance_leader
 where name = %(name)s;
 
 -- name: mon_prune_jobs
 -- Delete one batch of jobs finished before the cutoff, oldest first (jobs_finished_stats_idx).
--- Their attempts go with them (same statement; job_attempts has no foreign key, see 009); the
+-- Their attempts go with them (same statement; job_attempts has no foreign key); the
 -- credit ledger has no foreign key to jobs and is never touched. SKIP LOCKED: a row someone
 -- else holds waits for the next batch.
 with doomed as (
-    select id from jobs
+    select id from aijobs.jobs
     where finished_at < now() - make_interval(secs => %(age_seconds)s)
       and status in ('completed', 'failed', 'cancelled')
     order by finished_at
     limit %(batch)s
     for update skip locked
 ), attempts_gone as (
-    delete from job_attempts a where a.job_id = any(array(select id from doomed))
+    delete from aijobs.job_attempts a where a.job_id = any(array(select id from doomed))
 ), gone as (
-    delete from jobs j where j.id = any(array(select id from doomed))
+    delete from aijobs.jobs j where j.id = any(array(select id from doomed))
     returning 1
 )
 select count(*) from gone;
 
 -- name: mon_prune_samples
-delete from queue_samples where sampled_at < now() - make_interval(secs => %(age_seconds)s);
+delete from aijobs.queue_samples where sampled_at < now() - make_interval(secs => %(age_seconds)s);
 
 -- name: mon_prune_workers
 -- Forget workers that have not heartbeaten (stopped or dead) for `age_seconds`.
-delete from workers where last_heartbeat_at < now() - make_interval(secs => %(age_seconds)s);
+delete from aijobs.workers where last_heartbeat_at < now() - make_interval(secs => %(age_seconds)s);

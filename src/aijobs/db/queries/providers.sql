@@ -1,10 +1,10 @@
--- Named queries for provider rate limits (migration 006). Holds and budgets are shared by
+-- Named queries for provider rate limits. Holds and budgets are shared by
 -- every worker through these rows; see aijobs.worker.provider_gate.
 
 -- name: provider_hold_get
 -- Seconds left on a provider's hold, by the database clock (0 when none is in force).
 select coalesce(greatest(extract(epoch from (hold_until - now())), 0), 0)::float8 as hold_seconds
-from provider_limits where provider = %(provider)s;
+from aijobs.provider_limits where provider = %(provider)s;
 
 -- name: provider_rate_limited
 -- A call was rate limited: hold the provider for every worker until `retry_after` from now
@@ -14,7 +14,7 @@ from provider_limits where provider = %(provider)s;
 -- own backoff, which does not hold the other jobs back. Answers the hold actually in force
 -- and the job's new total (null when the lease was lost).
 with hold as (
-    insert into provider_limits as p (provider, hold_until, hold_reason, holds, updated_at)
+    insert into aijobs.provider_limits as p (provider, hold_until, hold_reason, holds, updated_at)
     values (%(provider)s, now() + make_interval(secs => %(retry_after)s::float8), %(reason)s, 1, now())
     on conflict (provider) do update
     set hold_until = case when %(extend)s then greatest(coalesce(p.hold_until, excluded.hold_until), excluded.hold_until)
@@ -24,7 +24,7 @@ with hold as (
         updated_at = now()
     returning hold_until
 ), waited as (
-    update jobs
+    update aijobs.jobs
     set rate_limited_seconds = rate_limited_seconds
             + greatest(%(retry_after)s::float8, %(min_wait)s::float8,
                        extract(epoch from ((select hold_until from hold) - now())))
@@ -36,7 +36,7 @@ select greatest(extract(epoch from ((select hold_until from hold) - now())), 0):
 
 -- name: provider_budget_reserve
 select ok, call_id, wait_seconds::float8 as wait_seconds
-from provider_budget_reserve(
+from aijobs.provider_budget_reserve(
     %(provider)s::text, %(rpm)s::integer, %(tpm)s::integer, %(tokens)s::integer, %(window_seconds)s::real
 );
 
@@ -44,14 +44,14 @@ from provider_budget_reserve(
 -- The call is over: it now counts from its end, not its start (so a request slowed on its
 -- way out can never land within one window of the next: the server's count is what matters),
 -- and with the tokens it really used instead of the estimate (null: keep the estimate).
-update provider_calls
+update aijobs.provider_calls
 set at = greatest(at, clock_timestamp()), tokens = coalesce(%(tokens)s::integer, tokens)
 where id = %(call_id)s;
 
 -- name: provider_limits_get
 select provider, hold_until, hold_reason, holds, updated_at,
-       (select count(*) from provider_calls c where c.provider = p.provider) as recent_calls
-from provider_limits p where provider = %(provider)s;
+       (select count(*) from aijobs.provider_calls c where c.provider = p.provider) as recent_calls
+from aijobs.provider_limits p where provider = %(provider)s;
 
 -- name: provider_usage_for_job
 -- What a job's attempts cost, summed (every attempt: failed calls are billed too).
@@ -59,7 +59,7 @@ select job_id, count(*) as attempts, count(request_id) as calls,
        coalesce(sum(input_tokens), 0) as input_tokens, coalesce(sum(output_tokens), 0) as output_tokens,
        coalesce(sum(reasoning_tokens), 0) as reasoning_tokens, sum(cost_usd) as cost_usd,
        avg(latency_ms) filter (where outcome = 'completed') as avg_latency_ms
-from job_attempts where job_id = %(job_id)s
+from aijobs.job_attempts where job_id = %(job_id)s
 group by job_id;
 
 -- name: provider_usage_by_user
@@ -67,7 +67,7 @@ group by job_id;
 select j.user_id, a.provider, a.model, count(*) as calls,
        coalesce(sum(a.input_tokens), 0) as input_tokens, coalesce(sum(a.output_tokens), 0) as output_tokens,
        coalesce(sum(a.reasoning_tokens), 0) as reasoning_tokens, sum(a.cost_usd) as cost_usd
-from job_attempts a join jobs j on j.id = a.job_id
+from aijobs.job_attempts a join aijobs.jobs j on j.id = a.job_id
 where a.provider is not null
   and a.started_at > now() - make_interval(hours => %(hours)s::integer)
   and (%(user_id)s::uuid is null or j.user_id = %(user_id)s::uuid)

@@ -83,8 +83,8 @@ class Listener:
 
         Not `wait_for(conn.execute(...))`: psycopg answers the cancellation of a running
         query by sending the server a cancel request and waiting up to 5 + 5 s for the query
-        to end — on a black-holed connection that only delays the replacement by 10 s (the
-        reliability suite measured 11 s instead of 1). So the ping runs as a task, and when it
+        to end — on a black-holed connection that only delays the replacement by about 10 s.
+        So the ping runs as a task, and when it
         does not answer in time the connection is closed under it (no cancel request, no
         goodbye) before the task is cancelled.
         """

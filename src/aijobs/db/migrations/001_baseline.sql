@@ -1,0 +1,898 @@
+-- Migration 001: the baseline, the schema as it stood when aijobs moved into its own
+-- namespace (it replaced the 19 migrations before it; nothing had been released). Later
+-- migrations change it with statements of their own; ../schema.sql shows the result.
+
+-- Supabase's roles and auth.uid() ----------------------------------------------------------
+
+-- Roles are cluster-wide and several databases may migrate at once (tests do): a concurrent
+-- creation is tolerated rather than failing the migration.
+do $$
+declare
+    r text;
+begin
+    foreach r in array array['anon', 'authenticated', 'service_role'] loop
+        if not exists (select 1 from pg_roles where rolname = r) then
+            begin
+                execute format('create role %I nologin noinherit', r);
+            exception when duplicate_object or unique_violation then
+                null;
+            end;
+        end if;
+    end loop;
+    -- The API reads as `authenticated` (SET LOCAL ROLE), which needs membership.
+    if not pg_has_role(current_user, 'authenticated', 'MEMBER') then
+        begin
+            execute format('grant authenticated to %I', current_user);
+        exception when insufficient_privilege then
+            raise notice 'cannot grant authenticated to %; the API must connect as a member of it', current_user;
+        end;
+    end if;
+end
+$$;
+
+create schema if not exists auth;
+
+do $$
+begin
+    if not exists (
+        select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+        where n.nspname = 'auth' and p.proname = 'uid'
+    ) then
+        -- Supabase's definition: the JWT's `sub`, from either claim setting.
+        create function auth.uid() returns uuid
+        language sql stable
+        as $f$
+            select nullif(
+                coalesce(
+                    nullif(current_setting('request.jwt.claim.sub', true), ''),
+                    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')
+                ),
+                ''
+            )::uuid
+        $f$;
+    end if;
+end
+$$;
+
+do $$
+begin
+    grant usage on schema auth to anon, authenticated, service_role;
+exception when insufficient_privilege then
+    raise notice 'schema auth is not ours to grant on (Supabase manages it)';
+end
+$$;
+
+-- The namespace ---------------------------------------------------------------------------
+
+create schema if not exists aijobs;
+grant usage on schema aijobs to anon, authenticated, service_role;
+
+-- Which migrations made this schema. `aijobs migrate` creates it before applying the first.
+create table if not exists aijobs.schema_migrations (
+    version     integer primary key,
+    name        text not null,
+    checksum    text not null,
+    applied_at  timestamptz not null default now()
+);
+
+-- Values ----------------------------------------------------------------------------------
+
+-- Why a JSON value may not be stored as a payload or result, or null when it may. A
+-- payload is read back by every worker that claims it and every reader that lists it, so
+-- what Python, JavaScript and the claim statement cannot read must never be stored:
+-- at most 65536 bytes as text, nested at most 32 levels below the top object, and every
+-- number at most 32 characters as PostgreSQL writes it (1e400 is 401 digits).
+create function aijobs.json_problem(p_value jsonb) returns text
+language plpgsql immutable parallel safe
+as $$
+begin
+    -- PL/pgSQL rather than SQL: its plans are kept for the session, where a SQL function that
+    -- cannot be inlined is planned again at every call. No SET search_path (that costs every
+    -- call too): the calls are qualified with pg_catalog instead.
+    if p_value is null then
+        return 'is required';
+    elsif pg_catalog.jsonb_typeof(p_value) <> 'object' then
+        return 'must be a JSON object';
+    elsif pg_catalog.octet_length(p_value::text) > 65536 then
+        return 'is ' || pg_catalog.octet_length(p_value::text) || ' bytes as JSON; the limit is 65536';
+    elsif pg_catalog.jsonb_path_exists(p_value, 'strict $.**{33 to last}') then
+        return 'nests deeper than 32 levels';
+    elsif exists (
+        select from pg_catalog.jsonb_path_query(p_value, 'strict $.** ? (@.type() == "number")') n
+        where pg_catalog.length(n::text) > 32
+    ) then
+        return 'holds a number longer than 32 characters';
+    end if;
+    return null;
+end
+$$;
+
+-- NULL passes a domain's check; the columns say whether they may be null.
+create domain aijobs.job_payload as jsonb check (value is null or aijobs.json_problem(value) is null);
+create domain aijobs.job_result as jsonb check (value is null or aijobs.json_problem(value) is null);
+create domain aijobs.job_priority as smallint check (value between -100 and 100);
+create domain aijobs.job_attempt_count as integer check (value >= 0);
+create domain aijobs.job_max_attempts as integer check (value between 1 and 100);
+-- Printable ASCII: it travels in an HTTP header.
+create domain aijobs.job_idempotency_key as text check (value ~ '^[ -~]{1,255}$');
+create domain aijobs.job_wait_seconds as real check (value >= 0 and value < 'infinity');
+-- Every stored time: finite, and within what Python's datetime (year 9999, in any time zone)
+-- and JavaScript's Date can hold. An infinite run_at made `now() - run_at` fail the claim for
+-- every worker, and a time Python cannot hold fails every reader that loads its row.
+create domain aijobs.instant as timestamptz
+    check (value >= '1970-01-01 00:00:00+00' and value < '9999-01-01 00:00:00+00');
+
+create type aijobs.job_status as enum ('pending', 'processing', 'completed', 'failed', 'cancelled');
+
+-- Time-ordered ids (the UUIDv7 layout): new jobs land at the right edge of the primary key,
+-- and jobs claimed together sit on nearby pages.
+create function aijobs.uuid_v7() returns uuid
+language sql volatile parallel safe
+as $$
+    -- 48 bits of Unix milliseconds, then version 7 and variant bits over random ones.
+    select encode(
+        set_bit(
+            set_bit(
+                overlay(uuid_send(gen_random_uuid())
+                        placing substring(int8send(floor(extract(epoch from clock_timestamp()) * 1000)::bigint)
+                                          from 3)
+                        from 1 for 6),
+                52, 1),
+            53, 1),
+        'hex')::uuid
+$$;
+
+-- Deployment settings -----------------------------------------------------------------------
+
+-- One row, written by `aijobs migrate` from the deployment's configuration. The creation
+-- function reads its limits here, so no caller can pass a limit of its own.
+create table aijobs.settings (
+    singleton                    boolean primary key default true check (singleton),
+    max_jobs_in_flight_per_user  integer check (max_jobs_in_flight_per_user > 0),
+    updated_at                   aijobs.instant not null default now()
+);
+insert into aijobs.settings (max_jobs_in_flight_per_user) values (100);
+
+-- Accounts and credits ----------------------------------------------------------------------
+
+-- Invariant: balance = sum(credit_ledger.amount) of the account, and >= 0.
+create table aijobs.accounts (
+    user_id     uuid primary key,
+    balance     bigint not null default 0 check (balance >= 0),
+    created_at  aijobs.instant not null default now(),
+    updated_at  aijobs.instant not null default now()
+);
+
+-- Debit at creation, refund at final failure or cancellation: each at most once per job.
+-- No foreign key to jobs: the ledger outlives pruned job history.
+create table aijobs.credit_ledger (
+    id          bigint generated always as identity primary key,
+    user_id     uuid not null references aijobs.accounts (user_id),
+    job_id      uuid,
+    kind        text not null,
+    amount      bigint not null,
+    note        text,
+    created_at  aijobs.instant not null default now(),
+    -- Each branch names one kind, so a fourth kind fails it.
+    constraint credit_ledger_sign check (
+        (kind = 'debit' and amount <= 0 and job_id is not null)
+        or (kind = 'refund' and amount >= 0 and job_id is not null)
+        or (kind = 'grant' and job_id is null)
+    )
+);
+create unique index credit_ledger_once_per_job on aijobs.credit_ledger (job_id, kind) where job_id is not null;
+create index credit_ledger_user_idx on aijobs.credit_ledger (user_id, id desc);
+
+create function aijobs.credit_ledger_append_only() returns trigger
+language plpgsql
+set search_path = aijobs, pg_temp
+as $$
+begin
+    raise exception 'credit_ledger is append-only (% refused)', tg_op using errcode = 'AJ000';
+end
+$$;
+create trigger credit_ledger_append_only
+    before update or delete on aijobs.credit_ledger
+    for each row execute function aijobs.credit_ledger_append_only();
+
+-- Job types, jobs, attempts -----------------------------------------------------------------
+
+-- Copied from the Python registry by `aijobs migrate`: the creation function reads cost here.
+create table aijobs.job_types (
+    name             text primary key check (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    cost             integer not null check (cost >= 0),
+    timeout_seconds  real not null check (timeout_seconds > 0 and timeout_seconds < 'infinity'),
+    enabled          boolean not null default true,
+    updated_at       aijobs.instant not null default now()
+);
+
+-- Every claim takes a fresh token; every write that ends an attempt must present it (fencing).
+create sequence aijobs.job_lease_seq;
+
+create table aijobs.jobs (
+    id                    uuid primary key default aijobs.uuid_v7(),
+    user_id               uuid not null references aijobs.accounts (user_id),
+    type                  text not null references aijobs.job_types (name),
+    payload               aijobs.job_payload not null,
+    status                aijobs.job_status not null default 'pending',
+    priority              aijobs.job_priority not null default 0,
+    run_at                aijobs.instant not null default now(),
+    attempts              aijobs.job_attempt_count not null default 0,
+    max_attempts          aijobs.job_max_attempts not null default 4,
+    result                aijobs.job_result,
+    error                 text,
+    -- A table CHECK, not a domain: RETURN QUERY refuses a domain where `integer` is declared.
+    cost                  integer not null check (cost >= 0),
+    idempotency_key       aijobs.job_idempotency_key,
+    retry_of              uuid references aijobs.jobs (id) on delete set null,
+    -- While an attempt runs, the job row names it; its job_attempts row is written when it ends.
+    lease_token           bigint,
+    lease_owner           text,
+    lease_expires_at      aijobs.instant,
+    attempt_started_at    aijobs.instant,
+    cancel_requested      boolean not null default false,
+    -- Time spent put back for provider rate limits; past the deployment's maximum it fails.
+    rate_limited_seconds  aijobs.job_wait_seconds not null default 0,
+    created_at            aijobs.instant not null default now(),
+    started_at            aijobs.instant,
+    finished_at           aijobs.instant,
+    updated_at            aijobs.instant not null default now(),
+    constraint jobs_lease_when_processing check (
+        status <> 'processing' or (lease_token is not null and lease_expires_at is not null)
+    ),
+    constraint jobs_finished_when_terminal check (
+        (status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)
+    )
+);
+-- The claim walks this index in order and stops after LIMIT rows.
+create index jobs_claim_idx on aijobs.jobs (priority desc, run_at, created_at) where status = 'pending';
+-- The rescuer finds expired leases without touching finished history.
+create index jobs_lease_expiry_idx on aijobs.jobs (lease_expires_at) where status = 'processing';
+create index jobs_user_created_idx on aijobs.jobs (user_id, created_at desc, id desc);
+-- The in-flight quota counts exactly these rows.
+create index jobs_user_active_idx on aijobs.jobs (user_id) where status in ('pending', 'processing');
+create index jobs_retry_of_idx on aijobs.jobs (retry_of) where retry_of is not null;
+-- Partial: jobs created without a key add no entry at every update.
+create unique index jobs_idempotency_key_idx on aijobs.jobs (user_id, idempotency_key)
+    where idempotency_key is not null;
+-- Windowed stats and retention read finished jobs by time, from the index alone.
+create index jobs_finished_stats_idx on aijobs.jobs (finished_at)
+    include (status, type, attempts, started_at, created_at)
+    where finished_at is not null;
+-- Queue depth reads only the live part of the queue.
+create index jobs_active_idx on aijobs.jobs (status, created_at) include (type)
+    where status in ('pending', 'processing');
+-- "Latest failures" walks this backwards and stops after LIMIT rows.
+create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where status = 'failed';
+
+-- One row per attempt, written when it ends, keyed by the lease token so a late writer can
+-- only touch its own. No foreign key to jobs: the check locked the job row at every finish;
+-- retention deletes attempts with their job.
+create table aijobs.job_attempts (
+    lease_token       bigint primary key,
+    job_id            uuid not null,
+    attempt           integer not null,
+    worker_id         text not null,
+    started_at        aijobs.instant not null default now(),
+    finished_at       aijobs.instant,
+    outcome           text check (outcome in (
+        'completed', 'retry', 'failed', 'cancelled', 'lost', 'handed_back', 'rate_limited', 'superseded'
+    )),
+    error             text,
+    provider          text,
+    model             text,
+    request_id        text,
+    latency_ms        real,
+    input_tokens      integer,
+    output_tokens     integer,
+    reasoning_tokens  integer,
+    cost_usd          numeric(14, 8)
+);
+create index job_attempts_job_idx on aijobs.job_attempts (job_id);
+create index job_attempts_stats_idx on aijobs.job_attempts (finished_at)
+    include (outcome, provider, model, latency_ms, input_tokens, output_tokens, reasoning_tokens, cost_usd)
+    where finished_at is not null;
+
+create table aijobs.workers (
+    id                 text primary key,
+    host               text not null,
+    pid                integer not null,
+    version            text not null,
+    concurrency        integer not null,
+    started_at         aijobs.instant not null default now(),
+    last_heartbeat_at  aijobs.instant not null default now(),
+    stopped_at         aijobs.instant,
+    in_flight          integer not null default 0
+);
+create index workers_heartbeat_idx on aijobs.workers (last_heartbeat_at);
+
+-- Providers ---------------------------------------------------------------------------------
+
+-- Rate limits shared by every worker on any machine. `hold_until` is set when the provider
+-- answers 429 (or the shared budget runs out): until then no worker calls it.
+create table aijobs.provider_limits (
+    provider     text primary key,
+    hold_until   aijobs.instant,
+    hold_reason  text,
+    holds        bigint not null default 0,
+    updated_at   aijobs.instant not null default now()
+);
+
+-- A sliding log of recent calls for the optional RPM / TPM budgets.
+create table aijobs.provider_calls (
+    id        bigint generated always as identity primary key,
+    provider  text not null references aijobs.provider_limits (provider) on delete cascade,
+    at        aijobs.instant not null default clock_timestamp(),
+    tokens    integer not null default 0 check (tokens >= 0)
+);
+create index provider_calls_window_idx on aijobs.provider_calls (provider, at);
+
+-- The HTTP API and monitoring ---------------------------------------------------------------
+
+-- The Idempotency-Key store (Stripe's semantics), written only by the API's own role in the
+-- transaction of the job it describes; kept at least 24 hours.
+create table aijobs.api_idempotency_keys (
+    user_id          uuid not null,
+    key              text not null check (length(key) between 1 and 255),
+    request_hash     text not null,
+    response_status  integer check (response_status between 100 and 599),
+    response_body    jsonb,
+    job_id           uuid,
+    created_at       aijobs.instant not null default now(),
+    primary key (user_id, key)
+);
+create index api_idempotency_keys_created_idx on aijobs.api_idempotency_keys (created_at);
+
+-- Queue depth cannot be reconstructed for the past, so the maintenance leader samples it.
+create table aijobs.queue_samples (
+    sampled_at              aijobs.instant not null default now(),
+    pending                 integer not null,
+    processing              integer not null,
+    oldest_pending_seconds  real
+);
+create index queue_samples_at_idx on aijobs.queue_samples (sampled_at);
+
+-- One row per maintenance role; anyone may take it after `expires_at` (database clock).
+create table aijobs.maintenance_leader (
+    name         text primary key,
+    holder       text not null,
+    acquired_at  aijobs.instant not null default now(),
+    renewed_at   aijobs.instant not null default now(),
+    expires_at   aijobs.instant not null
+);
+
+-- Who may act for whom ----------------------------------------------------------------------
+
+-- Whether the role calling in may act for any user: a member of `service_role` or of the
+-- schema's owner (the role that migrates, which the worker, CLI and API use). Decided by
+-- membership: a custom role that merely inherits `authenticated` acts only for itself.
+-- Inside a SECURITY DEFINER function current_user is the owner, so the caller is read from
+-- the `role` setting (SET ROLE, as PostgREST and the API use), else the session's user.
+create function aijobs.caller_is_trusted() returns boolean
+language plpgsql stable
+as $$
+declare
+    v_caller name := coalesce(
+        nullif(nullif(pg_catalog.current_setting('role', true), 'none'), ''), session_user::text);
+begin
+    -- Called only from functions that pin search_path; calls are qualified all the same.
+    return pg_catalog.pg_has_role(v_caller, 'service_role', 'MEMBER')
+        or pg_catalog.pg_has_role(
+            v_caller, (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'aijobs'), 'MEMBER');
+end
+$$;
+
+-- The user a call acts for: a trusted caller names one; anyone else acts for their own JWT
+-- subject and may not name another.
+create function aijobs.acting_user(p_user_id uuid, p_trusted boolean) returns uuid
+language plpgsql stable
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_uid uuid;
+begin
+    if p_trusted then
+        if p_user_id is null then
+            raise exception 'user_id is required' using errcode = 'AJ005',
+                detail = json_build_object('field', 'user_id', 'reason', 'is required')::text;
+        end if;
+        return p_user_id;
+    end if;
+    begin
+        v_uid := auth.uid();
+    exception when invalid_text_representation then
+        v_uid := null;
+    end;
+    if v_uid is null then
+        raise exception 'not authenticated' using errcode = 'AJ004';
+    end if;
+    if p_user_id is not null and p_user_id <> v_uid then
+        raise exception 'cannot act for another user' using errcode = 'AJ004';
+    end if;
+    return v_uid;
+end
+$$;
+
+-- Creating jobs: the one way ----------------------------------------------------------------
+
+-- Create jobs for one user, charged all or nothing: a single job is a batch of one. Element
+-- i of every array is job i; null arrays (or elements) take the defaults. Rows come back in
+-- input order; `created` is false for an element whose idempotency key already named a job
+-- of this user (that job is returned and nothing is charged for it).
+--
+-- Every element is checked before anything is written (AJ005 naming `jobs[i].<field>`), the
+-- user's account row is locked (concurrent creations for one user serialise here, so the
+-- balance and the quota cannot be raced), then the quota (AJ006), retry_of (a job of this
+-- user), and the balance for the sum (AJ003). Users' own calls are always held to the
+-- deployment's in-flight quota; a trusted caller (the API acting for a user) asks for it
+-- with p_quota.
+create function aijobs.create_jobs(
+    p_user_id           uuid,
+    p_types             text[],
+    p_payloads          jsonb[],
+    p_priorities        smallint[] default null,
+    p_run_ats           timestamptz[] default null,
+    p_max_attempts      integer[] default null,
+    p_idempotency_keys  text[] default null,
+    p_retry_ofs         uuid[] default null,
+    p_quota             boolean default false
+)
+returns table (
+    id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
+    created_at timestamptz, run_at timestamptz
+)
+language plpgsql
+security definer
+set search_path = aijobs, pg_temp
+-- With array arguments the planner kept choosing custom plans, so every call planned its
+-- statements again; the generic plans are right for any batch size.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    v_trusted  boolean := aijobs.caller_is_trusted();
+    v_user     uuid := aijobs.acting_user(p_user_id, v_trusted);
+    v_n        integer := coalesce(cardinality(p_types), 0);
+    v_bad      record;
+    v_balance  bigint;
+    v_limit    integer;
+    v_new      integer;
+    v_total    bigint;
+    v_active   bigint;
+begin
+    if v_n = 0 or v_n > 10000 then
+        raise exception 'a creation takes 1 to 10000 jobs, not %', v_n using errcode = 'AJ005',
+            detail = json_build_object('field', 'jobs', 'reason', 'must hold 1 to 10000 jobs')::text;
+    end if;
+    if coalesce(cardinality(p_payloads), -1) <> v_n
+       or coalesce(cardinality(p_priorities), v_n) <> v_n
+       or coalesce(cardinality(p_run_ats), v_n) <> v_n
+       or coalesce(cardinality(p_max_attempts), v_n) <> v_n
+       or coalesce(cardinality(p_idempotency_keys), v_n) <> v_n
+       or coalesce(cardinality(p_retry_ofs), v_n) <> v_n then
+        raise exception 'every array needs one element per job (%)', v_n using errcode = 'AJ005',
+            detail = json_build_object('field', 'jobs', 'reason', 'every array needs one element per job')::text;
+    end if;
+
+    -- The first element with a value the table would refuse, named as the API names it.
+    select e.i, e.field, e.reason into v_bad
+    from (
+        select t.i,
+               case when k.name is null then 'type'
+                    when p.problem is not null then 'payload'
+                    when t.priority not between -100 and 100 then 'priority'
+                    when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
+                        then 'run_at'
+                    when t.max_attempts not between 1 and 100 then 'max_attempts'
+                    when t.key !~ '^[ -~]{1,255}$' then 'idempotency_key'
+               end as field,
+               case when k.name is null then 'is not a known, enabled job type'
+                    when p.problem is not null then p.problem
+                    when t.priority not between -100 and 100 then 'must be between -100 and 100'
+                    when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
+                        then 'must be a finite time from 1970 to 9998'
+                    when t.max_attempts not between 1 and 100 then 'must be between 1 and 100'
+                    when t.key !~ '^[ -~]{1,255}$' then 'must be 1-255 printable ASCII characters'
+               end as reason
+        from unnest(p_types, p_payloads, p_priorities, p_run_ats, p_max_attempts, p_idempotency_keys)
+             with ordinality as t(type, payload, priority, run_at, max_attempts, key, i)
+        cross join lateral (select aijobs.json_problem(t.payload) as problem) p
+        left join aijobs.job_types k on k.name = t.type and k.enabled
+    ) e
+    where e.field is not null
+    order by e.i
+    limit 1;
+    if found then
+        if v_bad.field = 'type' then
+            raise exception 'unknown job type: %', p_types[v_bad.i] using errcode = 'AJ001',
+                detail = json_build_object('type', p_types[v_bad.i], 'index', v_bad.i - 1)::text;
+        end if;
+        raise exception 'jobs[%].%: %', v_bad.i - 1, v_bad.field, v_bad.reason using errcode = 'AJ005',
+            detail = json_build_object(
+                'field', 'jobs[' || (v_bad.i - 1) || '].' || v_bad.field, 'reason', v_bad.reason,
+                'index', v_bad.i - 1)::text;
+    end if;
+    if p_idempotency_keys is not null
+       and (select count(k) <> count(distinct k) from unnest(p_idempotency_keys) k) then
+        raise exception 'an idempotency key is repeated within one creation' using errcode = 'AJ005',
+            detail = json_build_object('field', 'idempotency_key', 'reason', 'is repeated')::text;
+    end if;
+
+    select a.balance into v_balance from aijobs.accounts a where a.user_id = v_user for update;
+    if not found then
+        raise exception 'unknown user: %', v_user using errcode = 'AJ002',
+            detail = json_build_object('user_id', v_user)::text;
+    end if;
+
+    -- What the new jobs cost together; an element whose key already names a job of this
+    -- user is answered with that job and costs nothing.
+    select count(*), coalesce(sum(k.cost), 0) into v_new, v_total
+    from unnest(p_types, p_idempotency_keys) as t(type, key)
+    join aijobs.job_types k on k.name = t.type
+    where t.key is null
+       or not exists (select from aijobs.jobs e where e.user_id = v_user and e.idempotency_key = t.key);
+
+    if v_new > 0 and (p_quota or not v_trusted) then
+        select s.max_jobs_in_flight_per_user into v_limit from aijobs.settings s;
+        if v_limit is not null then
+            select count(*) into v_active from aijobs.jobs j
+            where j.user_id = v_user and j.status in ('pending', 'processing');
+            if v_active + v_new > v_limit then
+                raise exception '% of your jobs are pending or processing and % more would pass the limit of %',
+                        v_active, v_new, v_limit
+                    using errcode = 'AJ006',
+                          detail = json_build_object('in_flight', v_active, 'limit', v_limit)::text;
+            end if;
+        end if;
+    end if;
+
+    -- The same refusal whether the id is absent or another user's, so it does not tell which.
+    if p_retry_ofs is not null then
+        select t.i into v_bad
+        from unnest(p_retry_ofs, p_idempotency_keys) with ordinality as t(retry_of, key, i)
+        where t.retry_of is not null
+          and not exists (select from aijobs.jobs r where r.id = t.retry_of and r.user_id = v_user)
+          and (t.key is null
+               or not exists (select from aijobs.jobs e where e.user_id = v_user and e.idempotency_key = t.key))
+        order by t.i limit 1;
+        if found then
+            raise exception 'jobs[%].retry_of must name one of your jobs', v_bad.i - 1 using errcode = 'AJ005',
+                detail = json_build_object(
+                    'field', 'jobs[' || (v_bad.i - 1) || '].retry_of', 'reason', 'must name one of your jobs',
+                    'index', v_bad.i - 1)::text;
+        end if;
+    end if;
+
+    if v_balance < v_total then
+        raise exception 'insufficient credits: balance %, cost %', v_balance, v_total using errcode = 'AJ003',
+            detail = json_build_object('balance', v_balance, 'cost', v_total)::text;
+    end if;
+
+    if v_new > 0 then
+        update aijobs.accounts a set balance = a.balance - v_total, updated_at = now()
+        where a.user_id = v_user
+        returning a.balance into v_balance;
+    end if;
+
+    -- Ids are made first, so each inserted row is matched back to its input position.
+    return query
+    with input as materialized (
+        select t.i, t.type, t.payload, t.priority, t.run_at, t.max_attempts, t.key, t.retry_of, k.cost,
+               (select e.id from aijobs.jobs e where t.key is not null
+                   and e.user_id = v_user and e.idempotency_key = t.key) as existing
+        from unnest(p_types, p_payloads, p_priorities, p_run_ats, p_max_attempts, p_idempotency_keys,
+                    p_retry_ofs)
+             with ordinality as t(type, payload, priority, run_at, max_attempts, key, retry_of, i)
+        join aijobs.job_types k on k.name = t.type
+    ), fresh as materialized (
+        select aijobs.uuid_v7() as id, input.* from input where input.existing is null
+    ), inserted as (
+        insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
+                                 idempotency_key, retry_of)
+        select f.id, v_user, f.type, f.payload, coalesce(f.priority, 0), coalesce(f.run_at, now()),
+               coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of
+        from fresh f order by f.i
+        returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.cost, aijobs.jobs.created_at::timestamptz as created_at,
+                  aijobs.jobs.run_at::timestamptz as run_at
+    ), debited as (
+        insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
+        select v_user, f.id, 'debit', -f.cost, f.type from fresh f order by f.i
+    )
+    select r.id, r.status, r.cost, v_balance, r.created, r.created_at, r.run_at
+    from (
+        select n.id, n.status, n.cost, true as created, n.created_at, n.run_at, f.i
+        from fresh f join inserted n on n.id = f.id
+        union all
+        select e.id, e.status, e.cost, false, e.created_at::timestamptz, e.run_at::timestamptz, input.i
+        from input join aijobs.jobs e on e.id = input.existing
+    ) r
+    order by r.i;
+
+    if v_new > 0 then
+        -- Wake workers once per type. Only the type travels: never payload text.
+        perform pg_notify('aijobs_jobs', d.type) from (select distinct unnest(p_types) as type) d;
+    end if;
+end
+$$;
+
+-- Several API requests' creations in one statement and one commit (group commit): element i
+-- is request i, made for its own user with the quota, in a subtransaction of its own, so one
+-- refusal undoes only its own job and debit and comes back as its row's err_* columns.
+-- Users are taken in order so two concurrent groups cannot deadlock on their account locks.
+-- At most 32 elements: more than 64 subtransactions that wrote would overflow the backend's
+-- cache of them and slow every snapshot on the server. Owner only: it acts for anyone.
+create function aijobs.create_jobs_grouped(
+    p_user_ids      uuid[],
+    p_types         text[],
+    p_payloads      jsonb[],
+    p_priorities    smallint[],
+    p_run_ats       timestamptz[],
+    p_max_attempts  integer[],
+    p_retry_ofs     uuid[]
+)
+returns table (
+    ord integer, id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
+    created_at timestamptz, run_at timestamptz, err_state text, err_message text, err_detail text
+)
+language plpgsql
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_i   integer;
+    v_job record;
+begin
+    if coalesce(cardinality(p_user_ids), 0) > 32 then
+        raise exception 'at most 32 creations in one group, not %', cardinality(p_user_ids)
+            using errcode = 'AJ005';
+    end if;
+    for v_i in
+        select u.ord from unnest(p_user_ids) with ordinality as u(user_id, ord) order by u.user_id, u.ord
+    loop
+        ord := v_i;
+        err_state := null;
+        err_message := null;
+        err_detail := null;
+        begin
+            select * into v_job from aijobs.create_jobs(
+                p_user_ids[v_i], array[p_types[v_i]], array[p_payloads[v_i]], array[p_priorities[v_i]],
+                array[p_run_ats[v_i]], array[p_max_attempts[v_i]], null, array[p_retry_ofs[v_i]], true
+            );
+            id := v_job.id;
+            status := v_job.status;
+            cost := v_job.cost;
+            balance := v_job.balance;
+            created := v_job.created;
+            created_at := v_job.created_at;
+            run_at := v_job.run_at;
+        exception when others then
+            get stacked diagnostics
+                err_state = returned_sqlstate, err_message = message_text, err_detail = pg_exception_detail;
+            id := null;
+            status := null;
+            cost := null;
+            balance := null;
+            created := null;
+            created_at := null;
+            run_at := null;
+        end;
+        return next;
+    end loop;
+end
+$$;
+
+-- Credits, refunds, cancellation, status events ---------------------------------------------
+
+-- Grants are ledger rows too; the account is created on first grant.
+create function aijobs.grant_credits(p_user_id uuid, p_amount bigint, p_note text default 'grant')
+returns bigint
+language plpgsql
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_balance bigint;
+begin
+    if p_user_id is null then
+        raise exception 'user_id is required' using errcode = 'AJ005',
+            detail = json_build_object('field', 'user_id', 'reason', 'is required')::text;
+    end if;
+    if p_amount is null or p_amount <= 0 or p_amount > 1000000000000 then
+        raise exception 'amount must be from 1 to 1000000000000' using errcode = 'AJ005',
+            detail = json_build_object('field', 'amount', 'reason', 'must be from 1 to 1000000000000')::text;
+    end if;
+    insert into aijobs.accounts (user_id) values (p_user_id) on conflict (user_id) do nothing;
+    perform 1 from aijobs.accounts where user_id = p_user_id for update;
+    insert into aijobs.credit_ledger (user_id, kind, amount, note) values (p_user_id, 'grant', p_amount, p_note);
+    update aijobs.accounts set balance = balance + p_amount, updated_at = now()
+    where user_id = p_user_id returning balance into v_balance;
+    return v_balance;
+end
+$$;
+
+-- A refund follows from a job *becoming* failed or cancelled, wherever that happens (worker,
+-- rescuer, cancel, admin); the ledger's unique index makes it at most once.
+create function aijobs.refund_on_terminal() returns trigger
+language plpgsql
+security definer
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_amount bigint;
+begin
+    if new.cost > 0 then
+        insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
+        values (new.user_id, new.id, 'refund', new.cost, 'job ' || new.status::text)
+        on conflict (job_id, kind) where job_id is not null do nothing
+        returning amount into v_amount;
+        if v_amount is not null then
+            update aijobs.accounts set balance = balance + v_amount, updated_at = now()
+            where user_id = new.user_id;
+        end if;
+    end if;
+    return null;
+end
+$$;
+create trigger jobs_refund_on_terminal
+    after update of status on aijobs.jobs
+    for each row
+    when (new.status in ('failed', 'cancelled') and old.status is distinct from new.status)
+    execute function aijobs.refund_on_terminal();
+
+-- Status changes are announced as "<job id> <status>" (never payload text), for SSE.
+create function aijobs.notify_status() returns trigger
+language plpgsql
+set search_path = aijobs, pg_temp
+as $$
+begin
+    perform pg_notify('aijobs_job_events', new.id::text || ' ' || new.status::text);
+    return null;
+end
+$$;
+create trigger jobs_notify_status
+    after update of status on aijobs.jobs
+    for each row
+    when (old.status is distinct from new.status)
+    execute function aijobs.notify_status();
+
+-- A pending job ends `cancelled` at once (refunded by the trigger); a running one is asked to
+-- stop, and its worker sees the flag at its next heartbeat or on NOTIFY. A trusted caller
+-- without a user may cancel any job; anyone else only their own.
+create function aijobs.cancel_job(p_job_id uuid, p_user_id uuid default null)
+returns table (id uuid, status aijobs.job_status, cancel_requested boolean)
+language plpgsql
+security definer
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_trusted   boolean := aijobs.caller_is_trusted();
+    v_scope_all boolean := v_trusted and p_user_id is null;
+    v_owner     uuid;
+begin
+    if p_job_id is null then
+        raise exception 'job id is required' using errcode = 'AJ005',
+            detail = json_build_object('field', 'id', 'reason', 'is required')::text;
+    end if;
+    if not v_scope_all then
+        v_owner := aijobs.acting_user(p_user_id, v_trusted);
+    end if;
+    return query
+    update aijobs.jobs j set status = 'cancelled', finished_at = now(), updated_at = now(),
+                             error = 'cancelled before it started'
+    where j.id = p_job_id and j.status = 'pending' and (v_scope_all or j.user_id = v_owner)
+    returning j.id, j.status, j.cancel_requested;
+    if found then
+        return;
+    end if;
+    return query
+    update aijobs.jobs j set cancel_requested = true, updated_at = now()
+    where j.id = p_job_id and j.status = 'processing' and (v_scope_all or j.user_id = v_owner)
+    returning j.id, j.status, j.cancel_requested;
+    if found then
+        perform pg_notify('aijobs_cancel', p_job_id::text);
+        return;
+    end if;
+    return query
+    select j.id, j.status, j.cancel_requested from aijobs.jobs j
+    where j.id = p_job_id and (v_scope_all or j.user_id = v_owner);
+end
+$$;
+
+-- Reserve one call against a provider's budget, or say how long until one frees up. A
+-- function: after the row lock is taken the count must be read with a fresh snapshot (one
+-- statement's snapshot predates the lock wait and would let two workers take the last slot).
+-- Null p_rpm / p_tpm means no limit of that kind. A call bigger than the whole token budget
+-- still goes through when the window is empty, or it could never run at all.
+create function aijobs.provider_budget_reserve(
+    p_provider text, p_rpm integer, p_tpm integer, p_tokens integer, p_window_seconds real
+)
+returns table (ok boolean, call_id bigint, wait_seconds real)
+language plpgsql
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_now     timestamptz;
+    v_window  interval := make_interval(secs => p_window_seconds);
+    v_calls   integer;
+    v_tokens  bigint;
+    v_oldest  timestamptz;
+    v_id      bigint;
+begin
+    insert into aijobs.provider_limits (provider) values (p_provider) on conflict (provider) do nothing;
+    perform 1 from aijobs.provider_limits where provider = p_provider for update;
+    v_now := clock_timestamp();
+    delete from aijobs.provider_calls where provider = p_provider and at <= v_now - v_window;
+    select count(*), coalesce(sum(tokens), 0), min(at) into v_calls, v_tokens, v_oldest
+    from aijobs.provider_calls where provider = p_provider;
+    if (p_rpm is not null and v_calls >= p_rpm)
+       or (p_tpm is not null and v_calls > 0 and v_tokens + p_tokens > p_tpm) then
+        -- The oldest call leaving the window frees the next slot.
+        return query select false, null::bigint,
+            greatest(extract(epoch from (v_oldest + v_window - v_now)), 0.001)::real;
+        return;
+    end if;
+    insert into aijobs.provider_calls (provider, at, tokens) values (p_provider, v_now, greatest(p_tokens, 0))
+    returning id into v_id;
+    return query select true, v_id, 0::real;
+end
+$$;
+
+-- Row-level security ------------------------------------------------------------------------
+
+-- RLS is the enforcement for reads: a request as `authenticated` sees only its own rows.
+-- FORCE subjects the owner too, so the owner and service_role get explicit all-rows policies.
+do $$
+declare
+    t text;
+    r text;
+begin
+    foreach t in array array[
+        'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'job_attempts', 'workers',
+        'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader'
+    ] loop
+        execute format('alter table aijobs.%I enable row level security', t);
+        execute format('alter table aijobs.%I force row level security', t);
+        foreach r in array array['service_role', current_user::text] loop
+            execute format(
+                'create policy %I on aijobs.%I for all to %I using (true) with check (true)',
+                t || '_all_' || r, t, r
+            );
+        end loop;
+    end loop;
+end
+$$;
+
+create policy accounts_own on aijobs.accounts for select to authenticated using (user_id = auth.uid());
+create policy credit_ledger_own on aijobs.credit_ledger for select to authenticated using (user_id = auth.uid());
+create policy jobs_own on aijobs.jobs for select to authenticated using (user_id = auth.uid());
+create policy job_attempts_own on aijobs.job_attempts for select to authenticated
+    using (exists (select 1 from aijobs.jobs j where j.id = job_attempts.job_id and j.user_id = auth.uid()));
+create policy job_types_read on aijobs.job_types for select to anon, authenticated using (enabled);
+
+-- Privileges --------------------------------------------------------------------------------
+
+-- Exactly what is granted below, whatever default privileges the database adds (Supabase
+-- grants everything new to anon, authenticated and service_role by default). The schema is
+-- aijobs' alone, so "all in schema" reaches nothing else.
+revoke all on all tables in schema aijobs from public, anon, authenticated, service_role;
+revoke all on all sequences in schema aijobs from public, anon, authenticated, service_role;
+revoke all on all functions in schema aijobs from public, anon, authenticated, service_role;
+
+-- Users read their own rows and create and cancel their own jobs, nothing else.
+grant select on aijobs.accounts, aijobs.credit_ledger, aijobs.jobs, aijobs.job_attempts, aijobs.job_types
+    to authenticated;
+grant select on aijobs.job_types to anon;
+grant execute on function
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.cancel_job(uuid, uuid)
+    to authenticated;
+
+-- Supabase's server-side role uses the tables as the worker and the CLI do.
+grant select, insert, update, delete on all tables in schema aijobs to service_role;
+grant usage on all sequences in schema aijobs to service_role;
+grant execute on function
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.cancel_job(uuid, uuid),
+    aijobs.grant_credits(uuid, bigint, text),
+    aijobs.provider_budget_reserve(text, integer, integer, integer, real)
+    to service_role;
+-- What service_role's own writes to jobs evaluate (the payload's check, the id's default).
+-- The functions granted to users run as their owner and need no more.
+grant execute on function aijobs.json_problem(jsonb), aijobs.uuid_v7() to service_role;

@@ -1,0 +1,30 @@
+-- The migration runner's own bookkeeping (aijobs.db.migrate), in the aijobs schema.
+
+-- name: migrations_bootstrap
+-- Before the first migration: the schema and the table that records what was applied.
+create schema if not exists aijobs;
+create table if not exists aijobs.schema_migrations (
+    version     integer primary key,
+    name        text not null,
+    checksum    text not null,
+    applied_at  timestamptz not null default now()
+);
+
+-- name: migrations_applied
+select version, checksum from aijobs.schema_migrations;
+
+-- name: migrations_record
+insert into aijobs.schema_migrations (version, name, checksum) values (%(version)s, %(name)s, %(checksum)s);
+
+-- name: migrations_table_exists
+select to_regclass('aijobs.schema_migrations') is not null;
+
+-- name: settings_sync
+-- The deployment's limits, which the creation function reads (never a caller's argument).
+update aijobs.settings
+set max_jobs_in_flight_per_user = %(max_in_flight)s, updated_at = now()
+where max_jobs_in_flight_per_user is distinct from %(max_in_flight)s;
+
+-- name: api_applied_migrations
+-- /readyz asks on a pooled connection: a probe must not open a connection of its own per call.
+select version from aijobs.schema_migrations;

@@ -1,0 +1,55 @@
+"""Accounts and their credit ledger (queries/accounts.sql)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+from uuid import UUID
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from aijobs.db.queries import query
+from aijobs.db.read_rows import LedgerEntryRow, LedgerRow
+from aijobs.db.refusals import refusals
+from aijobs.db.rows import Account
+
+
+class AccountsRepo:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    async def create(self, user_id: UUID) -> bool:
+        cur = await self.conn.execute(query("account_create"), {"user_id": user_id})
+        return await cur.fetchone() is not None
+
+    async def grant_credits(self, user_id: UUID, amount: int, note: str = "grant") -> int:
+        with refusals():
+            cur = await self.conn.execute(
+                query("credit_grant"), {"user_id": user_id, "amount": amount, "note": note}
+            )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def get(self, user_id: UUID) -> Account | None:
+        async with self.conn.cursor(row_factory=class_row(Account)) as cur:
+            await cur.execute(query("account_get"), {"user_id": user_id})
+            return await cur.fetchone()
+
+    async def ledger(self, user_id: UUID, limit: int = 100) -> list[LedgerRow]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("ledger_for_user"), {"user_id": user_id, "limit": limit})
+            return cast("list[LedgerRow]", await cur.fetchall())
+
+    async def balance(self, user_id: UUID) -> int | None:
+        """The user's credit balance, or None when they have no account."""
+        cur = await self.conn.execute(query("api_balance"), {"user_id": user_id})
+        row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def ledger_page(self, user_id: UUID, *, before_id: int | None, limit: int) -> list[LedgerEntryRow]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("api_ledger_page"), {"user_id": user_id, "before_id": before_id, "limit": limit}
+            )
+            return cast("list[LedgerEntryRow]", await cur.fetchall())
