@@ -187,7 +187,7 @@ class AijobsSystem(System):
     def steady_rate(self, db_url: str, since: float, job_seconds: float) -> float:
         with psycopg.connect(db_url, autocommit=True) as conn:
             row = conn.execute(
-                """with runs as (select worker_id, started_at, finished_at from job_attempts
+                """with runs as (select worker_id, started_at, finished_at from aijobs.job_attempts
                                  where outcome = 'completed' and started_at >= to_timestamp(%s)),
                         bounds as (select (select max(first) from (select min(started_at) as first
                                            from runs group by worker_id) f)

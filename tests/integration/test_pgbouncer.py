@@ -26,7 +26,7 @@ from aijobs.config import Settings
 from aijobs.db.store import Store
 from aijobs.db.sync_session import SyncSession
 from aijobs.errors import UnknownUser
-from aijobs.queue.enqueue import enqueue_sync
+from aijobs.queue.enqueue import enqueue, enqueue_sync
 from tests.conftest import ROOT, worker_env
 from tests.support.api_server import ApiServer, api_settings
 from tests.support.invariants import assert_invariants
@@ -79,11 +79,11 @@ async def test_prepared_statements_break_behind_the_pooler_and_are_off_in_transa
 
     async def claim_twice(store: Store) -> None:
         async with store.session() as session:
-            await session.claim("w", 1, 30)  # prepare=True: on the backend lent now
+            await session.jobs.claim("w", 1, 30)  # prepare=True: on the backend lent now
         async with await psycopg.AsyncConnection.connect(url) as other, other.transaction():
             await other.execute("select 1")  # holds that backend (lent last-in, first-out)
             async with store.session() as session:
-                await session.claim("w", 1, 30)  # on another backend
+                await session.jobs.claim("w", 1, 30)  # on another backend
 
     prepared = await Store.open(url, max_size=1)
     try:
@@ -224,8 +224,8 @@ async def test_the_worker_command_runs_through_pgbouncer_polling_alone(
     """`aijobs worker` itself (the CLI's wiring of the settings), as a deployment runs it."""
     async with store.session() as session:
         for i in range(5):
-            await session.create_job(
-                user_id=funded_user, type="sentiment_analysis", payload={"text": f"Nice {i}."}
+            await enqueue(
+                session, user_id=funded_user, job_type="sentiment_analysis", payload={"text": f"Nice {i}."}
             )
     env = worker_env(pgbouncer.url_for(db_url), DATABASE_POOL_MODE="transaction")
     worker = WorkerProcess(env, tmp_path / "worker.log")

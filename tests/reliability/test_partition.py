@@ -84,7 +84,9 @@ async def test_a_host_cut_off_mid_work_is_rescued_fenced_and_rejoins(
         # No renewal from host 0 reaches the database any more: these are its leases' ends.
         expiries = {
             r["id"]: r["lease_expires_at"]
-            for r in await fetch_all(db, "select id, lease_expires_at from jobs where id = any(%s)", held)
+            for r in await fetch_all(
+                db, "select id, lease_expires_at from aijobs.jobs where id = any(%s)", held
+            )
         }
 
         async def taken_back() -> bool:
@@ -95,14 +97,14 @@ async def test_a_host_cut_off_mid_work_is_rescued_fenced_and_rejoins(
 
         async def done_by_others() -> bool:
             rows = await fetch_all(
-                db, "select count(*) as n from jobs where id = any(%s) and status = 'completed'", held
+                db, "select count(*) as n from aijobs.jobs where id = any(%s) and status = 'completed'", held
             )
             return rows[0]["n"] == len(held)
 
         await wait_until(done_by_others, timeout=30, what="its jobs completed by the other hosts")
         lost = await fetch_all(
             db,
-            "select job_id, outcome, finished_at from job_attempts"
+            "select job_id, outcome, finished_at from aijobs.job_attempts"
             " where job_id = any(%s) and worker_id like %s",
             held,
             f"%-{cut_off.pid}-%",
@@ -135,7 +137,7 @@ async def test_a_host_cut_off_mid_work_is_rescued_fenced_and_rejoins(
         await wait_until(all_done, timeout=60, what="the new jobs completed by host 0")
         latest = await fetch_all(
             db,
-            "select a.worker_id from job_attempts a join jobs j on j.id = a.job_id"
+            "select a.worker_id from aijobs.job_attempts a join aijobs.jobs j on j.id = a.job_id"
             " where j.payload->>'text' = 'Lovely staff.'",
         )
         assert len(latest) == 8 and all(f"-{cut_off.pid}-" in r["worker_id"] for r in latest), latest
@@ -148,7 +150,7 @@ async def test_a_host_cut_off_mid_work_is_rescued_fenced_and_rejoins(
     # Money: 44 jobs, each debited once, none refunded; every one completed exactly once.
     state = await snapshot(db, user)
     assert (state.balance, state.ledger_sum, state.jobs) == (0, 0, 44)
-    debits = await fetch_all(db, "select kind, count(*) as n from credit_ledger group by kind")
+    debits = await fetch_all(db, "select kind, count(*) as n from aijobs.credit_ledger group by kind")
     assert {r["kind"]: r["n"] for r in debits} == {"grant": 2, "debit": 44}
     await finish_scenario(
         db,
