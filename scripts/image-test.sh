@@ -76,8 +76,13 @@ scripts/make-base-image.sh "$BASE_TAG"
 step "build $IMAGE"
 start=$(date +%s)
 # Wheels made here, with this machine's pip settings, so the build itself reaches no index.
+# aijobs' own from a copy of the work tree's files (tracked and new, not ignored): an in-tree
+# build would reuse ./build, where files deleted since an earlier build are still lying.
 rm -f deploy/wheels/*.whl
-python3 -m pip wheel --quiet --wheel-dir deploy/wheels . >"$WORK/wheels.log" 2>&1 \
+mkdir "$WORK/src"
+git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c '[ -e "$1" ] && printf "%s\0" "$1"' _ {} \
+  | tar --null -T - -cf - | tar -xf - -C "$WORK/src"
+python3 -m pip wheel --quiet --wheel-dir deploy/wheels "$WORK/src" >"$WORK/wheels.log" 2>&1 \
   || { tail -20 "$WORK/wheels.log" >&2; fail "pip wheel"; }
 ok "$(ls deploy/wheels/*.whl | wc -l) wheels in deploy/wheels"
 docker build --network none --build-arg BASE="$BASE_TAG" -t "$IMAGE" . >"$WORK/build.log" 2>&1 \
