@@ -2,22 +2,35 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# `make run` needs the embedded server and the offline provider (extras, not runtime
+# dependencies); everything else takes the whole developer set.
+RUN_EXTRAS := binary,embedded,offline
+RUN_STAMP := $(VENV)/.installed-run-$(HASH)
+STAMP := $(VENV)/.installed-dev-$(HASH)
 
-.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps clean
+.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps pgbouncer-deps clean image image-test
 
-$(STAMP): pyproject.toml
+define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[$(1)]'
+	touch $@
+endef
+
+$(RUN_STAMP): pyproject.toml
+	$(call install,$(RUN_EXTRAS))
+
+$(STAMP): pyproject.toml
+	$(call install,dev)
+	touch $(RUN_STAMP)
 
 ## run: API + worker on the embedded database (or DATABASE_URL), with a demo account.
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/aijobs dev
 
 ## test: lint, type-check and the whole test suite (unit, integration, e2e, reliability subset).
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps pgbouncer-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -26,6 +39,9 @@ test: $(STAMP) browser-deps
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium.sh
+
+pgbouncer-deps:
+	@scripts/install-pgbouncer.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -48,6 +64,15 @@ bench-deps:
 ## chaos: the long fault-injection soak with its summary table.
 chaos: $(STAMP)
 	$(BIN)/pytest tests/reliability -m chaos -p no:xdist -s
+
+## image: the one image for migrate, api and worker (IMAGE_BASE: any Debian-like base).
+IMAGE_BASE ?= debian:bookworm-slim
+image:
+	docker build --build-arg BASE=$(IMAGE_BASE) -t aijobs:latest .
+
+## image-test: the image on a locally made base, the stack run end to end (root; not in make test).
+image-test:
+	scripts/image-test.sh
 
 clean:
 	rm -rf $(VENV) .aijobs test-artifacts

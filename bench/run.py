@@ -6,6 +6,7 @@ Usage (from the repo root, with the project venv)::
 
 Workloads (``--only`` ids): W1 enqueue, W2 drain (1 and 2 processes), W3 latency,
 W4 I/O-bound, W5 HTTP API (adapter hook), W6 drain with 1M finished jobs,
+W7 scale (4 processes x 1,000 slots, jobs of 1 s; adapters with the "llm" handler),
 FLOOR (pgbench plain-SQL queue). Rounds are interleaved: every round runs every
 workload for every system (system order rotated per round), each in a fresh
 database ``bench_<system>_<case>_<round>`` that is dropped afterwards. Results
@@ -56,12 +57,15 @@ from systems.base import (  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 DEFAULT_SYSTEMS = ("aijobs", "pgqueuer", "procrastinate")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "FLOOR", "W6")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "FLOOR", "W6", "W7")
 DOCS = REPO / "docs" / "benchmarks.md"
 RESULTS = BENCH_DIR / "results" / "latest.json"
 START_MARK, END_MARK = "<!-- bench:start -->", "<!-- bench:end -->"
 SLEEP_S = 0.2
 W4_SLOTS = 100
+#: W7: the shape of a deployment calling an LLM: several worker processes, many slots each,
+#: jobs that wait a second. Ideal: every slot busy all the time.
+W7_PROCESSES, W7_SLOTS, W7_JOB_S = 4, 1000, 1.0
 
 Metrics = dict[str, float]
 
@@ -79,6 +83,7 @@ class Sizes:
     w4_jobs: int
     w6_finished: int
     floor_seconds: int
+    w7_jobs: int
     # A no-op drain (W2, W6) stops this many seconds after its workers were started, and its
     # rate is taken over the jobs finished by then (0: always drain every job). Only a
     # system slower than w2_jobs / budget (1,333 jobs/s at full sizes) reaches it:
@@ -88,11 +93,11 @@ class Sizes:
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5, 15.0)
+        return Sizes(10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5, 40_000, 15.0)
 
     @staticmethod
     def quick() -> Sizes:
-        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3, 5.0)
+        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3, 20_000, 5.0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,13 @@ CASES = (
     Case("floor_single", "FLOOR", "pgbench floor, claim 1 + complete, 1 client", "jobs_per_s", "jobs/s"),
     Case("floor_batch", "FLOOR", "pgbench floor, claim 100 + complete, 1 client", "jobs_per_s", "jobs/s"),
     Case("w6", "W6", "W6 drain (1 process) with finished jobs in the tables", "jobs_per_s", "jobs/s"),
+    Case(
+        "w7",
+        "W7",
+        "W7 scale: 4 worker processes x 1,000 slots, I/O-bound jobs of 1 s",
+        "ratio_to_ideal",
+        "x ideal",
+    ),
 )
 
 
@@ -332,6 +344,25 @@ def wait_done(
         time.sleep(0.2)
 
 
+class ConnectionSampler:
+    """The most server connections open to one database at once, sampled while a drain runs
+    (the sampler's own left out)."""
+
+    def __init__(self, db_url: str) -> None:
+        self.conn = psycopg.connect(db_url, autocommit=True)
+        self.peak = 0
+
+    def sample(self) -> None:
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+        self.peak = max(self.peak, int(row[0]) if row else 0)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def drain(
     system: System,
     db_url: str,
@@ -340,6 +371,7 @@ def drain(
     concurrency: int | None,
     handler: HandlerKind,
     budget_s: float = 0.0,
+    connections: ConnectionSampler | None = None,
 ) -> Metrics:
     """Pre-enqueue ``n`` jobs, start workers, wait until all are done (or ``budget_s`` seconds
     have passed, when it is not 0); rates from DB timestamps, over the jobs done."""
@@ -353,7 +385,13 @@ def drain(
     procs = system.start_workers(db_url, WorkerSpec(processes, concurrency, handler))
     try:
         whole = wait_done(
-            system, db_url, baseline + n, procs, timeout=max(120.0, n / 50), budget=budget_s or None
+            system,
+            db_url,
+            baseline + n,
+            procs,
+            timeout=max(120.0, n / 50),
+            on_poll=connections.sample if connections else None,
+            budget=budget_s or None,
         )
         rss = peak_rss_mb(procs)
     finally:
@@ -413,7 +451,39 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
         m = drain(system, db_url, sizes.w4_jobs, 1, W4_SLOTS, "sleep")
         m["ratio_to_ideal"] = m["jobs_per_s"] / (W4_SLOTS / SLEEP_S)
         return m
+    if case.id == "w7":
+        return scale(system, db_url, sizes)
     raise AssertionError(case.id)
+
+
+def scale(system: System, db_url: str, sizes: Sizes) -> Metrics:
+    """W7: ``W7_PROCESSES`` workers of ``W7_SLOTS`` slots drain jobs of ``W7_JOB_S``: the steady
+    rate (:meth:`System.steady_rate`) and the whole drain's, against every slot busy all the
+    time; the database connections they held at most; the largest worker's peak resident set."""
+    if "llm" not in system.handler_kinds:
+        raise Skip(f"{system.name}: W7 (jobs of 1 s, the 'llm' handler) not implemented by the adapter")
+    sampler = ConnectionSampler(db_url)
+    since = time.time()
+    try:
+        m = drain(system, db_url, sizes.w7_jobs, W7_PROCESSES, W7_SLOTS, "llm", connections=sampler)
+    finally:
+        sampler.close()
+    ideal = W7_PROCESSES * W7_SLOTS / W7_JOB_S
+    try:
+        steady = system.steady_rate(db_url, since, W7_JOB_S)
+    except NotImplementedError:
+        steady = m["jobs_per_s"]
+    return {
+        "ratio_to_ideal": steady / ideal,
+        "jobs_per_s": steady,
+        "ideal_jobs_per_s": ideal,
+        "ratio_whole_run": m["jobs_per_s"] / ideal,
+        "connections": float(sampler.peak),
+        "connections_per_worker": sampler.peak / W7_PROCESSES,
+        "peak_rss_mb_per_worker": m["peak_rss_mb"],
+        "jobs_done": m["jobs_done"],
+        "startup_s": m["startup_s"],
+    }
 
 
 def measure(
@@ -588,7 +658,10 @@ job start to the last completion, as recorded in the database; "from spawn"
 includes worker start-up); W3 latency from enqueue commit to handler start with
 an idle worker, one job every 20 ms; W4 2,000 jobs of `asyncio.sleep(0.2)`
 with 100 slots in one process (ideal 500 jobs/s); W5 HTTP API (aijobs only);
-W6 W2 with 1,000,000 finished jobs already in the tables. Drains run `ANALYZE`
+W6 W2 with 1,000,000 finished jobs already in the tables; W7 (aijobs only) 40,000 jobs
+of `asyncio.sleep(1.0)`, an LLM call's shape, drained by 4 worker processes of 1,000
+slots each (ideal 4,000 jobs/s), with the database connections they held and each
+worker's peak RSS. Drains run `ANALYZE`
 after pre-enqueueing (as autovacuum would in steady state) and before the
 workers start. Throughput counted in the database uses each system's own
 timestamps (see "Drain timing" below); latency uses `time.time_ns()` taken

@@ -1,6 +1,6 @@
 """The benchmark's provider for aijobs: the three handler kinds of bench/systems/base.py.
 
-Jobs are `sentiment_analysis` jobs whose text names the kind: "noop", "sleep" or
+Jobs are `sentiment_analysis` jobs whose text names the kind: "noop", "sleep", "llm" or
 "latency:<key>". Everything else in aijobs' per-job path runs as in production: payload
 validation, the job type's handler, output validation, the attempt row, the result write.
 """
@@ -17,6 +17,8 @@ import psycopg
 from aijobs.providers.base import Completion, LLMTask, M, Usage
 
 SLEEP_SECONDS = 0.2
+#: W7's job: an LLM call's shape, a second of waiting on the network.
+LLM_SECONDS = 1.0
 ANSWER = {"label": "neutral", "score": 0.0, "reasons": []}
 USAGE = Usage(provider="bench", model="none")
 
@@ -33,6 +35,8 @@ class BenchProvider:
         text: str = getattr(task.payload, "text", "")
         if text == "sleep":
             await asyncio.sleep(SLEEP_SECONDS)
+        elif text == "llm":
+            await asyncio.sleep(LLM_SECONDS)
         elif text.startswith("latency:"):
             started = time.time_ns()
             async with self._lock:

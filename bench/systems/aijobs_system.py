@@ -35,8 +35,8 @@ from systems.base import DrainTimings, HandlerKind, System, WorkerSpec
 HERE = Path(__file__).resolve().parent
 USER = uuid.UUID("00000000-0000-4000-8000-0000000be7c4")
 #: Slots per worker process when the harness leaves concurrency to us (see `tuning`).
-CONCURRENCY: dict[HandlerKind, int] = {"noop": 1000, "sleep": 100, "latency": 10}
-TEXT: dict[HandlerKind, str] = {"noop": "noop", "sleep": "sleep", "latency": "latency"}
+CONCURRENCY: dict[HandlerKind, int] = {"noop": 1000, "sleep": 100, "latency": 10, "llm": 1000}
+TEXT: dict[HandlerKind, str] = {"noop": "noop", "sleep": "sleep", "latency": "latency", "llm": "llm"}
 #: The event loop of every aijobs process in the benchmark: workers, API, and the enqueuers
 #: of W1 and W3 (the product default is asyncio; see aijobs/eventloop.py).
 LOOP = "uvloop"
@@ -63,11 +63,14 @@ class AijobsSystem(System):
         "W1 sync client: enqueue_sync on a SyncSession over one autocommit psycopg connection; "
         "W1 batched: enqueue_many, 100 jobs per call (one statement, one transaction); "
         "no-op drain: WORKER_CONCURRENCY=1000, i.e. claims of up to 1000 (tried 250/500/1000/2000: "
-        "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; LOG_LEVEL=WARNING; "
+        "14.0k/14.3k/17.5k/17.0k jobs/s); W4: 100 slots; W3: 10 slots; W7: 4 processes x 1000 slots; "
+        "LOG_LEVEL=WARNING; "
         "each job validated, run through the sentiment_analysis handler and its output model; "
         "W5: 2 uvicorn processes, DB_POOL_SIZE=10, wrk -t1 -c16 over 100 users' tokens, "
         "after 2 s of unmeasured warm-up"
     )
+
+    handler_kinds = frozenset({"noop", "sleep", "latency", "llm"})
 
     def version(self) -> str:
         from aijobs import __version__
@@ -180,6 +183,24 @@ class AijobsSystem(System):
         if row is None or row[0] is None or row[1] is None:
             raise RuntimeError("no finished jobs recorded since the workers started")
         return DrainTimings(first_start=float(row[0]), last_end=float(row[1]), done=int(row[2]))
+
+    def steady_rate(self, db_url: str, since: float, job_seconds: float) -> float:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            row = conn.execute(
+                """with runs as (select worker_id, started_at, finished_at from aijobs.job_attempts
+                                 where outcome = 'completed' and started_at >= to_timestamp(%s)),
+                        bounds as (select (select max(first) from (select min(started_at) as first
+                                           from runs group by worker_id) f)
+                                          + make_interval(secs => %s) as t0,
+                                          (select max(started_at) from runs) as t1)
+                   select count(*) filter (where finished_at between t0 and t1),
+                          extract(epoch from t1 - t0)::float8
+                   from runs, bounds group by t0, t1""",
+                (since, job_seconds),
+            ).fetchone()
+        if row is None or not row[1] or row[1] <= 0:
+            raise RuntimeError("W7: no steady window (too few jobs for the slots)")
+        return float(row[0]) / float(row[1])
 
     def seed_finished(self, db_url: str, n: int) -> None:
         """n completed jobs a day old, each with its attempt row, as a real history leaves them."""

@@ -27,7 +27,8 @@ async def main() -> None:
     worker = Worker(settings, store, provider, settings.database_url)
     worker.install_signal_handlers()
     task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=30)
+    if worker.listener is not None:
+        await asyncio.wait_for(worker.listener.connected.wait(), timeout=30)
     sys.stdout.write("READY\n")
     sys.stdout.flush()
     try:

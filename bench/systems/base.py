@@ -29,13 +29,15 @@ Conventions:
   clock.
 * Timed methods time only the measured loop, not interpreter start-up, imports
   or connecting.
-* Jobs have three handler kinds (:data:`HandlerKind`):
+* Jobs have these handler kinds (:data:`HandlerKind`):
 
   - ``"noop"``: return immediately (W2, W6);
   - ``"sleep"``: ``await asyncio.sleep(0.2)`` (W4, I/O-bound);
   - ``"latency"``: first read ``time.time_ns()``, then insert
     ``(job_key, started_ns)`` into ``bench_handler_log`` (W3). ``job_key`` is the
-    string the producer returned for that job from :meth:`System.produce_paced`.
+    string the producer returned for that job from :meth:`System.produce_paced`;
+  - ``"llm"``: ``await asyncio.sleep(1.0)``, an LLM call's shape (W7). Optional: an
+    adapter lists the kinds it runs in :attr:`System.handler_kinds`.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from typing import Literal
 
 import psycopg
 
-HandlerKind = Literal["noop", "sleep", "latency"]
+HandlerKind = Literal["noop", "sleep", "latency", "llm"]
 
 HANDLER_LOG_DDL = """
 CREATE TABLE bench_handler_log (
@@ -116,6 +118,8 @@ class System(ABC):
     timing_method: str = ""
     #: Human-readable tuning notes (driver, batch size, concurrency, what was tried).
     tuning: str = ""
+    #: The handler kinds its workers run; a workload needing another is skipped with a note.
+    handler_kinds: frozenset[str] = frozenset({"noop", "sleep", "latency"})
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -188,6 +192,12 @@ class System(ABC):
         ``since`` (epoch seconds) is taken just before the workers were spawned; it
         excludes rows planted by :meth:`seed_finished` (W6).
         """
+
+    def steady_rate(self, db_url: str, since: float, job_seconds: float) -> float:
+        """Jobs/s once every worker is running and until the queue runs dry (W7): completions
+        from ``job_seconds`` after the last worker's first claim to the last claim. The whole
+        drain's rate also counts the workers' staggered start and the last, partly filled wave."""
+        raise NotImplementedError
 
     # -- W3: latency ------------------------------------------------------------------
 

@@ -61,6 +61,13 @@ class Settings(BaseSettings):
     db_acquire_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
     # How long a starting worker waits for a database that does not answer (a restart).
     db_start_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    # What DATABASE_URL reaches: "session" (PostgreSQL itself, or a session-mode pooler) or
+    # "transaction" (PgBouncer or Supavisor in transaction mode), where a server connection
+    # is lent per transaction, so no server-side prepared statement and no LISTEN survive.
+    database_pool_mode: Literal["session", "transaction"] = "session"
+    # A direct or session-mode URL for the LISTEN connections. Unset: DATABASE_URL in session
+    # mode; in transaction mode nobody listens, and workers and streams poll.
+    listen_database_url: str | None = None
 
     # Worker (the seed's names and defaults).
     polling_interval: int = Field(default=5000, ge=10, le=3_600_000, description="ms between polls")
@@ -136,7 +143,7 @@ class Settings(BaseSettings):
             return cls.model_fields[info.field_name].default
         return value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "listen_database_url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
@@ -184,6 +191,18 @@ class Settings(BaseSettings):
                 f"({self.retry_max_seconds:g}): the backoff starts at the base and is capped at the max"
             )
         return self
+
+    @property
+    def prepared_statements(self) -> bool:
+        """Whether connections may prepare statements on the server (not through a
+        transaction-mode pooler, which may run the next execution on another backend)."""
+        return self.database_pool_mode == "session"
+
+    def listen_url(self, database_url: str) -> str | None:
+        """Where LISTEN connects for a process using `database_url`; None: poll alone."""
+        if self.listen_database_url is not None:
+            return self.listen_database_url
+        return database_url if self.database_pool_mode == "session" else None
 
     @property
     def polling_seconds(self) -> float:

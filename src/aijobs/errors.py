@@ -72,3 +72,13 @@ class InvalidPayload(AijobsError):
 
 class InvalidArgument(AijobsError):
     code = "invalid_argument"
+
+
+class MissingExtra(ImportError):
+    """A feature's optional dependencies are not installed; the message names the extra."""
+
+    def __init__(self, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{extra}' extra, which is not installed: pip install 'aijobs[{extra}]'"
+        )
+        self.extra = extra

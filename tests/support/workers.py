@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -33,13 +33,18 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """A worker running in this event loop until the block ends (then a graceful stop).
 
-    `listener_conninfo` sends its LISTEN connection elsewhere (e.g. through a fault proxy)."""
+    `listener_conninfo` sends its LISTEN connection elsewhere (e.g. through a fault proxy);
+    by default it goes where the settings say (none at all: a transaction-mode pooler)."""
     assert settings.database_url
     worker = Worker(
-        settings, store, provider or ScriptedProvider(), listener_conninfo or settings.database_url
+        settings,
+        store,
+        provider or ScriptedProvider(),
+        listener_conninfo or settings.listen_url(settings.database_url),
     )
     task = asyncio.create_task(worker.run())
-    await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
+    if worker.listener is not None:
+        await asyncio.wait_for(worker.listener.connected.wait(), timeout=10)
     try:
         yield worker
     finally:
@@ -83,12 +88,20 @@ async def status_counts(db_url: str) -> dict[str, int]:
 class WorkerProcess:
     """An `aijobs worker` subprocess whose output goes to a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str, module: str = "aijobs") -> None:
-        """`module` runs instead of `aijobs` (e.g. tests.support.fault_worker, which arms faults)."""
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        *args: str,
+        module: str = "aijobs",
+        prefix: Sequence[str] = (),
+    ) -> None:
+        """`module` runs instead of `aijobs` (e.g. tests.support.fault_worker, which arms faults);
+        `prefix` is a command that execs it (e.g. `ip netns exec NS`: the pid stays the worker's)."""
         self.log_path = log_path
         self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "worker", *args],
+            [*prefix, sys.executable, "-m", module, "worker", *args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

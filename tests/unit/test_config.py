@@ -130,3 +130,20 @@ def test_the_backoff_base_must_not_exceed_its_cap(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RETRY_MAX_SECONDS", "700")
     settings = load_settings()
     RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)  # equal is fine
+
+
+def test_where_listen_goes_for_each_pool_mode(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_POOL_MODE", "LISTEN_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    direct, pooler = "postgresql://db:5432/app", "postgresql://pooler:6543/app"
+    session = load_settings(database_url=direct)
+    assert session.prepared_statements and session.listen_url(direct) == direct
+    transaction = load_settings(database_url=pooler, database_pool_mode="transaction")
+    assert not transaction.prepared_statements and transaction.listen_url(pooler) is None
+    both = load_settings(database_url=pooler, database_pool_mode="transaction", listen_database_url=direct)
+    assert both.listen_url(pooler) == direct
+    with pytest.raises(ConfigError, match="DATABASE_POOL_MODE"):
+        load_settings(database_pool_mode="statement")
+    with pytest.raises(ConfigError, match=r"LISTEN_DATABASE_URL: .*postgresql://"):
+        load_settings(listen_database_url="mysql://x")

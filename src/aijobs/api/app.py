@@ -75,12 +75,15 @@ def create_app(
                 max_size=settings.db_pool_size,
                 name="aijobs-api",
                 acquire_timeout=settings.db_acquire_timeout_seconds,
+                prepare=settings.prepared_statements,
             )
         # The database enforces the quota for every caller; this deployment's value is its own.
         async with state.store.session() as session:
             await session.sync_settings(max_jobs_in_flight_per_user=settings.max_jobs_in_flight_per_user)
         state.creations = CreationGroups(state.store)
-        state.hub = JobEventsHub(state.database_url)
+        state.hub = JobEventsHub(
+            settings.listen_url(state.database_url), poll_seconds=settings.polling_seconds
+        )
         await state.hub.start()
         try:
             yield

@@ -23,19 +23,32 @@ log = logging.getLogger("aijobs.api")
 JOB_EVENTS_CHANNEL = "aijobs_job_events"
 #: Put on every queue after a (re)connect: "you may have missed something, re-read".
 RESYNC = "resync"
+#: How often a waiting stream re-reads its job even without a notification (belt and braces).
+RECHECK_SECONDS = 10.0
 
 
 class JobEventsHub:
-    def __init__(self, conninfo: str) -> None:
+    """Without `conninfo` (behind a transaction-mode pooler, with no LISTEN URL) nothing is
+    announced, and streams re-read their job every `poll_seconds` instead."""
+
+    def __init__(self, conninfo: str | None, *, poll_seconds: float = RECHECK_SECONDS) -> None:
         self._subscribers: dict[UUID, set[asyncio.Queue[str]]] = defaultdict(set)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.listener = Listener(
-            conninfo, [JOB_EVENTS_CHANNEL], on_notify=self._on_notify, on_connect=self._on_connect
+        self.listener = (
+            None
+            if conninfo is None
+            else Listener(
+                conninfo, [JOB_EVENTS_CHANNEL], on_notify=self._on_notify, on_connect=self._on_connect
+            )
         )
+        #: How long a stream waits for news before it re-reads its job.
+        self.recheck_seconds = RECHECK_SECONDS if self.listener is not None else poll_seconds
 
     async def start(self, connect_seconds: float = 10.0) -> None:
         """Start listening; wait (bounded) for the first connection so early streams miss nothing."""
+        if self.listener is None:
+            return
         self._task = asyncio.create_task(self.listener.run(self._stop), name="api-job-events")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.listener.connected.wait(), connect_seconds)
@@ -64,7 +77,7 @@ class JobEventsHub:
 
     @property
     def connected(self) -> bool:
-        return self.listener.connected.is_set()
+        return self.listener is not None and self.listener.connected.is_set()
 
     def _on_notify(self, _channel: str, payload: str) -> None:
         job_text, _, status = payload.partition(" ")

@@ -18,7 +18,7 @@ from aijobs.config import ConfigError, Settings, load_settings
 from aijobs.db.embedded import database_url
 from aijobs.db.migrate import pending
 from aijobs.db.store import Session, Store
-from aijobs.errors import AijobsError
+from aijobs.errors import AijobsError, MissingExtra
 from aijobs.logs import setup_logging
 
 app = typer.Typer(help="aijobs: a PostgreSQL-backed job system for AI work.", no_args_is_help=True)
@@ -74,7 +74,9 @@ def exit_on_terminate() -> Iterator[None]:
 
 @asynccontextmanager
 async def open_store(url: str, settings: Settings, *, name: str = "aijobs-cli") -> AsyncIterator[Store]:
-    store = await Store.open(url, min_size=1, max_size=settings.db_pool_size, name=name)
+    store = await Store.open(
+        url, min_size=1, max_size=settings.db_pool_size, name=name, prepare=settings.prepared_statements
+    )
     try:
         yield store
     finally:
@@ -113,12 +115,15 @@ def run_async(factory: Callable[[], Awaitable[T]]) -> T:
 
 def main() -> None:
     """The `aijobs` command: errors an operator fixes outside aijobs (a database that does not
-    answer, a port in use, a file that cannot be read) are one line on stderr and exit 1, not
-    a traceback. Anything else is a bug and keeps its traceback."""
+    answer, a port in use, a file that cannot be read, an extra not installed) are one line
+    on stderr and exit 1, not a traceback. Anything else is a bug and keeps its traceback."""
     try:
         app()
     except psycopg.Error as exc:
         typer.echo(f"error: database: {_first_line(exc)}", err=True)
+        sys.exit(1)
+    except MissingExtra as exc:
+        typer.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         typer.echo(f"error: {_first_line(exc)}", err=True)

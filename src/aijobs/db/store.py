@@ -99,16 +99,22 @@ class Store:
         name: str = "aijobs",
         acquire_timeout: float = 30.0,
         wait: bool = True,
+        prepare: bool = True,
     ) -> Store:
         """`acquire_timeout`: how long a borrower waits for a connection before PoolTimeout
         (the API keeps it short, to answer 503 while the database is out of reach).
         `wait=False` returns before the first connection is made (the worker retries its
-        own start)."""
+        own start).
+        `prepare=False` behind a transaction-mode pooler (PgBouncer, Supavisor): psycopg's
+        `prepare_threshold=None` then sends every statement unnamed, `prepare=True` included."""
+        kwargs: dict[str, Any] = {"autocommit": True, "application_name": name}
+        if not prepare:
+            kwargs["prepare_threshold"] = None
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
-            kwargs={"autocommit": True, "application_name": name},
+            kwargs=kwargs,
             open=False,
             # No `check=` round trip before each loan: it doubled the statements on the hot
             # path. `_borrow` looks at the socket instead (see `_looks_alive`).

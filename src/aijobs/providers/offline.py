@@ -20,8 +20,8 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
+from aijobs.errors import MissingExtra
 from aijobs.providers.base import Completion, FatalProviderError, LLMTask, M, Usage
 
 T = TypeVar("T")
@@ -96,6 +96,13 @@ class OfflineProvider:
     model: str | None = MODEL
 
     def __init__(self) -> None:
+        # Imported here: VADER is the 'offline' extra, and a deployment on OpenAI goes without it.
+        try:
+            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+        except ImportError as exc:
+            raise MissingExtra(
+                "offline", "the offline provider (LLM_PROVIDER=offline, or no OPENAI_API_KEY)"
+            ) from exc
         # One analyzer per provider: it loads its lexicon once (~10 ms) and is read-only after.
         self._vader = SentimentIntensityAnalyzer()
         self._rules: dict[str, Callable[[BaseModel], dict[str, Any] | str]] = {

@@ -81,11 +81,15 @@ def make_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, provider: Provider, conninfo: str) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, provider: Provider, listen_conninfo: str | None
+    ) -> None:
+        """`listen_conninfo` None: no LISTEN (a transaction-mode pooler has no session to
+        hold it); the producer polls every POLLING_INTERVAL and cancels arrive by heartbeat."""
         self.settings = settings
         self.store = store
         self.provider = provider
-        self.conninfo = conninfo
+        self.listen_conninfo = listen_conninfo
         self.id = make_worker_id()
         self.concurrency = settings.worker_concurrency
         self.policy = RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
@@ -107,12 +111,16 @@ class Worker:
         self._more_waiting = False
         self._idle_logged = False
         self._signals = 0
-        self.listener = Listener(
-            conninfo,
-            [JOBS_CHANNEL, CANCEL_CHANNEL],
-            on_notify=self._on_notify,
-            on_connect=self._wake.set,
-            health_seconds=max(settings.polling_seconds, 1.0),
+        self.listener = (
+            None
+            if listen_conninfo is None
+            else Listener(
+                listen_conninfo,
+                [JOBS_CHANNEL, CANCEL_CHANNEL],
+                on_notify=self._on_notify,
+                on_connect=self._wake.set,
+                health_seconds=max(settings.polling_seconds, 1.0),
+            )
         )
         self.heartbeat = Heartbeat(
             store,
@@ -155,18 +163,22 @@ class Worker:
             log.info("👋 Worker %s stopped before it started", self.id)
             return
         services = [
-            asyncio.create_task(self.listener.run(self._stop_services), name="listener"),
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
             asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
             asyncio.create_task(self.maintenance.run(self._stop_services), name="maintenance"),
             asyncio.create_task(self._watchdog(self._stop_services), name="watchdog"),
         ]
+        listening = None
+        if self.listener is not None:
+            listening = asyncio.create_task(self.listener.run(self._stop_services), name="listener")
+            services.append(listening)
         try:
             await self._produce()
             await self._drain()
         finally:
             self._stop_services.set()
-            services[0].cancel()  # the listener may be parked in a long wait for notifications
+            if listening is not None:
+                listening.cancel()  # it may be parked in a long wait for notifications
             await asyncio.gather(*services, return_exceptions=True)
             try:
                 async with self.store.session() as session:
@@ -439,7 +451,13 @@ class Worker:
             s.lease_seconds,
             s.heartbeat_seconds,
         )
-        log.info("🔗 Connected to PostgreSQL: %s", describe_conninfo(self.conninfo))
+        conninfo = self.store.pool.conninfo
+        if isinstance(conninfo, str):
+            log.info("🔗 Connected to PostgreSQL: %s", describe_conninfo(conninfo))
+        if self.listen_conninfo is None:
+            log.info("👂 No LISTEN connection (transaction pooling): polling every %dms", s.polling_interval)
+        elif self.listen_conninfo != conninfo:
+            log.info("👂 Listening on: %s", describe_conninfo(self.listen_conninfo))
         log.info("🤖 Provider: %s (model %s)", self.provider.name, self.provider.model)
         log.info("⏰ Started at: %s", datetime.now(UTC).isoformat(timespec="milliseconds"))
         log.info("─" * 60)

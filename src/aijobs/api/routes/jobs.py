@@ -66,8 +66,6 @@ KeyHeader = Annotated[
         description="Replays the first response for the same request; 1-255 printable ASCII characters.",
     ),
 ]
-#: How often a waiting stream re-reads its job even without a notification (belt and braces).
-RECHECK_SECONDS = 10.0
 
 
 async def read_job(store: Store, principal: Principal, job_id: UUID) -> Job:
@@ -249,7 +247,9 @@ async def get_job(
             job = await read_job(store, principal, job_id)
             if job.status in TERMINAL_STATUSES:
                 return job
-            changed = asyncio.ensure_future(status_change(store, principal, job, events, wait))
+            changed = asyncio.ensure_future(
+                status_change(store, principal, job, events, wait, hub.recheck_seconds)
+            )
             try:
                 await asyncio.wait((changed, gone), return_when=asyncio.FIRST_COMPLETED)
                 if not changed.done():
@@ -264,13 +264,14 @@ async def get_job(
 
 
 async def status_change(
-    store: Store, principal: Principal, job: Job, events: asyncio.Queue[str], wait: float
+    store: Store, principal: Principal, job: Job, events: asyncio.Queue[str], wait: float, recheck: float
 ) -> None:
-    """Return when `job`'s status is no longer the one it had, or after `wait` seconds."""
+    """Return when `job`'s status is no longer the one it had, or after `wait` seconds;
+    re-read at least every `recheck` seconds, news or not."""
     deadline = time.monotonic() + wait
     while (remaining := deadline - time.monotonic()) > 0:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(events.get(), timeout=min(remaining, RECHECK_SECONDS))
+            await asyncio.wait_for(events.get(), timeout=min(remaining, recheck))
         async with store.as_user(principal.claims) as session:
             status = await session.jobs.status_of(job.id)
         if status != job.status:
@@ -372,7 +373,7 @@ async def job_events(
                 yield _event(sequence, last, job)
                 while last not in TERMINAL_STATUSES:
                     try:
-                        note = await asyncio.wait_for(events.get(), timeout=RECHECK_SECONDS)
+                        note = await asyncio.wait_for(events.get(), timeout=hub.recheck_seconds)
                     except TimeoutError:
                         note = RESYNC
                     try:
