@@ -32,6 +32,7 @@ from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
+from aijobs.jobs import configure as configure_job_types
 from aijobs.monitoring.metrics import process_exiting
 
 EXPOSED_HEADERS = ["Idempotent-Replayed", "Location", "Retry-After"]
@@ -52,6 +53,9 @@ def create_app(
     """
     if not settings.database_url:
         raise ConfigError("DATABASE_URL: the API needs a database URL (the CLI resolves the embedded one)")
+    if settings.aijobs_job_types:
+        # Each process of `aijobs api --workers N` builds its app here: same types as the parent.
+        configure_job_types(settings.aijobs_job_types)
     state = ApiState(
         settings=settings,
         verifier=TokenVerifier(settings),

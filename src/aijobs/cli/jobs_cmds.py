@@ -22,6 +22,7 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 from aijobs.errors import AijobsError
+from aijobs.jobs import max_attempts_for
 from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, validate_payload
 from aijobs.queue.enqueue import enqueue as enqueue_job
 
@@ -56,7 +57,7 @@ def enqueue(
                 job_type=job_type,
                 payload=body,
                 priority=priority,
-                max_attempts=max_attempts or settings.max_attempts,
+                max_attempts=max_attempts or max_attempts_for(job_type, settings.max_attempts),
                 idempotency_key=idempotency_key,
             )
         echo_json(asdict(created))
@@ -119,7 +120,13 @@ def _read_job_lines(lines: TextIO, name: str, default_attempts: int) -> list[Job
             typer.echo(f"error: {name} line {number}: {exc.message}", err=True)
             raise typer.Exit(2) from None
         specs.append(
-            JobSpec(job.type, job.payload, job.priority, job.run_at, job.max_attempts or default_attempts)
+            JobSpec(
+                job.type,
+                job.payload,
+                job.priority,
+                job.run_at,
+                job.max_attempts or max_attempts_for(job.type, default_attempts),
+            )
         )
     if not specs:
         typer.echo(f"error: {name} holds no jobs", err=True)

@@ -43,7 +43,7 @@ from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
 from aijobs.api.streams import SlotEventSourceResponse
 from aijobs.db.store import Store
-from aijobs.jobs import registry
+from aijobs.jobs import max_attempts_for, registry
 from aijobs.queue.enqueue import check_retryable
 from aijobs.states import TERMINAL_STATUSES
 
@@ -110,7 +110,7 @@ def _new_job(body: JobCreate, state: ApiState, request: dict[str, Any]) -> NewJo
         payload=body.payload,
         priority=body.priority,
         run_at=body.run_at,
-        max_attempts=body.max_attempts or state.settings.max_attempts,
+        max_attempts=body.max_attempts or max_attempts_for(body.type, state.settings.max_attempts),
         retry_of=None,
         request=request,
     )
