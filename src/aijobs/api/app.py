@@ -25,6 +25,7 @@ from aijobs.api import problems
 from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
 from aijobs.api.grouped_creation import CreationGroups
+from aijobs.api.job_schemas import add_job_types
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
@@ -33,6 +34,7 @@ from aijobs.api.streams import StreamCap
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
 from aijobs.jobs import configure as configure_job_types
+from aijobs.jobs import registry
 from aijobs.monitoring.metrics import process_exiting
 
 EXPOSED_HEADERS = ["Idempotent-Replayed", "Location", "Retry-After"]
@@ -135,6 +137,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         extra = JobEvent.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(extra.pop("$defs", {}))
         components["JobEvent"] = extra
+        add_job_types(schema, registry())
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -143,8 +143,13 @@ class JobTypeInfo(BaseModel):
     name: str
     description: str
     cost: int
-    example: dict[str, Any]
+    timeout_seconds: float
+    max_attempts: int | None = Field(description="The type's own attempt count; null: MAX_RETRIES + 1.")
+    example: dict[str, Any] | None
     payload_schema: dict[str, Any]
+    result_schema: dict[str, Any] = Field(
+        description="What `result` holds once a job of this type completed."
+    )
 
 
 class CreditGrant(BaseModel):

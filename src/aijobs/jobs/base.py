@@ -185,7 +185,7 @@ Handler = Callable[[Any, JobContext], Awaitable[Any]]
 TaskBuilder = Callable[[Any, "AccountSettings | None"], LLMTask[Any]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: two definitions of one name are two types
 class JobType:
     """A registered kind of job. Build one with `@job_type` or `llm_job`; checked on creation,
     so a bad definition fails at import with the type's name and the reason."""

@@ -28,6 +28,7 @@ from aijobs.api.creation import (
     create_for_user,
 )
 from aijobs.api.events import RESYNC, JobEventsHub
+from aijobs.api.job_schemas import result_schema
 from aijobs.api.models import (
     Job,
     JobBatch,
@@ -124,8 +125,11 @@ async def job_types() -> list[JobTypeInfo]:
             name=jt.name,
             description=jt.description,
             cost=jt.cost,
+            timeout_seconds=jt.timeout_seconds,
+            max_attempts=jt.retry.max_attempts,
             example=jt.example,
             payload_schema=jt.payload_model.model_json_schema(),
+            result_schema=result_schema(jt),
         )
         for jt in registry().values()
     ]
