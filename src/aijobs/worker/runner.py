@@ -35,13 +35,14 @@ from aijobs.db.listener import Listener
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.jobs import registry
+from aijobs.jobs.catalog import JobTypeCatalog, Mismatch, compare
 from aijobs.monitoring import maintenance
 from aijobs.monitoring.metrics import metrics
 from aijobs.providers.base import Provider
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
 from aijobs.worker.completer import Completer
-from aijobs.worker.executor import Executor
+from aijobs.worker.executor import AccountSettingsSource, Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.provider_gate import ProviderGate
 
@@ -80,7 +81,18 @@ def make_worker_id() -> str:
 
 
 class Worker:
-    def __init__(self, settings: Settings, store: Store, provider: Provider, conninfo: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        provider: Provider,
+        conninfo: str,
+        *,
+        catalog: JobTypeCatalog | None = None,
+        account_settings: AccountSettingsSource | None = None,
+    ) -> None:
+        """`catalog` lets the worker compare its job types with the database's at start;
+        `account_settings` gives types that use them the job owner's settings."""
         self.settings = settings
         self.store = store
         self.provider = provider
@@ -91,7 +103,13 @@ class Worker:
         # Shared rate limits: holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
-        self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
+        self.catalog = catalog
+        self.executor = Executor(
+            provider,
+            self.policy,
+            timeout_cap=settings.job_timeout_seconds,
+            account_settings=account_settings,
+        )
         self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
         self._limits: dict[str, float] = {}
@@ -152,6 +170,7 @@ class Worker:
                 version=__version__,
                 concurrency=self.concurrency,
             )
+        await self.check_job_types()
         services = [
             asyncio.create_task(self.listener.run(self._stop_services), name="listener"),
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
@@ -173,6 +192,16 @@ class Worker:
                 log.warning("could not mark worker %s stopped", self.id)
             self._log_totals()
             log.info("👋 Worker %s stopped", self.id)
+
+    async def check_job_types(self) -> list[Mismatch]:
+        """Say at start which job types disagree with the database's, and how to fix it. A
+        warning, not a refusal: during a rolling deploy old and new workers overlap."""
+        if self.catalog is None:
+            return []
+        mismatches = compare(registry(), await self.catalog.stored_job_types())
+        for mismatch in mismatches:
+            log.warning("⚠️ %s", mismatch, extra={"job_type": mismatch.name})
+        return mismatches
 
     # -- producer -----------------------------------------------------------------------
     async def _produce(self) -> None:
