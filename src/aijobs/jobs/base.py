@@ -208,6 +208,8 @@ class JobType:
         problem = _check(self)
         if problem:
             raise JobTypeError(str(self.name), problem)
+        # `timeout_seconds=30` is a float to the database (job_types.timeout_seconds is real).
+        object.__setattr__(self, "timeout_seconds", float(self.timeout_seconds))
 
     def parse(self, payload: object) -> BaseModel:
         """Validate raw JSON into the payload model (raises pydantic.ValidationError)."""
