@@ -97,8 +97,9 @@ def _storable(value: object) -> object:
 LanguageCode = Annotated[
     str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z]{2}$")
 ]
-OptionalLanguage = Annotated[LanguageCode | None, BeforeValidator(_blank_to_none)]
-OptionalTone = Annotated[Tone | None, BeforeValidator(_blank_to_none)]
+#: In a payload: absent or null means the account's default (then "en" / "friendly").
+OptionalLanguage = LanguageCode | None
+OptionalTone = Tone | None
 #: Optional business name: blank means absent, at most 200 characters.
 BusinessName = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_to_none)]
 #: Optional star rating the customer gave.
@@ -124,8 +125,13 @@ class AccountSettings(BaseModel):
     signature: Annotated[str | None, BeforeValidator(_blank_to_none), BeforeValidator(_storable)] = Field(
         None, max_length=300, description="How replies are signed."
     )
-    default_language: OptionalLanguage = Field(None, description="When a payload gives no language.")
-    default_tone: OptionalTone = Field(None, description="When a payload gives no tone.")
+    # Blank is "no default" here: a settings form sends "" for a cleared field.
+    default_language: Annotated[OptionalLanguage, BeforeValidator(_blank_to_none)] = Field(
+        None, description="When a payload gives no language."
+    )
+    default_tone: Annotated[OptionalTone, BeforeValidator(_blank_to_none)] = Field(
+        None, description="When a payload gives no tone."
+    )
 
 
 #: Appended to the instructions of every type that takes account settings: fixed text, so the
