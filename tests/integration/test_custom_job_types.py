@@ -277,3 +277,29 @@ async def test_a_worker_says_which_types_disagree_with_the_database_and_how_to_f
     assert "1 job(s) of it wait for a worker that has it" in messages["translate_review"]
     assert "AIJOBS_JOB_TYPES" in messages["translate_review"]
     assert {r.getMessage().removeprefix("⚠️ ") for r in caplog.records} == set(messages.values())
+
+
+async def test_a_job_of_a_type_this_worker_lacks_waits_instead_of_failing(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, caplog: pytest.LogCaptureFixture
+) -> None:
+    with registered(translate_review):
+        migrate(db_url, job_types=[("translate_review", 2, 120.0)])
+        job_id = await create(
+            store, funded_user, "translate_review", {"review_text": "Bon.", "target_language": "en"}
+        )
+
+    async def handed_back() -> bool:
+        rows = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+        return [r["outcome"] for r in rows] == ["handed_back"]
+
+    with caplog.at_level(logging.WARNING, logger="aijobs.worker"):
+        async with running_worker(settings, store, OfflineProvider()):  # built-ins only
+            await wait_until(handed_back, what="the job handed back")
+    row = await job(db_url, job_id)
+    assert (row["status"], row["attempts"], row["error"]) == (
+        "pending",
+        0,
+        "no job type 'translate_review' in this worker; waiting for a worker that has it",
+    )
+    assert await ledger(db_url, job_id) == [("debit", -2)]  # still paid for, not refunded
+    assert any("AIJOBS_JOB_TYPES" in r.getMessage() for r in caplog.records)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from aijobs.db.rows import ClaimedJob, Finish
-from aijobs.jobs import get_job_type
+from aijobs.jobs import UnknownJobType, get_job_type
 from aijobs.jobs.base import AccountSettings, JobContext, JobType
 from aijobs.logs import redact_payload
 from aijobs.providers.base import Provider, first_unstorable
@@ -24,6 +24,9 @@ from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
 
 log = logging.getLogger("aijobs.worker")
+
+#: How long a job of a type this worker lacks is set aside before a worker looks at it again.
+NOT_HERE_SECONDS = 30.0
 
 
 class AccountSettingsSource(Protocol):
@@ -48,6 +51,7 @@ class Executor:
         self.timeout_cap = timeout_cap
         self.account_settings = account_settings
         self._policies: dict[str, RetryPolicy] = {}
+        self._missing_logged: set[str] = set()
 
     def policy_for(self, kind: JobType) -> RetryPolicy:
         """The deployment's backoff with the type's own bounds, if it sets any."""
@@ -61,6 +65,8 @@ class Executor:
     async def execute(self, job: ClaimedJob) -> Finish:
         try:
             kind = get_job_type(job.type)
+        except UnknownJobType:
+            return self.not_here(job)
         except Exception as exc:
             return outcomes.from_error(job, exc, self.policy)
         # Built only when someone will read it: this runs for every job.
@@ -100,6 +106,22 @@ class Executor:
             message = f"the answer cannot be stored: it contains {what} at {where}"
             return self.failed(job, outcomes.UnstorableAnswer(message, usage=answer.usage))
         return outcomes.completed(job, answer.result, answer.usage)
+
+    def not_here(self, job: ClaimedJob) -> Finish:
+        """A job of a type this worker does not have is handed back, its attempt given back,
+        and set aside for `NOT_HERE_SECONDS`: it waits (pending, in the stats) for a worker
+        that has the type instead of failing."""
+        if job.type not in self._missing_logged:
+            self._missing_logged.add(job.type)
+            log.warning(
+                "⏸️ Job %s is of type %r, which this worker does not have: handed back for a worker "
+                "that has it (add its module to AIJOBS_JOB_TYPES or install its package here)",
+                job.id,
+                job.type,
+                extra={"job_id": str(job.id), "job_type": job.type},
+            )
+        error = f"no job type {job.type!r} in this worker; waiting for a worker that has it"
+        return replace(outcomes.handed_back(job), retry_in=NOT_HERE_SECONDS, error=error)
 
     def failed(self, job: ClaimedJob, exc: BaseException) -> Finish:
         """The outcome of an attempt that raised `exc` (or ran out of time), logged."""
