@@ -227,12 +227,11 @@ class JobType:
         return self.shape(await self.handler(payload, ctx))
 
     def shape(self, answer: object) -> HandlerResult:
-        """`answer` (a HandlerResult, an output model instance, a dict, or None for a type
-        without output model) as the stored result: `{"output": ...}`, plus `provider` and
-        `model` for LLM answers."""
+        """`answer` as the stored result: an output model instance or a dict it accepts becomes
+        `{"output": ...}` (None too, for a type without output model); a `HandlerResult` is
+        stored as it is (`run_task` makes one with `provider` and `model` beside `output`)."""
         if isinstance(answer, HandlerResult):
-            if self.output_model is not None:
-                self._checked(answer.result.get("output"))
+            # Full control, stored as given: `run_task`'s answers were validated by the provider.
             return answer
         if answer is None and self.output_model is None:
             return HandlerResult(result={"output": None})
