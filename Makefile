@@ -18,8 +18,8 @@ run: $(STAMP)
 
 ## test: lint, type-check and the whole test suite (unit, integration, e2e, reliability subset).
 test: $(STAMP) browser-deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadgroup -m "not chaos"
@@ -28,12 +28,12 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -321,3 +321,14 @@ def test_payload_models_of_any_shape_work() -> None:
         return {"n": payload.anything}
 
     assert loose.shape({"n": 1}).result == {"output": {"n": 1}}
+
+
+def test_a_disabled_type_is_a_409_naming_the_type_field() -> None:
+    from aijobs.api.problems import from_domain
+    from aijobs.errors import JobTypeDisabled
+
+    problem = from_domain(JobTypeDisabled("job type 'translate_review' is disabled", type="translate_review"))
+    assert problem.status == 409
+    assert problem.extra["errors"] == [
+        {"field": "body.type", "reason": "job type 'translate_review' is disabled"}
+    ]
