@@ -122,6 +122,12 @@ async def test_the_tutorial_works_as_written(
             OPENAI_BASE_URL=fake.base_url,
             PYTHONUNBUFFERED="1",
         )
+        # Step 2 (end): `aijobs types` shows them found.
+        listed = aijobs(env, "types", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found = {t["name"]: (t["cost"], t["max_attempts"]) for t in json.loads(listed.stdout)}
+        assert found["post_webhook"] == (1, 5) and found["translate_review"] == (2, 4)
+
         # Step 3: `aijobs migrate` copies the new types' names, costs and time limits.
         migrated = aijobs(env, "migrate")
         assert migrated.returncode == 0, migrated.stderr
