@@ -332,3 +332,17 @@ def test_a_disabled_type_is_a_409_naming_the_type_field() -> None:
     assert problem.extra["errors"] == [
         {"field": "body.type", "reason": "job type 'translate_review' is disabled"}
     ]
+
+
+async def test_triage_drafts_in_the_accounts_tone_unless_urgent() -> None:
+    account = AccountSettings(default_tone="enthusiastic", default_language="de")
+    task = review_processing.build_task(
+        review_processing.ReviewProcessingPayload(review_text="Great!"), account
+    )
+    assert task.input.startswith("Language: de\nReply tone: enthusiastic\n")
+    c = JobContext(uuid.uuid4(), 1, OfflineProvider(), logging.getLogger("t"), account=account)
+    jt = review_processing.JOB_TYPE
+    happy = await jt.run(jt.parse({"review_text": "Great food, lovely staff!", "rating": 5}), c)
+    assert happy.result["output"]["draft_reply"].startswith("Hi there!")  # enthusiastic
+    urgent = await jt.run(jt.parse({"review_text": "I got food poisoning.", "rating": 1}), c)
+    assert urgent.result["output"]["draft_reply"].startswith("Hello,")  # apologetic
