@@ -102,7 +102,7 @@ def _sync_handler(payload: Any, ctx: JobContext) -> None:
     ("fields", "reason"),
     [
         ({"name": "Bad-Name"}, "the name must be"),
-        ({"name": "x" * 65}, "the name must be"),
+        ({"name": "x" * 64}, "the name must be"),
         ({"cost": -1}, "cost must be a whole number"),
         ({"cost": 1.5}, "cost must be a whole number"),
         ({"cost": True}, "cost must be a whole number"),

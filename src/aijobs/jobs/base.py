@@ -30,7 +30,7 @@ P = TypeVar("P", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
 #: What a job type may be called: the API's `type` field and the `job_types` key accept this.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 #: Above this a time limit is a mistake, not a choice (it also bounds JOB_TIMEOUT_SECONDS).
 MAX_TIMEOUT_SECONDS = 86400.0
 #: A job's attempts are at most 100 (the max_attempts domain in the database).
@@ -260,7 +260,7 @@ class JobType:
 def _check(jt: JobType) -> str | None:
     """Why `jt` cannot be registered, or None."""
     if not isinstance(jt.name, str) or not NAME_PATTERN.match(jt.name):
-        return "the name must be 1-64 characters: a lower-case letter, then letters, digits or _"
+        return "the name must be 1-63 characters: a lower-case letter, then letters, digits or _"
     if isinstance(jt.cost, bool) or not isinstance(jt.cost, int) or not 0 <= jt.cost <= MAX_COST:
         return f"cost must be a whole number of credits from 0 to {MAX_COST}, not {jt.cost!r}"
     timeout = jt.timeout_seconds
