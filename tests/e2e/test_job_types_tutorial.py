@@ -133,7 +133,7 @@ async def test_the_tutorial_works_as_written(
         assert migrated.returncode == 0, migrated.stderr
         rows = await fetch_all(
             db_url,
-            "select name, cost from job_types where name = any(%s) order by name",
+            "select name, cost from aijobs.job_types where name = any(%s) order by name",
             ["post_webhook", "translate_review"],
         )
         assert [(r["name"], r["cost"]) for r in rows] == [("post_webhook", 1), ("translate_review", 2)]

@@ -120,7 +120,7 @@ async def finished(db_url: str, ids: list[uuid.UUID]) -> None:
 
 async def ledger(db_url: str, job_id: uuid.UUID) -> list[tuple[str, int]]:
     rows = await fetch_all(
-        db_url, "select kind, amount from credit_ledger where job_id = %s order by id", job_id
+        db_url, "select kind, amount from aijobs.credit_ledger where job_id = %s order by id", job_id
     )
     return [(r["kind"], r["amount"]) for r in rows]
 
@@ -152,7 +152,9 @@ async def test_a_plain_custom_type_runs_retries_and_refunds_like_a_built_in(
     for m in ("bad_output", "hang"):
         assert await ledger(db_url, ids[m]) == [("debit", -2), ("refund", 2)]
     attempts = await fetch_all(
-        db_url, "select outcome from job_attempts where job_id = %s order by lease_token", ids["raise_once"]
+        db_url,
+        "select outcome from aijobs.job_attempts where job_id = %s order by lease_token",
+        ids["raise_once"],
     )
     assert [a["outcome"] for a in attempts] == ["retry", "completed"]
 
@@ -164,9 +166,9 @@ async def test_a_bad_payload_is_refused_naming_the_field_before_any_charge(
     with pytest.raises(InvalidPayload) as info:
         await create(store, funded_user, "ship_order", {"order_id": 0, "mode": "fly"})
     assert {e["field"] for e in info.value.details["errors"]} == {"order_id", "mode"}
-    rows = await fetch_all(db_url, "select balance from accounts where user_id = %s", funded_user)
+    rows = await fetch_all(db_url, "select balance from aijobs.accounts where user_id = %s", funded_user)
     assert rows == [{"balance": 1000}]
-    assert await fetch_all(db_url, "select id from jobs") == []
+    assert await fetch_all(db_url, "select id from aijobs.jobs") == []
 
 
 @pytest.mark.usefixtures("custom_types")
@@ -194,7 +196,7 @@ async def test_a_custom_llm_type_gets_a_structured_answer_from_the_fake_server(
     fmt = request.body["text"]["format"]
     assert (fmt["type"], fmt["strict"]) == ("json_schema", True)
     assert set(fmt["schema"]["properties"]) == {"source_language", "translation"}
-    (attempt,) = await fetch_all(db_url, "select * from job_attempts where job_id = %s", job_id)
+    (attempt,) = await fetch_all(db_url, "select * from aijobs.job_attempts where job_id = %s", job_id)
     assert attempt["provider"] == "openai" and attempt["input_tokens"] > 0
 
 
@@ -235,8 +237,8 @@ async def test_brand_voice_reaches_the_model_as_data(
 STORED_TYPES = """
     select t.name, t.cost, t.timeout_seconds::float8 as timeout_seconds, t.enabled,
            count(j.id)::int as pending
-    from job_types t
-    left join jobs j on j.type = t.name and j.status = 'pending'
+    from aijobs.job_types t
+    left join aijobs.jobs j on j.type = t.name and j.status = 'pending'
     group by t.name, t.cost, t.timeout_seconds, t.enabled
     order by t.name
 """
@@ -289,7 +291,7 @@ async def test_a_job_of_a_type_this_worker_lacks_waits_instead_of_failing(
         )
 
     async def handed_back() -> bool:
-        rows = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+        rows = await fetch_all(db_url, "select outcome from aijobs.job_attempts where job_id = %s", job_id)
         return [r["outcome"] for r in rows] == ["handed_back"]
 
     with caplog.at_level(logging.WARNING, logger="aijobs.worker"):
