@@ -32,7 +32,7 @@ from aijobs.jobs import (
     registry,
     review_processing,
 )
-from aijobs.jobs.base import account_block
+from aijobs.jobs.account import account_block
 from aijobs.providers.base import FatalProviderError
 from aijobs.providers.offline import OfflineProvider
 from aijobs.queue.outcomes import is_retryable

@@ -11,8 +11,7 @@ class Pong(Output):
 
 @job_type("ping", cost=1, payload=Ping, output=Pong, timeout_seconds=10)
 async def ping(payload: Ping, ctx: JobContext) -> Pong:
-    \"\"\"Check that a URL answers.\"\"\"
-    ...
+    ...  # any async code: an HTTP call, an email, an LLM through ctx.provider
 ```
 
 Register with `AIJOBS_JOB_TYPES=myapp.jobs` or an `aijobs.job_types` entry point, then run
@@ -23,21 +22,19 @@ is docs/job-types.md.
 from __future__ import annotations
 
 from aijobs import errors
+from aijobs.jobs.account import AccountSettings
 from aijobs.jobs.base import (
-    AccountSettings,
     HandlerResult,
     InvalidOutput,
     JobContext,
     JobType,
     JobTypeError,
-    Output,
-    Payload,
     Retry,
-    job_type,
-    llm_job,
     preview,
     run_task,
 )
+from aijobs.jobs.define import job_type, llm_job
+from aijobs.jobs.fields import Output, Payload
 from aijobs.jobs.registry import ENTRY_POINT_GROUP, ENV_VAR, configure, current, load_job_types, registered
 
 #: The built-in type names, in a stable order (a deployment may add its own: `job_type_names()`).

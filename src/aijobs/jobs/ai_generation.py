@@ -10,22 +10,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from aijobs.jobs.base import (
-    ACCOUNT_SETTINGS_RULES,
-    AccountSettings,
-    BusinessName,
-    HandlerResult,
-    JobContext,
-    OptionalLanguage,
-    OptionalTone,
-    Output,
-    Payload,
-    Rating,
-    account_block,
-    job_type,
-    preview,
-    run_task,
-)
+from aijobs.jobs.account import ACCOUNT_SETTINGS_RULES, AccountSettings, account_block
+from aijobs.jobs.base import HandlerResult, JobContext, preview, run_task
+from aijobs.jobs.define import job_type
+from aijobs.jobs.fields import BusinessName, OptionalLanguage, OptionalTone, Output, Payload, Rating
 from aijobs.providers.base import LLMTask
 from aijobs.providers.offline import blend_rating, find_topics, read_sentiment, write_reply
 

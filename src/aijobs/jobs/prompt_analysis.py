@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from aijobs.jobs.base import Output, Payload, llm_job
+from aijobs.jobs.define import llm_job
+from aijobs.jobs.fields import Output, Payload
 from aijobs.providers.base import LLMTask
 from aijobs.providers.offline import analyse_prompt
 

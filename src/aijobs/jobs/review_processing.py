@@ -11,22 +11,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from aijobs.jobs.base import (
-    ACCOUNT_SETTINGS_RULES,
-    AccountSettings,
-    BusinessName,
-    HandlerResult,
-    JobContext,
-    OptionalLanguage,
-    Output,
-    Payload,
-    Rating,
-    SentimentLabel,
-    account_block,
-    job_type,
-    preview,
-    run_task,
-)
+from aijobs.jobs.account import ACCOUNT_SETTINGS_RULES, AccountSettings, account_block
+from aijobs.jobs.base import HandlerResult, JobContext, preview, run_task
+from aijobs.jobs.define import job_type
+from aijobs.jobs.fields import BusinessName, OptionalLanguage, Output, Payload, Rating, SentimentLabel
 from aijobs.providers.base import LLMTask
 from aijobs.providers.offline import (
     blend_rating,

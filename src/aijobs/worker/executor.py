@@ -17,7 +17,8 @@ from uuid import UUID
 
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.jobs import UnknownJobType, get_job_type
-from aijobs.jobs.base import AccountSettings, JobContext, JobType
+from aijobs.jobs.account import AccountSettings
+from aijobs.jobs.base import JobContext, JobType
 from aijobs.logs import redact_payload
 from aijobs.providers.base import Provider, first_unstorable
 from aijobs.queue import outcomes
