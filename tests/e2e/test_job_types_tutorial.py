@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -69,9 +70,14 @@ def receiver() -> Iterator[Receiver]:
         r.close()
 
 
-def install_example(target: Path) -> None:
+def install_example(tmp_path: Path) -> Path:
     """Step 2, `pip install ./examples/reviewkit`, into a directory of its own (`--target`), so
-    the test leaves the shared environment as it was; PYTHONPATH then puts it beside aijobs."""
+    the test leaves the shared environment as it was; PYTHONPATH then puts it beside aijobs.
+    From a copy (the build writes beside the sources), with no index and no build isolation:
+    nothing is fetched, the test extras carry setuptools and wheel."""
+    source = tmp_path / "reviewkit"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path / "site"
     subprocess.run(
         [
             sys.executable,
@@ -79,15 +85,18 @@ def install_example(target: Path) -> None:
             "pip",
             "install",
             "--quiet",
+            "--no-index",
+            "--no-build-isolation",
             "--no-deps",
             "--target",
             str(target),
-            str(EXAMPLE),
+            str(source),
         ],
         check=True,
         capture_output=True,
         timeout=300,
     )
+    return target
 
 
 def aijobs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,8 +118,7 @@ def wait_for_terminal(base: str, headers: dict[str, str], job_id: str) -> dict[s
 async def test_the_tutorial_works_as_written(
     db_url: str, store: Store, funded_user: uuid.UUID, tmp_path: Path, receiver: Receiver
 ) -> None:
-    site = tmp_path / "site"
-    install_example(site)
+    site = install_example(tmp_path)
     with FakeOpenAI() as fake:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLM_", "AIJOBS_"))}
         env.update(
