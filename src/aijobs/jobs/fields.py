@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 
 class Payload(BaseModel):
@@ -49,12 +57,26 @@ def storable(value: object) -> object:
 
 #: ISO 639-1 style language code: two letters, stored lower-case ("EN" is accepted as "en").
 LanguageCode = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z]{2}$")
+    # Surrounding blanks in the pattern too: they are stripped, and the published schema must
+    # accept what the model accepts.
+    str, StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^\s*[A-Za-z]{2}\s*$")
 ]
 #: In a payload: absent or null means the account's default (then "en" / "friendly").
 OptionalLanguage = LanguageCode | None
 OptionalTone = Tone | None
 #: Optional business name: blank means absent, at most 200 characters.
 BusinessName = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(blank_to_none)]
-#: Optional star rating the customer gave.
-Rating = Annotated[Annotated[int, Field(ge=1, le=5)] | None, BeforeValidator(blank_to_none)]
+#: Optional star rating the customer gave: 1-5 (a JSON integer, not "5"), null, or blank.
+Rating = Annotated[
+    Annotated[StrictInt, Field(ge=1, le=5)] | None,
+    BeforeValidator(blank_to_none),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": 5},
+                {"type": "null"},
+                {"type": "string", "pattern": "^\\s*$", "description": "blank: not given"},
+            ]
+        }
+    ),
+]
