@@ -31,8 +31,8 @@ run: $(RUN_STAMP)
 
 ## test: lint, type-check and the whole test suite (unit, integration, e2e, reliability subset).
 test: $(STAMP) browser-deps pgbouncer-deps
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 --dist loadgroup -m "not chaos"
@@ -44,12 +44,12 @@ pgbouncer-deps:
 	@scripts/install-pgbouncer.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

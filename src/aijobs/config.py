@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     # Event loop for `aijobs worker`, `aijobs api` and `aijobs dev` (see aijobs.eventloop).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
+    # Your own job types: comma-separated import paths (`myapp.jobs`, `myapp.jobs:translate`),
+    # loaded with the built-ins and the `aijobs.job_types` entry points (docs/job-types.md).
+    aijobs_job_types: str = ""
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -20,6 +20,13 @@ class UnknownJobType(AijobsError):
     code = "unknown_job_type"
 
 
+class JobTypeDisabled(AijobsError):
+    """The type exists but is switched off in this deployment: creations are refused (nothing
+    is charged) and its pending jobs are kept until it is enabled again."""
+
+    code = "job_type_disabled"
+
+
 class UnknownUser(AijobsError):
     code = "unknown_user"
 

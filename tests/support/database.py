@@ -7,6 +7,7 @@ parallel (pytest-xdist) against the same server.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -50,9 +51,17 @@ def server_version(url: str) -> int:
         return conn.info.server_version
 
 
+def template_name_for(rows: list[tuple[str, int, float]]) -> str:
+    """The template's name: the migrations' fingerprint and the job types it was filled with,
+    so a change to either (a type added, a cost changed) makes a new template, never reuses
+    a stale one."""
+    types = hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:8]
+    return f"aijobs_tpl_{schema_fingerprint()}_{types}"
+
+
 def ensure_template(admin_url: str) -> str:
     """Create and migrate the template for the current schema, once per server."""
-    name = f"aijobs_tpl_{schema_fingerprint()}"
+    name = template_name_for(job_type_rows())
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("select pg_advisory_lock(%s)", (TEMPLATE_LOCK,))
         try:

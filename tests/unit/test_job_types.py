@@ -143,11 +143,13 @@ def test_generation_defaults_and_normalisation() -> None:
     )
     assert isinstance(payload, ai_generation.AIGenerationPayload)
     assert payload.review_text == "Nice place"
-    assert payload.tone == "friendly"
+    assert payload.tone is None  # unset: the account's default tone applies, else friendly
     assert payload.language == "fr"
     assert payload.business_name is None
     assert payload.rating is None
-    assert ai_generation.AIGenerationPayload(review_text="x").language == "en"
+    bare = ai_generation.AIGenerationPayload(review_text="x")
+    assert bare.language is None
+    assert "Tone: friendly\nLanguage: en\n" in ai_generation.build_task(bare).input
 
 
 BUILDERS: dict[str, Callable[[Any], LLMTask[Any]]] = {
@@ -218,5 +220,5 @@ async def test_handler_runs_end_to_end_offline(name: str, caplog: pytest.LogCapt
     assert isinstance(output, dict)
     assert caplog.records, "handler should log what it is doing"
     text = str(jt.example[TEXT_FIELD[name]])
-    assert f"<{len(text)} chars" in caplog.records[0].getMessage()
+    assert " chars, " in caplog.records[0].getMessage()
     assert text[:20] not in caplog.text, "customer text must not reach the logs"

@@ -28,6 +28,7 @@ from aijobs.api.auth import TokenVerifier
 from aijobs.api.events import JobEventsHub
 from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.http_metrics import HttpMetricsMiddleware
+from aijobs.api.job_schemas import add_job_types
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
 from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
@@ -36,6 +37,8 @@ from aijobs.api.streams import StreamCap
 from aijobs.api.unavailable import DatabaseUnavailableMiddleware
 from aijobs.config import ConfigError, Settings
 from aijobs.db.store import Store
+from aijobs.jobs import configure as configure_job_types
+from aijobs.jobs import registry
 from aijobs.monitoring.metrics import process_exiting
 
 EXPOSED_HEADERS = ["Idempotent-Replayed", "Location", "Retry-After"]
@@ -56,6 +59,9 @@ def create_app(
     """
     if not settings.database_url:
         raise ConfigError("DATABASE_URL: the API needs a database URL (the CLI resolves the embedded one)")
+    if settings.aijobs_job_types:
+        # Each process of `aijobs api --workers N` builds its app here: same types as the parent.
+        configure_job_types(settings.aijobs_job_types)
     state = ApiState(
         settings=settings,
         verifier=TokenVerifier(settings),
@@ -144,6 +150,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         extra = JobEvent.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(extra.pop("$defs", {}))
         components["JobEvent"] = extra
+        add_job_types(schema, registry())
         app.openapi_schema = schema
     return app.openapi_schema
 

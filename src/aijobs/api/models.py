@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator
 
 from aijobs.states import JobStatus as JobStatus  # the core's vocabulary, published as is
+
+
+def _date_time_text(value: object) -> object:
+    """A time is an RFC 3339 string, as the schema says: pydantic alone would also take a
+    number as seconds since 1970, which the published schema refuses."""
+    if isinstance(value, int | float):
+        raise ValueError("must be a date-time string with a UTC offset, not a number")
+    return value
 
 
 class JobCreate(BaseModel):
@@ -27,7 +35,9 @@ class JobCreate(BaseModel):
     payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
     # Strict: JSON `true` is not the integer 1 (lax mode would take it, and the schema says integer).
     priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first.")
-    run_at: AwareDatetime | None = Field(None, description="Not before this time (with a UTC offset).")
+    run_at: Annotated[AwareDatetime | None, BeforeValidator(_date_time_text)] = Field(
+        None, description="Not before this time (with a UTC offset)."
+    )
     max_attempts: StrictInt | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
 
     @field_validator("run_at")
@@ -143,8 +153,13 @@ class JobTypeInfo(BaseModel):
     name: str
     description: str
     cost: int
-    example: dict[str, Any]
+    timeout_seconds: float
+    max_attempts: int | None = Field(description="The type's own attempt count; null: MAX_RETRIES + 1.")
+    example: dict[str, Any] | None
     payload_schema: dict[str, Any]
+    result_schema: dict[str, Any] = Field(
+        description="What `result` holds once a job of this type completed."
+    )
 
 
 class CreditGrant(BaseModel):

@@ -136,6 +136,10 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
             code=exc.code,
             errors=[{"field": "body.type", "reason": exc.message}],
         )
+    if isinstance(exc, errors.JobTypeDisabled):
+        return ProblemError(
+            409, exc.message, code=exc.code, errors=[{"field": "body.type", "reason": exc.message}]
+        )
     if isinstance(exc, errors.InsufficientCredits):
         return ProblemError(
             402,

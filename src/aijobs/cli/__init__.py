@@ -9,6 +9,7 @@ from aijobs.cli import (  # noqa: F401  (register commands)
     fake_openai_cmd,
     jobs_cmds,
     system_cmds,
+    types_cmds,
 )
 from aijobs.cli.app import app, main
 

@@ -19,6 +19,8 @@ from aijobs.db.embedded import database_url
 from aijobs.db.migrate import pending
 from aijobs.db.store import Session, Store
 from aijobs.errors import AijobsError, MissingExtra
+from aijobs.jobs import ENV_VAR, JobTypeError
+from aijobs.jobs import configure as configure_job_types
 from aijobs.logs import setup_logging
 
 app = typer.Typer(help="aijobs: a PostgreSQL-backed job system for AI work.", no_args_is_help=True)
@@ -38,7 +40,18 @@ def settings_or_exit(**overrides: Any) -> Settings:
         typer.echo(f"aijobs: {exc}", err=True)
         raise typer.Exit(2) from None
     setup_logging(settings.log_format, settings.log_level)
+    load_job_types_or_exit(settings)
     return settings
+
+
+def load_job_types_or_exit(settings: Settings) -> None:
+    """This process's job types, or exit 2 naming the type (or import path) and the reason:
+    a worker or an API missing a type would only fail its jobs later."""
+    try:
+        configure_job_types(settings.aijobs_job_types)
+    except JobTypeError as exc:
+        typer.echo(f"aijobs: {ENV_VAR}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @contextmanager

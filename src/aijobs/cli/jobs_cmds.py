@@ -23,6 +23,7 @@ from aijobs.cli.app import (
     settings_or_exit,
 )
 from aijobs.errors import AijobsError
+from aijobs.jobs import max_attempts_for
 from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, validate_payload
 from aijobs.queue.enqueue import enqueue as enqueue_job
 
@@ -57,7 +58,7 @@ def enqueue(
                 job_type=job_type,
                 payload=body,
                 priority=priority,
-                max_attempts=max_attempts or settings.max_attempts,
+                max_attempts=max_attempts or max_attempts_for(job_type, settings.max_attempts),
                 idempotency_key=idempotency_key,
             )
         echo_json(asdict(created))
@@ -143,7 +144,13 @@ def _read_job_lines(
                 typer.echo(f"error: {name} line {number}: {reason}", err=True)
             continue
         specs.append(
-            JobSpec(job.type, job.payload, job.priority, job.run_at, job.max_attempts or default_attempts)
+            JobSpec(
+                job.type,
+                job.payload,
+                job.priority,
+                job.run_at,
+                job.max_attempts or max_attempts_for(job.type, default_attempts),
+            )
         )
     if bad:
         if bad > MAX_REPORTED_LINES:

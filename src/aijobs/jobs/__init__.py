@@ -1,35 +1,62 @@
-"""The job types aijobs knows, one module each, and lookups by name.
+"""Job types: the public API to define them, and the registry of this process's types.
 
-The registry is built from the modules' `JOB_TYPE` constants rather than by self-registration
-at import time, so what exists is visible in one place and import order cannot change it.
+```python
+from aijobs.jobs import JobContext, Output, Payload, job_type
+
+class Ping(Payload):
+    url: str
+
+class Pong(Output):
+    status: int
+
+@job_type("ping", cost=1, payload=Ping, output=Pong, timeout_seconds=10)
+async def ping(payload: Ping, ctx: JobContext) -> Pong:
+    ...  # any async code: an HTTP call, an email, an LLM through ctx.provider
+```
+
+Register with `AIJOBS_JOB_TYPES=myapp.jobs` or an `aijobs.job_types` entry point, then run
+`aijobs migrate` (which copies names, costs and time limits into the database). The tutorial
+is docs/job-types.md.
 """
 
 from __future__ import annotations
 
 from aijobs import errors
-from aijobs.jobs import ai_generation, prompt_analysis, review_processing, sentiment_analysis
-from aijobs.jobs.base import JobType
-
-_JOB_TYPES: tuple[JobType, ...] = (
-    ai_generation.JOB_TYPE,
-    review_processing.JOB_TYPE,
-    prompt_analysis.JOB_TYPE,
-    sentiment_analysis.JOB_TYPE,
+from aijobs.jobs.account import AccountSettings
+from aijobs.jobs.base import (
+    HandlerResult,
+    InvalidOutput,
+    JobContext,
+    JobType,
+    JobTypeError,
+    Retry,
+    preview,
+    run_task,
 )
+from aijobs.jobs.define import job_type, llm_job
+from aijobs.jobs.fields import Output, Payload
+from aijobs.jobs.registry import ENTRY_POINT_GROUP, ENV_VAR, configure, current, load_job_types, registered
 
-#: Every registered job type name, in a stable order.
-JOB_TYPE_NAMES: tuple[str, ...] = tuple(jt.name for jt in _JOB_TYPES)
+#: The built-in type names, in a stable order (a deployment may add its own: `job_type_names()`).
+JOB_TYPE_NAMES: tuple[str, ...] = (
+    "ai_generation",
+    "review_processing",
+    "prompt_analysis",
+    "sentiment_analysis",
+)
 
 
 class UnknownJobType(errors.UnknownJobType, KeyError):
-    """A job names a type this build does not have (bad API input, or a row from a newer build)."""
+    """A job names a type this process does not have (bad API input, or a type registered
+    only in other processes)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        known = job_type_names()
         super().__init__(
-            f"unknown job type {name!r}; known types: {', '.join(JOB_TYPE_NAMES)}",
+            f"unknown job type {name!r}; known types: {', '.join(known)}",
             type=name,
-            known=list(JOB_TYPE_NAMES),
+            known=list(known),
         )
 
     def __str__(self) -> str:
@@ -39,15 +66,52 @@ class UnknownJobType(errors.UnknownJobType, KeyError):
 
 def registry() -> dict[str, JobType]:
     """All job types keyed by name (a fresh dict: callers may not mutate the registry)."""
-    return {jt.name: jt for jt in _JOB_TYPES}
+    return dict(current())
+
+
+def job_type_names() -> tuple[str, ...]:
+    """Every registered job type name: the built-ins first, then yours in loading order."""
+    return tuple(current())
 
 
 def get_job_type(name: str) -> JobType:
     """The job type called `name`, or `UnknownJobType` naming the ones that exist."""
-    for jt in _JOB_TYPES:
-        if jt.name == name:
-            return jt
-    raise UnknownJobType(name)
+    found = current().get(name)
+    if found is None:
+        raise UnknownJobType(name)
+    return found
 
 
-__all__ = ["JOB_TYPE_NAMES", "JobType", "UnknownJobType", "get_job_type", "registry"]
+def max_attempts_for(name: str, default: int) -> int:
+    """How many attempts a new job of type `name` gets: its type's `Retry.max_attempts`, else
+    the deployment's `default` (MAX_RETRIES + 1; an unknown type is refused later anyway)."""
+    found = current().get(name)
+    return (found.retry.max_attempts if found else None) or default
+
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ENV_VAR",
+    "JOB_TYPE_NAMES",
+    "AccountSettings",
+    "HandlerResult",
+    "InvalidOutput",
+    "JobContext",
+    "JobType",
+    "JobTypeError",
+    "Output",
+    "Payload",
+    "Retry",
+    "UnknownJobType",
+    "configure",
+    "get_job_type",
+    "job_type",
+    "job_type_names",
+    "llm_job",
+    "load_job_types",
+    "max_attempts_for",
+    "preview",
+    "registered",
+    "registry",
+    "run_task",
+]

@@ -6,12 +6,14 @@ it out of our instructions: it goes in the user message, labelled, and is treate
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from aijobs.jobs.base import HandlerResult, JobContext, JobType, Output, Payload, preview, run_task
+from aijobs.jobs.define import llm_job
+from aijobs.jobs.fields import Output, Payload
 from aijobs.providers.base import LLMTask
+from aijobs.providers.offline import analyse_prompt
 
 NAME = "prompt_analysis"
 
@@ -50,32 +52,28 @@ def render_input(payload: PromptAnalysisPayload) -> str:
     return "\n".join(lines)
 
 
-def build_task(payload: PromptAnalysisPayload) -> LLMTask[PromptAnalysis]:
-    """The provider request for this payload."""
-    return LLMTask(
-        kind=NAME,
-        instructions=INSTRUCTIONS,
-        input=render_input(payload),
-        output=PromptAnalysis,
-        payload=payload,
-    )
+def offline(payload: PromptAnalysisPayload) -> dict[str, Any]:
+    """The rule-based checklist (role, format, examples, vagueness, constraints)."""
+    return analyse_prompt(payload.prompt, payload.goal)
 
 
-async def handle(payload: PromptAnalysisPayload, ctx: JobContext) -> HandlerResult:
-    """Analyse the prompt through the job's provider."""
-    ctx.log.debug("🧪 Analysing prompt %s", preview(payload.prompt))
-    return await run_task(ctx, build_task(payload))
-
-
-JOB_TYPE = JobType(
-    name=NAME,
-    description="Find weaknesses in an LLM prompt and propose an improved version.",
+JOB_TYPE = llm_job(
+    NAME,
     cost=2,
-    timeout_seconds=120.0,
-    payload_model=PromptAnalysisPayload,
-    handler=handle,
+    payload=PromptAnalysisPayload,
+    output=PromptAnalysis,
+    instructions=INSTRUCTIONS,
+    render_input=render_input,
+    offline=offline,
+    description="Find weaknesses in an LLM prompt and propose an improved version.",
     example={
         "prompt": "Write something good about our new product.",
         "goal": "A 100-word launch announcement for our newsletter.",
     },
 )
+
+
+def build_task(payload: PromptAnalysisPayload) -> LLMTask[PromptAnalysis]:
+    """The provider request for this payload."""
+    assert JOB_TYPE.build_task is not None
+    return JOB_TYPE.build_task(payload, None)

@@ -1,26 +1,19 @@
 """`sentiment_analysis`: label the sentiment of a piece of text, with a score and reasons.
 
 The cheapest type (one credit, short timeout): a single label and score, useful on its own and
-as the building block the offline provider reuses for the other types.
+the shortest example of `llm_job`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
-from aijobs.jobs.base import (
-    HandlerResult,
-    JobContext,
-    JobType,
-    Output,
-    Payload,
-    SentimentLabel,
-    preview,
-    run_task,
-)
+from aijobs.jobs.define import llm_job
+from aijobs.jobs.fields import Output, Payload, SentimentLabel
 from aijobs.providers.base import LLMTask
+from aijobs.providers.offline import quote_words, read_sentiment
 
 NAME = "sentiment_analysis"
 
@@ -47,29 +40,34 @@ both present), a score from -1 (very negative) to 1 (very positive), and up to 5
 that quote or name the words that drove the decision."""
 
 
-def build_task(payload: SentimentPayload) -> LLMTask[SentimentResult]:
-    """The provider request for this payload: the text alone is the user message."""
-    return LLMTask(
-        kind=NAME,
-        instructions=INSTRUCTIONS,
-        input=payload.text,
-        output=SentimentResult,
-        payload=payload,
-    )
+def offline(payload: SentimentPayload) -> dict[str, Any]:
+    """VADER's label and score, with the words that weighed most as reasons."""
+    reading = read_sentiment(payload.text)
+    reasons = [f"VADER compound score {reading.score:+.2f} (thresholds ±0.05) → {reading.label}"]
+    if reading.positive_words:
+        reasons.append("positive words: " + quote_words(reading.positive_words))
+    if reading.negative_words:
+        reasons.append("negative words: " + quote_words(reading.negative_words))
+    if not reading.positive_words and not reading.negative_words:
+        reasons.append("no sentiment-bearing words found")
+    return {"label": reading.label, "score": reading.score, "reasons": reasons}
 
 
-async def handle(payload: SentimentPayload, ctx: JobContext) -> HandlerResult:
-    """Classify the text through the job's provider."""
-    ctx.log.debug("💬 Analysing sentiment of text %s", preview(payload.text))
-    return await run_task(ctx, build_task(payload))
-
-
-JOB_TYPE = JobType(
-    name=NAME,
-    description="Classify the sentiment of a text: label, score in [-1, 1] and reasons.",
+JOB_TYPE = llm_job(
+    NAME,
     cost=1,
     timeout_seconds=60.0,
-    payload_model=SentimentPayload,
-    handler=handle,
+    payload=SentimentPayload,
+    output=SentimentResult,
+    instructions=INSTRUCTIONS,
+    render_input=lambda payload: payload.text,
+    offline=offline,
+    description="Classify the sentiment of a text: label, score in [-1, 1] and reasons.",
     example={"text": "The staff were lovely but the room was freezing and nobody fixed the heater."},
 )
+
+
+def build_task(payload: SentimentPayload) -> LLMTask[SentimentResult]:
+    """The provider request for this payload: the text alone is the user message."""
+    assert JOB_TYPE.build_task is not None
+    return JOB_TYPE.build_task(payload, None)

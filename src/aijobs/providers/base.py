@@ -8,9 +8,10 @@ about retries, so providers only *classify* failures into the exceptions below.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -55,8 +56,10 @@ class LLMTask(Generic[M]):
 
     `instructions` are ours (developer/system text); `input` is the user's data (a review, a
     prompt) and is only ever sent as the user message, never spliced into the instructions.
-    `payload` is the validated job payload, for providers that work from fields (offline rules).
-    When `text_field` is set the model is asked for plain text, stored into that field of `output`.
+    `payload` is the validated job payload. When `text_field` is set the model is asked for
+    plain text, stored into that field of `output`. `offline` is the job type's own rule for the
+    offline provider (the answer as a dict, a model instance, or the text for `text_field`); the
+    job module supplies it, so adding a type never touches the providers.
     """
 
     kind: str
@@ -65,6 +68,7 @@ class LLMTask(Generic[M]):
     output: type[M]
     payload: BaseModel
     text_field: str | None = None
+    offline: Callable[[], Any] | None = None
 
 
 @dataclass(frozen=True)

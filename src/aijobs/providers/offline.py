@@ -1,20 +1,21 @@
-"""`OfflineProvider`: answers every job type with local rules, no network and no API key.
+"""`OfflineProvider`: answers LLM tasks with local rules, no network and no API key.
 
 It exists so the whole system (queue, worker, API, UI, benchmarks, tests) runs for real without
 an OpenAI account, and so a demo never fakes results: sentiment comes from VADER, a lexicon
 model that ships its own word list, and replies, triage and prompt critique come from plain,
 deterministic rules over the job's validated payload. It writes English only.
 
-It reads `task.payload` fields by name instead of importing the job modules, keeping providers
-below jobs in the layering; the answer is still validated with `task.output`, so a drift between
-these rules and an output model fails loudly as a `FatalProviderError`.
+Each job type brings its own rule (`LLMTask.offline`, set by the job module), so this module
+knows no job type by name; it holds the shared toolkit those rules use (VADER, topics, reply
+templates, the prompt checklist). Every answer is still validated with `task.output`, so a drift
+between a rule and its output model fails loudly as a `FatalProviderError`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -89,6 +90,19 @@ class SentimentReading:
     negative_words: tuple[tuple[str, float], ...]
 
 
+@functools.cache
+def _vader() -> Any:
+    """One analyzer per process: it loads its lexicon once and is read-only after. Imported
+    here: VADER is the 'offline' extra, and a deployment on OpenAI goes without it."""
+    try:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+    except ImportError as exc:
+        raise MissingExtra(
+            "offline", "the offline provider (LLM_PROVIDER=offline, or no OPENAI_API_KEY)"
+        ) from exc
+    return SentimentIntensityAnalyzer()
+
+
 class OfflineProvider:
     """A `Provider` that answers from rules: fast, free, deterministic, and never on the network."""
 
@@ -96,33 +110,22 @@ class OfflineProvider:
     model: str | None = MODEL
 
     def __init__(self) -> None:
-        # Imported here: VADER is the 'offline' extra, and a deployment on OpenAI goes without it.
-        try:
-            from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-        except ImportError as exc:
-            raise MissingExtra(
-                "offline", "the offline provider (LLM_PROVIDER=offline, or no OPENAI_API_KEY)"
-            ) from exc
-        # One analyzer per provider: it loads its lexicon once (~10 ms) and is read-only after.
-        self._vader = SentimentIntensityAnalyzer()
-        self._rules: dict[str, Callable[[BaseModel], dict[str, Any] | str]] = {
-            "sentiment_analysis": self._sentiment_analysis,
-            "ai_generation": self._ai_generation,
-            "review_processing": self._review_processing,
-            "prompt_analysis": self._prompt_analysis,
-        }
+        # At construction, so a deployment missing the extra hears it at start, not per job.
+        _vader()
 
     async def run(self, task: LLMTask[M]) -> Completion[M]:
-        """Answer `task` from rules; an unknown kind or a rule/model mismatch is fatal (no retry helps)."""
+        """Answer `task` with its type's rule; a type without one, or a rule/model mismatch, is
+        fatal (no retry helps)."""
         started = time.perf_counter()
-        rule = self._rules.get(task.kind)
-        if rule is None:
+        if task.offline is None:
             raise FatalProviderError(
-                f"offline provider has no rules for job kind {task.kind!r}; "
-                f"known kinds: {', '.join(sorted(self._rules))}",
+                f"offline provider has no rule for job kind {task.kind!r}: give its job type an "
+                "offline rule (llm_job(offline=...)), or set OPENAI_API_KEY to use a model",
                 usage=self._usage(started),
             )
-        answer = rule(task.payload)
+        answer = task.offline()
+        if isinstance(answer, BaseModel):
+            answer = answer.model_dump(mode="json")
         raw = {task.text_field: answer} if task.text_field else answer
         try:
             output = task.output.model_validate(raw)
@@ -132,13 +135,16 @@ class OfflineProvider:
                 usage=self._usage(started),
             ) from exc
         extra: dict[str, object] = {}
-        language = _field(task.payload, "language", str)
+        language = field_value(task.payload, "language", str)
         if language and language != "en":
             extra["note"] = f"offline rules write English only; requested language {language!r}"
         return Completion(output=output, usage=self._usage(started), extra=extra)
 
     async def aclose(self) -> None:
         """Nothing to release: no connections, no files."""
+
+    def read_sentiment(self, text: str) -> SentimentReading:
+        return read_sentiment(text)
 
     def _usage(self, started: float) -> Usage:
         return Usage(
@@ -148,85 +154,30 @@ class OfflineProvider:
             cost_usd=Decimal(0),
         )
 
-    # --- sentiment ------------------------------------------------------------------------------
 
-    def read_sentiment(self, text: str) -> SentimentReading:
-        """Label `text` with VADER: compound ≥ 0.05 positive, ≤ -0.05 negative, else neutral;
-        "mixed" when both the positive and the negative share are substantial."""
-        scores = self._vader.polarity_scores(text)
-        compound = float(scores["compound"])
-        pos, neg = float(scores["pos"]), float(scores["neg"])
-        if pos >= 0.15 and neg >= 0.15:
-            label = "mixed"
-        elif compound >= 0.05:
-            label = "positive"
-        elif compound <= -0.05:
-            label = "negative"
-        else:
-            label = "neutral"
-        valences: dict[str, float] = {}
-        for word in _words(text):
-            valence = self._vader.lexicon.get(word)
-            if valence is not None:
-                valences[word] = float(valence)
-        positives = sorted(((w, v) for w, v in valences.items() if v > 0), key=lambda wv: (-wv[1], wv[0]))
-        negatives = sorted(((w, v) for w, v in valences.items() if v < 0), key=lambda wv: (wv[1], wv[0]))
-        return SentimentReading(label, round(compound, 4), tuple(positives[:3]), tuple(negatives[:3]))
-
-    def _sentiment_analysis(self, payload: BaseModel) -> dict[str, Any]:
-        reading = self.read_sentiment(_required(payload, "text"))
-        reasons = [f"VADER compound score {reading.score:+.2f} (thresholds ±0.05) → {reading.label}"]
-        if reading.positive_words:
-            reasons.append("positive words: " + _quote_words(reading.positive_words))
-        if reading.negative_words:
-            reasons.append("negative words: " + _quote_words(reading.negative_words))
-        if not reading.positive_words and not reading.negative_words:
-            reasons.append("no sentiment-bearing words found")
-        return {"label": reading.label, "score": reading.score, "reasons": reasons}
-
-    # --- replies and triage -----------------------------------------------------------------------
-
-    def _ai_generation(self, payload: BaseModel) -> str:
-        text = _required(payload, "review_text")
-        mood = _blend(self.read_sentiment(text).label, _field(payload, "rating", int))
-        return write_reply(
-            mood=mood,
-            tone=_field(payload, "tone", str) or "friendly",
-            business=_field(payload, "business_name", str),
-            topics=find_topics(text),
-        )
-
-    def _review_processing(self, payload: BaseModel) -> dict[str, Any]:
-        text = _required(payload, "review_text")
-        rating = _field(payload, "rating", int)
-        reading = self.read_sentiment(text)
-        mood = _blend(reading.label, rating)
-        topics = find_topics(text)
-        flagged = _flagged_words(text)
-        if flagged or reading.score <= -0.6 or (rating == 1 and mood == "negative"):
-            urgency = "high"
-        elif mood in ("negative", "mixed") or (rating is not None and rating <= 2):
-            urgency = "medium"
-        else:
-            urgency = "low"
-        return {
-            "sentiment": mood,
-            "topics": list(topics) or ["general"],
-            "urgency": urgency,
-            "suggested_actions": suggest_actions(mood, urgency, topics, flagged),
-            "draft_reply": write_reply(
-                mood=mood,
-                tone="apologetic" if urgency == "high" else "professional",
-                business=_field(payload, "business_name", str),
-                topics=topics,
-            ),
-        }
-
-    # --- prompt analysis ----------------------------------------------------------------------------
-
-    def _prompt_analysis(self, payload: BaseModel) -> dict[str, Any]:
-        prompt = _required(payload, "prompt")
-        return analyse_prompt(prompt, _field(payload, "goal", str))
+def read_sentiment(text: str) -> SentimentReading:
+    """Label `text` with VADER: compound ≥ 0.05 positive, ≤ -0.05 negative, else neutral;
+    "mixed" when both the positive and the negative share are substantial."""
+    vader = _vader()
+    scores = vader.polarity_scores(text)
+    compound = float(scores["compound"])
+    pos, neg = float(scores["pos"]), float(scores["neg"])
+    if pos >= 0.15 and neg >= 0.15:
+        label = "mixed"
+    elif compound >= 0.05:
+        label = "positive"
+    elif compound <= -0.05:
+        label = "negative"
+    else:
+        label = "neutral"
+    valences: dict[str, float] = {}
+    for word in _words(text):
+        valence = vader.lexicon.get(word)
+        if valence is not None:
+            valences[word] = float(valence)
+    positives = sorted(((w, v) for w, v in valences.items() if v > 0), key=lambda wv: (-wv[1], wv[0]))
+    negatives = sorted(((w, v) for w, v in valences.items() if v < 0), key=lambda wv: (wv[1], wv[0]))
+    return SentimentReading(label, round(compound, 4), tuple(positives[:3]), tuple(negatives[:3]))
 
 
 # --- pure rule functions (module level so they are easy to test and reuse) ---------------------------
@@ -248,8 +199,11 @@ _TONES: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def write_reply(*, mood: str, tone: str, business: str | None, topics: tuple[str, ...]) -> str:
-    """A short public reply: thank for praise, apologise and invite contact for complaints."""
+def write_reply(
+    *, mood: str, tone: str, business: str | None, topics: tuple[str, ...], signature: str | None = None
+) -> str:
+    """A short public reply: thank for praise, apologise and invite contact for complaints,
+    signed with `signature` when given, else the business's name."""
     greeting, thanks, sorry, closing = _TONES.get(tone, _TONES["neutral"])
     about = TOPIC_PHRASES[topics[0]] if topics else "your visit"
     where = f" of {business}" if business else ""
@@ -267,8 +221,9 @@ def write_reply(*, mood: str, tone: str, business: str | None, topics: tuple[str
         )
     else:
         body = f"{thanks}{where}. If there is anything we could do better, please let us know."
-    signature = f"{closing}\n{business}" if business else closing
-    return f"{greeting}\n\n{body}\n\n{signature}"
+    sign = signature or business
+    ending = f"{closing}\n{sign}" if sign else closing
+    return f"{greeting}\n\n{body}\n\n{ending}"
 
 
 def suggest_actions(mood: str, urgency: str, topics: tuple[str, ...], flagged: tuple[str, ...]) -> list[str]:
@@ -352,14 +307,14 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _flagged_words(text: str) -> tuple[str, ...]:
+def flagged_words(text: str) -> tuple[str, ...]:
     """Words that make a review urgent whatever its score (health, safety, legal, money)."""
     lower = text.lower()
     words = set(_words(lower))
     return tuple(sorted(w for w in URGENT_WORDS if (w in words if " " not in w else w in lower)))
 
 
-def _blend(label: str, rating: int | None) -> str:
+def blend_rating(label: str, rating: int | None) -> str:
     """Combine VADER's label with the star rating. The stars are the customer's own verdict, so
     they settle a neutral or mixed reading; only text that clearly contradicts them is "mixed"."""
     if rating is None or rating == 3:
@@ -369,17 +324,11 @@ def _blend(label: str, rating: int | None) -> str:
     return "mixed" if label == "positive" else "negative"
 
 
-def _quote_words(pairs: tuple[tuple[str, float], ...]) -> str:
+def quote_words(pairs: tuple[tuple[str, float], ...]) -> str:
     return ", ".join(f'"{word}" ({valence:+.1f})' for word, valence in pairs)
 
 
-def _field(payload: BaseModel, name: str, kind: type[T]) -> T | None:
+def field_value(payload: BaseModel, name: str, kind: type[T]) -> T | None:
+    """`payload.name` when it exists and is a `kind`, else None."""
     value = getattr(payload, name, None)
     return value if isinstance(value, kind) else None
-
-
-def _required(payload: BaseModel, name: str) -> str:
-    value = _field(payload, name, str)
-    if value is None:
-        raise FatalProviderError(f"payload {type(payload).__name__} has no text field {name!r}")
-    return value

@@ -1,7 +1,9 @@
 """The executor: run one claimed job through its handler and turn what happened into a Finish.
 
 Every attempt is bounded by its job type's time limit, independent of the lease (which the
-heartbeat keeps alive): a hung provider call ends as a retryable timeout, not a stuck job.
+heartbeat keeps alive): a hung provider call ends as a retryable timeout, not a stuck job. A
+type's own retry policy (`JobType.retry`) overrides the deployment's backoff for its jobs, and
+what its handler returns is checked against its output model (`JobType.run`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from dataclasses import replace
+from typing import Any, Protocol
+from uuid import UUID
 
 from aijobs.db.rows import ClaimedJob, Finish
-from aijobs.jobs import get_job_type
-from aijobs.jobs.base import JobContext
+from aijobs.jobs import UnknownJobType, get_job_type
+from aijobs.jobs.account import AccountSettings
+from aijobs.jobs.base import JobContext, JobType
 from aijobs.logs import redact_payload
 from aijobs.providers.base import Provider, first_unstorable
 from aijobs.queue import outcomes
@@ -21,16 +26,48 @@ from aijobs.queue.retry import RetryPolicy
 
 log = logging.getLogger("aijobs.worker")
 
+#: How long a job of a type this worker lacks is set aside before a worker looks at it again.
+NOT_HERE_SECONDS = 30.0
+
+
+class AccountSettingsSource(Protocol):
+    """Where the worker reads a job owner's `AccountSettings` (for types that use them)."""
+
+    async def for_job(self, job_id: UUID) -> AccountSettings | None:
+        """The settings of the account that owns `job_id`, or None when it has none."""
+        ...
+
 
 class Executor:
-    def __init__(self, provider: Provider, policy: RetryPolicy, *, timeout_cap: float | None = None) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        policy: RetryPolicy,
+        *,
+        timeout_cap: float | None = None,
+        account_settings: AccountSettingsSource | None = None,
+    ) -> None:
         self.provider = provider
         self.policy = policy
         self.timeout_cap = timeout_cap
+        self.account_settings = account_settings
+        self._policies: dict[str, RetryPolicy] = {}
+        self._missing_logged: set[str] = set()
+
+    def policy_for(self, kind: JobType) -> RetryPolicy:
+        """The deployment's backoff with the type's own bounds, if it sets any."""
+        policy = self._policies.get(kind.name)
+        if policy is None:
+            base = kind.retry.base_seconds or self.policy.base_seconds
+            cap = kind.retry.max_seconds or max(self.policy.max_seconds, base)
+            policy = self._policies[kind.name] = replace(self.policy, base_seconds=base, max_seconds=cap)
+        return policy
 
     async def execute(self, job: ClaimedJob) -> Finish:
         try:
             kind = get_job_type(job.type)
+        except UnknownJobType:
+            return self.not_here(job)
         except Exception as exc:
             return outcomes.from_error(job, exc, self.policy)
         # Built only when someone will read it: this runs for every job.
@@ -53,8 +90,13 @@ class Executor:
         # overdue jobs: one timer for the worker instead of one per job on the hot path.
         try:
             payload = kind.parse(job.payload)
-            context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
-            answer = await kind.handler(payload, context)
+            account = None
+            if kind.account_settings and self.account_settings is not None:
+                account = await self.account_settings.for_job(job.id)
+            context = JobContext(
+                job_id=job.id, attempt=job.attempts, provider=self.provider, log=log, account=account
+            )
+            answer = await kind.run(payload, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -67,9 +109,29 @@ class Executor:
             return self.failed(job, outcomes.UnstorableAnswer(message, usage=answer.usage))
         return outcomes.completed(job, answer.result, answer.usage)
 
+    def not_here(self, job: ClaimedJob) -> Finish:
+        """A job of a type this worker does not have is handed back, its attempt given back,
+        and set aside for `NOT_HERE_SECONDS`: it waits (pending, in the stats) for a worker
+        that has the type instead of failing."""
+        if job.type not in self._missing_logged:
+            self._missing_logged.add(job.type)
+            log.warning(
+                "⏸️ Job %s is of type %r, which this worker does not have: handed back for a worker "
+                "that has it (add its module to AIJOBS_JOB_TYPES or install its package here)",
+                job.id,
+                job.type,
+                extra={"job_id": str(job.id), "job_type": job.type},
+            )
+        error = f"no job type {job.type!r} in this worker; waiting for a worker that has it"
+        return replace(outcomes.handed_back(job), retry_in=NOT_HERE_SECONDS, error=error)
+
     def failed(self, job: ClaimedJob, exc: BaseException) -> Finish:
         """The outcome of an attempt that raised `exc` (or ran out of time), logged."""
-        finish = outcomes.from_error(job, exc, self.policy)
+        try:
+            policy = self.policy_for(get_job_type(job.type))
+        except Exception:
+            policy = self.policy
+        finish = outcomes.from_error(job, exc, policy)
         extra: dict[str, Any] = {"job_id": str(job.id), "job_type": job.type, "attempt": job.attempts}
         _log_error(job, finish, extra)
         return finish

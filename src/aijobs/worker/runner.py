@@ -36,13 +36,14 @@ from aijobs.db.reachable import retry_while_unreachable
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.jobs import registry
+from aijobs.jobs.catalog import JobTypeCatalog, Mismatch, compare
 from aijobs.monitoring import maintenance
 from aijobs.monitoring.metrics import metrics
 from aijobs.providers.base import Provider
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
 from aijobs.worker.completer import Completer
-from aijobs.worker.executor import Executor
+from aijobs.worker.executor import AccountSettingsSource, Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.provider_gate import ProviderGate
 
@@ -82,10 +83,19 @@ def make_worker_id() -> str:
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: Store, provider: Provider, listen_conninfo: str | None
+        self,
+        settings: Settings,
+        store: Store,
+        provider: Provider,
+        listen_conninfo: str | None,
+        *,
+        catalog: JobTypeCatalog | None = None,
+        account_settings: AccountSettingsSource | None = None,
     ) -> None:
         """`listen_conninfo` None: no LISTEN (a transaction-mode pooler has no session to
-        hold it); the producer polls every POLLING_INTERVAL and cancels arrive by heartbeat."""
+        hold it); the producer polls every POLLING_INTERVAL and cancels arrive by heartbeat.
+        `catalog` lets the worker compare its job types with the database's at start;
+        `account_settings` gives types that use them the job owner's settings."""
         self.settings = settings
         self.store = store
         self.provider = provider
@@ -96,7 +106,13 @@ class Worker:
         # Shared rate limits: holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
-        self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
+        self.catalog = catalog
+        self.executor = Executor(
+            provider,
+            self.policy,
+            timeout_cap=settings.job_timeout_seconds,
+            account_settings=account_settings,
+        )
         self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
         self._limits: dict[str, float] = {}
@@ -162,6 +178,7 @@ class Worker:
         if registered is None:  # stopped before the database answered: nothing to drain
             log.info("👋 Worker %s stopped before it started", self.id)
             return
+        await self.check_job_types()
         services = [
             asyncio.create_task(self.heartbeat.run(self._stop_services), name="heartbeat"),
             asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
@@ -198,6 +215,16 @@ class Worker:
                 concurrency=self.concurrency,
             )
         return True
+
+    async def check_job_types(self) -> list[Mismatch]:
+        """Say at start which job types disagree with the database's, and how to fix it. A
+        warning, not a refusal: during a rolling deploy old and new workers overlap."""
+        if self.catalog is None:
+            return []
+        mismatches = compare(registry(), await self.catalog.stored_job_types())
+        for mismatch in mismatches:
+            log.warning("⚠️ %s", mismatch, extra={"job_type": mismatch.name})
+        return mismatches
 
     # -- producer -----------------------------------------------------------------------
     async def _produce(self) -> None:

@@ -28,6 +28,7 @@ from aijobs.api.creation import (
     create_for_user,
 )
 from aijobs.api.events import RESYNC, JobEventsHub
+from aijobs.api.job_schemas import result_schema
 from aijobs.api.models import (
     Job,
     JobBatch,
@@ -43,7 +44,7 @@ from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
 from aijobs.api.streams import SlotEventSourceResponse
 from aijobs.db.store import Store
-from aijobs.jobs import registry
+from aijobs.jobs import max_attempts_for, registry
 from aijobs.queue.enqueue import check_retryable
 from aijobs.states import TERMINAL_STATUSES
 
@@ -108,7 +109,7 @@ def _new_job(body: JobCreate, state: ApiState, request: dict[str, Any]) -> NewJo
         payload=body.payload,
         priority=body.priority,
         run_at=body.run_at,
-        max_attempts=body.max_attempts or state.settings.max_attempts,
+        max_attempts=body.max_attempts or max_attempts_for(body.type, state.settings.max_attempts),
         retry_of=None,
         request=request,
     )
@@ -122,8 +123,11 @@ async def job_types() -> list[JobTypeInfo]:
             name=jt.name,
             description=jt.description,
             cost=jt.cost,
+            timeout_seconds=jt.timeout_seconds,
+            max_attempts=jt.retry.max_attempts,
             example=jt.example,
             payload_schema=jt.payload_model.model_json_schema(),
+            result_schema=result_schema(jt),
         )
         for jt in registry().values()
     ]

@@ -35,7 +35,7 @@ async def api_test(request: Request, state: Annotated[ApiState, Depends(get_stat
             "name": jt.name,
             "cost": jt.cost,
             "description": jt.description,
-            "example": json.dumps(jt.example, indent=2),
+            "example": json.dumps(jt.example if jt.example is not None else {}, indent=2),
         }
         for jt in registry().values()
     ]

@@ -1,0 +1,1 @@
+"""Example job types for aijobs (docs/job-types.md)."""
