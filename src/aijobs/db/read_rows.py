@@ -231,3 +231,19 @@ class LeaderRow(TypedDict):
     renewed_at: datetime
     expires_at: datetime
     valid: bool
+
+
+class StoredJobTypeRow(TypedDict):
+    name: str
+    cost: int
+    timeout_seconds: float
+    enabled: bool
+    pending: int
+
+
+class AccountSettingsRow(TypedDict):
+    brand_voice: str | None
+    business_name: str | None
+    signature: str | None
+    default_language: str | None
+    default_tone: str | None

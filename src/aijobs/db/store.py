@@ -25,6 +25,7 @@ from aijobs.db.queries import query
 from aijobs.db.repos.accounts import AccountsRepo
 from aijobs.db.repos.idempotency import IdempotencyRepo
 from aijobs.db.repos.invariants import InvariantsRepo
+from aijobs.db.repos.job_types import JobTypesRepo
 from aijobs.db.repos.jobs import JobsRepo
 from aijobs.db.repos.monitoring import MonitoringRepo
 from aijobs.db.repos.providers import ProvidersRepo
@@ -41,6 +42,7 @@ class Session:
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
         self.jobs = JobsRepo(conn)
+        self.job_types = JobTypesRepo(conn)
         self.accounts = AccountsRepo(conn)
         self.workers = WorkersRepo(conn)
         self.idempotency = IdempotencyRepo(conn)

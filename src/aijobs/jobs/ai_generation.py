@@ -117,7 +117,7 @@ def build_task(
 )
 async def generate_reply(payload: AIGenerationPayload, ctx: JobContext) -> HandlerResult:
     """Generate the reply through the job's provider."""
-    ctx.log.info("🤖 Generating AI response for review %s", preview(payload.review_text))
+    ctx.log.debug("🤖 Generating AI response for review %s", preview(payload.review_text))
     return await run_task(ctx, build_task(payload, ctx.account))
 
 

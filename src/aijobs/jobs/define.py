@@ -108,7 +108,7 @@ def llm_job(
 
     async def handle(data: P, ctx: JobContext) -> HandlerResult:
         task = build_task(data, ctx.account)
-        ctx.log.info("🤖 %s: asking %s about %s", name, ctx.provider.name, preview(task.input))
+        ctx.log.debug("🤖 %s: asking %s about %s", name, ctx.provider.name, preview(task.input))
         return await run_task(ctx, task)
 
     return JobType(

@@ -142,7 +142,7 @@ def build_task(
 )
 async def process_review(payload: ReviewProcessingPayload, ctx: JobContext) -> HandlerResult:
     """Triage the review through the job's provider."""
-    ctx.log.info("🔎 Processing review %s", preview(payload.review_text))
+    ctx.log.debug("🔎 Processing review %s", preview(payload.review_text))
     return await run_task(ctx, build_task(payload, ctx.account))
 
 

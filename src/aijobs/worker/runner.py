@@ -46,6 +46,7 @@ from aijobs.worker.completer import Completer
 from aijobs.worker.executor import AccountSettingsSource, Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.provider_gate import ProviderGate
+from aijobs.worker.sources import StoreAccountSettings, StoreCatalog
 
 log = logging.getLogger("aijobs.worker")
 
@@ -94,8 +95,8 @@ class Worker:
     ) -> None:
         """`listen_conninfo` None: no LISTEN (a transaction-mode pooler has no session to
         hold it); the producer polls every POLLING_INTERVAL and cancels arrive by heartbeat.
-        `catalog` lets the worker compare its job types with the database's at start;
-        `account_settings` gives types that use them the job owner's settings."""
+        `catalog` (the database's job types, compared at start) and `account_settings` (a job
+        owner's settings, for types that use them) are read from the store unless given."""
         self.settings = settings
         self.store = store
         self.provider = provider
@@ -106,12 +107,12 @@ class Worker:
         # Shared rate limits: holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
-        self.catalog = catalog
+        self.catalog: JobTypeCatalog = catalog or StoreCatalog(store)
         self.executor = Executor(
             provider,
             self.policy,
             timeout_cap=settings.job_timeout_seconds,
-            account_settings=account_settings,
+            account_settings=account_settings or StoreAccountSettings(store),
         )
         self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
@@ -219,8 +220,6 @@ class Worker:
     async def check_job_types(self) -> list[Mismatch]:
         """Say at start which job types disagree with the database's, and how to fix it. A
         warning, not a refusal: during a rolling deploy old and new workers overlap."""
-        if self.catalog is None:
-            return []
         mismatches = compare(registry(), await self.catalog.stored_job_types())
         for mismatch in mismatches:
             log.warning("⚠️ %s", mismatch, extra={"job_type": mismatch.name})

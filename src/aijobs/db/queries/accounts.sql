@@ -23,3 +23,25 @@ select id, job_id, kind, amount, note, created_at from aijobs.credit_ledger
 where user_id = %(user_id)s and (%(before_id)s::bigint is null or id < %(before_id)s::bigint)
 order by id desc
 limit %(limit)s;
+
+-- name: account_settings_get
+select brand_voice, business_name, signature, default_language, default_tone
+from aijobs.account_settings where user_id = %(user_id)s;
+
+-- name: account_settings_put
+-- Written by the API's own role for the user it verified (or an admin); the table's checks
+-- bound every field, so no caller stores what the model refuses.
+insert into aijobs.account_settings as s
+    (user_id, brand_voice, business_name, signature, default_language, default_tone)
+values (%(user_id)s, %(brand_voice)s, %(business_name)s, %(signature)s, %(default_language)s, %(default_tone)s)
+on conflict (user_id) do update
+set brand_voice = excluded.brand_voice, business_name = excluded.business_name,
+    signature = excluded.signature, default_language = excluded.default_language,
+    default_tone = excluded.default_tone, updated_at = now()
+returning brand_voice, business_name, signature, default_language, default_tone;
+
+-- name: account_settings_for_job
+-- The settings of the account that owns a job (the worker's, for types that use them).
+select s.brand_voice, s.business_name, s.signature, s.default_language, s.default_tone
+from aijobs.jobs j join aijobs.account_settings s on s.user_id = j.user_id
+where j.id = %(job_id)s;

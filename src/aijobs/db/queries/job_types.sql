@@ -6,3 +6,17 @@ select * from unnest(%(names)s::text[], %(costs)s::integer[], %(timeouts)s::real
 on conflict (name) do update
 set cost = excluded.cost, timeout_seconds = excluded.timeout_seconds, updated_at = now()
 where (job_types.cost, job_types.timeout_seconds) is distinct from (excluded.cost, excluded.timeout_seconds);
+
+-- name: job_types_list
+-- Every type the database knows, with how many of its jobs wait: what a worker compares
+-- with its own registry at start, and what `aijobs types` and the admin API show.
+select t.name, t.cost, t.timeout_seconds::float8 as timeout_seconds, t.enabled,
+       (select count(*) from aijobs.jobs j where j.type = t.name and j.status = 'pending')::int as pending
+from aijobs.job_types t
+order by t.name;
+
+-- name: job_type_set_enabled
+-- A disabled type's creations are refused (AJ007) and its pending jobs wait, kept.
+update aijobs.job_types set enabled = %(enabled)s, updated_at = now()
+where name = %(name)s
+returning name, enabled;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 from uuid import UUID
 
@@ -9,7 +10,7 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 
 from aijobs.db.queries import query
-from aijobs.db.read_rows import LedgerEntryRow, LedgerRow
+from aijobs.db.read_rows import AccountSettingsRow, LedgerEntryRow, LedgerRow
 from aijobs.db.refusals import refusals
 from aijobs.db.rows import Account
 
@@ -53,3 +54,17 @@ class AccountsRepo:
                 query("api_ledger_page"), {"user_id": user_id, "before_id": before_id, "limit": limit}
             )
             return cast("list[LedgerEntryRow]", await cur.fetchall())
+
+    async def settings(self, user_id: UUID) -> AccountSettingsRow | None:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("account_settings_get"), {"user_id": user_id})
+            return cast("AccountSettingsRow | None", await cur.fetchone())
+
+    async def put_settings(self, user_id: UUID, settings: Mapping[str, Any]) -> AccountSettingsRow:
+        """Store every field of `settings` (a missing one is cleared)."""
+        fields = {name: settings.get(name) for name in AccountSettingsRow.__annotations__}
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("account_settings_put"), {"user_id": user_id, **fields})
+            row = await cur.fetchone()
+        assert row is not None
+        return cast("AccountSettingsRow", row)

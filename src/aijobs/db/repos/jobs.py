@@ -16,7 +16,14 @@ from psycopg.types.json import Jsonb
 from aijobs import errors
 from aijobs.db import creation
 from aijobs.db.queries import query
-from aijobs.db.read_rows import AttemptRow, CancelRow, JobDetailRow, JobRow, StatusSummaryRow
+from aijobs.db.read_rows import (
+    AccountSettingsRow,
+    AttemptRow,
+    CancelRow,
+    JobDetailRow,
+    JobRow,
+    StatusSummaryRow,
+)
 from aijobs.db.refusals import element_error, refusals
 from aijobs.db.rows import ClaimedJob, CreatedJob, Finish, GroupedCreation, JobSpec, Rescued
 
@@ -193,3 +200,9 @@ class JobsRepo:
         cur = await self.conn.execute(query("api_in_flight_count"), {"user_id": user_id})
         row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def account_settings_for_job(self, job_id: UUID) -> AccountSettingsRow | None:
+        """The settings of the account that owns `job_id` (None when it has none)."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("account_settings_for_job"), {"job_id": job_id})
+            return cast("AccountSettingsRow | None", await cur.fetchone())
