@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from aijobs.cli.app import app, echo_json, settings_or_exit
+from aijobs.cli.app import app, echo_json, owner_session, run_async, settings_or_exit
 from aijobs.jobs import registry
 
 
@@ -35,3 +35,29 @@ def types(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
             f"{r['name']!s:<{width}}  {r['cost']!s:>3} cr  {r['timeout_seconds']:>6g}s  "
             f"{r['max_attempts']:>3}x  {r['description']}"
         )
+
+
+@app.command("types-disable")
+def disable(name: str = typer.Argument(..., help="The job type to disable.")) -> None:
+    """Refuse new jobs of a type in this deployment; its pending jobs wait, kept."""
+    _switch(name, enabled=False)
+
+
+@app.command("types-enable")
+def enable(name: str = typer.Argument(..., help="The job type to enable again.")) -> None:
+    """Accept jobs of a disabled type again; its waiting jobs run."""
+    _switch(name, enabled=True)
+
+
+def _switch(name: str, *, enabled: bool) -> None:
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        async with owner_session(settings) as session:
+            found = await session.job_types.set_enabled(name, enabled)
+        if not found:
+            typer.echo(f"error: the database has no job type {name!r} (run `aijobs migrate`?)", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{name}: {'enabled' if enabled else 'disabled'}")
+
+    run_async(go)

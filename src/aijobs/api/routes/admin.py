@@ -10,16 +10,19 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from aijobs.api.auth import Admin
 from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus
 from aijobs.api.pagination import parse_job_cursor
 from aijobs.api.problems import not_found, responses
 from aijobs.api.routes.jobs import page_of
+from aijobs.api.routes.me import store_settings
 from aijobs.api.state import get_store
 from aijobs.db.store import Store
+from aijobs.jobs import AccountSettings
 from aijobs.queue.enqueue import retry_as_new_job
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
@@ -73,3 +76,51 @@ async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
     assert new_row is not None
     body = Job.model_validate(new_row).model_dump(mode="json")
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/jobs/{created.id}"})
+
+
+@router.get(
+    "/accounts/{user_id}/settings",
+    response_model=AccountSettings,
+    summary="An account's settings for LLM job types",
+    responses=responses(401, 403, 422),
+)
+async def account_settings(user_id: UUID, _admin: Admin, store: StoreDep) -> AccountSettings:
+    async with store.session() as session:
+        row = await session.accounts.settings(user_id)
+    return AccountSettings.model_validate(row or {})
+
+
+@router.put(
+    "/accounts/{user_id}/settings",
+    response_model=AccountSettings,
+    summary="Replace an account's settings (a field left out is cleared)",
+    responses=responses(401, 403, 422),
+)
+async def put_account_settings(
+    user_id: UUID, body: AccountSettings, _admin: Admin, store: StoreDep
+) -> AccountSettings:
+    return await store_settings(store, user_id, body)
+
+
+class JobTypeSwitch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: StrictBool
+
+
+@router.put(
+    "/job-types/{name}",
+    response_model=JobTypeSwitch,
+    summary="Enable or disable a job type in this deployment (creations refused, pending jobs kept)",
+    responses=responses(401, 403, 404, 422),
+)
+async def switch_job_type(
+    name: Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")],
+    body: JobTypeSwitch,
+    _admin: Admin,
+    store: StoreDep,
+) -> JobTypeSwitch:
+    async with store.session() as session:
+        if not await session.job_types.set_enabled(name, body.enabled):
+            raise not_found()
+    return body

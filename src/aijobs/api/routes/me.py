@@ -1,8 +1,10 @@
-"""`/api/me` and `/api/me/ledger`: the caller's balance and credit history, read under RLS."""
+"""`/api/me`, `/api/me/ledger` and `/api/me/settings`: the caller's balance, credit history
+(read under RLS) and the settings its LLM job types use."""
 
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
 
@@ -12,6 +14,7 @@ from aijobs.api.pagination import ledger_cursor, parse_ledger_cursor
 from aijobs.api.problems import responses
 from aijobs.api.state import ApiState, get_state, get_store
 from aijobs.db.store import Store
+from aijobs.jobs import AccountSettings
 
 router = APIRouter(tags=["me"])
 
@@ -54,3 +57,36 @@ async def ledger(
     items = [LedgerEntry.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return LedgerPage(items=items, next_cursor=ledger_cursor(items[-1].id) if more else None)
+
+
+@router.get(
+    "/api/me/settings",
+    response_model=AccountSettings,
+    summary="My account's voice for LLM job types (brand voice, business name, signature, defaults)",
+    responses=responses(401),
+)
+async def my_settings(principal: CurrentUser, store: Annotated[Store, Depends(get_store)]) -> AccountSettings:
+    assert principal.user_id is not None
+    async with store.as_user(principal.claims) as session:
+        row = await session.accounts.settings(principal.user_id)
+    return AccountSettings.model_validate(row or {})
+
+
+@router.put(
+    "/api/me/settings",
+    response_model=AccountSettings,
+    summary="Replace my account's settings (a field left out is cleared)",
+    responses=responses(401, 422),
+)
+async def put_my_settings(
+    body: AccountSettings, principal: CurrentUser, store: Annotated[Store, Depends(get_store)]
+) -> AccountSettings:
+    assert principal.user_id is not None
+    return await store_settings(store, principal.user_id, body)
+
+
+async def store_settings(store: Store, user_id: UUID, body: AccountSettings) -> AccountSettings:
+    """Written as the API's own role for a user it verified: users write no table directly."""
+    async with store.session() as session:
+        row = await session.accounts.put_settings(user_id, body.model_dump())
+    return AccountSettings.model_validate(row)
