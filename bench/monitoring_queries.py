@@ -32,18 +32,18 @@ from aijobs.db.store import Session, Store  # noqa: E402
 
 WINDOWS = (1, 5, 15, 60)
 QUERIES: dict[str, Callable[[Session], Awaitable[Any]]] = {
-    "queue depth": lambda s: s.mon_queue_depth(),
-    "oldest pending": lambda s: s.mon_oldest_pending_seconds(),
-    "job windows 1/5/15/60": lambda s: s.mon_job_windows(WINDOWS),
-    "attempt windows": lambda s: s.mon_attempt_windows(WINDOWS),
-    "provider windows": lambda s: s.mon_provider_windows(WINDOWS),
-    "job series 60m/1m": lambda s: s.mon_job_series(60, 60),
-    "provider series 60m/1m": lambda s: s.mon_provider_series(60, 60),
-    "queue series 60m": lambda s: s.mon_queue_series(60),
-    "workers": lambda s: s.mon_workers(30.0),
-    "latest failures": lambda s: s.mon_recent_failures(20),
-    "queue sample (write)": lambda s: s.mon_queue_sample(),
-    "prune batch (nothing due)": lambda s: s.mon_prune_jobs(30 * 86400.0, 1000),
+    "queue depth": lambda s: s.monitoring.queue_depth(),
+    "oldest pending": lambda s: s.monitoring.oldest_pending_seconds(),
+    "job windows 1/5/15/60": lambda s: s.monitoring.job_windows(WINDOWS),
+    "attempt windows": lambda s: s.monitoring.attempt_windows(WINDOWS),
+    "provider windows": lambda s: s.monitoring.provider_windows(WINDOWS),
+    "job series 60m/1m": lambda s: s.monitoring.job_series(60, 60),
+    "provider series 60m/1m": lambda s: s.monitoring.provider_series(60, 60),
+    "queue series 60m": lambda s: s.monitoring.queue_series(60),
+    "workers": lambda s: s.monitoring.workers(30.0),
+    "latest failures": lambda s: s.monitoring.recent_failures(20),
+    "queue sample (write)": lambda s: s.monitoring.queue_sample(),
+    "prune batch (nothing due)": lambda s: s.monitoring.prune_jobs(30 * 86400.0, 1000),
 }
 
 
@@ -64,7 +64,7 @@ async def measure(url: str, runs: int) -> list[tuple[str, float, float]]:
             times = []
             for _ in range(runs):
                 started = time.perf_counter()
-                await session.mon_prune_jobs(6 * 86400.0, 1000)
+                await session.monitoring.prune_jobs(6 * 86400.0, 1000)
                 times.append((time.perf_counter() - started) * 1000)
             results.append(("prune batch (1,000 due)", statistics.median(times), max(times)))
     finally:
@@ -73,7 +73,7 @@ async def measure(url: str, runs: int) -> list[tuple[str, float, float]]:
 
 
 def _seed(session: Session) -> Awaitable[Any]:
-    return session.status_summary()
+    return session.jobs.status_summary()
 
 
 def main() -> None:

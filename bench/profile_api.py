@@ -137,7 +137,7 @@ def main() -> None:
         users = [uuid.uuid4() for _ in range(100)]
         with psycopg.connect(db_url, autocommit=True) as conn:
             for user in users:
-                conn.execute("select credit_grant(%s, 1000000, 'bench')", (user,))
+                conn.execute("select aijobs.grant_credits(%s, 1000000, 'bench')", (user,))
         tokens = [mint_token(args.secret, u, ttl_seconds=3600) for u in users]
         for _ in range(args.rounds):
             one_round(db_url, tokens, args)

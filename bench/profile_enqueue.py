@@ -47,8 +47,10 @@ import sys, time, uuid, psycopg, uvloop
 from psycopg.types.json import Jsonb
 async def main(dsn, n):
     conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    args = (uuid.UUID(USER), "sentiment_analysis", Jsonb({"text": "x"}), 0, None, 4, None, None)
-    sql = "select * from create_credit_consuming_job(%s, %s, %s, %s::smallint, %s, %s, %s, %s)"
+    args = (uuid.UUID(USER), ["sentiment_analysis"], [Jsonb({"text": "x"})], [0], None, [4], None, None,
+            False)
+    sql = ("select * from aijobs.create_jobs(%s, %s::text[], %s::jsonb[], %s::smallint[], %s::timestamptz[],"
+           " %s::integer[], %s::text[], %s::uuid[], %s)")
     for i in range(n + 100):
         if i == 100:
             wall, cpu = time.perf_counter(), time.process_time()
@@ -61,11 +63,13 @@ import sys, time, uuid, asyncpg, uvloop
 async def main(dsn, n):
     conn = await asyncpg.connect(dsn)
     st = await conn.prepare(
-        "select * from create_credit_consuming_job($1, $2, $3::jsonb, $4::smallint, $5, $6, $7, $8)")
+        "select * from aijobs.create_jobs($1, $2::text[], $3::jsonb[], $4::smallint[], $5::timestamptz[],"
+        " $6::integer[], $7::text[], $8::uuid[], $9)")
     for i in range(n + 100):
         if i == 100:
             wall, cpu = time.perf_counter(), time.process_time()
-        await st.fetchrow(uuid.UUID(USER), "sentiment_analysis", '{"text": "x"}', 0, None, 4, None, None)
+        await st.fetchrow(
+            uuid.UUID(USER), ["sentiment_analysis"], ['{"text": "x"}'], [0], None, [4], None, None, False)
     print(time.perf_counter() - wall, time.process_time() - cpu)
 uvloop.run(main(sys.argv[1], int(sys.argv[2])))
 """,
@@ -103,7 +107,7 @@ def main() -> None:
         conn.execute("create extension if not exists pg_stat_statements")
     migrate(args.dsn, job_types=[(jt.name, jt.cost, jt.timeout_seconds) for jt in registry().values()])
     with psycopg.connect(args.dsn, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, %s, 'profile')", (USER, 3 * args.jobs + 300))
+        conn.execute("select aijobs.grant_credits(%s, %s, 'profile')", (USER, 3 * args.jobs + 300))
 
     async def create(session: Session) -> None:
         if args.batch:

@@ -68,7 +68,7 @@ async def funded_user(store: Store) -> uuid.UUID:
     """An account with 1,000 credits."""
     user = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(user, 1000, "test credits")
+        await session.accounts.grant_credits(user, 1000, "test credits")
     return user
 
 

@@ -14,6 +14,7 @@ from aijobs.config import Settings
 from aijobs.db.store import Store
 from tests.conftest import worker_env
 from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
+from tests.support.jobs import create_job
 from tests.support.workers import WorkerProcess, fetch_all, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -37,8 +38,8 @@ async def enqueue(store: Store, user: uuid.UUID, texts: list[str], max_attempts:
     async with store.session() as s:
         return [
             (
-                await s.create_job(
-                    user_id=user, type="sentiment_analysis", payload={"text": t}, max_attempts=max_attempts
+                await create_job(
+                    s, user_id=user, type="sentiment_analysis", payload={"text": t}, max_attempts=max_attempts
                 )
             ).id
             for t in texts
@@ -84,10 +85,12 @@ async def test_dashboard_live_requeue_and_screenshot(
             await button.click()
             await page.wait_for_selector("#toast:not([hidden])", timeout=10_000)
             assert "Requeued as job" in await page.inner_text("#toast")
-            rows = await fetch_all(db_url, "select id, cost from jobs where retry_of = %s", failing)
+            rows = await fetch_all(db_url, "select id, cost from aijobs.jobs where retry_of = %s", failing)
             assert len(rows) == 1
             debit = await fetch_all(
-                db_url, "select amount from credit_ledger where job_id = %s and kind = 'debit'", rows[0]["id"]
+                db_url,
+                "select amount from aijobs.credit_ledger where job_id = %s and kind = 'debit'",
+                rows[0]["id"],
             )
             assert [d["amount"] for d in debit] == [-rows[0]["cost"]]
 
@@ -98,7 +101,9 @@ async def test_dashboard_live_requeue_and_screenshot(
             await page.click("#close-inspector")
 
             async def drained() -> bool:
-                left = await fetch_all(db_url, "select 1 from jobs where status in ('pending', 'processing')")
+                left = await fetch_all(
+                    db_url, "select 1 from aijobs.jobs where status in ('pending', 'processing')"
+                )
                 return not left
 
             await wait_until(drained, timeout=60, interval=0.25, what="backlog drained")

@@ -32,9 +32,9 @@ def run(db_url: str, *args: str, stdin: str | None = None) -> subprocess.Complet
 
 def state(db_url: str, user: uuid.UUID) -> tuple[int, list[tuple[str, int, int]]]:
     with psycopg.connect(db_url) as conn:
-        row = conn.execute("select balance from accounts where user_id = %s", (user,)).fetchone()
+        row = conn.execute("select balance from aijobs.accounts where user_id = %s", (user,)).fetchone()
         jobs = conn.execute(
-            "select type, priority, max_attempts from jobs where user_id = %s order by type", (user,)
+            "select type, priority, max_attempts from aijobs.jobs where user_id = %s order by type", (user,)
         ).fetchall()
     assert row is not None
     return int(row[0]), [(str(t), int(p), int(m)) for t, p, m in jobs]
@@ -43,7 +43,7 @@ def state(db_url: str, user: uuid.UUID) -> tuple[int, list[tuple[str, int, int]]
 def test_a_file_becomes_jobs_charged_together(db_url: str, tmp_path: Path) -> None:
     user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, 10, 'test')", (user,))
+        conn.execute("select aijobs.grant_credits(%s, 10, 'test')", (user,))
     path = tmp_path / "jobs.jsonl"
     path.write_text("\n".join(LINES) + "\n", encoding="utf-8")
     done = run(db_url, str(path), "--user", str(user), "--ids")
@@ -60,7 +60,7 @@ def test_a_file_becomes_jobs_charged_together(db_url: str, tmp_path: Path) -> No
 def test_a_bad_line_or_a_short_balance_creates_nothing(db_url: str, tmp_path: Path) -> None:
     user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, 3, 'test')", (user,))
+        conn.execute("select aijobs.grant_credits(%s, 3, 'test')", (user,))
     cases = [
         ([*LINES, '{"type": "ai_generation", "payload": {"tone": "rude"}}'], 2, "line 4: invalid payload"),
         (

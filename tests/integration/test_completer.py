@@ -12,6 +12,7 @@ from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
 from aijobs.queue import outcomes
 from aijobs.worker.completer import Completer
+from tests.support.jobs import create_job
 from tests.support.workers import fetch_all, job
 
 #: Results no retry can store: refused by PostgreSQL (NUL, a lone surrogate in jsonb) or by
@@ -26,8 +27,8 @@ REFUSED: dict[str, dict[str, Any]] = {
 async def claim(store: Store, user: uuid.UUID, n: int) -> list[ClaimedJob]:
     async with store.session() as s:
         for i in range(n):
-            await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": f"ok {i}"})
-        return await s.claim("w1", n, lease_seconds=30)
+            await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": f"ok {i}"})
+        return await s.jobs.claim("w1", n, lease_seconds=30)
 
 
 @pytest.mark.parametrize("result", REFUSED.values(), ids=REFUSED.keys())
@@ -64,7 +65,7 @@ async def test_a_refused_row_fails_its_attempt_and_every_other_row_is_written(
             assert row["error"].startswith("the outcome of this attempt could not be stored: ")
         else:
             assert row["status"] == "completed" and row["result"] == {"output": "fine"}
-    refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
+    refunds = await fetch_all(db_url, "select job_id from aijobs.credit_ledger where kind = 'refund'")
     assert [r["job_id"] for r in refunds] == [bad.id]
 
 
@@ -74,12 +75,12 @@ async def test_a_stale_attempt_beside_the_current_one_in_a_batch_is_reported_fen
     """One worker may end two attempts of one job in one batch: one whose lease expired and
     was rescued, and the attempt that claimed the job again. Only the current one won."""
     async with store.session() as s:
-        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "ok"})
-        [stale] = await s.claim("w1", 1, lease_seconds=0.1)
+        await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "ok"})
+        [stale] = await s.jobs.claim("w1", 1, lease_seconds=0.1)
     await asyncio.sleep(0.3)
     async with store.session() as s:
-        assert [r.id for r in await s.rescue_expired()] == [stale.id]
-        [current] = await s.claim("w1", 1, lease_seconds=30)
+        assert [r.id for r in await s.jobs.rescue_expired()] == [stale.id]
+        [current] = await s.jobs.claim("w1", 1, lease_seconds=30)
     assert (current.id, current.lease_token) != (stale.id, stale.lease_token)
     completer = Completer(store, "w1")
     reported: dict[int, bool] = {}

@@ -1,4 +1,4 @@
-"""Atomic credit consumption through create_credit_consuming_job, on a real database."""
+"""Atomic credit consumption through aijobs.create_jobs, on a real database."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from aijobs.errors import (
     UnknownUser,
 )
 from aijobs.queue.enqueue import enqueue
+from tests.support.jobs import create_job
 
 SENTIMENT = {"text": "Lovely staff, quick service."}
 
@@ -28,9 +29,10 @@ async def ledger_state(db_url: str, user: uuid.UUID) -> tuple[int, int, int]:
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         cur = await conn.execute(
             """select a.balance,
-                      (select coalesce(sum(amount), 0) from credit_ledger l where l.user_id = a.user_id),
-                      (select count(*) from jobs j where j.user_id = a.user_id)
-               from accounts a where a.user_id = %s""",
+                      (select coalesce(sum(amount), 0) from aijobs.credit_ledger l
+                        where l.user_id = a.user_id),
+                      (select count(*) from aijobs.jobs j where j.user_id = a.user_id)
+               from aijobs.accounts a where a.user_id = %s""",
             (user,),
         )
         row = await cur.fetchone()
@@ -41,7 +43,7 @@ async def ledger_state(db_url: str, user: uuid.UUID) -> tuple[int, int, int]:
 async def test_twenty_concurrent_creations_against_a_balance_of_five(store: Store, db_url: str) -> None:
     user = uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(user, 5)
+        await s.accounts.grant_credits(user, 5)
 
     async def create() -> bool:
         async with store.session() as s:
@@ -64,7 +66,7 @@ async def test_refusals_are_typed_and_charge_nothing(
         with pytest.raises(UnknownJobType):
             await enqueue(s, user_id=funded_user, job_type="translate", payload={})
         with pytest.raises(UnknownUser):
-            await s.create_job(user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
+            await create_job(s, user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
         with pytest.raises(InvalidPayload) as bad:
             await enqueue(s, user_id=funded_user, job_type="ai_generation", payload={"tone": "rude"})
     fields = {e["field"] for e in bad.value.errors}
@@ -73,15 +75,14 @@ async def test_refusals_are_typed_and_charge_nothing(
 
 
 async def test_created_job_fields_match_the_creation_functions(db_url: str) -> None:
-    """`Session._create` builds `CreatedJob` by position, so every creation function must
-    return its columns in the dataclass's field order."""
+    """`JobsRepo.create` builds `CreatedJob` by position, so the creation function must
+    return its columns in the dataclass's field order (and the grouped one around them)."""
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         cur = await conn.execute(
             """select p.proname, array_agg(a.name order by a.ord)
                from pg_proc p,
                     unnest(p.proargnames, p.proargmodes) with ordinality as a(name, mode, ord)
-               where p.proname in ('create_credit_consuming_job', 'create_job_within_cap', 'api_create_job',
-                                   'create_credit_consuming_jobs')
+               where p.pronamespace = 'aijobs'::regnamespace and p.proname = 'create_jobs'
                  and a.mode = 't'
                group by p.proname"""
         )
@@ -90,13 +91,14 @@ async def test_created_job_fields_match_the_creation_functions(db_url: str) -> N
             """select array_agg(a.name order by a.ord)
                from pg_proc p,
                     unnest(p.proargnames, p.proargmodes) with ordinality as a(name, mode, ord)
-               where p.proname = 'api_create_jobs_grouped' and a.mode = 't'"""
+               where p.pronamespace = 'aijobs'::regnamespace and p.proname = 'create_jobs_grouped'
+                 and a.mode = 't'"""
         )
         grouped = (await cur.fetchone() or [None])[0]
     fields = [f.name for f in dataclasses.fields(CreatedJob)]
     assert returned == {name: fields for name in returned}
-    assert len(returned) == 4
-    # `Session.create_jobs_for_claims` reads the request's position, the job, the error.
+    assert len(returned) == 1
+    # `JobsRepo.create_grouped` reads the request's position, the job, the error.
     assert grouped == ["ord", *fields, "err_state", "err_message", "err_detail"]
 
 
@@ -108,7 +110,7 @@ async def test_one_session_creates_again_after_a_refusal(
     async with store.session() as s:
         first = await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload=SENTIMENT)
         with pytest.raises(UnknownUser):
-            await s.create_job(user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
+            await create_job(s, user_id=uuid.uuid4(), type="sentiment_analysis", payload=SENTIMENT)
         second = await enqueue(
             s, user_id=funded_user, job_type="review_processing", payload={"review_text": "ok"}
         )
@@ -117,7 +119,7 @@ async def test_one_session_creates_again_after_a_refusal(
     assert (second.cost, second.balance, second.status) == (3, 996, "pending")
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         cur = await conn.execute(
-            "select id, type, created_at from jobs where user_id = %s order by type", (funded_user,)
+            "select id, type, created_at from aijobs.jobs where user_id = %s order by type", (funded_user,)
         )
         rows = await cur.fetchall()
     assert rows == [
@@ -140,7 +142,9 @@ async def test_concurrent_creations_on_one_session_each_read_their_own_row(
         )
     assert sorted(c.balance for c in created) == list(range(988, 1000))
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        cur = await conn.execute("select id, payload->>'text' from jobs where user_id = %s", (funded_user,))
+        cur = await conn.execute(
+            "select id, payload->>'text' from aijobs.jobs where user_id = %s", (funded_user,)
+        )
         texts = dict(await cur.fetchall())
     assert [texts[c.id] for c in created] == [f"t{i}" for i in range(12)]
 
@@ -148,7 +152,7 @@ async def test_concurrent_creations_on_one_session_each_read_their_own_row(
 async def test_insufficient_credits_names_balance_and_cost(store: Store) -> None:
     user = uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(user, 2)
+        await s.accounts.grant_credits(user, 2)
         with pytest.raises(InsufficientCredits) as refused:
             await enqueue(s, user_id=user, job_type="review_processing", payload={"review_text": "ok"})
     assert (refused.value.balance, refused.value.cost) == (2, 3)
@@ -177,21 +181,21 @@ async def test_idempotency_key_replays_without_a_second_charge(
 async def test_ledger_is_append_only(store: Store, db_url: str, funded_user: uuid.UUID) -> None:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         with pytest.raises(psycopg.Error, match="append-only"):
-            await conn.execute("update credit_ledger set amount = 5")
+            await conn.execute("update aijobs.credit_ledger set amount = 5")
         with pytest.raises(psycopg.Error, match="append-only"):
-            await conn.execute("delete from credit_ledger")
+            await conn.execute("delete from aijobs.credit_ledger")
 
 
 async def test_retry_of_names_only_the_callers_own_jobs(
     store: Store, db_url: str, funded_user: uuid.UUID
 ) -> None:
-    """A user calling create_credit_consuming_job directly as `authenticated` (a Supabase
+    """A user calling aijobs.create_jobs directly as `authenticated` (a Supabase
     RPC) may link the new job only to a job of their own: another user's job and an id that
     does not exist get the same AJ005 naming retry_of, and nothing is inserted or charged.
     A replay of an Idempotency-Key still returns its job first."""
     other = uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(other, 5)
+        await s.accounts.grant_credits(other, 5)
         theirs = await enqueue(s, user_id=other, job_type="sentiment_analysis", payload=SENTIMENT)
         mine = await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload=SENTIMENT)
     claims = {"sub": str(funded_user), "role": "authenticated", "aud": "authenticated"}
@@ -201,35 +205,42 @@ async def test_retry_of_names_only_the_callers_own_jobs(
     for target in (theirs.id, uuid.uuid4()):
         with pytest.raises(InvalidArgument) as refused:
             async with store.as_user(claims) as s:
-                await s.create_job(
-                    user_id=None, type="sentiment_analysis", payload=SENTIMENT, retry_of=target
+                await enqueue(
+                    s, user_id=None, job_type="sentiment_analysis", payload=SENTIMENT, retry_of=target
                 )
         refusals.append(refused.value)
     # Server-side callers (worker, CLI, admin) act for the user they name, under the same rule.
     with pytest.raises(InvalidArgument) as refused:
         async with store.session() as s:
-            await s.create_job(
-                user_id=funded_user, type="sentiment_analysis", payload=SENTIMENT, retry_of=theirs.id
+            await enqueue(
+                s, user_id=funded_user, job_type="sentiment_analysis", payload=SENTIMENT, retry_of=theirs.id
             )
     refusals.append(refused.value)
-    assert {(r.message, tuple(r.details.items())) for r in refusals} == {
-        ("retry_of must name one of your jobs", (("field", "retry_of"),))
+    # A single creation's refusal names the field without the batch's `jobs[0].`.
+    assert {(r.message, r.details["field"], r.details["reason"]) for r in refusals} == {
+        ("retry_of must name one of your jobs", "retry_of", "must name one of your jobs")
     }
     assert await ledger_state(db_url, funded_user) == before
     assert await ledger_state(db_url, other) == (4, 4, 1)
 
-    # The API's answer names the field.
+    # The API's answer names the field, as the body's.
     problem = from_domain(refusals[0])
     assert (problem.status, problem.code) == (422, "invalid_argument")
-    assert problem.extra["errors"] == [{"field": "retry_of", "reason": "retry_of must name one of your jobs"}]
+    assert problem.extra["errors"] == [{"field": "body.retry_of", "reason": "must name one of your jobs"}]
 
     key = f"retry-{uuid.uuid4()}"
     async with store.as_user(claims) as s:
-        created = await s.create_job(
-            user_id=None, type="sentiment_analysis", payload=SENTIMENT, idempotency_key=key, retry_of=mine.id
+        created = await create_job(
+            s,
+            user_id=None,
+            type="sentiment_analysis",
+            payload=SENTIMENT,
+            idempotency_key=key,
+            retry_of=mine.id,
         )
         # The key's job comes back whatever retry_of says now (the old job may have been pruned).
-        replayed = await s.create_job(
+        replayed = await create_job(
+            s,
             user_id=None,
             type="sentiment_analysis",
             payload=SENTIMENT,
@@ -239,7 +250,7 @@ async def test_retry_of_names_only_the_callers_own_jobs(
     assert created.created and not replayed.created and replayed.id == created.id
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         row = await (
-            await conn.execute("select user_id, retry_of from jobs where id = %s", (created.id,))
+            await conn.execute("select user_id, retry_of from aijobs.jobs where id = %s", (created.id,))
         ).fetchone()
     assert row == (funded_user, mine.id)
     assert await ledger_state(db_url, funded_user) == (before[0] - 1, before[1] - 1, before[2] + 1)

@@ -12,6 +12,7 @@ from aijobs.config import Settings
 from aijobs.db.store import Store
 from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
 from tests.support.database import drop_database
+from tests.support.jobs import create_job
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ async def test_metrics_parse_and_carry_queue_gauges(
     api: ApiServer, store: Store, funded_user: uuid.UUID
 ) -> None:
     async with store.session() as s:
-        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+        await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
     async with httpx.AsyncClient(base_url=api.url) as c:
         res = await c.get("/metrics")
     assert res.status_code == 200
@@ -79,7 +80,7 @@ async def test_metrics_serve_the_last_snapshot_when_the_database_is_gone(
     api: ApiServer, store: Store, funded_user: uuid.UUID, admin_url: str, db_url: str
 ) -> None:
     async with store.session() as s:
-        await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+        await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
     async with httpx.AsyncClient(base_url=api.url) as c:
         assert (await c.get("/metrics")).status_code == 200
         # The next scrape must try the database again instead of serving the fresh cache.

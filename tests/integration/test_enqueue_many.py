@@ -1,4 +1,4 @@
-"""Batch creation (enqueue_many / create_credit_consuming_jobs): all or nothing, charged once
+"""Batch creation (enqueue_many / aijobs.create_jobs): all or nothing, charged once
 per job, on a real database."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
 
 from aijobs.db.queries import query
-from aijobs.db.store import Session, Store, refusals
+from aijobs.db.refusals import refusals
+from aijobs.db.store import Session, Store
 from aijobs.errors import Forbidden, InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType
 from aijobs.queue.enqueue import JobSpec, enqueue_many, validate_payload
 from tests.integration.test_credits import ledger_state
@@ -50,7 +51,7 @@ async def test_a_batch_creates_every_job_in_order_with_one_debit_each(
         rows = await (
             await conn.execute(
                 "select j.id, j.type, j.priority, j.payload->>'text', l.amount"
-                " from jobs j join credit_ledger l on l.job_id = j.id and l.kind = 'debit'"
+                " from aijobs.jobs j join aijobs.credit_ledger l on l.job_id = j.id and l.kind = 'debit'"
                 " where j.user_id = %s",
                 (funded_user,),
             )
@@ -67,7 +68,7 @@ async def test_a_batch_creates_every_job_in_order_with_one_debit_each(
 async def test_a_batch_the_balance_cannot_cover_creates_nothing(store: Store, db_url: str) -> None:
     user = uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(user, 6)
+        await s.accounts.grant_credits(user, 6)
         with pytest.raises(InsufficientCredits) as refused:
             await enqueue_many(
                 s, user_id=user, jobs=[spec("review_processing")] + [spec("sentiment_analysis")] * 4
@@ -105,9 +106,18 @@ async def test_the_sql_function_refuses_what_python_would_have_caught(
     async def call(session: Session, **arrays: object) -> None:
         """The SQL function itself, with arrays the Python API could not send (of unequal
         lengths, a payload that is not an object)."""
-        params = {"user_id": funded_user, "priorities": [0], "run_ats": None, "max_attempts": [4], **arrays}
+        params = {
+            "user_id": funded_user,
+            "priorities": [0],
+            "run_ats": None,
+            "max_attempts": [4],
+            "idempotency_keys": None,
+            "retry_ofs": None,
+            "quota": False,
+            **arrays,
+        }
         with refusals():
-            await session.conn.execute(query("job_create_many"), params)
+            await session.conn.execute(query("job_create"), params)
 
     async with store.session() as s:
         with pytest.raises(UnknownJobType) as unknown:
@@ -118,14 +128,15 @@ async def test_the_sql_function_refuses_what_python_would_have_caught(
                 priorities=[0, 0],
                 max_attempts=[4, 4],
             )
-        with pytest.raises(InvalidArgument, match="payload 0 must be a JSON object") as not_object:
+        with pytest.raises(InvalidArgument, match=r"jobs\[0\]\.payload: must be a JSON object") as not_object:
             await call(s, types=["sentiment_analysis"], payloads=[Jsonb([1])])
         with pytest.raises(InvalidArgument, match="one element per job"):
             await call(s, types=["sentiment_analysis"] * 2, payloads=[Jsonb({"text": "x"})] * 2)
-        with pytest.raises(InvalidArgument, match="at least one job"):
+        with pytest.raises(InvalidArgument, match="takes 1 to 10000 jobs"):
             await call(s, types=[], payloads=[], priorities=[], max_attempts=[])
     assert unknown.value.details["type"] == "translate"
     assert not_object.value.details["index"] == 0
+    assert not_object.value.details["field"] == "jobs[0].payload"
     assert await ledger_state(db_url, funded_user) == (1000, 1000, 0)
 
 
@@ -137,7 +148,7 @@ async def test_a_signed_in_user_creates_batches_only_for_themselves(
     async with store.as_user(claims) as s:
         created = await enqueue_many(s, user_id=None, jobs=[spec("sentiment_analysis")] * 2)
     async with store.session() as s:
-        await s.grant_credits(other, 10)
+        await s.accounts.grant_credits(other, 10)
     with pytest.raises(Forbidden):
         async with store.as_user(claims) as s:
             await enqueue_many(s, user_id=other, jobs=[spec("sentiment_analysis")])
@@ -149,7 +160,7 @@ async def test_concurrent_batches_never_overdraw(store: Store, db_url: str) -> N
     """Eight batches of 3 credits race for a balance of 10: exactly three are created whole."""
     user = uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(user, 10)
+        await s.accounts.grant_credits(user, 10)
 
     async def create() -> bool:
         async with store.session() as s:
@@ -173,7 +184,7 @@ async def test_a_batch_is_all_or_nothing(store: Store, db_url: str, balance: int
     user = uuid.uuid4()
     total = sum(COSTS[t] for t in types)
     async with store.session() as s:
-        await s.grant_credits(user, balance)
+        await s.accounts.grant_credits(user, balance)
         try:
             created = await enqueue_many(s, user_id=user, jobs=[spec(t, i) for i, t in enumerate(types)])
         except InsufficientCredits:
@@ -207,14 +218,15 @@ _WHEN = st.none() | st.datetimes(
 async def test_every_field_of_every_job_is_stored_as_sent(
     store: Store, db_url: str, funded_user: uuid.UUID, elements: list[tuple[str, int, datetime | None, int]]
 ) -> None:
-    """The batch travels as arrays in PostgreSQL's binary format (`job_create_many`): each
+    """The batch travels as arrays in PostgreSQL's binary format (`job_create`): each
     element's payload, priority, run_at and max_attempts reach its own row unchanged."""
     jobs = [JobSpec("sentiment_analysis", {"text": t}, p, when, m) for t, p, when, m in elements]
     async with store.session() as s:
         created = await enqueue_many(s, user_id=funded_user, jobs=jobs)
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         cur = await conn.execute(
-            "select id, payload, priority, run_at, max_attempts, created_at from jobs where id = any(%s)",
+            "select id, payload, priority, run_at, max_attempts, created_at from aijobs.jobs"
+            " where id = any(%s)",
             ([c.id for c in created],),
         )
         rows = {row[0]: row[1:] for row in await cur.fetchall()}

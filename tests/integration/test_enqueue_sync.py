@@ -9,13 +9,15 @@ import uuid
 import psycopg
 import pytest
 
-from aijobs.db.store import PREPARED_STATEMENTS_CAP, Store
+from aijobs.db.repos.jobs import PREPARED_STATEMENTS_CAP
+from aijobs.db.store import Store
 from aijobs.db.sync_session import SyncSession
 from aijobs.errors import InsufficientCredits, InvalidArgument, InvalidPayload, UnknownJobType, UnknownUser
 from aijobs.monitoring.metrics import metrics
 from aijobs.queue.enqueue import JobSpec, enqueue, enqueue_many_sync, enqueue_sync
 from tests.integration.test_credits import ledger_state
 from tests.support.invariants import assert_invariants
+from tests.support.jobs import create_job
 
 TEXT = {"text": "Quick and kind."}
 
@@ -24,7 +26,7 @@ def job_row(db_url: str, job_id: uuid.UUID) -> tuple[object, ...] | None:
     with psycopg.connect(db_url) as conn:
         return conn.execute(
             "select user_id, type, payload, priority, max_attempts, idempotency_key, cost, status"
-            " from jobs where id = %s",
+            " from aijobs.jobs where id = %s",
             (job_id,),
         ).fetchone()
 
@@ -88,18 +90,18 @@ def test_workers_are_woken_at_the_callers_commit_not_before(db_url: str, funded_
 async def test_refusals_are_the_typed_errors_and_charge_nothing(db_url: str, funded_user: uuid.UUID) -> None:
     poor = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, 2, 'test')", (poor,))
+        conn.execute("select aijobs.grant_credits(%s, 2, 'test')", (poor,))
         session = SyncSession(conn)
         with pytest.raises(InvalidPayload) as bad:
             enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload={"txt": "x"})
         assert {e["field"] for e in bad.value.errors} == {"text", "txt"}
         with pytest.raises(UnknownJobType):
-            session.create_job(user_id=funded_user, type="no_such_type", payload={})
+            session.create(user_id=funded_user, jobs=[JobSpec("no_such_type", {})])
         with pytest.raises(InsufficientCredits) as broke:
             enqueue_sync(session, user_id=poor, job_type="review_processing", payload={"review_text": "ok"})
         assert (broke.value.balance, broke.value.cost) == (2, 3)
         with pytest.raises(InvalidArgument):
-            session.create_job(user_id=None, type="sentiment_analysis", payload=TEXT)
+            session.create(user_id=None, jobs=[JobSpec("sentiment_analysis", TEXT)])
         # The session goes on after a refusal: its cursor is still usable.
         enqueue_sync(session, user_id=poor, job_type="sentiment_analysis", payload=TEXT)
     assert await ledger_state(db_url, funded_user) == (1000, 1000, 0)
@@ -158,7 +160,7 @@ async def test_a_refusal_in_a_savepoint_keeps_the_callers_other_writes(
     """What the README tells a caller that wants to go on after a refusal in its transaction."""
     poor = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as admin:
-        admin.execute("select credit_grant(%s, 1, 'test')", (poor,))
+        admin.execute("select aijobs.grant_credits(%s, 1, 'test')", (poor,))
     with psycopg.connect(db_url) as conn:
         session = SyncSession(conn)
         with conn.transaction():
@@ -207,14 +209,14 @@ async def test_refusals_do_not_gather_prepared_statements_without_end(
         session = SyncSession(conn)
         for _ in range(refusals):
             with pytest.raises(UnknownUser):
-                session.create_job(user_id=nobody, type="sentiment_analysis", payload=TEXT)
+                session.create(user_id=nobody, jobs=[JobSpec("sentiment_analysis", TEXT)])
         held = conn.execute("select count(*) from pg_prepared_statements").fetchone()
         assert held is not None and held[0] <= PREPARED_STATEMENTS_CAP + 1
         enqueue_sync(session, user_id=funded_user, job_type="sentiment_analysis", payload=TEXT)
     async with store.session() as s:
         for _ in range(refusals):
             with pytest.raises(UnknownUser):
-                await s.create_job(user_id=nobody, type="sentiment_analysis", payload=TEXT)
+                await create_job(s, user_id=nobody, type="sentiment_analysis", payload=TEXT)
         cur = await s.conn.execute("select count(*) from pg_prepared_statements")
         row = await cur.fetchone()
         assert row is not None and row[0] <= PREPARED_STATEMENTS_CAP + 1

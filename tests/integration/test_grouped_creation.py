@@ -1,5 +1,6 @@
-"""Group commit of the API's creations (019 and aijobs/api/grouped_creation.py), on a real
-database: each request of a group is made as its own user and refused on its own, groups
+"""Group commit of the API's creations (aijobs.create_jobs_grouped and
+aijobs/api/grouped_creation.py), on a real database: each request of a group is made for its
+own user and refused on its own, groups
 cannot deadlock one another, and the batcher groups what waits, leaves out what was
 cancelled and answers every request of a failed statement."""
 
@@ -9,13 +10,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import psycopg
 import pytest
 
 from aijobs.api.grouped_creation import MAX_GROUP, CreationGroups
-from aijobs.db.rows import ClaimsCreation, CreatedJob
+from aijobs.db.rows import CreatedJob, GroupedCreation, JobSpec
 from aijobs.db.store import Store
 from aijobs.errors import InsufficientCredits, InvalidArgument, TooManyInFlight, UnknownJobType
 from tests.support import locks
@@ -24,19 +24,21 @@ from tests.support.snapshots import snapshot
 SENTIMENT = {"text": "Lovely staff, quick service."}
 
 
-def claims(user: uuid.UUID) -> dict[str, Any]:
-    return {"sub": str(user), "role": "authenticated", "aud": "authenticated"}
+def request(user: uuid.UUID, job_type: str = "sentiment_analysis") -> GroupedCreation:
+    return GroupedCreation(user, JobSpec(job_type, SENTIMENT))
 
 
-def request(user: uuid.UUID, job_type: str = "sentiment_analysis") -> ClaimsCreation:
-    return ClaimsCreation(claims=claims(user), type=job_type, payload=SENTIMENT)
+async def set_cap(store: Store, max_in_flight: int) -> None:
+    """The deployment's in-flight quota, which every grouped creation is held to."""
+    async with store.session() as s:
+        await s.sync_settings(max_jobs_in_flight_per_user=max_in_flight)
 
 
 async def funded(store: Store, *amounts: int) -> list[uuid.UUID]:
     users = [uuid.uuid4() for _ in amounts]
     async with store.session() as s:
         for user, amount in zip(users, amounts, strict=True):
-            await s.grant_credits(user, amount)
+            await s.accounts.grant_credits(user, amount)
     return users
 
 
@@ -45,7 +47,7 @@ async def account_locked(db_url: str, user: uuid.UUID) -> AsyncIterator[None]:
     """Another transaction holds `user`'s account row until the block ends: a creation for
     that user waits inside its statement, holding what it took before."""
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        await conn.execute("select 1 from accounts where user_id = %s for update", (user,))
+        await conn.execute("select 1 from aijobs.accounts where user_id = %s for update", (user,))
         yield
         await conn.commit()
 
@@ -58,18 +60,19 @@ async def test_each_request_of_a_group_is_made_as_its_own_user_and_refused_alone
     store: Store, db_url: str
 ) -> None:
     rich, poor = await funded(store, 1000, 1)
+    await set_cap(store, 10)
     group = [request(rich), request(poor), request(poor), request(rich), request(rich, "translate")]
     async with store.session() as s:
         owner = (await (await s.conn.execute("select current_user")).fetchone() or [None])[0]
-        outcomes = await s.create_jobs_for_claims(group, max_in_flight=10)
+        outcomes = await s.jobs.create_grouped(group)
         after = await (
             await s.conn.execute(
                 "select current_user, current_setting('role'),"
                 " coalesce(current_setting('request.jwt.claims', true), '')"
             )
         ).fetchone()
-    # The role and claims it switched to ended with the statement: the pooled connection's
-    # next borrower runs as the owner again.
+    # No role or claims outlive the statement: the pooled connection's next borrower runs
+    # as the owner, without claims.
     assert after == (owner, "none", "")
     made, poor_ok, refused, made_too, unknown = outcomes
     assert (
@@ -78,20 +81,21 @@ async def test_each_request_of_a_group_is_made_as_its_own_user_and_refused_alone
     assert isinstance(refused, InsufficientCredits) and (refused.balance, refused.cost) == (0, 1)
     assert isinstance(unknown, UnknownJobType)
     assert (made.balance, made_too.balance, poor_ok.balance) == (999, 998, 0)
-    # Each job and debit belongs to the user its claims name; the refusals left nothing.
+    # Each job and debit belongs to the user its request names; the refusals left nothing.
     assert (await snapshot(db_url, rich)).balance == 998
     assert (await snapshot(db_url, rich)).jobs == 2
     assert (await snapshot(db_url, poor)).jobs == 1
     assert (await snapshot(db_url, poor)).balance == 0
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
-        owners = dict(await (await conn.execute("select id, user_id from jobs")).fetchall())
+        owners = dict(await (await conn.execute("select id, user_id from aijobs.jobs")).fetchall())
     assert owners == {made.id: rich, made_too.id: rich, poor_ok.id: poor}
 
 
 async def test_the_cap_counts_the_jobs_made_earlier_in_the_same_group(store: Store, db_url: str) -> None:
     (user,) = await funded(store, 100)
+    await set_cap(store, 2)
     async with store.session() as s:
-        outcomes = await s.create_jobs_for_claims([request(user)] * 3, max_in_flight=2)
+        outcomes = await s.jobs.create_grouped([request(user)] * 3)
     assert [type(o) for o in outcomes] == [CreatedJob, CreatedJob, TooManyInFlight]
     capped = outcomes[2]
     assert isinstance(capped, TooManyInFlight) and (capped.in_flight, capped.limit) == (2, 2)
@@ -102,30 +106,28 @@ async def test_a_group_larger_than_32_is_refused_whole(store: Store, db_url: str
     """The SQL function's limit is the batcher's MAX_GROUP: a full group passes, one more
     is refused whole."""
     (user,) = await funded(store, 100)
+    await set_cap(store, 100)
     async with store.session() as s:
         with pytest.raises(psycopg.Error, match="at most 32"):
-            await s.create_jobs_for_claims([request(user)] * (MAX_GROUP + 1), max_in_flight=100)
+            await s.jobs.create_grouped([request(user)] * (MAX_GROUP + 1))
         assert (await snapshot(db_url, user)).jobs == 0
-        full = await s.create_jobs_for_claims([request(user)] * MAX_GROUP, max_in_flight=100)
+        full = await s.jobs.create_grouped([request(user)] * MAX_GROUP)
     assert all(isinstance(o, CreatedJob) for o in full)
     assert (await snapshot(db_url, user)).jobs == MAX_GROUP == 32
 
 
 async def test_groups_in_opposite_user_orders_do_not_deadlock(store: Store, db_url: str) -> None:
-    """Group 1 holds A's locks and waits for B's; group 2 names B first. Taken in request
-    order, group 2 would hold B's and wait for A's: a deadlock, one request answered with
-    40P01 after `deadlock_timeout`. Taken in user order, group 2 waits for A first, holding
-    nothing, and both groups complete."""
+    """Group 1 takes A's account row, then B's; group 2 names B first. Taken in request
+    order, group 2 would hold B's row and wait for A's while group 1 holds A's and waits for
+    B's: a deadlock, one request answered with 40P01 after `deadlock_timeout`. Taken in user
+    order, group 2 waits for A first, holding nothing, and both groups complete."""
     a, b = sorted(await funded(store, 10, 10), key=str)
+    await set_cap(store, 10)
     async with store.session() as first, store.session() as second:
         async with account_locked(db_url, a):
-            one = asyncio.create_task(
-                first.create_jobs_for_claims([request(a), request(b)], max_in_flight=10)
-            )
-            await waiting_on_locks(db_url, 1)  # holds A's advisory lock, waits for A's row
-            two = asyncio.create_task(
-                second.create_jobs_for_claims([request(b), request(a)], max_in_flight=10)
-            )
+            one = asyncio.create_task(first.jobs.create_grouped([request(a), request(b)]))
+            await waiting_on_locks(db_url, 1)  # waits for A's row, holding nothing yet
+            two = asyncio.create_task(second.jobs.create_grouped([request(b), request(a)]))
             await waiting_on_locks(db_url, 2)
         outcomes = await asyncio.wait_for(asyncio.gather(one, two), timeout=30)
     assert all(isinstance(o, CreatedJob) for group in outcomes for o in group), outcomes
@@ -134,22 +136,22 @@ async def test_groups_in_opposite_user_orders_do_not_deadlock(store: Store, db_u
 
 
 async def test_a_request_for_another_users_job_is_refused_inside_a_group(store: Store, db_url: str) -> None:
-    """retry_of is checked as the element's own user (018), not as the group's owner role."""
+    """retry_of is checked as the element's own user, not as the group's owner role."""
     mine, theirs = await funded(store, 10, 10)
+    await set_cap(store, 10)
     async with store.session() as s:
-        (their_job,) = await s.create_jobs_for_claims([request(theirs)], max_in_flight=10)
+        (their_job,) = await s.jobs.create_grouped([request(theirs)])
         assert isinstance(their_job, CreatedJob)
-        stolen = ClaimsCreation(
-            claims=claims(mine), type="sentiment_analysis", payload=SENTIMENT, retry_of=their_job.id
-        )
-        (outcome,) = await s.create_jobs_for_claims([stolen], max_in_flight=10)
+        stolen = GroupedCreation(mine, JobSpec("sentiment_analysis", SENTIMENT, retry_of=their_job.id))
+        (outcome,) = await s.jobs.create_grouped([stolen])
     assert isinstance(outcome, InvalidArgument)
     assert (await snapshot(db_url, mine)).jobs == 0
 
 
 async def test_requests_that_wait_together_share_one_statement(store: Store, db_url: str) -> None:
     blocker, *users = await funded(store, 10, *([10] * 8))
-    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    await set_cap(store, 10)
+    groups = CreationGroups(store, max_statements=1)
     async with account_locked(db_url, blocker):
         first = asyncio.create_task(groups.create(request(blocker)))
         await waiting_on_locks(db_url, 1)
@@ -162,7 +164,7 @@ async def test_requests_that_wait_together_share_one_statement(store: Store, db_
         cur = await conn.execute(
             # now() is the transaction's start: one value for every job one transaction made
             # (xmin would not do: each element has a subtransaction, and an xid, of its own).
-            "select count(distinct created_at) from jobs where user_id = any(%s)",
+            "select count(distinct created_at) from aijobs.jobs where user_id = any(%s)",
             (users,),
         )
         row = await cur.fetchone()
@@ -171,7 +173,8 @@ async def test_requests_that_wait_together_share_one_statement(store: Store, db_
 
 async def test_a_request_cancelled_before_its_group_is_sent_is_not_created(store: Store, db_url: str) -> None:
     blocker, kept, dropped = await funded(store, 10, 10, 10)
-    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    await set_cap(store, 10)
+    groups = CreationGroups(store, max_statements=1)
     async with account_locked(db_url, blocker):
         first = asyncio.create_task(groups.create(request(blocker)))
         await waiting_on_locks(db_url, 1)
@@ -194,7 +197,8 @@ async def test_every_request_of_a_failed_statement_gets_its_error_and_none_is_cr
     """The group's backend is terminated while the statement waits: both requests of the
     group get the connection's error, and neither job nor debit was committed."""
     blocker, waits, other = await funded(store, 10, 10, 10)
-    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    await set_cap(store, 10)
+    groups = CreationGroups(store, max_statements=1)
     async with account_locked(db_url, blocker):
         first = asyncio.create_task(groups.create(request(blocker)))
         await waiting_on_locks(db_url, 1)
@@ -217,7 +221,8 @@ async def test_a_request_right_after_a_sender_finished_is_sent(store: Store, db_
     """The first request's answer wakes it before its sender's task has been reaped (a
     done-callback, a loop turn later): a request made at once must still find a sender."""
     first, second = await funded(store, 10, 10)
-    groups = CreationGroups(store, max_in_flight=10, max_statements=1)
+    await set_cap(store, 10)
+    groups = CreationGroups(store, max_statements=1)
     await groups.create(request(first))
     # Awaited inline (not through wait_for, which would start it in a task a turn later).
     async with asyncio.timeout(10):
@@ -228,10 +233,11 @@ async def test_a_request_right_after_a_sender_finished_is_sent(store: Store, db_
 
 
 async def test_grouped_creation_refuses_to_run_inside_a_transaction(store: Store, db_url: str) -> None:
-    """Inside a transaction the role and claims it switches to would outlive the statement."""
+    """Each request is a subtransaction of the statement's own transaction: inside the
+    caller's, the group's requests would commit or roll back with the caller's work."""
     (user,) = await funded(store, 10)
     async with store.transaction() as s:
         await s.conn.execute("select 1")
         with pytest.raises(RuntimeError, match="autocommit"):
-            await s.create_jobs_for_claims([request(user)], max_in_flight=10)
+            await s.jobs.create_grouped([request(user)])
     assert (await snapshot(db_url, user)).jobs == 0

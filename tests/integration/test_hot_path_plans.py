@@ -33,9 +33,9 @@ def history_db(admin_url: str, template_name: str) -> Iterator[str]:
     fill_history(url, jobs=100_000, days=7, pending=2000)
     user = uuid.uuid4()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, 500)", (user,))
+        conn.execute("select aijobs.grant_credits(%s, 500)", (user,))
         conn.execute(
-            "select create_credit_consuming_job(%s, 'sentiment_analysis', '{\"text\": \"x\"}')"
+            "select aijobs.create_jobs(%s, array['sentiment_analysis'], array['{\"text\": \"x\"}'::jsonb])"
             " from generate_series(1, 300)",
             (user,),
         )
@@ -93,7 +93,7 @@ def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
 def test_in_flight_count_reads_only_the_users_live_jobs(history_db: str) -> None:
     """The API's cap counts one user's live jobs per creation: never the whole live queue."""
     with psycopg.connect(history_db, autocommit=True) as conn:
-        row = conn.execute("select user_id from jobs where status = 'pending' limit 1").fetchone()
+        row = conn.execute("select user_id from aijobs.jobs where status = 'pending' limit 1").fetchone()
         assert row is not None
         text = conn.execute(
             sql.SQL("explain ") + query("api_in_flight_count"), {"user_id": row[0]}

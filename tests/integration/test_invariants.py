@@ -19,6 +19,7 @@ from aijobs.db.store import Store
 from aijobs.queue.invariants import check
 from tests.conftest import worker_env
 from tests.support.invariants import assert_invariants
+from tests.support.jobs import create_job
 from tests.support.workers import fetch_one, running_worker, status_counts, wait_until
 
 
@@ -28,12 +29,12 @@ async def healthy_queue(settings: Settings, store: Store, db_url: str, user: uui
     async with store.session() as s:
         for text in ("good", "fine", "great", "ok", "fatal"):
             ids.append(
-                (await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": text})).id
+                (await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": text})).id
             )
-        later = await s.create_job(
-            user_id=user, type="sentiment_analysis", payload={"text": "x"}, run_at=None, priority=-100
+        later = await create_job(
+            s, user_id=user, type="sentiment_analysis", payload={"text": "x"}, run_at=None, priority=-100
         )
-        await s.cancel_job(later.id)
+        await s.jobs.cancel(later.id)
         ids.append(later.id)
     async with running_worker(settings, store):
 
@@ -67,47 +68,48 @@ async def test_healthy_queue_has_no_violations(
         (
             "job_lost",
             [
-                "alter table jobs drop constraint jobs_lease_when_processing,"
+                "alter table aijobs.jobs drop constraint jobs_lease_when_processing,"
                 " drop constraint jobs_finished_when_terminal",
-                "update jobs set status = 'processing', lease_token = null where status = 'completed'",
+                "update aijobs.jobs set status = 'processing', lease_token = null where status = 'completed'",
             ],
         ),
-        ("attempt_budget", ["update jobs set attempts = max_attempts + 1 where status = 'failed'"]),
-        ("balance", ["update accounts set balance = balance + 1"]),
+        ("attempt_budget", ["update aijobs.jobs set attempts = max_attempts + 1 where status = 'failed'"]),
+        ("balance", ["update aijobs.accounts set balance = balance + 1"]),
         (
             "balance",
             [
-                "alter table accounts drop constraint accounts_balance_check",
-                "update accounts set balance = -1",
+                "alter table aijobs.accounts drop constraint accounts_balance_check",
+                "update aijobs.accounts set balance = -1",
             ],
         ),
         (
             "debit",
             [
-                "drop index credit_ledger_once_per_job",
-                "insert into credit_ledger (user_id, job_id, kind, amount)"
-                " select user_id, id, 'debit', -cost from jobs where status = 'completed' limit 1",
+                "drop index aijobs.credit_ledger_once_per_job",
+                "insert into aijobs.credit_ledger (user_id, job_id, kind, amount)"
+                " select user_id, id, 'debit', -cost from aijobs.jobs where status = 'completed' limit 1",
             ],
         ),
-        ("debit", ["delete from credit_ledger where kind = 'debit'"]),
+        ("debit", ["delete from aijobs.credit_ledger where kind = 'debit'"]),
         (
             "refund",
             [
-                "insert into credit_ledger (user_id, job_id, kind, amount)"
-                " select user_id, id, 'refund', cost from jobs where status = 'completed' limit 1",
+                "insert into aijobs.credit_ledger (user_id, job_id, kind, amount)"
+                " select user_id, id, 'refund', cost from aijobs.jobs where status = 'completed' limit 1",
             ],
         ),
-        ("refund", ["delete from credit_ledger where kind = 'refund'"]),
+        ("refund", ["delete from aijobs.credit_ledger where kind = 'refund'"]),
         (
             "completed_once",
             [
-                "insert into job_attempts (lease_token, job_id, attempt, worker_id, finished_at, outcome)"
-                " select nextval('job_lease_seq'), id, 2, 'ghost', now(), 'completed'"
-                " from jobs where status = 'completed' limit 1",
+                "insert into aijobs.job_attempts"
+                " (lease_token, job_id, attempt, worker_id, finished_at, outcome)"
+                " select nextval('aijobs.job_lease_seq'), id, 2, 'ghost', now(), 'completed'"
+                " from aijobs.jobs where status = 'completed' limit 1",
             ],
         ),
-        ("completed_once", ["update job_attempts set outcome = 'lost' where outcome = 'completed'"]),
-        ("attempt_open", ["update job_attempts set finished_at = null, outcome = null"]),
+        ("completed_once", ["update aijobs.job_attempts set outcome = 'lost' where outcome = 'completed'"]),
+        ("attempt_open", ["update aijobs.job_attempts set finished_at = null, outcome = null"]),
     ],
 )
 async def test_each_check_catches_its_damage(
@@ -132,19 +134,20 @@ async def test_processing_job_under_a_live_or_expired_lease_is_not_lost(
     """A job mid-run, or whose worker died and awaits the rescuer, is not a violation."""
     async with store.session() as s:
         for _ in range(2):
-            await s.create_job(user_id=funded_user, type="sentiment_analysis", payload={"text": "x"})
-        claimed = await s.claim("w-test", 2, lease_seconds=60)
+            await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "x"})
+        claimed = await s.jobs.claim("w-test", 2, lease_seconds=60)
     assert len(claimed) == 2
     await damage(
-        db_url, f"update jobs set lease_expires_at = now() - interval '1 hour' where id = '{claimed[0].id}'"
+        db_url,
+        f"update aijobs.jobs set lease_expires_at = now() - interval '1 hour' where id = '{claimed[0].id}'",
     )
     report = await assert_invariants(db_url)
     assert report.summary["processing"] == 2 and report.summary["expired_leases"] == 1
     # Running attempts have no row yet (written when they end); the history shows them open.
-    row = await fetch_one(db_url, "select count(*) as n from job_attempts")
+    row = await fetch_one(db_url, "select count(*) as n from aijobs.job_attempts")
     assert row["n"] == 0
     async with store.session() as s:
-        history = await s.job_attempts(claimed[0].id)
+        history = await s.jobs.attempts(claimed[0].id)
     assert [(a["attempt"], a["worker_id"], a["outcome"]) for a in history] == [(1, "w-test", None)]
     assert history[0]["lease_token"] == claimed[0].lease_token and history[0]["started_at"] is not None
 
@@ -156,9 +159,9 @@ def test_cli_check_exits_non_zero_and_lists_violations(db_url: str) -> None:
     assert "no job lost" in ok.stdout
     with psycopg.connect(db_url, autocommit=True) as conn:
         user = uuid.uuid4()
-        conn.execute("select credit_grant(%s, 5, 'x')", (user,))
+        conn.execute("select aijobs.grant_credits(%s, 5, 'x')", (user,))
         conn.execute("set session_replication_role = replica")
-        conn.execute("update accounts set balance = 7 where user_id = %s", (user,))
+        conn.execute("update aijobs.accounts set balance = 7 where user_id = %s", (user,))
     bad = subprocess.run(
         [sys.executable, "-m", "aijobs", "check", "--json"], env=env, capture_output=True, text=True
     )

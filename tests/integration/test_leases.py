@@ -12,12 +12,13 @@ from aijobs.db.store import Store
 from aijobs.providers.base import RateLimitedError, RetryableProviderError
 from aijobs.queue.outcomes import from_error, handed_back
 from aijobs.queue.retry import RetryPolicy
+from tests.support.jobs import create_job
 from tests.support.workers import fetch_all, job
 
 
 async def one_job(store: Store, user: uuid.UUID) -> uuid.UUID:
     async with store.session() as s:
-        created = await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": "ok"})
+        created = await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": "ok"})
     return created.id
 
 
@@ -26,15 +27,15 @@ async def test_late_worker_is_fenced_out_after_takeover(
 ) -> None:
     job_id = await one_job(store, funded_user)
     async with store.session() as s:
-        [late] = await s.claim("worker-a", 1, lease_seconds=0.2)
+        [late] = await s.jobs.claim("worker-a", 1, lease_seconds=0.2)
     await asyncio.sleep(0.3)
     async with store.session() as s:
-        rescued = await s.rescue_expired()
+        rescued = await s.jobs.rescue_expired()
         assert [r.id for r in rescued] == [job_id] and rescued[0].status == "pending"
-        [fresh] = await s.claim("worker-b", 1, lease_seconds=30)
+        [fresh] = await s.jobs.claim("worker-b", 1, lease_seconds=30)
         assert fresh.lease_token != late.lease_token and fresh.attempts == 2
         # Worker A wakes up and tries to finish its stale attempt: refused.
-        won = await s.finish(
+        won = await s.jobs.finish(
             [
                 Finish(
                     id=job_id,
@@ -48,8 +49,8 @@ async def test_late_worker_is_fenced_out_after_takeover(
         )
         assert won == {}
         # Its heartbeat no longer extends anything either.
-        assert await s.heartbeat([job_id], [late.lease_token], 30) == {}
-        won = await s.finish(
+        assert await s.jobs.heartbeat([job_id], [late.lease_token], 30) == {}
+        won = await s.jobs.finish(
             [
                 Finish(
                     id=job_id,
@@ -63,7 +64,7 @@ async def test_late_worker_is_fenced_out_after_takeover(
         )
         assert won == {(job_id, fresh.lease_token): "completed"}
         # And a replay of B's own write changes nothing: the job is no longer processing.
-        again = await s.finish(
+        again = await s.jobs.finish(
             [
                 Finish(
                     id=job_id, lease_token=fresh.lease_token, status="failed", outcome="failed", error="late"
@@ -74,12 +75,14 @@ async def test_late_worker_is_fenced_out_after_takeover(
         assert again == {}
     row = await job(db_url, job_id)
     assert row["status"] == "completed" and row["result"] == {"by": "b"}
-    outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
+    outcomes = await fetch_all(
+        db_url, "select worker_id, outcome from aijobs.job_attempts order by lease_token"
+    )
     assert [(o["worker_id"], o["outcome"]) for o in outcomes] == [
         ("worker-a", "superseded"),
         ("worker-b", "completed"),
     ]
-    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s", job_id)
+    ledger = await fetch_all(db_url, "select kind from aijobs.credit_ledger where job_id = %s", job_id)
     assert [r["kind"] for r in ledger] == ["debit"]
 
 
@@ -87,18 +90,18 @@ async def test_expired_lease_of_a_job_out_of_attempts_fails_it_with_a_refund(
     store: Store, db_url: str, funded_user: uuid.UUID
 ) -> None:
     async with store.session() as s:
-        created = await s.create_job(
-            user_id=funded_user, type="sentiment_analysis", payload={"text": "x"}, max_attempts=1
+        created = await create_job(
+            s, user_id=funded_user, type="sentiment_analysis", payload={"text": "x"}, max_attempts=1
         )
-        await s.claim("worker-a", 1, lease_seconds=0.1)
+        await s.jobs.claim("worker-a", 1, lease_seconds=0.1)
     await asyncio.sleep(0.2)
     async with store.session() as s:
-        rescued = await s.rescue_expired()
+        rescued = await s.jobs.rescue_expired()
     assert [(r.id, r.status) for r in rescued] == [(created.id, "failed")]
     row = await job(db_url, created.id)
     assert "lease expired" in row["error"]
     refunds = await fetch_all(
-        db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", created.id
+        db_url, "select amount from aijobs.credit_ledger where job_id = %s and kind = 'refund'", created.id
     )
     assert [r["amount"] for r in refunds] == [1]
 
@@ -109,8 +112,8 @@ async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pe
 ) -> None:
     job_id = await one_job(store, funded_user)
     async with store.session() as s:
-        [claimed] = await s.claim("worker-a", 1, lease_seconds=30)
-        answered = await s.cancel_job(job_id)  # the user cancels while the attempt runs
+        [claimed] = await s.jobs.claim("worker-a", 1, lease_seconds=30)
+        answered = await s.jobs.cancel(job_id)  # the user cancels while the attempt runs
         assert answered is not None and answered["cancel_requested"]
         ending = {
             "retry": from_error(claimed, RetryableProviderError("503"), RetryPolicy(0.01, 0.01)),
@@ -119,15 +122,17 @@ async def test_a_cancel_asked_while_an_attempt_ends_wins_over_its_way_back_to_pe
         }[outcome]
         assert ending.status == "pending"
         # It answers with the status it wrote, not the one it was given.
-        assert await s.finish([ending], "worker-a") == {(job_id, claimed.lease_token): "cancelled"}
-        assert await s.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran again"
+        assert await s.jobs.finish([ending], "worker-a") == {(job_id, claimed.lease_token): "cancelled"}
+        assert await s.jobs.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran again"
     row = await job(db_url, job_id)
     assert row["status"] == "cancelled" and not row["cancel_requested"]
     assert row["finished_at"] is not None and row["lease_owner"] is None
     assert row["error"].startswith("cancelled while running")
-    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    attempts = await fetch_all(db_url, "select outcome from aijobs.job_attempts where job_id = %s", job_id)
     assert [a["outcome"] for a in attempts] == [outcome]
-    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s order by id", job_id)
+    ledger = await fetch_all(
+        db_url, "select kind from aijobs.credit_ledger where job_id = %s order by id", job_id
+    )
     assert [r["kind"] for r in ledger] == ["debit", "refund"]
 
 
@@ -138,13 +143,15 @@ async def test_a_fenced_out_hand_back_leaves_the_attempt_lost(
     record: the rescuer's `lost` stands, where a late result would mark it `superseded`."""
     await one_job(store, funded_user)
     async with store.session() as s:
-        [late] = await s.claim("worker-a", 1, lease_seconds=0.1)
+        [late] = await s.jobs.claim("worker-a", 1, lease_seconds=0.1)
     await asyncio.sleep(0.2)
     async with store.session() as s:
-        await s.rescue_expired()
-        await s.claim("worker-b", 1, lease_seconds=30)
-        assert await s.finish([handed_back(late)], "worker-a") == {}
-    outcomes = await fetch_all(db_url, "select worker_id, outcome from job_attempts order by lease_token")
+        await s.jobs.rescue_expired()
+        await s.jobs.claim("worker-b", 1, lease_seconds=30)
+        assert await s.jobs.finish([handed_back(late)], "worker-a") == {}
+    outcomes = await fetch_all(
+        db_url, "select worker_id, outcome from aijobs.job_attempts order by lease_token"
+    )
     assert [(o["worker_id"], o["outcome"]) for o in outcomes] == [("worker-a", "lost")]
 
 
@@ -153,13 +160,13 @@ async def test_a_fenced_out_write_does_not_act_on_a_cancel_request(
 ) -> None:
     job_id = await one_job(store, funded_user)
     async with store.session() as s:
-        [late] = await s.claim("worker-a", 1, lease_seconds=0.1)
+        [late] = await s.jobs.claim("worker-a", 1, lease_seconds=0.1)
     await asyncio.sleep(0.2)
     async with store.session() as s:
-        await s.rescue_expired()
-        [fresh] = await s.claim("worker-b", 1, lease_seconds=30)
-        await s.cancel_job(job_id)
-        assert await s.finish([handed_back(late)], "worker-a") == {}
+        await s.jobs.rescue_expired()
+        [fresh] = await s.jobs.claim("worker-b", 1, lease_seconds=30)
+        await s.jobs.cancel(job_id)
+        assert await s.jobs.finish([handed_back(late)], "worker-a") == {}
     row = await job(db_url, job_id)
     assert (row["status"], row["lease_token"], row["cancel_requested"]) == (
         "processing",
@@ -173,13 +180,13 @@ async def test_heartbeat_keeps_a_lease_alive_and_reports_cancel_requests(
 ) -> None:
     job_id = await one_job(store, funded_user)
     async with store.session() as s:
-        [claimed] = await s.claim("worker-a", 1, lease_seconds=0.3)
+        [claimed] = await s.jobs.claim("worker-a", 1, lease_seconds=0.3)
         for _ in range(4):
             await asyncio.sleep(0.15)
-            assert await s.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: False}
-        assert await s.rescue_expired() == []
-        await s.cancel_job(job_id)
-        assert await s.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: True}
+            assert await s.jobs.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: False}
+        assert await s.jobs.rescue_expired() == []
+        await s.jobs.cancel(job_id)
+        assert await s.jobs.heartbeat([job_id], [claimed.lease_token], 0.3) == {job_id: True}
 
 
 async def test_claim_takes_only_as_many_as_asked_and_skips_locked_rows(
@@ -188,8 +195,8 @@ async def test_claim_takes_only_as_many_as_asked_and_skips_locked_rows(
     for _ in range(10):
         await one_job(store, funded_user)
     async with store.session() as a, store.session() as b:
-        first, second = await asyncio.gather(a.claim("a", 4, 30), b.claim("b", 4, 30))
+        first, second = await asyncio.gather(a.jobs.claim("a", 4, 30), b.jobs.claim("b", 4, 30))
     assert len(first) == len(second) == 4
     assert not {j.id for j in first} & {j.id for j in second}
     async with store.session() as s:
-        assert len(await s.claim("c", 10, 30)) == 2
+        assert len(await s.jobs.claim("c", 10, 30)) == 2

@@ -21,15 +21,17 @@ from aijobs.monitoring.stats import collect, series
 # the 42 s since the first claim, most of which it spent waiting out its backoff.
 COMPLETED_AFTER_A_RETRY = """
 with job as (
-    insert into jobs (user_id, type, payload, status, attempts, cost,
+    insert into aijobs.jobs (user_id, type, payload, status, attempts, cost,
                       created_at, run_at, started_at, finished_at, updated_at)
     values (%(user)s, 'sentiment_analysis', '{"text": "hi"}', 'completed', 2, 1,
             now() - interval '60 s', now() - interval '12 s', now() - interval '50 s',
             now() - interval '8 s', now() - interval '8 s')
     returning id
 )
-insert into job_attempts (lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome)
-select nextval('job_lease_seq'), job.id, a.attempt, 'w', now() - a.started, now() - a.finished, a.outcome
+insert into aijobs.job_attempts
+    (lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome)
+select nextval('aijobs.job_lease_seq'), job.id, a.attempt, 'w', now() - a.started, now() - a.finished,
+       a.outcome
 from job, (values (1, interval '50 s', interval '49 s', 'retry'),
                   (2, interval '10 s', interval '8 s', 'completed')) as a(attempt, started, finished, outcome)
 """
@@ -37,7 +39,7 @@ from job, (values (1, interval '50 s', interval '49 s', 'retry'),
 # Pending jobs: one created long ago but scheduled an hour ahead (not runnable), one backing
 # off for another minute, and one whose backoff ended 20 s ago (created 300 s ago).
 PENDING = """
-insert into jobs (user_id, type, payload, status, cost, created_at, run_at)
+insert into aijobs.jobs (user_id, type, payload, status, cost, created_at, run_at)
 values (%(user)s, 'sentiment_analysis', '{"text": "later"}', 'pending', 1,
         now() - interval '1000 s', now() + interval '1 hour'),
        (%(user)s, 'sentiment_analysis', '{"text": "backoff"}', 'pending', 1,
@@ -51,7 +53,7 @@ values (%(user)s, 'sentiment_analysis', '{"text": "later"}', 'pending', 1,
 def user(db_url: str) -> uuid.UUID:
     user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("insert into accounts (user_id) values (%s)", (user,))
+        conn.execute("insert into aijobs.accounts (user_id) values (%s)", (user,))
     return user
 
 
@@ -79,8 +81,8 @@ async def test_oldest_pending_counts_runnable_jobs_from_their_run_at(
         conn.execute(PENDING, {"user": user})
     async with store.session() as session:
         stats = await collect(session, dead_after_seconds=30)
-        await session.mon_queue_sample()
-        samples = await session.mon_queue_series(5)
+        await session.monitoring.queue_sample()
+        samples = await session.monitoring.queue_series(5)
     assert stats.pending == 3
     assert stats.oldest_pending_seconds == pytest.approx(20.0, abs=1.0)
     assert [s["pending"] for s in samples] == [3]

@@ -15,6 +15,7 @@ from aijobs.db.store import Store
 from aijobs.monitoring.maintenance import LEADER_NAME, Maintenance, RetentionPolicy
 from aijobs.monitoring.metrics import Metrics
 from tests.conftest import worker_env
+from tests.support.jobs import create_job
 from tests.support.workers import WorkerProcess, fetch_all, fetch_one, status_counts, wait_until
 
 
@@ -24,17 +25,18 @@ async def seed_history(db_url: str, user: uuid.UUID, *, old: int, recent: int, l
     ago, `live` left pending with a creation date 10 days back (old, but not finished)."""
     n = old + recent + live
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("select credit_grant(%s, %s, 'history')", (user, n))
+        await conn.execute("select aijobs.grant_credits(%s, %s, 'history')", (user, n))
         await conn.execute(
-            "select create_credit_consuming_job(%s, 'sentiment_analysis', jsonb_build_object('text', 'ok'))"
+            "select aijobs.create_jobs(%s, array['sentiment_analysis'],"
+            " array[jsonb_build_object('text', 'ok')])"
             " from generate_series(1, %s)",
             (user, n),
         )
         await conn.execute(
-            """with ranked as (select id, row_number() over (order by id) as i from jobs)
-               update jobs j set
+            """with ranked as (select id, row_number() over (order by id) as i from aijobs.jobs)
+               update aijobs.jobs j set
                    status = case when r.i <= %(old)s and r.i %% 5 = 0 then 'failed'
-                                 else 'completed' end::job_status,
+                                 else 'completed' end::aijobs.job_status,
                    started_at = now() - a.age,
                    finished_at = now() - a.age
                from ranked r,
@@ -43,14 +45,16 @@ async def seed_history(db_url: str, user: uuid.UUID, *, old: int, recent: int, l
                where j.id = r.id and r.i <= %(finished)s""",
             {"old": old, "finished": old + recent},
         )
-        await conn.execute("update jobs set created_at = now() - interval '10 days' where status = 'pending'")
+        await conn.execute(
+            "update aijobs.jobs set created_at = now() - interval '10 days' where status = 'pending'"
+        )
 
 
 async def ledger_state(db_url: str) -> dict[str, int]:
     row = await fetch_one(
         db_url,
         "select count(*) as rows, coalesce(sum(amount), 0) as total,"
-        " (select sum(balance) from accounts) as balances from credit_ledger",
+        " (select sum(balance) from aijobs.accounts) as balances from aijobs.credit_ledger",
     )
     return {k: int(v) for k, v in row.items()}
 
@@ -74,14 +78,14 @@ async def test_tick_prunes_old_finished_jobs_in_bounded_batches(
     assert counts == {"completed": 20, "pending": 10}  # recent and live jobs stay
     orphans = await fetch_one(
         db_url,
-        "select count(*) as n from job_attempts a"
-        " where not exists (select 1 from jobs j where j.id = a.job_id)",
+        "select count(*) as n from aijobs.job_attempts a"
+        " where not exists (select 1 from aijobs.jobs j where j.id = a.job_id)",
     )
     assert orphans["n"] == 0
     after = await ledger_state(db_url)
     assert after == before  # the ledger is never pruned, and still sums to the balances
     assert after["total"] == after["balances"]
-    samples = await fetch_one(db_url, "select count(*) as n from queue_samples")
+    samples = await fetch_one(db_url, "select count(*) as n from aijobs.queue_samples")
     assert samples["n"] == 3
 
 
@@ -90,13 +94,13 @@ async def test_leader_forgets_idempotency_keys_after_24_hours(
 ) -> None:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute(
-            "insert into api_idempotency_keys (user_id, key, request_hash, created_at) values"
+            "insert into aijobs.api_idempotency_keys (user_id, key, request_hash, created_at) values"
             " (%s, 'old', 'h', now() - interval '25 hours'), (%s, 'fresh', 'h', now() - interval '23 hours')",
             (funded_user, funded_user),
         )
     result = await Maintenance(store, "tester", Metrics(), interval=60, policy=RetentionPolicy()).tick()
     assert result.purged_keys == 1
-    keys = await fetch_all(db_url, "select key from api_idempotency_keys")
+    keys = await fetch_all(db_url, "select key from aijobs.api_idempotency_keys")
     assert [k["key"] for k in keys] == ["fresh"]
 
 
@@ -112,7 +116,7 @@ async def test_one_leader_at_a_time_with_takeover(store: Store) -> None:
     assert (await a.tick()).leader
     assert not (await b.tick()).leader
     async with store.session() as s:
-        leader = await s.mon_leader_get(LEADER_NAME)
+        leader = await s.monitoring.leader_get(LEADER_NAME)
     assert leader is not None and leader["holder"] == "worker-a" and leader["valid"]
 
 
@@ -127,23 +131,29 @@ async def test_retention_runs_on_the_leader_while_workers_process(
     )
     workers = [WorkerProcess(env, tmp_path / f"w{i}.log") for i in range(2)]
     try:
+        # Both are up and polling first: on a loaded machine one worker could otherwise do
+        # all the work (and be the only one asked to stop) before the other had started.
+        for w in workers:
+            await w.wait_for_output("⏳", timeout=60)
         # New work arrives and is processed while history is pruned.
         async with store.session() as s:
-            await s.grant_credits(funded_user, 60)
+            await s.accounts.grant_credits(funded_user, 60)
             for _ in range(60):
-                await s.create_job(
-                    user_id=funded_user, type="sentiment_analysis", payload={"text": "sleep:0.05"}
+                await create_job(
+                    s, user_id=funded_user, type="sentiment_analysis", payload={"text": "sleep:0.05"}
                 )
 
         async def done() -> bool:
             left = await fetch_one(
-                db_url, "select count(*) as n from jobs where finished_at < now() - interval '7 days'"
+                db_url, "select count(*) as n from aijobs.jobs where finished_at < now() - interval '7 days'"
             )
             counts = await status_counts(db_url)
             return left["n"] == 0 and counts.get("completed", 0) == 110
 
         await wait_until(done, timeout=60, interval=0.2, what="old jobs pruned and new jobs completed")
-        holders = await fetch_all(db_url, "select holder from maintenance_leader where expires_at > now()")
+        holders = await fetch_all(
+            db_url, "select holder from aijobs.maintenance_leader where expires_at > now()"
+        )
         assert len(holders) == 1
     finally:
         for w in workers:

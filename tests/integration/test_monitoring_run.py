@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aijobs.db.store import Store
 from aijobs.monitoring.stats import collect
 from tests.conftest import worker_env
+from tests.support.jobs import create_job
 from tests.support.net import free_port
 from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
 
@@ -49,8 +50,8 @@ async def make_jobs(store: Store, user: uuid.UUID) -> None:
     script = [("sleep:0.3", 4)] * 6 + [("fail", 2)] * 2 + [("flaky:1", 3), ("flaky:2", 3)]
     async with store.session() as s:
         for text, max_attempts in script:
-            await s.create_job(
-                user_id=user, type="sentiment_analysis", payload={"text": text}, max_attempts=max_attempts
+            await create_job(
+                s, user_id=user, type="sentiment_analysis", payload={"text": text}, max_attempts=max_attempts
             )
 
 
@@ -94,7 +95,7 @@ async def test_stats_and_metrics_agree_with_a_known_run(
     assert sum(p.calls for p in calls) == 8
     # The worker registered, held jobs, and is listed.
     assert any(w["state"] == "alive" for w in stats.workers)
-    attempts = await fetch_one(db_url, "select count(distinct worker_id) as n from job_attempts")
+    attempts = await fetch_one(db_url, "select count(distinct worker_id) as n from aijobs.job_attempts")
     assert attempts["n"] == 1
 
     # Prometheus: the same counts from the worker's own counters.

@@ -13,6 +13,7 @@ from aijobs.db.migrate import available, migrate, pending
 from aijobs.db.store import Store
 from aijobs.errors import Forbidden
 from tests.support.database import create_test_database, drop_database, job_type_rows
+from tests.support.jobs import create_job
 
 
 @pytest.fixture
@@ -30,18 +31,21 @@ def test_migrations_apply_concurrently_and_twice(empty_db: str) -> None:
     assert migrate(empty_db) == []
     assert pending(empty_db) == []
     with psycopg.connect(empty_db) as conn:
-        rows = conn.execute("select count(*) from schema_migrations").fetchone()
+        rows = conn.execute("select count(*) from aijobs.schema_migrations").fetchone()
         assert rows is not None and rows[0] == len(available())
-        types = conn.execute("select name, cost from job_types order by name").fetchall()
+        types = conn.execute("select name, cost from aijobs.job_types order by name").fetchall()
     assert dict(types) == {name: cost for name, cost, _ in job_type_rows()}
 
 
-def test_the_credit_function_keeps_the_seeds_file_name() -> None:
-    names = {f"{m.version:03d}_{m.name}.sql" for m in available()}
-    assert "003_create_credit_consuming_job_function.sql" in names
+def test_the_credit_function_is_in_the_baseline_migration() -> None:
+    """The seed's 003_create_credit_consuming_job_function.sql was folded into the baseline
+    with the move to schema `aijobs`: the one creation function is defined there."""
+    migrations = {f"{m.version:03d}_{m.name}.sql": m.sql for m in available()}
+    assert "001_baseline.sql" in migrations
+    assert "create function aijobs.create_jobs(" in migrations["001_baseline.sql"]
 
 
-#: Each bound on a job's own columns, with a value past it. Since migration 014 the single-column
+#: Each bound on a job's own columns, with a value past it. The single-column
 #: ones are domains rather than table CHECKs; whoever writes the row, the value is refused.
 OUT_OF_BOUNDS = [
     ("payload", "'[1, 2]'::jsonb"),
@@ -66,34 +70,36 @@ def test_the_database_refuses_job_values_out_of_bounds(db_url: str, column: str,
     # Test data, not user input: columns and values come from OUT_OF_BOUNDS above.
     fields = {"user_id": "%s", "type": "'sentiment_analysis'", "payload": "'{}'::jsonb", "cost": "1"}
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, 5)", (user,))
-        insert = "insert into jobs ({}) values ({}) returning id"
+        conn.execute("select aijobs.grant_credits(%s, 5)", (user,))
+        insert = "insert into aijobs.jobs ({}) values ({}) returning id"
         row = conn.execute(insert.format(", ".join(fields), ", ".join(fields.values())).encode(), (user,))
         job = row.fetchone()
         assert job is not None  # the same insert with every value in bounds is accepted
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute(f"update jobs set {column} = {value} where id = %s".encode(), (job[0],))
+            conn.execute(f"update aijobs.jobs set {column} = {value} where id = %s".encode(), (job[0],))
         bad = {**fields, column: value}
         with pytest.raises(psycopg.errors.CheckViolation):
             conn.execute(insert.format(", ".join(bad), ", ".join(bad.values())).encode(), (user,))
         # The ledger's kinds are the three its sign rule names (the separate list was dropped).
         with pytest.raises(psycopg.errors.CheckViolation):
-            conn.execute("insert into credit_ledger (user_id, kind, amount) values (%s, 'bonus', 1)", (user,))
+            conn.execute(
+                "insert into aijobs.credit_ledger (user_id, kind, amount) values (%s, 'bonus', 1)", (user,)
+            )
 
 
 async def test_rls_users_see_only_their_own_rows(store: Store, db_url: str) -> None:
     alice, bob = uuid.uuid4(), uuid.uuid4()
     async with store.session() as s:
         for user in (alice, bob):
-            await s.grant_credits(user, 10)
-            await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": f"from {user}"})
+            await s.accounts.grant_credits(user, 10)
+            await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": f"from {user}"})
     async with store.as_user({"sub": str(alice), "role": "authenticated"}) as s:
-        jobs = await s.list_jobs()
+        jobs = await s.jobs.page()
         assert {j["user_id"] for j in jobs} == {alice}
-        ledger_rows = await s.ledger(bob)
+        ledger_rows = await s.accounts.ledger(bob)
         assert ledger_rows == []
-        assert await s.get_account(bob) is None
-        mine = await s.get_account(alice)
+        assert await s.accounts.get(bob) is None
+        mine = await s.accounts.get(alice)
         assert mine is not None and mine.balance == 9
     # Raw SQL as `authenticated` cannot see or change other rows either.
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
@@ -101,28 +107,30 @@ async def test_rls_users_see_only_their_own_rows(store: Store, db_url: str) -> N
             "select set_config('role', 'authenticated', true), set_config('request.jwt.claims', %s, true)",
             (json.dumps({"sub": str(alice)}),),
         )
-        cur = await conn.execute("select count(*), count(*) filter (where user_id = %s) from jobs", (alice,))
+        cur = await conn.execute(
+            "select count(*), count(*) filter (where user_id = %s) from aijobs.jobs", (alice,)
+        )
         assert await cur.fetchone() == (1, 1)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            await conn.execute("update jobs set status = 'completed'")
+            await conn.execute("update aijobs.jobs set status = 'completed'")
 
 
 async def test_authenticated_users_cannot_create_or_cancel_for_others(store: Store) -> None:
     alice, bob = uuid.uuid4(), uuid.uuid4()
     async with store.session() as s:
-        await s.grant_credits(alice, 10)
-        await s.grant_credits(bob, 10)
-        bobs = await s.create_job(user_id=bob, type="sentiment_analysis", payload={"text": "bob"})
+        await s.accounts.grant_credits(alice, 10)
+        await s.accounts.grant_credits(bob, 10)
+        bobs = await create_job(s, user_id=bob, type="sentiment_analysis", payload={"text": "bob"})
     with pytest.raises(Forbidden):
         async with store.as_user({"sub": str(alice)}) as s:
-            await s.create_job(user_id=bob, type="sentiment_analysis", payload={"text": "for bob"})
+            await create_job(s, user_id=bob, type="sentiment_analysis", payload={"text": "for bob"})
     async with store.as_user({"sub": str(alice)}) as s:
-        assert await s.cancel_job(bobs.id) is None
+        assert await s.jobs.cancel(bobs.id) is None
     with pytest.raises(Forbidden):
         async with store.as_user(None) as s:
-            await s.create_job(user_id=None, type="sentiment_analysis", payload={"text": "anon"})
+            await create_job(s, user_id=None, type="sentiment_analysis", payload={"text": "anon"})
     async with store.session() as s:
-        row = await s.get_job(bobs.id)
+        row = await s.jobs.get(bobs.id)
     assert row is not None and row["status"] == "pending"
 
 
@@ -130,7 +138,7 @@ async def test_a_column_type_changed_under_a_running_process_fails_its_prepared_
     db_url: str,
 ) -> None:
     """A migration that changes the type of a column a running process's prepared statements
-    return (014 made six of jobs' columns domains) makes PostgreSQL refuse them with 0A000,
+    return (making six of jobs' columns domains did) makes PostgreSQL refuse them with 0A000,
     "cached plan must not change result type", on every execution, on every connection that
     prepared them before: during a rolling deploy a process of the previous release failed
     every such read until it was restarted. After that error the store drops the connection's
@@ -138,22 +146,22 @@ async def test_a_column_type_changed_under_a_running_process_fails_its_prepared_
     store = await Store.open(db_url, min_size=1, max_size=1)
     try:
         async with store.session() as session:
-            assert await session.api_get_job(uuid.uuid4()) is None
+            assert await session.jobs.get_for_api(uuid.uuid4()) is None
         with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute("alter table jobs alter column error type varchar")
+            conn.execute("alter table aijobs.jobs alter column error type varchar")
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             async with store.session() as session:
-                await session.api_get_job(uuid.uuid4())
+                await session.jobs.get_for_api(uuid.uuid4())
         async with store.session() as session:
-            assert await session.api_get_job(uuid.uuid4()) is None
+            assert await session.jobs.get_for_api(uuid.uuid4()) is None
         # The same inside a request's transaction (rolled back first, then the statements go).
         with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute("alter table jobs alter column error type text")
+            conn.execute("alter table aijobs.jobs alter column error type text")
         claims = {"sub": str(uuid.uuid4()), "role": "authenticated"}
         with pytest.raises(psycopg.errors.FeatureNotSupported):
             async with store.as_user(claims) as session:
-                await session.api_get_job(uuid.uuid4())
+                await session.jobs.get_for_api(uuid.uuid4())
         async with store.as_user(claims) as session:
-            assert await session.api_get_job(uuid.uuid4()) is None
+            assert await session.jobs.get_for_api(uuid.uuid4()) is None
     finally:
         await store.close()

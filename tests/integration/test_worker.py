@@ -35,7 +35,7 @@ begin
   end if;
   return new;
 end $$;
-create trigger test_cancel_on_claim before update of status on jobs
+create trigger test_cancel_on_claim before update of status on aijobs.jobs
   for each row execute function test_cancel_on_claim();
 """
 
@@ -65,8 +65,9 @@ async def create(
 async def balance_and_ledger(db_url: str, user: uuid.UUID) -> tuple[int, int]:
     rows = await fetch_all(
         db_url,
-        "select a.balance, (select sum(amount) from credit_ledger l where l.user_id = a.user_id) as total "
-        "from accounts a where a.user_id = %s",
+        "select a.balance,"
+        " (select sum(amount) from aijobs.credit_ledger l where l.user_id = a.user_id) as total "
+        "from aijobs.accounts a where a.user_id = %s",
         user,
     )
     return int(rows[0]["balance"]), int(rows[0]["total"])
@@ -91,7 +92,7 @@ async def test_worker_completes_each_job_type_and_stores_the_result(
         assert row["result"]["output"]
         assert row["attempts"] == 1 and row["error"] is None
         assert row["finished_at"] is not None and row["lease_owner"] is None
-        attempts = await fetch_all(db_url, "select * from job_attempts where job_id = %s", job_id)
+        attempts = await fetch_all(db_url, "select * from aijobs.job_attempts where job_id = %s", job_id)
         assert [a["outcome"] for a in attempts] == ["completed"]
         assert attempts[0]["provider"] == "offline" and attempts[0]["latency_ms"] is not None
     assert await balance_and_ledger(db_url, funded_user) == (1000 - 2 - 3 - 1 - 2, 1000 - 8)
@@ -112,7 +113,8 @@ async def test_retries_with_backoff_then_fails_with_exactly_one_refund(
     assert "scripted failure" in row["error"]
     attempts = await fetch_all(
         db_url,
-        "select outcome, started_at, finished_at from job_attempts where job_id = %s order by lease_token",
+        "select outcome, started_at, finished_at from aijobs.job_attempts"
+        " where job_id = %s order by lease_token",
         job_id,
     )
     assert [a["outcome"] for a in attempts] == ["retry", "retry", "failed"]
@@ -122,7 +124,7 @@ async def test_retries_with_backoff_then_fails_with_exactly_one_refund(
             after["started_at"] - before["finished_at"]
         ).total_seconds() >= settings.retry_base_seconds * 0.5
     refunds = await fetch_all(
-        db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", job_id
+        db_url, "select amount from aijobs.credit_ledger where job_id = %s and kind = 'refund'", job_id
     )
     assert [r["amount"] for r in refunds] == [1]
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
@@ -177,7 +179,7 @@ async def test_cancel_pending_refunds_at_once_and_running_job_stops(
 ) -> None:
     pending = await create(store, funded_user, "Nice.")
     async with store.session() as s:
-        row = await s.cancel_job(pending)
+        row = await s.jobs.cancel(pending)
     assert row is not None and row["status"] == "cancelled"
     running = await create(store, funded_user, "sleep:30")
     async with running_worker(settings, store):
@@ -187,14 +189,14 @@ async def test_cancel_pending_refunds_at_once_and_running_job_stops(
 
         await wait_until(started, what="the slow job to start")
         async with store.session() as s:
-            row = await s.cancel_job(running)
+            row = await s.jobs.cancel(running)
         assert row is not None and row["cancel_requested"]
 
         async def cancelled() -> bool:
             return (await job(db_url, running))["status"] == "cancelled"
 
         await wait_until(cancelled, timeout=5, what="the running job to be cancelled")
-    refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
+    refunds = await fetch_all(db_url, "select job_id from aijobs.credit_ledger where kind = 'refund'")
     assert {r["job_id"] for r in refunds} == {pending, running}
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
 
@@ -213,12 +215,12 @@ async def test_jobs_cancelled_as_they_are_claimed_all_end_cancelled_and_free_the
             await asyncio.sleep(0.05)
 
         async def all_cancelled() -> bool:
-            rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'cancelled'")
+            rows = await fetch_all(db_url, "select count(*) as n from aijobs.jobs where status = 'cancelled'")
             return rows[0]["n"] == len(ids)
 
         await wait_until(all_cancelled, what="every job cancelled (none stuck in processing)")
         assert not worker.running, "a cancelled job kept its slot"
-    refunds = await fetch_all(db_url, "select job_id from credit_ledger where kind = 'refund'")
+    refunds = await fetch_all(db_url, "select job_id from aijobs.credit_ledger where kind = 'refund'")
     assert {r["job_id"] for r in refunds} == set(ids)
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
 
@@ -246,9 +248,9 @@ async def test_a_job_stopped_before_its_task_ran_gets_the_outcome_of_its_stop(
     worker = Worker(settings, store, ScriptedProvider(), db_url)
     job_id = await create(store, funded_user, "Nice.")
     async with store.session() as s:
-        [claimed] = await s.claim(worker.id, 1, settings.lease_seconds)
+        [claimed] = await s.jobs.claim(worker.id, 1, settings.lease_seconds)
         if reason == "cancelled":
-            await s.cancel_job(job_id)
+            await s.jobs.cancel(job_id)
     stop = asyncio.Event()
     completer = asyncio.create_task(worker.completer.run(stop))
     try:
@@ -281,7 +283,9 @@ async def test_an_attempt_whose_lease_cannot_be_renewed_is_handed_back_before_it
         job_id = await create(store, funded_user, "sleep:30")
 
         async def handed_back() -> bool:
-            rows = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+            rows = await fetch_all(
+                db_url, "select outcome from aijobs.job_attempts where job_id = %s", job_id
+            )
             return bool(rows)
 
         await wait_until(handed_back, timeout=settings.lease_seconds + 5, what="the attempt handed back")
@@ -289,7 +293,7 @@ async def test_an_attempt_whose_lease_cannot_be_renewed_is_handed_back_before_it
     attempt = (
         await fetch_all(
             db_url,
-            """select outcome, finished_at - started_at as ran from job_attempts
+            """select outcome, finished_at - started_at as ran from aijobs.job_attempts
                 where job_id = %s order by started_at limit 1""",
             job_id,
         )
@@ -455,7 +459,7 @@ async def test_an_answer_postgres_cannot_store_fails_the_attempt_cleanly(
     # Retried like any bad answer, then failed with a refund: never stored altered.
     assert row["attempts"] == 2 and row["result"] is None
     assert row["error"].startswith("the answer cannot be stored: it contains")
-    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    attempts = await fetch_all(db_url, "select outcome from aijobs.job_attempts where job_id = %s", job_id)
     assert [a["outcome"] for a in attempts] == ["retry", "failed"]
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
 
@@ -483,11 +487,11 @@ async def test_priority_then_fifo_within_a_worker(
     async with running_worker(one_at_a_time, store):
 
         async def all_done() -> bool:
-            rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'completed'")
+            rows = await fetch_all(db_url, "select count(*) as n from aijobs.jobs where status = 'completed'")
             return rows[0]["n"] == 6
 
         await wait_until(all_done, what="six jobs completed")
-    order = await fetch_all(db_url, "select job_id from job_attempts order by lease_token")
+    order = await fetch_all(db_url, "select job_id from aijobs.job_attempts order by lease_token")
     assert [r["job_id"] for r in order] == high + low
 
 
@@ -506,7 +510,7 @@ class FailsOnceCancelled:
 
     async def run(self, task: LLMTask[M]) -> Completion[M]:
         async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as conn:
-            await conn.execute("update jobs set cancel_requested = true where status = 'processing'")
+            await conn.execute("update aijobs.jobs set cancel_requested = true where status = 'processing'")
         raise self.error
 
     async def aclose(self) -> None:
@@ -547,7 +551,7 @@ async def test_an_attempt_ending_for_a_retry_under_a_cancel_is_logged_and_counte
             await wait_until(ended, what="the attempt's end to be written")
     row = await job(db_url, job_id)
     assert row["status"] == "cancelled" and row["error"].startswith("cancelled while running")
-    attempts = await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", job_id)
+    attempts = await fetch_all(db_url, "select outcome from aijobs.job_attempts where job_id = %s", job_id)
     assert [a["outcome"] for a in attempts] == [outcome]  # the attempt keeps its own ending
     assert await balance_and_ledger(db_url, funded_user) == (1000, 1000)
 

@@ -12,6 +12,7 @@ import pytest
 
 from aijobs.db.store import Store
 from tests.conftest import worker_env
+from tests.support.jobs import create_job
 from tests.support.workers import WorkerProcess, fetch_all, fetch_one, job, status_counts, wait_until
 
 pytestmark = pytest.mark.slow
@@ -20,18 +21,18 @@ pytestmark = pytest.mark.slow
 async def bulk_create(db_url: str, user: uuid.UUID, n: int, text: str = "Lovely staff.") -> None:
     """n sentiment jobs through the credit function, in one statement."""
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("select credit_grant(%s, %s, 'bulk')", (user, n))
+        await conn.execute("select aijobs.grant_credits(%s, %s, 'bulk')", (user, n))
         await conn.execute(
-            "select create_credit_consuming_job(%s, 'sentiment_analysis',"
-            " jsonb_build_object('text', %s::text)) from generate_series(1, %s)",
+            "select aijobs.create_jobs(%s, array['sentiment_analysis'],"
+            " array[jsonb_build_object('text', %s::text)]) from generate_series(1, %s)",
             (user, text, n),
         )
 
 
 async def create_one(store: Store, user: uuid.UUID, text: str) -> uuid.UUID:
     async with store.session() as s:
-        await s.grant_credits(user, 1)
-        created = await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": text})
+        await s.accounts.grant_credits(user, 1)
+        created = await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": text})
     return created.id
 
 
@@ -54,12 +55,12 @@ async def test_four_workers_two_thousand_jobs_each_exactly_once(db_url: str, tmp
     attempts = await fetch_one(
         db_url,
         "select count(*) as n, count(distinct job_id) as jobs, count(distinct worker_id) as workers,"
-        " count(*) filter (where outcome = 'completed') as completed from job_attempts",
+        " count(*) filter (where outcome = 'completed') as completed from aijobs.job_attempts",
     )
     assert attempts["n"] == attempts["jobs"] == attempts["completed"] == 8000, attempts
     assert attempts["workers"] >= 2, "work should have been shared"
     ledger = await fetch_one(
-        db_url, "select balance, (select sum(amount) from credit_ledger) as total from accounts"
+        db_url, "select balance, (select sum(amount) from aijobs.credit_ledger) as total from aijobs.accounts"
     )
     assert ledger["balance"] == ledger["total"] == 0
 
@@ -94,10 +95,12 @@ async def test_sigkill_mid_job_completes_on_another_worker_after_the_lease(
     row = await job(db_url, job_id)
     assert row["attempts"] == 2
     outcomes = await fetch_all(
-        db_url, "select outcome from job_attempts where job_id = %s order by lease_token", job_id
+        db_url, "select outcome from aijobs.job_attempts where job_id = %s order by lease_token", job_id
     )
     assert [o["outcome"] for o in outcomes] == ["lost", "completed"]
-    ledger = await fetch_all(db_url, "select kind, amount from credit_ledger where job_id = %s", job_id)
+    ledger = await fetch_all(
+        db_url, "select kind, amount from aijobs.credit_ledger where job_id = %s", job_id
+    )
     assert [(r["kind"], r["amount"]) for r in ledger] == [("debit", -1)]
 
 
@@ -110,7 +113,7 @@ async def test_sigterm_drains_then_hands_back_unfinished_work(
     worker = WorkerProcess(worker_env(db_url, SHUTDOWN_GRACE_SECONDS="2"), tmp_path / "w.log")
 
     async def both_running() -> bool:
-        rows = await fetch_all(db_url, "select count(*) as n from jobs where status = 'processing'")
+        rows = await fetch_all(db_url, "select count(*) as n from aijobs.jobs where status = 'processing'")
         return rows[0]["n"] == 2
 
     await wait_until(both_running, what="both jobs to start")
@@ -120,7 +123,7 @@ async def test_sigterm_drains_then_hands_back_unfinished_work(
     slow_row = await job(db_url, slow)
     assert slow_row["status"] == "pending"
     assert slow_row["attempts"] == 0, "a handed-back job keeps its attempt"
-    outcome = await fetch_one(db_url, "select outcome from job_attempts where job_id = %s", slow)
+    outcome = await fetch_one(db_url, "select outcome from aijobs.job_attempts where job_id = %s", slow)
     assert outcome["outcome"] == "handed_back"
     assert "Handing back 1 unfinished job" in worker.output()
 

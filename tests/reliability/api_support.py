@@ -17,5 +17,5 @@ async def make_user(store: Store, credits: int) -> uuid.UUID:
     """A fresh account holding exactly `credits`."""
     user = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(user, credits, "reliability test credits")
+        await session.accounts.grant_credits(user, credits, "reliability test credits")
     return user

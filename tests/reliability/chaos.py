@@ -130,13 +130,13 @@ async def bulk_create(
     field_name = {"sentiment_analysis": "text", "prompt_analysis": "prompt"}.get(job_type, "review_text")
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         cost = await (
-            await conn.execute("select cost from job_types where name = %s", (job_type,))
+            await conn.execute("select cost from aijobs.job_types where name = %s", (job_type,))
         ).fetchone()
         assert cost is not None
-        await conn.execute("select credit_grant(%s, %s, 'chaos')", (user, max(n * cost[0], 1)))
+        await conn.execute("select aijobs.grant_credits(%s, %s, 'chaos')", (user, max(n * cost[0], 1)))
         await conn.execute(
-            "select create_credit_consuming_job(%s, %s, jsonb_build_object(%s::text, %s::text),"
-            " 0::smallint, null, %s) from generate_series(1, %s)",
+            "select aijobs.create_jobs(%s, array[%s::text], array[jsonb_build_object(%s::text, %s::text)],"
+            " array[0::smallint], null, array[%s::integer]) from generate_series(1, %s)",
             (user, job_type, field_name, text, max_attempts, n),
         )
 
@@ -153,7 +153,7 @@ async def terminal(db_url: str) -> int:
 async def lease_holders(db_url: str, pid: int) -> list[uuid.UUID]:
     """Jobs currently leased by the worker process `pid` (its id is host-pid-suffix)."""
     rows = await fetch_all(
-        db_url, "select id from jobs where status = 'processing' and lease_owner like %s", f"%-{pid}-%"
+        db_url, "select id from aijobs.jobs where status = 'processing' and lease_owner like %s", f"%-{pid}-%"
     )
     return [r["id"] for r in rows]
 
@@ -163,7 +163,7 @@ async def all_terminal(db_url: str, ids: list[uuid.UUID]) -> bool:
         return True
     row = await fetch_one(
         db_url,
-        "select count(*) as n from jobs"
+        "select count(*) as n from aijobs.jobs"
         " where id = any(%s) and status in ('completed', 'failed', 'cancelled')",
         ids,
     )
@@ -231,7 +231,7 @@ class Fleet:
     async def _registered(self, w: WorkerProcess) -> bool:
         if w.proc.poll() is not None:
             return True
-        rows = await fetch_all(self.env["DATABASE_URL"], "select 1 from workers where pid = %s", w.pid)
+        rows = await fetch_all(self.env["DATABASE_URL"], "select 1 from aijobs.workers where pid = %s", w.pid)
         return bool(rows)
 
     def kill_all(self) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.embedded import bin_dir, embedded_server
+from aijobs.db.listener import Listener
 from aijobs.db.store import Store
-from aijobs.worker.listener import Listener
 from tests.conftest import ROOT, worker_env
 from tests.reliability.chaos import (
     BlackHoleProxy,
@@ -32,6 +32,7 @@ from tests.reliability.chaos import (
     seconds,
 )
 from tests.support.database import create_test_database, drop_database, ensure_template
+from tests.support.jobs import create_job
 from tests.support.workers import fetch_one, running_worker, status_counts, wait_until
 
 pytestmark = pytest.mark.slow
@@ -90,11 +91,11 @@ async def _reconnected(listener: Listener) -> bool:
 async def _pickup(store: Store, db_url: str, user: uuid.UUID) -> float:
     """Create one job; seconds until a worker has claimed it."""
     async with store.session() as s:
-        job = await s.create_job(user_id=user, type="sentiment_analysis", payload={"text": "fine"})
+        job = await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": "fine"})
     start = time.monotonic()
 
     async def claimed() -> bool:
-        row = await fetch_one(db_url, "select status from jobs where id = %s", job.id)
+        row = await fetch_one(db_url, "select status from aijobs.jobs where id = %s", job.id)
         return row["status"] != "pending"
 
     await wait_until(claimed, timeout=15, interval=0.01, what="the job claimed")
@@ -156,7 +157,7 @@ async def rate(db_url: str, window: float = 2.0) -> float:
     """Jobs completed per second over the last `window` seconds (by the database clock)."""
     row = await fetch_one(
         db_url,
-        "select count(*) as n from jobs where status = 'completed'"
+        "select count(*) as n from aijobs.jobs where status = 'completed'"
         " and finished_at > now() - make_interval(secs => %s)",
         window,
     )

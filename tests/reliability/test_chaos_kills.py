@@ -106,7 +106,7 @@ async def sigkill_soak(
     attempts = await fetch_one(
         db_url,
         "select count(*) filter (where outcome = 'lost') as lost, count(*) as n,"
-        " count(*) filter (where outcome = 'superseded') as superseded from job_attempts",
+        " count(*) filter (where outcome = 'superseded') as superseded from aijobs.job_attempts",
     )
     await finish_scenario(
         db_url,
@@ -204,8 +204,8 @@ async def crash_before_commit(db_url: str, tmp_path: Path, *, jobs: int, label: 
         db_url,
         "select j.id, j.result is not null as has_result,"
         " count(a.*) filter (where a.outcome = 'completed') as wins,"
-        " (select count(*) from credit_ledger l where l.job_id = j.id and l.kind = 'debit') as debits"
-        " from jobs j join job_attempts a on a.job_id = j.id group by j.id",
+        " (select count(*) from aijobs.credit_ledger l where l.job_id = j.id and l.kind = 'debit') as debits"
+        " from aijobs.jobs j join aijobs.job_attempts a on a.job_id = j.id group by j.id",
     )
     assert all(r["has_result"] and r["wins"] == 1 and r["debits"] == 1 for r in per_job), per_job
     await finish_scenario(
@@ -236,7 +236,7 @@ async def test_crash_before_commit_many(db_url: str, tmp_path: Path) -> None:
 async def poison(db_url: str, tmp_path: Path, *, others: int, label: str) -> None:
     user = uuid.uuid4()
     await bulk_create(db_url, user, 1, "crash", max_attempts=3)
-    poison_id = (await fetch_one(db_url, "select id from jobs"))["id"]
+    poison_id = (await fetch_one(db_url, "select id from aijobs.jobs"))["id"]
     await bulk_create(db_url, user, others, "sleep:0.05")
     env = worker_env(db_url, LOG_LEVEL="WARNING", WORKER_CONCURRENCY="4", LEASE_SECONDS="2")
     crew = Fleet(env, tmp_path)
@@ -256,16 +256,18 @@ async def poison(db_url: str, tmp_path: Path, *, others: int, label: str) -> Non
     finally:
         codes = await crew.stop()
     assert codes and all(c == 0 for c in codes), codes
-    row = await fetch_one(db_url, "select * from jobs where id = %s", poison_id)
+    row = await fetch_one(db_url, "select * from aijobs.jobs where id = %s", poison_id)
     assert row["status"] == "failed" and row["attempts"] == 3, row
     assert "lease expired" in row["error"]
     outcomes = [
         r["outcome"]
-        for r in await fetch_all(db_url, "select outcome from job_attempts where job_id = %s", poison_id)
+        for r in await fetch_all(
+            db_url, "select outcome from aijobs.job_attempts where job_id = %s", poison_id
+        )
     ]
     assert outcomes == ["lost"] * 3, outcomes
     refunds = await fetch_all(
-        db_url, "select amount from credit_ledger where job_id = %s and kind = 'refund'", poison_id
+        db_url, "select amount from aijobs.credit_ledger where job_id = %s and kind = 'refund'", poison_id
     )
     assert len(refunds) == 1
     assert deaths == 3, f"the poison job ran exactly max_attempts times ({deaths} deaths)"

@@ -35,18 +35,20 @@ LEASE = 3.0
 
 async def one_job(db_url: str, text: str) -> uuid.UUID:
     await bulk_create(db_url, uuid.uuid4(), 1, text)
-    return (await fetch_one(db_url, "select id from jobs order by created_at desc limit 1"))["id"]
+    return (await fetch_one(db_url, "select id from aijobs.jobs order by created_at desc limit 1"))["id"]
 
 
 async def attempts(db_url: str, job_id: uuid.UUID) -> list[dict[str, object]]:
     return await fetch_all(
-        db_url, "select worker_id, outcome from job_attempts where job_id = %s order by lease_token", job_id
+        db_url,
+        "select worker_id, outcome from aijobs.job_attempts where job_id = %s order by lease_token",
+        job_id,
     )
 
 
 async def claimed_by(db_url: str, job_id: uuid.UUID, pid: int) -> bool:
     rows = await fetch_all(
-        db_url, "select 1 from jobs where id = %s and lease_owner like %s", job_id, f"%-{pid}-%"
+        db_url, "select 1 from aijobs.jobs where id = %s and lease_owner like %s", job_id, f"%-{pid}-%"
     )
     return bool(rows)
 
@@ -92,9 +94,9 @@ async def test_sigstopped_worker_is_fenced_after_takeover(db_url: str, tmp_path:
     rows = await attempts(db_url, job_id)
     assert [r["outcome"] for r in rows] == ["superseded", "completed"], rows
     assert f"-{a.pid}-" in str(rows[0]["worker_id"]) and f"-{b.pid}-" in str(rows[1]["worker_id"])
-    job = await fetch_one(db_url, "select status, result from jobs where id = %s", job_id)
+    job = await fetch_one(db_url, "select status, result from aijobs.jobs where id = %s", job_id)
     assert job["status"] == "completed" and job["result"] is not None
-    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s", job_id)
+    ledger = await fetch_all(db_url, "select kind from aijobs.credit_ledger where job_id = %s", job_id)
     assert [r["kind"] for r in ledger] == ["debit"]
     await finish_scenario(
         db_url,
@@ -130,7 +132,9 @@ async def test_sigstop_rounds_with_real_provider_calls(db_url: str, tmp_path: Pa
                 holders: list[WorkerProcess] = []
 
                 async def busy() -> bool:
-                    rows = await fetch_all(db_url, "select lease_owner from jobs where status = 'processing'")
+                    rows = await fetch_all(
+                        db_url, "select lease_owner from aijobs.jobs where status = 'processing'"
+                    )
                     owners = {str(r["lease_owner"]) for r in rows}
                     holders[:] = [w for w in crew.alive() if any(f"-{w.pid}-" in o for o in owners)]
                     return bool(holders)
@@ -148,7 +152,7 @@ async def test_sigstop_rounds_with_real_provider_calls(db_url: str, tmp_path: Pa
                 w.send(signal.SIGCONT)
             codes = await crew.stop()
     assert codes == [0, 0], codes
-    outcomes = await fetch_all(db_url, "select outcome, count(*) as n from job_attempts group by 1")
+    outcomes = await fetch_all(db_url, "select outcome, count(*) as n from aijobs.job_attempts group by 1")
     counts = {r["outcome"]: int(r["n"]) for r in outcomes}
     await finish_scenario(
         db_url,
@@ -188,7 +192,8 @@ async def test_blocked_loop_and_busy_cpu_below_the_lease_take_over_nothing(
     assert codes == [0, 0], codes
     row = await fetch_one(
         db_url,
-        "select count(*) as n, count(*) filter (where outcome <> 'completed') as other from job_attempts",
+        "select count(*) as n, count(*) filter (where outcome <> 'completed') as other"
+        " from aijobs.job_attempts",
     )
     assert row["n"] == jobs and row["other"] == 0, f"a job changed hands: {row}\n{crew.logs()[-2000:]}"
     await finish_scenario(
@@ -228,7 +233,7 @@ async def test_blocked_loop_past_the_lease_is_fenced(db_url: str, tmp_path: Path
             codes = await crew.stop()
     assert codes == [0, 0], codes
     assert "refused" in crew.logs()
-    ledger = await fetch_all(db_url, "select kind from credit_ledger where job_id = %s", job_id)
+    ledger = await fetch_all(db_url, "select kind from aijobs.credit_ledger where job_id = %s", job_id)
     assert [r["kind"] for r in ledger] == ["debit"]
     await finish_scenario(
         db_url,

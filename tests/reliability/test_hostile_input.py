@@ -20,10 +20,10 @@ from tests.support.invariants import assert_invariants
 from tests.support.snapshots import snapshot, total_rows
 
 INJECTIONS = [
-    "'; drop table jobs; --",
-    '"; drop table credit_ledger; --',
+    "'; drop table aijobs.jobs; --",
+    '"; drop table aijobs.credit_ledger; --',
     "' or '1'='1",
-    "1; update accounts set balance = 1000000; --",
+    "1; update aijobs.accounts set balance = 1000000; --",
     "$$; select pg_sleep(30); $$",
     "'); select set_config('role', 'postgres', false); --",
     "\\'; copy jobs to '/tmp/x'; --",
@@ -40,7 +40,7 @@ async def schema_fingerprint(db_url: str) -> list[tuple[Any, ...]]:
         cur = await conn.execute(
             """select c.relname, c.relkind::text, c.relrowsecurity, c.relforcerowsecurity
                  from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                where n.nspname = 'public' order by 1"""
+                where n.nspname = 'aijobs' order by 1"""
         )
         rows = await cur.fetchall()
         cur = await conn.execute(
@@ -121,7 +121,7 @@ HOSTILE_BODIES: dict[str, bytes] = {
     "not json": b"type=sentiment_analysis",
     "duplicate keys": b'{"type": "sentiment_analysis", "type": "nope", "payload": {"text": "x"}}',
     "unknown type": json.dumps({"type": "drop_table_jobs", "payload": {}}).encode(),
-    "type with injection": json.dumps({"type": "x'; drop table jobs; --", "payload": {}}).encode(),
+    "type with injection": json.dumps({"type": "x'; drop table aijobs.jobs; --", "payload": {}}).encode(),
     "run_at year 1 east of UTC": json.dumps(
         {"type": "sentiment_analysis", "payload": {"text": "x"}, "run_at": "0001-01-01T00:00:00+14:00"}
     ).encode(),

@@ -67,7 +67,8 @@ def insert_charged(conn: psycopg.Connection[Any], row: dict[str, Any]) -> uuid.U
     with conn.transaction():
         (job_id,) = conn.execute(INSERT, row).fetchone() or (None,)
         conn.execute(
-            "insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note) values (%s, %s, 'debit', %s, 'x')",
+            "insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)"
+            " values (%s, %s, 'debit', %s, 'x')",
             (row["user"], job_id, -row["cost"]),
         )
         conn.execute(
@@ -142,7 +143,8 @@ async def test_a_worker_the_rescuer_and_every_reader_survive_the_most_hostile_ro
             ),
         )
         conn.execute(
-            """insert into aijobs.job_attempts (lease_token, job_id, attempt, worker_id, finished_at, outcome, error)
+            """insert into aijobs.job_attempts
+                   (lease_token, job_id, attempt, worker_id, finished_at, outcome, error)
                values (%s, %s, 1, %s, '9998-06-01T00:00:00Z', 'completed', %s)""",
             (10**15 + 1, finished, ODD, ODD * 1000),
         )
@@ -158,8 +160,8 @@ async def test_a_worker_the_rescuer_and_every_reader_survive_the_most_hostile_ro
             async def all_ended() -> bool:
                 ids = [*runnable.values(), *unrunnable.values(), expired]
                 rows = conn.execute(
-                    "select count(*) from aijobs.jobs where id = any(%s) and status in ('pending', 'processing')"
-                    " and type <> 'ghost_type'",
+                    "select count(*) from aijobs.jobs where id = any(%s)"
+                    " and status in ('pending', 'processing') and type <> 'ghost_type'",
                     (ids,),
                 ).fetchone()
                 return rows is not None and rows[0] == 0

@@ -118,7 +118,7 @@ async def test_canaries_never_leak(
 ) -> None:
     user = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(user, 500)
+        await session.accounts.grant_credits(user, 500)
     env = env_for(db_url, fake, log_format)
     port = free_port()
     fake.script(*provider_script())
@@ -176,7 +176,7 @@ async def test_canaries_never_leak(
 
             async def all_finished() -> bool:
                 assert worker.proc.poll() is None, worker.text()
-                rows = await fetch_all(db_url, "select status::text from jobs")
+                rows = await fetch_all(db_url, "select status::text from aijobs.jobs")
                 return all(r["status"] in ("completed", "failed", "cancelled") for r in rows)
 
             await wait_until(all_finished, timeout=90, interval=0.2, what="every job finished")
@@ -190,7 +190,7 @@ async def test_canaries_never_leak(
         worker.stop()
         api.stop()
 
-    statuses = {r["status"] for r in await fetch_all(db_url, "select status::text from jobs")}
+    statuses = {r["status"] for r in await fetch_all(db_url, "select status::text from aijobs.jobs")}
     assert "failed" in statuses, statuses  # the error paths were really taken
     assert any(r.status == 401 for r in fake.requests), "the 401 path was not exercised"
     assert any(CANARY_KEY in (r.headers.get("authorization") or "") for r in fake.requests)
@@ -203,8 +203,8 @@ async def test_canaries_never_leak(
                     problems.append(f"{proc.log.name}:{n}: {line[:300]}")
     stored = await fetch_all(
         db_url,
-        """select 'job ' || id as what, error from jobs where error is not null
-           union all select 'attempt ' || job_id || '/' || lease_token, error from job_attempts
+        """select 'job ' || id as what, error from aijobs.jobs where error is not null
+           union all select 'attempt ' || job_id || '/' || lease_token, error from aijobs.job_attempts
             where error is not null""",
     )
     for row in stored:
@@ -213,9 +213,9 @@ async def test_canaries_never_leak(
     # The key appears nowhere in the database at all.
     everything = await fetch_all(
         db_url,
-        """select (select coalesce(string_agg(j::text, ' '), '') from jobs j)
-               || (select coalesce(string_agg(a::text, ' '), '') from job_attempts a)
-               || (select coalesce(string_agg(w::text, ' '), '') from workers w) as dump""",
+        """select (select coalesce(string_agg(j::text, ' '), '') from aijobs.jobs j)
+               || (select coalesce(string_agg(a::text, ' '), '') from aijobs.job_attempts a)
+               || (select coalesce(string_agg(w::text, ' '), '') from aijobs.workers w) as dump""",
     )
     if CANARY_KEY in everything[0]["dump"]:
         problems.append("the API key is stored in the database")

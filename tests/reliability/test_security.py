@@ -241,10 +241,10 @@ async def rows_of(db_url: str, user: uuid.UUID) -> list[tuple[Any, ...]]:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         out: list[tuple[Any, ...]] = []
         for query in (
-            "select j::text from jobs j where user_id = %s order by id",
-            "select l::text from credit_ledger l where user_id = %s order by id",
-            "select k::text from api_idempotency_keys k where user_id = %s order by key",
-            "select a::text from accounts a where user_id = %s",
+            "select j::text from aijobs.jobs j where user_id = %s order by id",
+            "select l::text from aijobs.credit_ledger l where user_id = %s order by id",
+            "select k::text from aijobs.api_idempotency_keys k where user_id = %s order by key",
+            "select a::text from aijobs.accounts a where user_id = %s",
         ):
             out += await (await conn.execute(query, (user,))).fetchall()
         return out
@@ -353,7 +353,7 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
         tables = await rows(
             """select c.relname, pg_get_userbyid(c.relowner), c.relrowsecurity, c.relforcerowsecurity
                  from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                where n.nspname = 'public' and c.relkind in ('r', 'p')"""
+                where n.nspname = 'aijobs' and c.relkind in ('r', 'p')"""
         )
         assert {t[0] for t in tables} >= {
             "accounts",
@@ -375,7 +375,7 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
         for name in unforced:
             reachable = await rows(
                 f"""select r from unnest(array['anon', 'authenticated']) r
-                     where has_table_privilege(r, 'public.{name}', 'SELECT, INSERT, UPDATE, DELETE')"""
+                     where has_table_privilege(r, 'aijobs.{name}', 'SELECT, INSERT, UPDATE, DELETE')"""
             )
             assert not reachable, (name, reachable)
         # Membership would hand the API role the owner's rights (and its all-rows policies).
@@ -385,80 +385,98 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
             " join pg_roles m on m.oid = am.roleid where r.rolname in ('anon', 'authenticated')"
         )
         assert not [x for x in member_of_owner if x[1] in owners], member_of_owner
-        # The API role writes only through functions, except its own idempotency keys.
+        # The API role writes only through functions: not even the idempotency keys, which
+        # the API writes as the owner role.
         writable = await rows(
             """select c.relname, p.privilege_type from pg_class c
                  join pg_namespace n on n.oid = c.relnamespace
                  cross join lateral (values ('INSERT'), ('UPDATE'), ('DELETE'), ('TRUNCATE'))
                       p(privilege_type)
-                where n.nspname = 'public' and c.relkind in ('r', 'p')
+                where n.nspname = 'aijobs' and c.relkind in ('r', 'p')
                   and has_table_privilege('authenticated', c.oid, p.privilege_type)"""
         )
-        assert set(writable) <= {("api_idempotency_keys", "INSERT"), ("api_idempotency_keys", "UPDATE")}, (
-            writable
-        )
+        assert writable == [], writable
         assert not await rows(
             """select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-                where n.nspname = 'public' and c.relkind in ('r', 'p')
+                where n.nspname = 'aijobs' and c.relkind in ('r', 'p')
                   and has_table_privilege('anon', c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE')"""
         )
         unpinned = await rows(
             """select n.nspname || '.' || p.proname
                  from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-                where p.prosecdef and n.nspname in ('public', 'auth')
+                where p.prosecdef and n.nspname in ('aijobs', 'auth')
                   and not exists (select 1 from unnest(coalesce(p.proconfig, '{}')) c
                                    where c like 'search_path=%')"""
         )
         assert not unpinned, f"SECURITY DEFINER functions without a pinned search_path: {unpinned}"
         definers = await rows(
             """select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-                where p.prosecdef and n.nspname = 'public'"""
+                where p.prosecdef and n.nspname = 'aijobs'"""
         )
         assert definers[0][0] >= 3  # the checks above looked at something
         # Nobody may run a SECURITY DEFINER function they were not granted (no PUBLIC execute).
         public_exec = await rows(
             """select p.proname from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-                where p.prosecdef and n.nspname = 'public'
+                where p.prosecdef and n.nspname = 'aijobs'
                   and has_function_privilege('anon', p.oid, 'EXECUTE')"""
         )
         assert not public_exec, f"SECURITY DEFINER functions anon may execute: {public_exec}"
-        # api_create_job and api_create_jobs_grouped take the claims as an argument: whoever
-        # may run them may act for anyone.
-        for signature in (
-            "api_create_job(text, integer, text, jsonb, smallint, timestamptz, integer, uuid)",
-            "api_create_jobs_grouped(text[], integer, text[], jsonb[], smallint[], timestamptz[],"
-            " integer[], uuid[])",
+        # aijobs.create_jobs_grouped takes the user ids as an argument: whoever may run it may
+        # act for anyone, so only the owner may. Granting credits is not the users' either.
+        for signature, callers in (
+            (
+                "aijobs.create_jobs_grouped(uuid[], text[], jsonb[], smallint[], timestamptz[],"
+                " integer[], uuid[])",
+                "'anon', 'authenticated', 'service_role'",
+            ),
+            ("aijobs.grant_credits(uuid, bigint, text)", "'anon', 'authenticated'"),
         ):
             impersonators = await rows(
-                f"""select r from unnest(array['anon', 'authenticated', 'service_role']) r
+                f"""select r from unnest(array[{callers}]) r
                      where has_function_privilege(r, '{signature}', 'EXECUTE')"""
             )
             assert not impersonators, (signature, impersonators)
         victim = uuid.uuid4()
-        await conn.execute("select credit_grant(%s, 5, 'test')", (victim,))
-        victim_claims = json.dumps({"sub": str(victim), "role": "authenticated"})
-        impersonations = [
-            (
-                "select * from api_create_job(%s, 100, 'sentiment_analysis', '{\"text\": \"x\"}')",
-                (victim_claims,),
-            ),
-            (
-                "select * from api_create_jobs_grouped(array[%s], 100, array['sentiment_analysis'],"
-                ' array[\'{"text": "x"}\'::jsonb], array[0::smallint], null, array[4], null)',
-                (victim_claims,),
-            ),
-        ]
-        for role in ("authenticated", "anon"):
-            for statement, params in impersonations:
-                async with conn.transaction(force_rollback=True):
-                    await conn.execute(f"set local role {role}")
-                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                        await conn.execute(statement, params)
-        balance = await rows(f"select balance from accounts where user_id = '{victim}'")
+        await conn.execute("select aijobs.grant_credits(%s, 5, 'test')", (victim,))
+        await assert_no_impersonation(conn, victim)
+        balance = await rows(f"select balance from aijobs.accounts where user_id = '{victim}'")
         assert balance == [(5,)]
 
 
-# What a role may do with each of aijobs' objects in public, as PostgreSQL decides it (direct
+async def assert_no_impersonation(conn: psycopg.AsyncConnection[Any], victim: uuid.UUID) -> None:
+    """As `anon` and as `authenticated` (signed in as someone else, or not at all), no way in
+    creates a job for `victim` or grants them credits: `anon` may not run the creation
+    function, `authenticated` may run it only for its own JWT subject (AJ004), and neither may
+    run the grouped creation or the grant."""
+    job = "array['sentiment_analysis'], array['{\"text\": \"x\"}'::jsonb]"
+    statements = {
+        "create": (f"select * from aijobs.create_jobs(%s, {job})", (victim,)),
+        "create with the quota off": (
+            f"select * from aijobs.create_jobs(%s, {job}, null, null, null, null, null, false)",
+            (victim,),
+        ),
+        "grouped": (
+            "select * from aijobs.create_jobs_grouped(array[%s]::uuid[], array['sentiment_analysis'],"
+            ' array[\'{"text": "x"}\'::jsonb], array[0::smallint], null, array[4], null)',
+            (victim,),
+        ),
+        "grant": ("select aijobs.grant_credits(%s, 1000, 'stolen')", (victim,)),
+    }
+    attacker = json.dumps({"sub": str(uuid.uuid4()), "role": "authenticated"})
+    for role, claims_ in (("anon", "{}"), ("authenticated", "{}"), ("authenticated", attacker)):
+        for name, (statement, params) in statements.items():
+            async with conn.transaction(force_rollback=True):
+                await conn.execute(
+                    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                    (role, claims_),
+                )
+                with pytest.raises(psycopg.Error) as refused:
+                    await conn.execute(statement, params)
+            expected = "AJ004" if role == "authenticated" and name.startswith("create") else "42501"
+            assert refused.value.sqlstate == expected, (role, claims_, name, refused.value)
+
+
+# What a role may do with each of aijobs' objects, as PostgreSQL decides it (direct
 # grants, PUBLIC and membership included), so two databases compare by meaning, not ACL text.
 PRIVILEGES_BY_ROLE = """
 select r, 'table ' || c.relname,
@@ -467,32 +485,38 @@ select r, 'table ' || c.relname,
               where has_table_privilege(r, c.oid, p))
   from pg_class c join pg_namespace n on n.oid = c.relnamespace,
        unnest(array['anon', 'authenticated', 'service_role']) r
- where n.nspname = 'public' and c.relkind in ('r', 'p', 'v', 'm')
+ where n.nspname = 'aijobs' and c.relkind in ('r', 'p', 'v', 'm')
 union all
 select r, 'sequence ' || c.relname,
        array(select p from unnest(array['USAGE', 'SELECT', 'UPDATE']) p
               where has_sequence_privilege(r, c.oid, p))
   from pg_class c join pg_namespace n on n.oid = c.relnamespace,
        unnest(array['anon', 'authenticated', 'service_role']) r
- where n.nspname = 'public' and c.relkind = 'S'
+ where n.nspname = 'aijobs' and c.relkind = 'S'
 union all
 select r, 'function ' || p.oid::regprocedure::text,
        array(select 'EXECUTE' where has_function_privilege(r, p.oid, 'EXECUTE'))
   from pg_proc p join pg_namespace n on n.oid = p.pronamespace,
        unnest(array['anon', 'authenticated', 'service_role']) r
- where n.nspname = 'public'
+ where n.nspname = 'aijobs'
+union all
+select r, 'schema ' || n.nspname,
+       array(select p from unnest(array['USAGE', 'CREATE']) p where has_schema_privilege(r, n.oid, p))
+  from pg_namespace n, unnest(array['anon', 'authenticated', 'service_role']) r
+ where n.nspname = 'aijobs'
 order by 1, 2
 """
 
 
 def test_supabase_default_privileges_grant_nothing_more(admin_url: str, db_url: str) -> None:
-    """Supabase's projects grant every new table, function and sequence in public to anon,
+    """Supabase's projects grant every new table, function and sequence to anon,
     authenticated and service_role by default privileges, directly and not through PUBLIC,
     so a migration's `REVOKE ... FROM PUBLIC` alone leaves them their rights. Migrated under
-    those defaults, every object must end with exactly the rights it has without them: no
-    EXECUTE on api_create_job for anon, no TRUNCATE on the ledger, nothing on the migration
-    bookkeeping. A new migration that creates objects in public fails here until it revokes
-    from those roles as migration 017 does."""
+    those defaults (Supabase's, in public, and the same for every schema, which reaches
+    schema aijobs), every object must end with exactly the rights it has without them: no
+    EXECUTE on aijobs.create_jobs for anon or on the grouped creation for anyone, no TRUNCATE
+    on the ledger, nothing on the migration bookkeeping. A new migration that creates objects
+    fails here until it revokes from those roles as the baseline does."""
     name = f"aj_supa_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"create database {name}")
@@ -500,10 +524,11 @@ def test_supabase_default_privileges_grant_nothing_more(admin_url: str, db_url: 
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             for kind in ("tables", "functions", "sequences"):
-                conn.execute(
-                    f"alter default privileges in schema public grant all on {kind}"
-                    " to anon, authenticated, service_role"
-                )
+                for scope in ("in schema public", ""):
+                    conn.execute(
+                        f"alter default privileges {scope} grant all on {kind}"
+                        " to anon, authenticated, service_role"
+                    )
         migrate(url, job_types=job_type_rows())
         with psycopg.connect(url) as supa, psycopg.connect(db_url) as plain:
             under_defaults = [(r, o, tuple(p)) for r, o, p in supa.execute(PRIVILEGES_BY_ROLE)]
@@ -512,21 +537,29 @@ def test_supabase_default_privileges_grant_nothing_more(admin_url: str, db_url: 
             extra = sorted(set(under_defaults) - set(without))
             assert under_defaults == without, f"rights the default privileges added: {extra}"
             victim = uuid.uuid4()
-            supa.execute("select credit_grant(%s, 5, 'test')", (victim,))
-            impersonation = "select * from api_create_job(%s, 100, 'sentiment_analysis', '{\"text\": \"x\"}')"
+            supa.execute("select aijobs.grant_credits(%s, 5, 'test')", (victim,))
             for role in ("anon", "authenticated"):
                 with supa.transaction(force_rollback=True):
                     supa.execute(f"set local role {role}")
                     with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                        supa.execute(impersonation, (json.dumps({"sub": str(victim)}),))
-                with supa.transaction(force_rollback=True):
-                    supa.execute(f"set local role {role}")
-                    with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                        supa.execute("truncate credit_ledger, jobs cascade")
-            balance = supa.execute("select balance from accounts where user_id = %s", (victim,)).fetchone()
+                        supa.execute("truncate aijobs.credit_ledger, aijobs.jobs cascade")
+            balance = supa.execute(
+                "select balance from aijobs.accounts where user_id = %s", (victim,)
+            ).fetchone()
             assert balance == (5,)
+        asyncio.run(impersonation_refused(url, victim))
+        with psycopg.connect(url) as supa:
+            balance = supa.execute(
+                "select balance from aijobs.accounts where user_id = %s", (victim,)
+            ).fetchone()
+        assert balance == (5,)
     finally:
         drop_database(admin_url, url)
+
+
+async def impersonation_refused(url: str, victim: uuid.UUID) -> None:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await assert_no_impersonation(conn, victim)
 
 
 KNOWN_CHANNELS = {"aijobs_jobs", "aijobs_cancel", "aijobs_job_events"}

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from aijobs.db import store
+from aijobs.db.repos import jobs
 from aijobs.db.rows import Finish
 
 
 def arm_crash_before_commit(marker_dir: Path) -> None:
-    original = store.Session.finish
+    original = jobs.JobsRepo.finish
 
-    async def finish(self: store.Session, rows: Sequence[Finish], worker_id: str) -> dict[UUID, str]:
+    async def finish(
+        self: jobs.JobsRepo, rows: Sequence[Finish], worker_id: str
+    ) -> dict[tuple[UUID, int], str]:
         fresh = [r for r in rows if r.outcome == "completed" and not (marker_dir / str(r.id)).exists()]
         if fresh:
             for r in fresh:
@@ -32,7 +34,7 @@ def arm_crash_before_commit(marker_dir: Path) -> None:
             os._exit(137)
         return await original(self, rows, worker_id)
 
-    store.Session.finish = finish  # type: ignore[method-assign]
+    jobs.JobsRepo.finish = finish  # type: ignore[method-assign]
 
 
 def main(argv: Any = None) -> None:

@@ -20,11 +20,11 @@ class Snapshot:
 async def snapshot(db_url: str, user: uuid.UUID) -> Snapshot:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         cur = await conn.execute(
-            """select coalesce((select balance from accounts where user_id = %(u)s), 0),
-                      (select coalesce(sum(amount), 0) from credit_ledger where user_id = %(u)s),
-                      (select count(*) from credit_ledger where user_id = %(u)s),
-                      (select count(*) from jobs where user_id = %(u)s),
-                      (select count(*) from api_idempotency_keys where user_id = %(u)s)""",
+            """select coalesce((select balance from aijobs.accounts where user_id = %(u)s), 0),
+                      (select coalesce(sum(amount), 0) from aijobs.credit_ledger where user_id = %(u)s),
+                      (select count(*) from aijobs.credit_ledger where user_id = %(u)s),
+                      (select count(*) from aijobs.jobs where user_id = %(u)s),
+                      (select count(*) from aijobs.api_idempotency_keys where user_id = %(u)s)""",
             {"u": user},
         )
         row = await cur.fetchone()
@@ -36,8 +36,8 @@ async def total_rows(db_url: str) -> tuple[int, int, int]:
     """(jobs, ledger rows, idempotency keys) across all users."""
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         cur = await conn.execute(
-            "select (select count(*) from jobs), (select count(*) from credit_ledger),"
-            " (select count(*) from api_idempotency_keys)"
+            "select (select count(*) from aijobs.jobs), (select count(*) from aijobs.credit_ledger),"
+            " (select count(*) from aijobs.api_idempotency_keys)"
         )
         row = await cur.fetchone()
     assert row is not None

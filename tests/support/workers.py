@@ -77,11 +77,11 @@ async def fetch_one(db_url: str, query: str, *params: Any) -> dict[str, Any]:
 
 
 async def job(db_url: str, job_id: UUID) -> dict[str, Any]:
-    return await fetch_one(db_url, "select * from jobs where id = %s", job_id)
+    return await fetch_one(db_url, "select * from aijobs.jobs where id = %s", job_id)
 
 
 async def status_counts(db_url: str) -> dict[str, int]:
-    rows = await fetch_all(db_url, "select status::text as s, count(*) as n from jobs group by 1")
+    rows = await fetch_all(db_url, "select status::text as s, count(*) as n from aijobs.jobs group by 1")
     return {r["s"]: int(r["n"]) for r in rows}
 
 

@@ -47,5 +47,5 @@ async def other_user(store: Store) -> uuid.UUID:
     """A second funded account (user B in isolation tests)."""
     user = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(user, 1000, "test credits")
+        await session.accounts.grant_credits(user, 1000, "test credits")
     return user

@@ -30,7 +30,8 @@ async def test_admin_lists_all_jobs_and_requeues_as_a_new_charged_job(
     assert pending.status_code == 409
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute(
-            "update jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s", (b["id"],)
+            "update aijobs.jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s",
+            (b["id"],),
         )
     assert (await snapshot(db_url, other_user)).balance == 1000  # the failure refunded it
     requeued = await client.post(f"/api/admin/jobs/{b['id']}/requeue", headers=SERVICE)
@@ -58,11 +59,11 @@ async def test_health_and_readiness(client) -> None:
 
 async def test_readiness_reports_pending_migrations(client, db_url) -> None:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("delete from schema_migrations where version = 7")
+        await conn.execute("delete from aijobs.schema_migrations where version = 1")
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["pending"] == ["007_api_idempotency"]
+    assert response.json()["pending"] == ["001_baseline"]
 
 
 async def test_cors_allows_the_configured_chrome_extension(client, api, funded_user) -> None:

@@ -74,7 +74,7 @@ async def test_one_bad_element_refuses_the_batch_and_names_it(client, api, funde
 async def test_a_batch_the_balance_cannot_cover_is_402_and_writes_nothing(client, api, store, db_url) -> None:
     poor = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(poor, 4)
+        await session.accounts.grant_credits(poor, 4)
     before = await snapshot(db_url, poor)
     response = await batch(
         client, api, poor, [REVIEW, sentiment(1), sentiment(2)], **{"Idempotency-Key": "b1"}

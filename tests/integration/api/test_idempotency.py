@@ -62,12 +62,12 @@ async def test_a_refused_request_keeps_no_key(client, api, store, db_url) -> Non
 
     user = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(user, 2)
+        await session.accounts.grant_credits(user, 2)
     body = {"type": "review_processing", "payload": {"review_text": "Cold food."}}
     headers = api.auth(user) | {"Idempotency-Key": "top-up-then-retry"}
     assert (await client.post("/api/jobs", json=body, headers=headers)).status_code == 402
     async with store.session() as session:
-        await session.grant_credits(user, 5)
+        await session.accounts.grant_credits(user, 5)
     retried = await client.post("/api/jobs", json=body, headers=headers)
     assert retried.status_code == 201 and retried.headers.get("idempotent-replayed") is None
     state = await snapshot(db_url, user)
@@ -83,7 +83,7 @@ async def test_a_key_whose_stored_response_was_purged_still_refuses_another_requ
     first = await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(funded_user) | key)
     assert first.status_code == 201
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        await conn.execute("delete from api_idempotency_keys")  # what the 24-hour purge does
+        await conn.execute("delete from aijobs.api_idempotency_keys")  # what the 24-hour purge does
 
     other_type = {"type": "review_processing", "payload": {"review_text": "Cold food."}}
     other_text = {"type": "sentiment_analysis", "payload": {"text": "Something else entirely."}}
@@ -107,7 +107,7 @@ async def test_a_request_rolled_back_by_a_deadlock_is_a_503_that_charged_nothing
     503, not a 500, and nothing of the request was written."""
     key = "deadlock-key"
     async with await psycopg.AsyncConnection.connect(db_url) as other:
-        await other.execute("select 1 from accounts where user_id = %s for update", (funded_user,))
+        await other.execute("select 1 from aijobs.accounts where user_id = %s for update", (funded_user,))
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
             post = asyncio.create_task(
                 client.post(
@@ -116,7 +116,7 @@ async def test_a_request_rolled_back_by_a_deadlock_is_a_503_that_charged_nothing
             )
             await waiting_on_locks(db_url, 1, "aijobs-api")  # for the account row
             await other.execute(
-                "insert into api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'x')",
+                "insert into aijobs.api_idempotency_keys (user_id, key, request_hash) values (%s, %s, 'x')",
                 (funded_user, key),
             )
             answer = await post

@@ -63,28 +63,37 @@ async def test_sql_as_authenticated_sees_only_its_own_rows(
     async with await psycopg.AsyncConnection.connect(db_url) as conn:
         async with conn.transaction():
             await as_authenticated(conn, a)
-            jobs = await (await conn.execute("select id::text from jobs")).fetchall()
+            jobs = await (await conn.execute("select id::text from aijobs.jobs")).fetchall()
             assert jobs == [(ours["id"],)]
-            keys = await (await conn.execute("select count(*) from api_idempotency_keys")).fetchone()
-            assert keys == (0,)
-            ledger = await (await conn.execute("select distinct user_id from credit_ledger")).fetchall()
+            ledger = await (
+                await conn.execute("select distinct user_id from aijobs.credit_ledger")
+            ).fetchall()
             assert ledger == [(a,)]
-            accounts = await (await conn.execute("select user_id from accounts")).fetchall()
+            accounts = await (await conn.execute("select user_id from aijobs.accounts")).fetchall()
             assert accounts == [(a,)]
             # The cancel function acts only for the caller: B's job is not found, not cancelled.
-            cancelled = await (await conn.execute("select * from job_cancel(%s)", (theirs["id"],))).fetchall()
+            cancelled = await (
+                await conn.execute("select * from aijobs.cancel_job(%s)", (theirs["id"],))
+            ).fetchall()
             assert cancelled == []
         async with conn.transaction():
             await as_authenticated(conn, a)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                await conn.execute("update jobs set status = 'cancelled'")
+                await conn.execute("update aijobs.jobs set status = 'cancelled'")
+        # The idempotency keys are the API's own (it writes them as the owner role): a user
+        # reads none, B's included, and writes none, another user's or their own.
         async with conn.transaction():
             await as_authenticated(conn, a)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                # Writing another user's idempotency key is refused by the policy's check.
-                await conn.execute(
-                    "insert into api_idempotency_keys (user_id, key, request_hash) values (%s, 'x', 'h')",
-                    (b,),
-                )
+                await conn.execute("select count(*) from aijobs.api_idempotency_keys")
+        for owner in (b, a):
+            async with conn.transaction():
+                await as_authenticated(conn, a)
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    await conn.execute(
+                        "insert into aijobs.api_idempotency_keys (user_id, key, request_hash)"
+                        " values (%s, 'x', 'h')",
+                        (owner,),
+                    )
     got = await client.get(f"/api/jobs/{theirs['id']}", headers=api.auth(b))
     assert got.json()["status"] == "pending"

@@ -24,7 +24,8 @@ async def fail_job(db_url: str, job_id: str) -> None:
     """Make a job `failed` the way the worker's final failure does (refund via the trigger)."""
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute(
-            "update jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s", (job_id,)
+            "update aijobs.jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s",
+            (job_id,),
         )
 
 
@@ -112,7 +113,7 @@ async def test_cancel_refunds_and_retry_charges_a_new_job(client, api, funded_us
 async def test_insufficient_credits_is_402_and_writes_nothing(client, api, store, db_url) -> None:
     poor = uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(poor, 2)
+        await session.accounts.grant_credits(poor, 2)
     before = await snapshot(db_url, poor)
     body = {"type": "review_processing", "payload": {"review_text": "Cold food."}}
     response = await client.post("/api/jobs", json=body, headers=api.auth(poor) | {"Idempotency-Key": "k1"})

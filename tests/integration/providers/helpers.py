@@ -47,19 +47,19 @@ async def wait_for_status(db_url: str, ids: Sequence[uuid.UUID], status: str, ti
 
 async def attempts(db_url: str, job_id: uuid.UUID) -> list[dict[str, Any]]:
     return await fetch_all(
-        db_url, "select * from job_attempts where job_id = %s order by lease_token", job_id
+        db_url, "select * from aijobs.job_attempts where job_id = %s order by lease_token", job_id
     )
 
 
 async def ledger(db_url: str, job_id: uuid.UUID) -> list[dict[str, Any]]:
     return await fetch_all(
-        db_url, "select kind, amount from credit_ledger where job_id = %s order by id", job_id
+        db_url, "select kind, amount from aijobs.credit_ledger where job_id = %s order by id", job_id
     )
 
 
 async def held(db_url: str, provider: str = "openai") -> bool:
     """Whether a rate-limit hold is recorded for `provider` (any worker may have set it)."""
     rows = await fetch_all(
-        db_url, "select 1 from provider_limits where provider = %s and hold_until > now()", provider
+        db_url, "select 1 from aijobs.provider_limits where provider = %s and hold_until > now()", provider
     )
     return bool(rows)

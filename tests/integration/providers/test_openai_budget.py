@@ -46,7 +46,7 @@ async def test_rpm_budget_is_never_exceeded_by_three_workers(
     # ...and the budget was really the limit: the run needed several windows.
     assert max(times) - min(times) >= window * (jobs // rpm - 1) - 0.1
     row = await fetch_one(
-        db_url, "select count(distinct worker_id) as n from job_attempts where outcome = 'completed'"
+        db_url, "select count(distinct worker_id) as n from aijobs.job_attempts where outcome = 'completed'"
     )
     assert row["n"] >= 2  # the workers shared the work, and the budget
 

@@ -50,7 +50,7 @@ async def test_429_reschedules_without_burning_an_attempt_and_every_worker_waits
     assert 1.0 <= row["rate_limited_seconds"] <= hold + 1.0
     outcomes = [a["outcome"] for a in await attempts(db_url, first)]
     assert outcomes == ["rate_limited", "completed"]
-    limits = await fetch_one(db_url, "select * from provider_limits where provider = 'openai'")
+    limits = await fetch_one(db_url, "select * from aijobs.provider_limits where provider = 'openai'")
     assert limits["holds"] >= 1 and "429" in limits["hold_reason"]
 
 
@@ -114,7 +114,7 @@ async def test_401_fails_fast_with_a_clear_error_and_one_refund(
     assert TEST_KEY not in row["error"] and "SECRET" not in row["error"]
     assert len(fake_openai.requests) == 1
     assert await ledger(db_url, job_id) == [{"kind": "debit", "amount": -2}, {"kind": "refund", "amount": 2}]
-    account = await fetch_one(db_url, "select balance from accounts where user_id = %s", funded_user)
+    account = await fetch_one(db_url, "select balance from aijobs.accounts where user_id = %s", funded_user)
     assert account["balance"] == 1000
 
 

@@ -119,8 +119,8 @@ async def test_usage_aggregates_per_job_and_per_user(
     async with openai_workers(openai_settings_for(settings, fake_openai), store):
         await wait_for_status(db_url, [first, second], "completed")
     async with store.session() as s:
-        per_job = await s.provider_usage_for_job(first)
-        per_user = await s.provider_usage_by_user(user_id=funded_user)
+        per_job = await s.providers.usage_for_job(first)
+        per_user = await s.providers.usage_by_user(user_id=funded_user)
     rows = await attempts(db_url, first) + await attempts(db_url, second)
     assert per_job is not None and per_job["calls"] == len(await attempts(db_url, first))
     # The failed call is filed under the model asked for; answers under the snapshot that replied.

@@ -16,63 +16,67 @@ from aijobs.providers.retry_after import MAX_WAIT_SECONDS
 async def test_rpm_reservations_are_exact_under_concurrency(store: Store) -> None:
     async def reserve() -> bool:
         async with store.session() as s:
-            slot = await s.provider_budget_reserve(provider="p", rpm=5, tpm=None, tokens=1, window_seconds=30)
+            slot = await s.providers.budget_reserve(
+                provider="p", rpm=5, tpm=None, tokens=1, window_seconds=30
+            )
         return slot.ok
 
     results = await asyncio.gather(*(reserve() for _ in range(20)))
     assert sum(results) == 5
     async with store.session() as s:
-        refused = await s.provider_budget_reserve(provider="p", rpm=5, tpm=None, tokens=1, window_seconds=30)
+        refused = await s.providers.budget_reserve(provider="p", rpm=5, tpm=None, tokens=1, window_seconds=30)
     assert not refused.ok and refused.call_id is None and 29 < refused.wait_seconds <= 30
 
 
 async def test_tpm_counts_tokens_and_settles_to_actual_use(store: Store) -> None:
     async with store.session() as s:
-        first = await s.provider_budget_reserve(
+        first = await s.providers.budget_reserve(
             provider="t", rpm=None, tpm=1000, tokens=900, window_seconds=30
         )
         assert first.ok and first.call_id is not None
         assert not (
-            await s.provider_budget_reserve(provider="t", rpm=None, tpm=1000, tokens=200, window_seconds=30)
+            await s.providers.budget_reserve(provider="t", rpm=None, tpm=1000, tokens=200, window_seconds=30)
         ).ok
-        await s.provider_budget_settle(first.call_id, 300)  # the call used less than estimated
+        await s.providers.budget_settle(first.call_id, 300)  # the call used less than estimated
         assert (
-            await s.provider_budget_reserve(provider="t", rpm=None, tpm=1000, tokens=200, window_seconds=30)
+            await s.providers.budget_reserve(provider="t", rpm=None, tpm=1000, tokens=200, window_seconds=30)
         ).ok
         # A call bigger than the whole budget still runs once the window is empty.
-        big = await s.provider_budget_reserve(provider="u", rpm=None, tpm=100, tokens=5000, window_seconds=30)
+        big = await s.providers.budget_reserve(
+            provider="u", rpm=None, tpm=100, tokens=5000, window_seconds=30
+        )
         assert big.ok
 
 
 async def test_window_slides(store: Store) -> None:
     async with store.session() as s:
         assert (
-            await s.provider_budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
+            await s.providers.budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
         ).ok
         assert not (
-            await s.provider_budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
+            await s.providers.budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
         ).ok
     await asyncio.sleep(0.35)
     async with store.session() as s:
         assert (
-            await s.provider_budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
+            await s.providers.budget_reserve(provider="w", rpm=1, tpm=None, tokens=0, window_seconds=0.3)
         ).ok
 
 
 async def test_a_hold_is_never_shortened(store: Store) -> None:
     async with store.session() as s:
-        assert await s.provider_hold_seconds("openai") == 0.0
+        assert await s.providers.hold_seconds("openai") == 0.0
         job = uuid.uuid4()
-        long = await s.provider_rate_limited(
+        long = await s.providers.rate_limited(
             provider="openai", job_id=job, lease_token=0, retry_after=20, reason="429 a"
         )
-        short = await s.provider_rate_limited(
+        short = await s.providers.rate_limited(
             provider="openai", job_id=job, lease_token=0, retry_after=1, reason="429 b"
         )
         assert 19 < long.hold_seconds <= 20 and 19 < short.hold_seconds <= 20
         assert long.total_wait_seconds is None  # no lease: the job's total is fenced
-        assert 19 < await s.provider_hold_seconds("openai") <= 20
-        limits = await s.provider_limits("openai")
+        assert 19 < await s.providers.hold_seconds("openai") <= 20
+        limits = await s.providers.limits("openai")
         assert limits is not None and limits["holds"] == 2
 
 
@@ -80,17 +84,17 @@ async def test_the_largest_settings_and_waits_fit_the_sql(store: Store) -> None:
     """OPENAI_RPM / OPENAI_TPM go to `integer` parameters, and a 429's wait (cut to
     MAX_WAIT_SECONDS) becomes now() + an interval: what config and retry_after let through fits."""
     async with store.session() as s:
-        slot = await s.provider_budget_reserve(
+        slot = await s.providers.budget_reserve(
             provider="big", rpm=PG_INT_MAX, tpm=PG_INT_MAX, tokens=1, window_seconds=1
         )
         assert slot.ok
-        hold = await s.provider_rate_limited(
+        hold = await s.providers.rate_limited(
             provider="big", job_id=uuid.uuid4(), lease_token=0, retry_after=MAX_WAIT_SECONDS, reason="429"
         )
         assert MAX_WAIT_SECONDS - 5 < hold.hold_seconds <= MAX_WAIT_SECONDS
     with pytest.raises(psycopg.errors.NumericValueOutOfRange):  # why the settings are bounded
         async with store.session() as s:
-            await s.provider_budget_reserve(
+            await s.providers.budget_reserve(
                 provider="big", rpm=PG_INT_MAX + 1, tpm=None, tokens=1, window_seconds=1
             )
     for name, value in [("openai_rpm", PG_INT_MAX), ("openai_tpm", PG_INT_MAX)]:
