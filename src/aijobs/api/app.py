@@ -27,7 +27,7 @@ from aijobs.api.events import JobEventsHub
 from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
-from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
+from aijobs.api.routes import admin, dashboard, docs, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
 from aijobs.config import ConfigError, Settings
@@ -93,18 +93,22 @@ def create_app(
             "token>`; admin endpoints take the service key. Errors are RFC 9457 problem+json."
         ),
         lifespan=lifespan,
+        docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
+        redoc_url=None,
     )
     app.state.aijobs = state
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
+    app.include_router(docs.router)  # /docs and /redoc, with no CDN
     app.include_router(dashboard.router)  # /dashboard, admin only
     app.include_router(dashboard.metrics_router)  # /metrics for Prometheus
     if state.dev:
         app.include_router(pages.dev_router)
     static = resources.files("aijobs.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     origins, origin_regex = parse_cors_origins(settings.cors_origins)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from uuid import UUID
 
 import typer
@@ -11,6 +12,7 @@ import uvicorn
 
 from aijobs import eventloop
 from aijobs.api.app import create_app
+from aijobs.api.openapi import dump, spec
 from aijobs.api.server import server_config
 from aijobs.api.tokens import mint_token
 from aijobs.cli.app import app, database, require_migrated, settings_or_exit
@@ -82,3 +84,15 @@ def token(
             issuer=settings.jwt_issuer,
         )
     )
+
+
+@app.command("openapi")
+def openapi_spec(
+    out: Path | None = typer.Option(None, "--out", help="Write here instead of standard output."),
+) -> None:
+    """Print the API's OpenAPI spec (what /openapi.json serves), with no database or server."""
+    text = dump(spec())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
