@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps clean
+.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps client-deps client-types clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/aijobs dev
 
 ## test: lint, type-check and the whole test suite (unit, integration, e2e, reliability subset).
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps client-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -26,6 +26,19 @@ test: $(STAMP) browser-deps
 
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium.sh
+
+# The npm projects the tests build and run (Node 20, npm): exactly their committed lockfiles.
+NPM_PROJECTS := clients/typescript
+client-deps: $(addsuffix /node_modules/.ci-stamp,$(NPM_PROJECTS))
+
+%/node_modules/.ci-stamp: %/package-lock.json %/package.json
+	npm ci --prefix $* --no-audit --no-fund --loglevel=error
+	touch $@
+
+## client-types: regenerate clients/typescript's spec copy and types after an API change.
+client-types: $(STAMP)
+	$(BIN)/aijobs openapi --out clients/typescript/openapi.json
+	npm --prefix clients/typescript run generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -50,4 +63,4 @@ chaos: $(STAMP)
 	$(BIN)/pytest tests/reliability -m chaos -p no:xdist -s
 
 clean:
-	rm -rf $(VENV) .aijobs test-artifacts
+	rm -rf $(VENV) .aijobs test-artifacts $(addsuffix /node_modules,$(NPM_PROJECTS))
