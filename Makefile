@@ -28,11 +28,13 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || scripts/install-chromium.sh
 
 # The npm projects the tests build and run (Node 20, npm): exactly their committed lockfiles.
-NPM_PROJECTS := clients/typescript
+# Optional packages (Next's native compiler) are left out: the tests only type-check the
+# example; run `npm install` in examples/nextjs for `next dev`.
+NPM_PROJECTS := clients/typescript examples/nextjs
 client-deps: $(addsuffix /node_modules/.ci-stamp,$(NPM_PROJECTS))
 
 %/node_modules/.ci-stamp: %/package-lock.json %/package.json
-	npm ci --prefix $* --no-audit --no-fund --loglevel=error
+	npm ci --prefix $* --omit=optional --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## client-types: regenerate clients/typescript's spec copy and types after an API change.

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from aijobs.api.openapi import dump, spec
@@ -22,6 +23,9 @@ from aijobs.providers.offline import OfflineProvider
 from tests.support.api_server import JWT_SECRET, SERVICE_KEY, ApiServer, api_settings
 from tests.support.node import CLIENT, require_npm_project, run
 from tests.support.workers import running_worker
+
+# Builds clients/typescript/dist, as the Next.js example's test does: never both at once.
+pytestmark = pytest.mark.xdist_group("typescript-client")
 
 MAX_IN_FLIGHT = 5
 MAX_STREAMS = 2
