@@ -94,14 +94,14 @@ def create_app(
         ),
         lifespan=lifespan,
         docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
-        redoc_url=None,
+        redoc_url=None,  # its bundle loads an image from a CDN
     )
     app.state.aijobs = state
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
-    app.include_router(docs.router)  # /docs and /redoc, with no CDN
+    app.include_router(docs.router)  # /docs, with no CDN
     app.include_router(dashboard.router)  # /dashboard, admin only
     app.include_router(dashboard.metrics_router)  # /metrics for Prometheus
     if state.dev:
