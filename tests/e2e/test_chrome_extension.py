@@ -2,9 +2,12 @@
 
 Debian's Chromium (new headless) loads the unpacked extension into a fresh profile; the API
 (CORS_ORIGINS = the extension's origin, nothing else) and a worker (offline provider) are
-real, and the review page is served on loopback. The user's path runs through the refusals
-first (signed out, no credits, a review too long), each shown as the API words it, with the
-selected text kept, then to the reply and its Copy button. Screenshots: test-artifacts/.
+real, and the review page is served on loopback. The review is selected with the mouse and
+the toolbar button clicked through the DevTools protocol (headless Chromium has no toolbar).
+The user's path runs through the refusals first (an API whose CORS_ORIGINS leaves the
+extension out, signed out, an expired token, no credits, a review too long), each shown as
+the API words it, with the selected text kept, then to the reply and its Copy button.
+Screenshots: test-artifacts/extension-*.png.
 """
 
 from __future__ import annotations
@@ -206,12 +209,12 @@ async def drive(
     assert await reply.input_value("#review") == SHORT_REVIEW
     await reply.screenshot(path=str(artifacts / "extension-signed-out.png"))
 
-    async def sign_in(user: uuid.UUID, expect: str, api: ApiServer = server) -> None:
+    async def sign_in(user: uuid.UUID, expect: str, api: ApiServer = server, ttl: int = 3600) -> None:
         options = await context.new_page()
         await options.goto(f"chrome-extension://{ext_id}/options.html")
         assert await options.text_content("#origin") == f"chrome-extension://{ext_id}"
         await options.fill("#api-url", api.url)
-        await options.fill("#token", api.token(user))
+        await options.fill("#token", api.token(user, ttl_seconds=ttl))
         await options.click("#save")
         await options.wait_for_selector("#status.problem, #status:has-text('Signed in')")
         await options.wait_for_selector(f"#status:has-text('{expect}')")
@@ -222,6 +225,12 @@ async def drive(
     await sign_in(funded, "does its CORS_ORIGINS include", api=other_api)
     await reply.click("#draft")
     await reply.wait_for_selector(f"#problem:has-text('CORS_ORIGINS include chrome-extension://{ext_id}')")
+    assert await reply.input_value("#review") == SHORT_REVIEW
+
+    # Signed out by the API: the token has expired.
+    await sign_in(funded, "Signed out: token has expired", ttl=-60)
+    await reply.click("#draft")
+    await reply.wait_for_selector("#problem:has-text('Signed out: token has expired')")
     assert await reply.input_value("#review") == SHORT_REVIEW
 
     # No credits: 1 left, a reply costs 2. The API's words, the balance and the cost.
