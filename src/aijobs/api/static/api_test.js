@@ -117,8 +117,11 @@ function addTimeline(status) {
 function renderValue(value) {
   if (value === null || value === undefined) return el("span", { class: "muted" }, "—");
   if (Array.isArray(value)) {
-    if (value.every((v) => v === null || typeof v !== "object")) return el("span", {}, value.join(", ") || "—");
-    return el("ol", {}, ...value.map((v) => el("li", {}, renderValue(v))));
+    if (!value.length) return el("span", { class: "muted" }, "none");
+    // Short labels (topics, tags) on one line; sentences and objects one per line.
+    const short = value.every((v) => v === null || (typeof v !== "object" && String(v).length <= 24));
+    if (short) return el("span", {}, value.join(", "));
+    return el("ul", {}, ...value.map((v) => el("li", {}, renderValue(v))));
   }
   if (typeof value === "object") {
     const dl = el("dl", {});
