@@ -14,7 +14,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Grant credits (creates the account) */
-        post: operations["grant_credits_api_admin_credits_post"];
+        post: operations["grant_credits"];
         delete?: never;
         options?: never;
         head?: never;
@@ -29,7 +29,7 @@ export interface paths {
             cookie?: never;
         };
         /** All users' jobs */
-        get: operations["list_all_jobs_api_admin_jobs_get"];
+        get: operations["list_all_jobs"];
         put?: never;
         post?: never;
         delete?: never;
@@ -48,7 +48,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Run a failed or cancelled job again as a new job, charged to its owner */
-        post: operations["requeue_api_admin_jobs__job_id__requeue_post"];
+        post: operations["requeue"];
         delete?: never;
         options?: never;
         head?: never;
@@ -66,7 +66,7 @@ export interface paths {
          * Job types, costs and examples
          * @description Public: what a client may create, what it costs, and a valid example payload for each.
          */
-        get: operations["job_types_api_job_types_get"];
+        get: operations["job_types"];
         put?: never;
         post?: never;
         delete?: never;
@@ -83,10 +83,10 @@ export interface paths {
             cookie?: never;
         };
         /** My jobs, newest first */
-        get: operations["list_jobs_api_jobs_get"];
+        get: operations["list_jobs"];
         put?: never;
         /** Create a job (charges its credits) */
-        post: operations["create_job_api_jobs_post"];
+        post: operations["create_job"];
         delete?: never;
         options?: never;
         head?: never;
@@ -109,7 +109,7 @@ export interface paths {
          *     charged. Each job gets its own debit, and its own refund if it fails or is cancelled, as
          *     if it had been created alone.
          */
-        post: operations["create_jobs_api_jobs_batch_post"];
+        post: operations["create_jobs"];
         delete?: never;
         options?: never;
         head?: never;
@@ -129,7 +129,7 @@ export interface paths {
          *     event stream does, for as long as it waits (429 `too_many_streams` past the cap), and no
          *     longer than its client stays: a client that leaves gives the slot back at once.
          */
-        get: operations["get_job_api_jobs__job_id__get"];
+        get: operations["get_job"];
         put?: never;
         post?: never;
         delete?: never;
@@ -148,7 +148,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Cancel a job (pending: at once, refunded; processing: asked to stop) */
-        post: operations["cancel_job_api_jobs__job_id__cancel_post"];
+        post: operations["cancel_job"];
         delete?: never;
         options?: never;
         head?: never;
@@ -167,7 +167,7 @@ export interface paths {
          * @description At most MAX_STREAMS_PER_USER streams per user are open at once in one API process;
          *     one more is a 429 (`too_many_streams`, with `open_streams`, `limit` and a Retry-After).
          */
-        get: operations["job_events_api_jobs__job_id__events_get"];
+        get: operations["job_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -186,7 +186,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Run a failed or cancelled job again as a new job (charged again) */
-        post: operations["retry_job_api_jobs__job_id__retry_post"];
+        post: operations["retry_job"];
         delete?: never;
         options?: never;
         head?: never;
@@ -201,7 +201,7 @@ export interface paths {
             cookie?: never;
         };
         /** Who I am and my credit balance */
-        get: operations["me_api_me_get"];
+        get: operations["me"];
         put?: never;
         post?: never;
         delete?: never;
@@ -218,7 +218,7 @@ export interface paths {
             cookie?: never;
         };
         /** My credit ledger, newest first */
-        get: operations["ledger_api_me_ledger_get"];
+        get: operations["ledger"];
         put?: never;
         post?: never;
         delete?: never;
@@ -235,7 +235,7 @@ export interface paths {
             cookie?: never;
         };
         /** The process is up */
-        get: operations["healthz_healthz_get"];
+        get: operations["healthz"];
         put?: never;
         post?: never;
         delete?: never;
@@ -252,7 +252,7 @@ export interface paths {
             cookie?: never;
         };
         /** Database reachable, migrations current */
-        get: operations["readyz_readyz_get"];
+        get: operations["readyz"];
         put?: never;
         post?: never;
         delete?: never;
@@ -595,7 +595,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    grant_credits_api_admin_credits_post: {
+    grant_credits: {
         parameters: {
             query?: never;
             header?: never;
@@ -685,7 +685,7 @@ export interface operations {
             };
         };
     };
-    list_all_jobs_api_admin_jobs_get: {
+    list_all_jobs: {
         parameters: {
             query?: {
                 user_id?: string | null;
@@ -777,7 +777,7 @@ export interface operations {
             };
         };
     };
-    requeue_api_admin_jobs__job_id__requeue_post: {
+    requeue: {
         parameters: {
             query?: never;
             header?: never;
@@ -927,7 +927,7 @@ export interface operations {
             };
         };
     };
-    job_types_api_job_types_get: {
+    job_types: {
         parameters: {
             query?: never;
             header?: never;
@@ -947,7 +947,7 @@ export interface operations {
             };
         };
     };
-    list_jobs_api_jobs_get: {
+    list_jobs: {
         parameters: {
             query?: {
                 /** @description Only jobs in this status. */
@@ -1020,7 +1020,7 @@ export interface operations {
             };
         };
     };
-    create_job_api_jobs_post: {
+    create_job: {
         parameters: {
             query?: never;
             header?: {
@@ -1201,7 +1201,7 @@ export interface operations {
             };
         };
     };
-    create_jobs_api_jobs_batch_post: {
+    create_jobs: {
         parameters: {
             query?: never;
             header?: {
@@ -1382,7 +1382,7 @@ export interface operations {
             };
         };
     };
-    get_job_api_jobs__job_id__get: {
+    get_job: {
         parameters: {
             query?: {
                 /** @description Long-poll: answer as soon as the status changes, or after this many s. */
@@ -1497,7 +1497,7 @@ export interface operations {
             };
         };
     };
-    cancel_job_api_jobs__job_id__cancel_post: {
+    cancel_job: {
         parameters: {
             query?: never;
             header?: never;
@@ -1605,7 +1605,7 @@ export interface operations {
             };
         };
     };
-    job_events_api_jobs__job_id__events_get: {
+    job_events: {
         parameters: {
             query?: never;
             header?: never;
@@ -1717,7 +1717,7 @@ export interface operations {
             };
         };
     };
-    retry_job_api_jobs__job_id__retry_post: {
+    retry_job: {
         parameters: {
             query?: never;
             header?: {
@@ -1896,7 +1896,7 @@ export interface operations {
             };
         };
     };
-    me_api_me_get: {
+    me: {
         parameters: {
             query?: never;
             header?: never;
@@ -1936,7 +1936,7 @@ export interface operations {
             };
         };
     };
-    ledger_api_me_ledger_get: {
+    ledger: {
         parameters: {
             query?: {
                 cursor?: string | null;
@@ -2005,7 +2005,7 @@ export interface operations {
             };
         };
     };
-    healthz_healthz_get: {
+    healthz: {
         parameters: {
             query?: never;
             header?: never;
@@ -2025,7 +2025,7 @@ export interface operations {
             };
         };
     };
-    readyz_readyz_get: {
+    readyz: {
         parameters: {
             query?: never;
             header?: never;

@@ -93,6 +93,9 @@ def create_app(
             "token>`; admin endpoints take the service key. Errors are RFC 9457 problem+json."
         ),
         lifespan=lifespan,
+        # operationId = the handler's name (create_job, list_jobs, job_events): what client
+        # generators name their methods after, instead of create_job_api_jobs_post.
+        generate_unique_id_function=lambda route: route.name,
         docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
         redoc_url=None,  # its bundle loads an image from a CDN
     )

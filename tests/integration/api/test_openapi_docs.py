@@ -30,6 +30,9 @@ async def test_every_operation_names_the_credential_it_takes(client) -> None:
     ]
     for public in (("get", "/api/job-types"), ("get", "/healthz"), ("get", "/readyz")):
         assert "security" not in ops[public], public
+    # Generators name methods after these: the handlers' names, not create_job_api_jobs_post.
+    assert ops[("post", "/api/jobs")]["operationId"] == "create_job"
+    assert ops[("get", "/api/jobs/{job_id}/events")]["operationId"] == "job_events"
 
 
 async def test_problems_have_examples_and_retry_after(client) -> None:
