@@ -356,11 +356,7 @@ export interface components {
             run_at: string;
             /** Started At */
             started_at: string | null;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "pending" | "processing" | "completed" | "failed" | "cancelled";
+            status: components["schemas"]["JobStatus"];
             /** Type */
             type: string;
             /**
@@ -457,11 +453,7 @@ export interface components {
              * Format: uuid
              */
             job_id: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "pending" | "processing" | "completed" | "failed" | "cancelled";
+            status: components["schemas"]["JobStatus"];
         };
         /** JobPage */
         JobPage: {
@@ -473,6 +465,11 @@ export interface components {
              */
             next_cursor: string | null;
         };
+        /**
+         * JobStatus
+         * @enum {string}
+         */
+        JobStatus: "pending" | "processing" | "completed" | "failed" | "cancelled";
         /** JobTypeInfo */
         JobTypeInfo: {
             /** Cost */
@@ -689,7 +686,7 @@ export interface operations {
         parameters: {
             query?: {
                 user_id?: string | null;
-                status?: ("pending" | "processing" | "completed" | "failed" | "cancelled") | null;
+                status?: components["schemas"]["JobStatus"] | null;
                 type?: string | null;
                 cursor?: string | null;
                 limit?: number;
@@ -951,7 +948,7 @@ export interface operations {
         parameters: {
             query?: {
                 /** @description Only jobs in this status. */
-                status?: ("pending" | "processing" | "completed" | "failed" | "cancelled") | null;
+                status?: components["schemas"]["JobStatus"] | null;
                 type?: string | null;
                 /** @description next_cursor of the previous page */
                 cursor?: string | null;
