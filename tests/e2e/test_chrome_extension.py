@@ -140,8 +140,8 @@ async def test_draft_a_reply_from_a_selected_review(
     ext_id = extension_id(json.loads((EXTENSION / "manifest.json").read_text()))
     broke, funded = uuid.uuid4(), uuid.uuid4()
     async with store.session() as session:
-        await session.grant_credits(broke, 1, "test")
-        await session.grant_credits(funded, 100, "test")
+        await session.accounts.grant_credits(broke, 1, "test")
+        await session.accounts.grant_credits(funded, 100, "test")
     server = ApiServer(api_settings(settings, cors_origins=f"chrome-extension://{ext_id}")).start()
     other_api = ApiServer(api_settings(settings, cors_origins="https://app.example.com")).start()
     try:
