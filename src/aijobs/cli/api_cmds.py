@@ -1,4 +1,4 @@
-"""`aijobs api` (serve the HTTP API) and `aijobs token` (mint a development token)."""
+"""`aijobs api` (serve the HTTP API), `aijobs token` (mint a development token) and `aijobs openapi`."""
 
 from __future__ import annotations
 
