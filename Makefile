@@ -9,7 +9,7 @@ RUN_EXTRAS := binary,embedded,offline
 RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 STAMP := $(VENV)/.installed-dev-$(HASH)
 
-.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps pgbouncer-deps clean image image-test
+.PHONY: run test lint typecheck fmt bench bench-deps chaos browser-deps pgbouncer-deps client-deps client-types clean image image-test
 
 define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ run: $(RUN_STAMP)
 	$(BIN)/aijobs dev
 
 ## test: lint, type-check and the whole test suite (unit, integration, e2e, reliability subset).
-test: $(STAMP) browser-deps pgbouncer-deps
+test: $(STAMP) browser-deps pgbouncer-deps client-deps
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
@@ -42,6 +42,21 @@ browser-deps:
 
 pgbouncer-deps:
 	@scripts/install-pgbouncer.sh
+
+# The npm projects the tests build and run (Node 20, npm): exactly their committed lockfiles.
+# Optional packages (Next's native compiler) are left out: the tests only type-check the
+# example; run `npm install` in examples/nextjs for `next dev`.
+NPM_PROJECTS := clients/typescript examples/nextjs
+client-deps: $(addsuffix /node_modules/.ci-stamp,$(NPM_PROJECTS))
+
+%/node_modules/.ci-stamp: %/package-lock.json %/package.json
+	npm ci --prefix $* --omit=optional --no-audit --no-fund --loglevel=error
+	touch $@
+
+## client-types: regenerate clients/typescript's spec copy and types after an API change.
+client-types: $(STAMP)
+	$(BIN)/aijobs openapi --out clients/typescript/openapi.json
+	npm --prefix clients/typescript run generate
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples
@@ -75,4 +90,4 @@ image-test:
 	scripts/image-test.sh
 
 clean:
-	rm -rf $(VENV) .aijobs test-artifacts
+	rm -rf $(VENV) .aijobs test-artifacts $(addsuffix /node_modules,$(NPM_PROJECTS))

@@ -90,8 +90,11 @@ async def test_create_a_job_and_watch_it_complete(
 
     timeline = await page.eval_on_selector_all("#timeline li", "els => els.map(e => e.dataset.status)")
     assert timeline == ["pending", "processing", "completed"]
-    result = await page.text_content("#result")
-    assert result is not None and '"provider": "offline"' in result
+    # The reply is shown as text, with its line breaks, not as JSON with "\n" escapes.
+    reply = await page.text_content("#result dl dd .text")
+    assert reply and "\\n" not in reply and len(reply) > 20, reply
+    assert await page.text_content("#result .provenance") == "by offline · rules-v1"
+    assert '"provider": "offline"' in (await page.text_content("#result details pre") or "")
     await page.wait_for_selector("#balance:has-text('998')")  # ai_generation costs 2
     await page.screenshot(path=str(artifacts_dir / "api-test.png"), full_page=True)
     assert errors == []
@@ -119,3 +122,48 @@ async def test_paste_a_token_and_see_field_errors(
     text = await page.text_content("#error")
     assert text is not None and "body.payload.tone" in text and "422" in text
     await page.screenshot(path=str(artifacts_dir / "api-test-errors.png"), full_page=True)
+
+
+@pytest.fixture
+async def lan_browser() -> AsyncIterator[Any]:
+    """Chromium that resolves lan.test to 127.0.0.1: a plain-http origin that is not
+    loopback by name, so not a secure context (as a LAN address like 192.168.1.20 is not)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/install-chromium.sh installs it)")
+    from playwright.async_api import async_playwright
+
+    args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP lan.test 127.0.0.1"]
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def test_works_on_a_non_secure_origin_and_tells_ids_apart(
+    lan_browser, start_page_server, funded_user: uuid.UUID, artifacts_dir: Path
+) -> None:
+    server = start_page_server(dev_user=funded_user)
+    page = await lan_browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(server.url.replace("127.0.0.1", "lan.test") + "/api-test")
+    assert await page.evaluate("window.isSecureContext") is False
+    assert await page.evaluate("typeof crypto.randomUUID") == "undefined"
+
+    await page.click("#dev-token")
+    await page.wait_for_selector("#balance:has-text('1000')")
+    await page.select_option("#job-type", "sentiment_analysis")
+    for _ in range(2):
+        await page.click("#create")
+        await page.wait_for_selector("#error", state="hidden")
+    await page.wait_for_function("document.querySelectorAll('#recent tr[data-job]').length === 2")
+    ids = await page.eval_on_selector_all("#recent tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+    shown = await page.eval_on_selector_all("#recent tr[data-job] code", "els => els.map(e => e.textContent)")
+    assert ids[0][:8] == ids[1][:8]  # time-ordered ids share their start...
+    assert shown[0] != shown[1]  # ...so the page shows their end
+    assert all(ids[i].endswith(shown[i].lstrip("…")) for i in range(2)), (ids, shown)
+    await page.wait_for_selector("#balance:has-text('998')")  # two jobs of 1 credit
+    await page.screenshot(path=str(artifacts_dir / "api-test-lan.png"), full_page=True)
+    assert errors == []

@@ -77,6 +77,9 @@ def load_schema(target: Target, examples: int) -> Any:
     generation.max_examples = examples
     generation.database = "none"  # no example database written into the tree
     generation.deterministic = False
+    # Every call is signed by `headers_for`: the credentials the spec declares (securitySchemes)
+    # are not generated, so a negative case never counts on a header the call then carries.
+    generation.with_security_parameters = False
     # A negative case can be larger than MAX_BODY_BYTES (a `jobs` array past maxItems, say):
     # 413, decided before parsing, is as much a refusal as a 422.
     rejection = schema.config.checks.negative_data_rejection

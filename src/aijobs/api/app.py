@@ -31,7 +31,7 @@ from aijobs.api.http_metrics import HttpMetricsMiddleware
 from aijobs.api.job_schemas import add_job_types
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
-from aijobs.api.routes import admin, dashboard, health, jobs, me, pages
+from aijobs.api.routes import admin, dashboard, docs, health, jobs, me, pages
 from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
 from aijobs.api.unavailable import DatabaseUnavailableMiddleware
@@ -110,18 +110,25 @@ def create_app(
             "token>`; admin endpoints take the service key. Errors are RFC 9457 problem+json."
         ),
         lifespan=lifespan,
+        # operationId = the handler's name (create_job, list_jobs, job_events): what client
+        # generators name their methods after, instead of create_job_api_jobs_post.
+        generate_unique_id_function=lambda route: route.name,
+        docs_url=None,  # served by routes/docs.py from packaged assets, not a CDN
+        redoc_url=None,  # its bundle loads an image from a CDN
     )
     app.state.aijobs = state
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     problems.install(app)
     for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
         app.include_router(router)
+    app.include_router(docs.router)  # /docs, with no CDN
     app.include_router(dashboard.router)  # /dashboard, admin only
     app.include_router(dashboard.metrics_router)  # /metrics for Prometheus
     if state.dev:
         app.include_router(pages.dev_router)
     static = resources.files("aijobs.api") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
 
     app.add_middleware(DatabaseUnavailableMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

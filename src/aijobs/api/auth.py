@@ -18,10 +18,36 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import jwt
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from aijobs.api.problems import ProblemError, unauthorized
 from aijobs.config import Settings
+
+# What /openapi.json declares (securitySchemes, and each operation's `security`), so client
+# generators and Swagger UI's Authorize button know what to send. They never refuse anything
+# (auto_error=False): the checks below read the headers themselves and word the 401s.
+USER_JWT = HTTPBearer(
+    scheme_name="BearerJWT",
+    bearerFormat="JWT",
+    description="The signed-in user's Supabase access token (HS256 with JWT_SECRET, or ES256/RS256 "
+    "from JWT_JWKS_URL; `aud`, `exp` and a uuid `sub` required). On admin endpoints, a token "
+    "whose `app_metadata.role` is `admin`.",
+    auto_error=False,
+)
+SERVICE_KEY = HTTPBearer(
+    scheme_name="ServiceKey",
+    description="SERVICE_ROLE_KEY, for server-side callers of the admin endpoints. Never ship it to "
+    "a browser or an extension; user endpoints refuse it.",
+    auto_error=False,
+)
+SERVICE_KEY_HEADER = APIKeyHeader(
+    name="apikey",
+    scheme_name="ServiceKeyHeader",
+    description="SERVICE_ROLE_KEY in Supabase's `apikey` header (admin endpoints).",
+    auto_error=False,
+)
+Declared = Annotated[HTTPAuthorizationCredentials | None, Security(USER_JWT)]
 
 HMAC_ALGORITHMS = ["HS256"]
 JWKS_ALGORITHMS = ["ES256", "RS256"]
@@ -171,7 +197,7 @@ def verifier(request: Request) -> TokenVerifier:
     return verifier_
 
 
-async def current_user(request: Request) -> Principal:
+async def current_user(request: Request, _user_jwt: Declared) -> Principal:
     """A signed-in user (the service key is not a user: it has no row-level identity)."""
     token = _bearer(request)
     if token is None:
@@ -183,7 +209,12 @@ async def current_user(request: Request) -> Principal:
     return Principal(user_id=UUID(str(claims["sub"])), claims=claims)
 
 
-async def admin(request: Request) -> Principal:
+async def admin(
+    request: Request,
+    _user_jwt: Declared,
+    _service_key: Annotated[HTTPAuthorizationCredentials | None, Security(SERVICE_KEY)],
+    _service_key_header: Annotated[str | None, Security(SERVICE_KEY_HEADER)],
+) -> Principal:
     """The service key (as Bearer or `apikey`), or a user token with an admin claim."""
     v = verifier(request)
     token = _bearer(request)

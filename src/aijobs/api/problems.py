@@ -267,13 +267,72 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, on_unexpected)
 
 
+def _example(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": f"https://aijobs.dev/problems/{code}",
+        "title": _TITLES[status],
+        "status": status,
+        "detail": detail,
+        "instance": "/api/jobs",
+        "code": code,
+        **extra,
+    }
+
+
+#: One typical body per status, shown in /docs and by client generators.
+_EXAMPLES: dict[int, dict[str, Any]] = {
+    401: _example(401, "unauthorized", "token has expired"),
+    402: _example(
+        402, "insufficient_credits", "this job costs 2 credits and the balance is 1", balance=1, cost=2
+    ),
+    403: _example(403, "forbidden", "this endpoint is for administrators"),
+    404: _example(404, "not_found", "no such job"),
+    409: _example(
+        409, "idempotency_key_reused", "this Idempotency-Key was used with a different request; use a new key"
+    ),
+    413: _example(413, "body_too_large", "request body is larger than 65536 bytes (MAX_BODY_BYTES)"),
+    422: _example(
+        422,
+        "invalid_payload",
+        "payload is not valid for ai_generation",
+        errors=[{"field": "body.payload.review_text", "reason": "Field required"}],
+    ),
+    429: _example(
+        429,
+        "too_many_jobs_in_flight",
+        "100 jobs are pending or processing, the most allowed; try again when some finish",
+        in_flight=100,
+        limit=100,
+    ),
+    503: _example(
+        503,
+        "transient_conflict",
+        "the database rolled this request back to resolve a conflict with another; nothing was"
+        " written or charged, try again",
+    ),
+}
+
+#: Statuses whose answer carries a Retry-After (seconds) telling when to try again.
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending the request again.",
+        "schema": {"type": "integer"},
+    }
+}
+
+
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for the problem statuses a route can answer."""
-    return {
-        status: {
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        content: dict[str, Any] = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        if status in _EXAMPLES:
+            content["example"] = _EXAMPLES[status]
+        documented[status] = {
             "model": Problem,
             "description": _TITLES.get(status, "Error"),
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "content": {PROBLEM_JSON: content},
         }
-        for status in statuses
-    }
+        if status in (429, 503):
+            documented[status]["headers"] = _RETRY_AFTER
+    return documented

@@ -1,9 +1,10 @@
-"""`aijobs api` (serve the HTTP API) and `aijobs token` (mint a development token)."""
+"""`aijobs api` (serve the HTTP API), `aijobs token` (mint a development token) and `aijobs openapi`."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from uuid import UUID
 
 import typer
@@ -12,6 +13,7 @@ import uvicorn
 from aijobs import eventloop
 from aijobs.api.app import create_app
 from aijobs.api.header_limits import BoundedHttpToolsProtocol
+from aijobs.api.openapi import dump, spec
 from aijobs.api.server import server_config
 from aijobs.api.tokens import DEV_SECRET_FILE, mint_token, read_dev_secret
 from aijobs.cli.app import app, database, require_migrated, settings_or_exit
@@ -94,3 +96,15 @@ def token(
             issuer=settings.jwt_issuer,
         )
     )
+
+
+@app.command("openapi")
+def openapi_spec(
+    out: Path | None = typer.Option(None, "--out", help="Write here instead of standard output."),
+) -> None:
+    """Print the API's OpenAPI spec (what /openapi.json serves), with no database or server."""
+    text = dump(spec())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")

@@ -138,7 +138,7 @@ async def job_types() -> list[JobTypeInfo]:
     status_code=201,
     response_model=Job,
     summary="Create a job (charges its credits)",
-    responses=responses(401, 402, 409, 413, 422, 429),
+    responses=responses(401, 402, 409, 413, 422, 429, 503),
 )
 async def create_job(
     body: JobCreate,
@@ -158,7 +158,7 @@ async def create_job(
     status_code=201,
     response_model=JobBatch,
     summary="Create several jobs, all or nothing (charges their credits together)",
-    responses=responses(401, 402, 409, 413, 422, 429),
+    responses=responses(401, 402, 409, 413, 422, 429, 503),
 )
 async def create_jobs(
     body: JobBatchCreate,
@@ -323,7 +323,7 @@ async def cancel_job(job_id: UUID, principal: CurrentUser, store: StoreDep) -> J
     status_code=201,
     response_model=Job,
     summary="Run a failed or cancelled job again as a new job (charged again)",
-    responses=responses(401, 402, 404, 409, 422, 429),
+    responses=responses(401, 402, 404, 409, 422, 429, 503),
 )
 async def retry_job(
     job_id: UUID, principal: CurrentUser, store: StoreDep, state: StateDep, idempotency_key: KeyHeader = None

@@ -8,6 +8,33 @@ const jobTypes = JSON.parse($("job-types").textContent);
 let token = null;
 let stream = null; // AbortController of the live SSE request
 
+// An Idempotency-Key. crypto.randomUUID exists only in secure contexts (https, localhost):
+// this page is also opened over plain http on a LAN address, where getRandomValues still works.
+function newKey() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// Job ids are time-ordered (uuid v7): ids made the same day share their first 8 characters,
+// so a short form shows the random end instead.
+function shortId(id) {
+  return `…${id.slice(-8)}`;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (name === "class") node.className = value;
+    else node.setAttribute(name, value);
+  }
+  node.append(...children);
+  return node;
+}
+
 function headers(extra = {}) {
   return { Authorization: `Bearer ${token}`, ...extra };
 }
@@ -60,11 +87,16 @@ async function refresh() {
   const [me, page] = await Promise.all([api("/api/me"), api("/api/jobs?limit=10")]);
   $("balance").textContent = me.balance;
   $("in-flight").textContent = `${me.jobs_in_flight} / ${me.max_jobs_in_flight}`;
-  const rows = page.items.map((j) =>
-    `<tr data-job="${j.id}"><td><code>${j.id.slice(0, 8)}</code></td><td>${j.type}</td>` +
-    `<td><span class="badge ${j.status}">${j.status}</span></td><td>${j.cost}</td>` +
-    `<td>${new Date(j.created_at).toLocaleTimeString()}</td></tr>`);
-  $("recent").innerHTML = rows.join("") || `<tr><td colspan="5" class="muted">No jobs yet.</td></tr>`;
+  const rows = page.items.map((j) => {
+    const open = el("button", { type: "button", class: "link", title: `${j.id} (follow this job)` }, el("code", {}, shortId(j.id)));
+    open.addEventListener("click", () => watch(j));
+    return el("tr", { "data-job": j.id },
+      el("td", {}, open), el("td", {}, j.type),
+      el("td", {}, el("span", { class: `badge ${j.status}` }, j.status)), el("td", {}, String(j.cost)),
+      el("td", {}, new Date(j.created_at).toLocaleTimeString()));
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "No jobs yet.")));
+  $("recent").replaceChildren(...rows);
 }
 
 function setStatus(status) {
@@ -80,12 +112,37 @@ function addTimeline(status) {
   $("timeline").appendChild(li);
 }
 
+// A value of a result as a person reads it: text as text (its line breaks kept, not "\n"),
+// lists as lists, objects as labelled fields.
+function renderValue(value) {
+  if (value === null || value === undefined) return el("span", { class: "muted" }, "—");
+  if (Array.isArray(value)) {
+    if (!value.length) return el("span", { class: "muted" }, "none");
+    // Short labels (topics, tags) on one line; sentences and objects one per line.
+    const short = value.every((v) => v === null || (typeof v !== "object" && String(v).length <= 24));
+    if (short) return el("span", {}, value.join(", "));
+    return el("ul", {}, ...value.map((v) => el("li", {}, renderValue(v))));
+  }
+  if (typeof value === "object") {
+    const dl = el("dl", {});
+    for (const [name, v] of Object.entries(value)) dl.append(el("dt", {}, name.replace(/_/g, " ")), el("dd", {}, renderValue(v)));
+    return dl;
+  }
+  return el("span", { class: typeof value === "string" ? "text" : "" }, String(value));
+}
+
 function showResult(job) {
-  const pre = $("result");
-  if (job.status === "completed") pre.textContent = JSON.stringify(job.result, null, 2);
-  else if (job.error) pre.textContent = job.error;
-  else return;
-  pre.hidden = false;
+  const box = $("result");
+  if (job.status === "completed" && job.result) {
+    const { output, provider, model, ...rest } = job.result;
+    const parts = [renderValue(output === undefined ? rest : output)];
+    if (provider || model) parts.push(el("p", { class: "muted provenance" }, `by ${provider || "?"}${model ? ` · ${model}` : ""}`));
+    const raw = el("details", {}, el("summary", {}, "Raw JSON"), el("pre", {}, JSON.stringify(job.result, null, 2)));
+    box.replaceChildren(...parts, raw);
+  } else if (job.error) {
+    box.replaceChildren(el("p", { class: "error" }, `${job.status}: ${job.error}`));
+  } else return;
+  box.hidden = false;
 }
 
 // Read an SSE response body: blocks separated by a blank line, "field: value" lines.
@@ -128,6 +185,16 @@ async function follow(jobId) {
   }
 }
 
+// Follow `job` live in panel 3 (a new job, or one picked from the recent jobs).
+function watch(job) {
+  $("live-job").textContent = job.id;
+  $("timeline").replaceChildren();
+  $("result").hidden = true;
+  $("result").replaceChildren();
+  setStatus(job.status);
+  follow(job.id).catch((err) => { if (err.name !== "AbortError") showError(err); });
+}
+
 async function createJob() {
   showError(null);
   let payload;
@@ -142,15 +209,11 @@ async function createJob() {
   try {
     const job = await api("/api/jobs", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID() },
+      headers: { "Content-Type": "application/json", "Idempotency-Key": newKey() },
       body: JSON.stringify(body),
     });
-    $("live-job").textContent = job.id;
-    $("timeline").innerHTML = "";
-    $("result").hidden = true;
-    setStatus(job.status);
+    watch(job);
     refresh();
-    follow(job.id).catch((err) => { if (err.name !== "AbortError") showError(err); });
   } catch (err) {
     showError(err);
   } finally {

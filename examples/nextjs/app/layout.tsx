@@ -1,0 +1,13 @@
+import type { ReactNode } from "react";
+
+export const metadata = { title: "Review replies · aijobs example" };
+
+export default function RootLayout({ children }: { children: ReactNode }) {
+  return (
+    <html lang="en">
+      <body style={{ fontFamily: "system-ui, sans-serif", maxWidth: 720, margin: "2rem auto", padding: "0 1rem" }}>
+        {children}
+      </body>
+    </html>
+  );
+}
