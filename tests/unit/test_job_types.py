@@ -209,7 +209,7 @@ async def test_handler_runs_end_to_end_offline(name: str, caplog: pytest.LogCapt
     jt = get_job_type(name)
     provider = OfflineProvider()
     ctx = JobContext(job_id=uuid.uuid4(), attempt=1, provider=provider, log=logging.getLogger("test.jobs"))
-    with caplog.at_level(logging.INFO, logger="test.jobs"):
+    with caplog.at_level(logging.DEBUG, logger="test.jobs"):
         result = await jt.handler(jt.parse(jt.example), ctx)
     assert result.result["provider"] == "offline"
     assert result.result["model"] == "rules-v1"
