@@ -231,3 +231,44 @@ class LeaderRow(TypedDict):
     renewed_at: datetime
     expires_at: datetime
     valid: bool
+
+
+class WebhookEndpointRow(TypedDict):
+    """A webhook endpoint without its secret (webhook_endpoint_*)."""
+
+    id: UUID
+    user_id: UUID | None
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookAttemptRow(TypedDict):
+    """One attempt of a delivery (webhook_delivery_attempts)."""
+
+    delivery_id: UUID
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+
+
+class WebhookDeliveryRow(TypedDict):
+    """One job end for one endpoint (webhook_delivery_page), with its attempt log."""
+
+    id: UUID
+    endpoint_id: UUID
+    job_id: UUID
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    log: list[WebhookAttemptRow]

@@ -27,6 +27,7 @@ from aijobs.db.repos.invariants import InvariantsRepo
 from aijobs.db.repos.jobs import JobsRepo
 from aijobs.db.repos.monitoring import MonitoringRepo
 from aijobs.db.repos.providers import ProvidersRepo
+from aijobs.db.repos.webhooks import WebhooksRepo
 from aijobs.db.repos.workers import WorkersRepo
 
 
@@ -46,6 +47,7 @@ class Session:
         self.providers = ProvidersRepo(conn)
         self.monitoring = MonitoringRepo(conn)
         self.invariants = InvariantsRepo(conn)
+        self.webhooks = WebhooksRepo(conn)
 
     async def applied_migrations(self) -> set[int]:
         """Versions applied (/readyz asks on a pooled connection, not one of its own)."""

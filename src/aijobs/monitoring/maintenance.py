@@ -12,7 +12,8 @@ The work of a leader tick, each step its own short transaction:
   * delete finished jobs older than RETENTION_DAYS in batches of RETENTION_BATCH_SIZE, at most
     `max_batches` per tick, so locks stay short and claims are never held up for long;
     the credit ledger is never touched;
-  * forget queue samples and worker rows that stopped heartbeating long ago.
+  * forget queue samples and worker rows that stopped heartbeating long ago, and finished
+    webhook deliveries older than RETENTION_DAYS (one batch per tick).
 Every worker, leader or not, refreshes its cached queue gauges on the same tick.
 """
 
@@ -49,6 +50,7 @@ class TickResult:
     leader: bool
     pruned_jobs: int = 0
     purged_keys: int = 0
+    pruned_deliveries: int = 0
     batches: int = 0
 
 
@@ -97,6 +99,8 @@ class Maintenance:
             await session.monitoring.prune_workers(p.worker_age_seconds)
             # Idempotency keys are kept 24 hours (Stripe's promise), then forgotten.
             result.purged_keys = await session.idempotency.purge(24.0)
+            # Finished webhook deliveries and their log are kept as long as finished jobs.
+            result.pruned_deliveries = await session.webhooks.prune(p.job_age_seconds, p.batch_size)
         if result.pruned_jobs:
             self.pruned_total += result.pruned_jobs
             self.metrics.pruned_jobs(result.pruned_jobs)
