@@ -53,6 +53,8 @@ def address_problem(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "the unspecified address (this host)"
     if ip.is_loopback:
         return "a loopback address"
     if ip.is_link_local:
