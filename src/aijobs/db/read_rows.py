@@ -272,3 +272,20 @@ class WebhookDeliveryRow(TypedDict):
     created_at: datetime
     updated_at: datetime
     log: list[WebhookAttemptRow]
+
+
+class RecentWebhookDeliveryRow(TypedDict):
+    """A delivery with its endpoint's URL and owner (webhook_delivery_recent: the dashboard)."""
+
+    id: UUID
+    endpoint_id: UUID
+    url: str
+    user_id: UUID | None
+    job_id: UUID
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime
+    updated_at: datetime

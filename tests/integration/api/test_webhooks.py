@@ -208,7 +208,7 @@ async def _delivered_with(db_url: str, attempts: int) -> bool:
 
 
 async def test_retries_stop_when_the_window_closes_and_the_delivery_fails(
-    hook_settings: Settings, store: Store, db_url: str, user: uuid.UUID
+    hook_settings: Settings, store: Store, db_url: str, user: uuid.UUID, start_api: StartApi
 ) -> None:
     tuned = hook_settings.model_copy(update={"webhook_retry_window_seconds": 0.3})
     async with WebhookReceiver(script=[503]) as receiver:
@@ -225,6 +225,20 @@ async def test_retries_stop_when_the_window_closes_and_the_delivery_fails(
     assert row["attempts"] == len(receiver.requests) >= 1
     assert row["codes"] == [503] * row["attempts"]
     assert row["last_error"] == "answered 503: receiver says no"
+
+    # The dashboard lists it and replays it.
+    api = start_api()
+    admin = {"apikey": SERVICE_KEY}
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        page = await client.get("/dashboard/live", headers=admin)
+        assert page.status_code == 200
+        assert f'data-delivery="{row["id"]}"' in page.text
+        assert "answered 503: receiver says no" in page.text
+        path = f"/dashboard/webhooks/deliveries/{row['id']}/replay"
+        assert (await client.post(path, headers=admin)).status_code == 403, "X-Dashboard is required"
+        assert (await client.post(path, headers={**admin, "X-Dashboard": "1"})).status_code == 202
+    [again] = await deliveries(db_url)
+    assert again["status"] == "pending"
 
 
 async def test_the_deployment_endpoints_are_for_admins(

@@ -105,3 +105,22 @@ with gone as (
     returning 1
 )
 select count(*) from gone;
+
+-- name: webhook_delivery_recent
+-- The dashboard's panel: the latest deliveries of every endpoint.
+select d.id, d.endpoint_id, e.url, e.user_id, d.job_id, d.event, d.status, d.attempts,
+       d.last_status_code, d.last_error, d.next_attempt_at, d.updated_at
+from aijobs.webhook_deliveries d
+join aijobs.webhook_endpoints e on e.id = d.endpoint_id
+order by d.id desc
+limit %(limit)s;
+
+-- name: webhook_delivery_replay_any
+-- The dashboard's replay (admins): any endpoint's delivery.
+with replayed as (
+    update aijobs.webhook_deliveries d
+    set status = 'pending', next_attempt_at = now(), retry_from = now(), updated_at = now()
+    where d.id = %(id)s
+    returning d.id
+)
+select id, pg_notify('aijobs_webhooks', '') from replayed;

@@ -14,7 +14,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from aijobs.db.queries import query
-from aijobs.db.read_rows import WebhookAttemptRow, WebhookDeliveryRow, WebhookEndpointRow
+from aijobs.db.read_rows import (
+    RecentWebhookDeliveryRow,
+    WebhookAttemptRow,
+    WebhookDeliveryRow,
+    WebhookEndpointRow,
+)
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,17 @@ class WebhooksRepo:
             query("webhook_delivery_replay"),
             {"user_id": user_id, "endpoint_id": endpoint_id, "id": delivery_id},
         )
+        return await cur.fetchone() is not None
+
+    async def recent(self, limit: int) -> list[RecentWebhookDeliveryRow]:
+        """The latest deliveries of every endpoint (the dashboard)."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("webhook_delivery_recent"), {"limit": limit})
+            return cast("list[RecentWebhookDeliveryRow]", await cur.fetchall())
+
+    async def replay_any(self, delivery_id: UUID) -> bool:
+        """Replay any endpoint's delivery (admins, from the dashboard)."""
+        cur = await self.conn.execute(query("webhook_delivery_replay_any"), {"id": delivery_id})
         return await cur.fetchone() is not None
 
     async def claim(self, n: int, lease_seconds: float) -> list[ClaimedDelivery]:
