@@ -30,6 +30,8 @@ def url_problem(url: str) -> str | None:
     """Why `url` cannot be a webhook target by its form alone, or None."""
     if len(url) > MAX_URL_LENGTH:
         return f"is longer than {MAX_URL_LENGTH} characters"
+    if not url.isascii():
+        return "must be ASCII (write an international host name in its xn-- form)"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         return "holds spaces or control characters"
     try:

@@ -282,6 +282,7 @@ async def test_the_deployment_endpoints_are_for_admins(
         ("https:///hook", "has no host"),
         ("https://93.184.215.14:99999/hook", "is not a valid URL"),
         ("https://93.184.215.14/a b", "holds spaces or control characters"),
+        ("https://bücher.example/hook", "must be ASCII"),
     ],
 )
 async def test_a_bad_endpoint_url_is_refused_at_registration_with_the_reason(
@@ -375,3 +376,19 @@ async def _stalled(receiver: WebhookReceiver) -> bool:
     before = receiver.huge_written
     await asyncio.sleep(0.2)
     return receiver.huge_written == before
+
+
+async def test_a_description_postgresql_cannot_store_is_a_422_not_a_500(
+    user: uuid.UUID, start_api: StartApi
+) -> None:
+    api = start_api(webhook_allow_private=True)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        for bad in ('"nul \\u0000 here"', '"lone \\ud800 surrogate"'):
+            body = f'{{"url": "http://127.0.0.1:9/x", "description": {bad}}}'
+            answer = await client.post(
+                "/api/me/webhooks",
+                content=body,
+                headers={**api.auth(user), "content-type": "application/json"},
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["errors"][0]["field"] == "body.description"

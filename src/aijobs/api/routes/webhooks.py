@@ -15,13 +15,14 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from aijobs.api.auth import Admin, CurrentUser
 from aijobs.api.problems import ProblemError, invalid, not_found, responses
 from aijobs.api.state import ApiState, get_state, get_store
 from aijobs.db.read_rows import WebhookEndpointRow
 from aijobs.db.store import Store
+from aijobs.providers.base import UNSTORABLE
 from aijobs.worker.webhook_targets import MAX_URL_LENGTH, target_problem
 
 Event = Literal["job.completed", "job.failed", "job.cancelled"]
@@ -39,6 +40,13 @@ class WebhookEndpointCreate(BaseModel):
     url: str = Field(max_length=MAX_URL_LENGTH, examples=["https://example.com/hooks/aijobs"])
     events: list[Event] = Field(default_factory=lambda: list(ALL_EVENTS), min_length=1, max_length=3)
     description: str | None = Field(default=None, max_length=200)
+
+    @field_validator("description")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        if value is not None and UNSTORABLE.search(value):
+            raise ValueError("holds a character that cannot be stored (NUL or a lone surrogate)")
+        return value
 
 
 class WebhookEndpoint(BaseModel):
