@@ -372,6 +372,25 @@ create table aijobs.maintenance_leader (
     expires_at   aijobs.instant not null
 );
 
+-- Streaming ---------------------------------------------------------------------------------
+
+-- The text a running attempt has written so far of a type's streamable answer (the reply of
+-- `ai_generation`), in pieces the worker coalesces (the first at once, then at most one write
+-- per job every 50 ms), so that a subscriber who joins late or resumes (Last-Event-ID) reads
+-- it here; the NOTIFY on `aijobs_job_stream` carries only "<job id> <lease token> <seq>".
+-- Only the attempt holding the job's lease may write (the fence); a new lease token is a new
+-- attempt, which subscribers are told to reset for. Pieces of attempts that ended are pruned
+-- by the maintenance leader; the job's result stays the one validated write.
+create table aijobs.job_stream_chunks (
+    job_id       uuid not null,
+    lease_token  bigint not null,
+    seq          integer not null check (seq >= 1),
+    text         text not null,
+    created_at   aijobs.instant not null default now(),
+    primary key (job_id, lease_token, seq)
+);
+create index job_stream_chunks_created_idx on aijobs.job_stream_chunks (created_at);
+
 -- Webhooks ----------------------------------------------------------------------------------
 
 -- Where to tell servers that a job ended: an account's own endpoint (user_id set, for its
@@ -946,7 +965,7 @@ begin
     foreach t in array array[
         'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'job_attempts', 'workers',
         'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader',
-        'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
+        'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
     ] loop
         execute format('alter table aijobs.%I enable row level security', t);
         execute format('alter table aijobs.%I force row level security', t);

@@ -94,6 +94,7 @@ JOB_TYPE = JobType(
     timeout_seconds=120.0,
     payload_model=AIGenerationPayload,
     handler=handle,
+    streams=True,
     example={
         "review_text": "Great service and the pasta was delicious! Will come back.",
         "tone": "friendly",

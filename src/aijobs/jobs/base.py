@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from aijobs.providers.base import LLMTask, M, Provider, Usage
+from aijobs.providers.base import DeltaSink, LLMTask, M, Provider, StreamingProvider, Usage
 
 
 class Payload(BaseModel):
@@ -32,6 +32,8 @@ class JobContext:
     attempt: int
     provider: Provider
     log: logging.Logger
+    #: Where the text of a streamable answer goes as the model writes it (None: not streamed).
+    deltas: DeltaSink | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class JobType:
     payload_model: type[Payload]
     handler: Handler
     example: dict[str, Any]
+    #: Whether the worker publishes the answer's text as it is written (a plain-text answer,
+    #: `LLMTask.text_field`): subscribers of the job's events get it as `delta` events.
+    streams: bool = False
 
     def parse(self, payload: object) -> Payload:
         """Validate raw JSON into the payload model (raises pydantic.ValidationError)."""
@@ -109,9 +114,13 @@ def preview(text: str) -> str:
 async def run_task(ctx: JobContext, task: LLMTask[M]) -> HandlerResult:
     """Run `task` through the job's provider and shape the stored result the same way for all types.
 
-    Provider errors propagate untouched: the queue classifies them (retry, back off, give up).
+    A plain-text answer is streamed to `ctx.deltas` where the provider can stream. Provider
+    errors propagate untouched: the queue classifies them (retry, back off, give up).
     """
-    completion = await ctx.provider.run(task)
+    if ctx.deltas is not None and task.text_field is not None and isinstance(ctx.provider, StreamingProvider):
+        completion = await ctx.provider.stream(task, ctx.deltas)
+    else:
+        completion = await ctx.provider.run(task)
     usage = completion.usage
     return HandlerResult(
         result={

@@ -8,9 +8,10 @@ about retries, so providers only *classify* failures into the exceptions below.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -135,3 +136,41 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+#: Receives the text of an answer as the model writes it, piece by piece. Called from the
+#: provider's read loop: it must return at once (buffer, never wait).
+DeltaSink = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can also stream a plain-text answer (`LLMTask.text_field` set) as the
+    model writes it. Structured answers, and providers without `stream`, use `run`."""
+
+    async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
+        """Answer as `run` does, passing the text to `on_delta` as it arrives; the pieces
+        joined are exactly the stored text field."""
+        ...
+
+
+class TrimmedDeltas:
+    """Passes pieces on so that, joined, they are the answer's text stripped as it is stored:
+    leading whitespace is dropped, trailing whitespace held until more text follows it."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self.sink = sink
+        self.started = False
+        self.held = ""
+
+    def __call__(self, delta: str) -> None:
+        if not self.started:
+            delta = delta.lstrip()
+            if not delta:
+                return
+            self.started = True
+        text = self.held + delta
+        body = text.rstrip()
+        self.held = text[len(body) :]
+        if body:
+            self.sink(body)

@@ -21,19 +21,22 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, Literal
 
-from openai import AsyncOpenAI
+from openai import AsyncAPIResponse, AsyncOpenAI
 from pydantic import BaseModel, ValidationError
 
 from aijobs.config import Settings
 from aijobs.providers.base import (
     Completion,
+    DeltaSink,
     FatalProviderError,
     LLMTask,
     M,
     ProviderError,
     RetryableProviderError,
+    TrimmedDeltas,
     Usage,
     first_unstorable,
     storable_text,
@@ -108,10 +111,27 @@ class OpenAIProvider:
     # -- the call -------------------------------------------------------------------------
     async def run(self, task: LLMTask[M]) -> Completion[M]:
         started = time.perf_counter()
+        if self.api == "chat":
+            return await self._classified(task, started, self._chat(task, started))
+        return await self._classified(task, started, self._responses(task, started))
+
+    async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
+        """`run`, with a plain-text answer streamed (`stream=True` on either API) and its
+        text passed to `on_delta` as it arrives; a structured answer is not streamed."""
+        if task.text_field is None:
+            return await self.run(task)
+        started = time.perf_counter()
+        emit = TrimmedDeltas(on_delta)
+        if self.api == "chat":
+            return await self._classified(task, started, self._chat_stream(task, started, emit))
+        return await self._classified(task, started, self._responses_stream(task, started, emit))
+
+    async def _classified(
+        self, task: LLMTask[M], started: float, call: Coroutine[Any, Any, Completion[M]]
+    ) -> Completion[M]:
+        """Await `call`, turning whatever it raises into a classified ProviderError."""
         try:
-            if self.api == "chat":
-                return await self._chat(task, started)
-            return await self._responses(task, started)
+            return await call
         except ProviderError as exc:
             raise _storable_message(exc, task) from exc.__cause__
         except Exception as exc:
@@ -138,6 +158,17 @@ class OpenAIProvider:
         request_id = raw.request_id or _str(body.get("id"))
         model = _str(body.get("model")) or self._model
         usage = self._usage(started, request_id=request_id, model=model, tokens=_responses_tokens(body))
+        self._check_responses_body(body, usage)
+        try:
+            parsed = raw.parse()
+        except (ValidationError, ValueError) as exc:
+            raise self._bad_output(task, exc, usage) from exc
+        if task.text_field is not None:
+            return self._text_completion(task, parsed.output_text, usage)
+        return self._structured_completion(task, parsed.output_parsed, usage)
+
+    def _check_responses_body(self, body: dict[str, Any], usage: Usage) -> None:
+        """Raise for an answer that is incomplete, failed or refused (Responses API)."""
         status = body.get("status")
         if status == "incomplete":
             reason = (body.get("incomplete_details") or {}).get("reason") or "unknown reason"
@@ -154,13 +185,86 @@ class OpenAIProvider:
         refusal = _responses_refusal(body)
         if refusal is not None:
             raise FatalProviderError(f"OpenAI refused the request: {refusal[:300]}", usage=usage)
-        try:
-            parsed = raw.parse()
-        except (ValidationError, ValueError) as exc:
-            raise self._bad_output(task, exc, usage) from exc
-        if task.text_field is not None:
-            return self._text_completion(task, parsed.output_text, usage)
-        return self._structured_completion(task, parsed.output_parsed, usage)
+
+    async def _responses_stream(self, task: LLMTask[M], started: float, emit: DeltaSink) -> Completion[M]:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "instructions": task.instructions,
+            "input": [{"role": "user", "content": task.input}],
+            "max_output_tokens": self.max_output_tokens,
+            "store": False,
+            "stream": True,
+        }
+        if is_reasoning_model(self._model):
+            kwargs["reasoning"] = {"effort": self.reasoning_effort}
+        parts: list[str] = []
+        final: dict[str, Any] | None = None
+        async with self.client.responses.with_streaming_response.create(**kwargs) as response:
+            request_id = response.request_id
+            async for event in _sse_data(response):
+                kind = event.get("type")
+                if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                    parts.append(event["delta"])
+                    emit(event["delta"])
+                elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                    final = event.get("response") if isinstance(event.get("response"), dict) else {}
+                elif kind == "error":
+                    message = redact(str(event.get("message") or event), self._secret)
+                    raise RetryableProviderError(f"OpenAI stream failed: {message}"[:500])
+        body = final or {}
+        usage = self._usage(
+            started,
+            request_id=request_id or _str(body.get("id")),
+            model=_str(body.get("model")),
+            tokens=_responses_tokens(body),
+        )
+        if final is None:
+            raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
+        self._check_responses_body(body, usage)
+        return self._text_completion(task, "".join(parts), usage)
+
+    async def _chat_stream(self, task: LLMTask[M], started: float, emit: DeltaSink) -> Completion[M]:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": [
+                {"role": "system", "content": task.instructions},
+                {"role": "user", "content": task.input},
+            ],
+            "max_completion_tokens": self.max_output_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if is_reasoning_model(self._model):
+            kwargs["reasoning_effort"] = self.reasoning_effort
+        parts: list[str] = []
+        refusal: list[str] = []
+        finish_reason: str | None = None
+        body: dict[str, Any] = {}
+        async with self.client.chat.completions.with_streaming_response.create(**kwargs) as response:
+            request_id = response.request_id
+            async for chunk in _sse_data(response):
+                body.setdefault("id", chunk.get("id"))
+                body["model"] = chunk.get("model") or body.get("model")
+                if isinstance(chunk.get("usage"), dict):
+                    body["usage"] = chunk["usage"]
+                for choice in (chunk.get("choices") or [])[:1]:
+                    delta = choice.get("delta") or {}
+                    if isinstance(delta.get("content"), str) and delta["content"]:
+                        parts.append(delta["content"])
+                        emit(delta["content"])
+                    if isinstance(delta.get("refusal"), str):
+                        refusal.append(delta["refusal"])
+                    finish_reason = choice.get("finish_reason") or finish_reason
+        usage = self._usage(
+            started,
+            request_id=request_id or _str(body.get("id")),
+            model=_str(body.get("model")),
+            tokens=_chat_tokens(body),
+        )
+        self._check_chat_finish(finish_reason, "".join(refusal) or None, usage)
+        if finish_reason is None:
+            raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
+        return self._text_completion(task, "".join(parts), usage)
 
     async def _chat(self, task: LLMTask[M], started: float) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -183,17 +287,9 @@ class OpenAIProvider:
         choices = body.get("choices") or []
         if not choices:
             raise RetryableProviderError("OpenAI answer had no choices", usage=usage)
-        finish_reason = choices[0].get("finish_reason")
-        if finish_reason == "length":
-            raise RetryableProviderError(
-                "OpenAI answer incomplete (finish_reason=length: the output token cap was reached)",
-                usage=usage,
-            )
-        if finish_reason == "content_filter":
-            raise FatalProviderError("OpenAI refused the request: content filter", usage=usage)
-        refusal = (choices[0].get("message") or {}).get("refusal")
-        if refusal:
-            raise FatalProviderError(f"OpenAI refused the request: {str(refusal)[:300]}", usage=usage)
+        self._check_chat_finish(
+            choices[0].get("finish_reason"), (choices[0].get("message") or {}).get("refusal"), usage
+        )
         try:
             parsed = raw.parse()
         except (ValidationError, ValueError) as exc:
@@ -202,6 +298,18 @@ class OpenAIProvider:
         if task.text_field is not None:
             return self._text_completion(task, message.content or "", usage)
         return self._structured_completion(task, message.parsed, usage)
+
+    def _check_chat_finish(self, finish_reason: object, refusal: object, usage: Usage) -> None:
+        """Raise for an answer cut short, filtered or refused (Chat Completions)."""
+        if finish_reason == "length":
+            raise RetryableProviderError(
+                "OpenAI answer incomplete (finish_reason=length: the output token cap was reached)",
+                usage=usage,
+            )
+        if finish_reason == "content_filter":
+            raise FatalProviderError("OpenAI refused the request: content filter", usage=usage)
+        if refusal:
+            raise FatalProviderError(f"OpenAI refused the request: {str(refusal)[:300]}", usage=usage)
 
     # -- shaping --------------------------------------------------------------------------
     def _text_completion(self, task: LLMTask[M], text: str, usage: Usage) -> Completion[M]:
@@ -279,6 +387,26 @@ def _json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RetryableProviderError("OpenAI returned a body that is not a JSON object")
     return value
+
+
+async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON `data` of each Server-Sent Event of an OpenAI stream, until `[DONE]` or the
+    end. Read as plain JSON: building the SDK's typed event models cost a second or two of
+    blocked event loop the first time, and CPU for every piece after."""
+    lines: list[str] = []
+    async for line in response.iter_lines():
+        if line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+            continue
+        if line or not lines:
+            continue  # `event:` names, comments, blank lines between events
+        text = "\n".join(lines)
+        lines = []
+        if text == "[DONE]":
+            return
+        yield _json(text)
+    if lines and (text := "\n".join(lines)) != "[DONE]":
+        yield _json(text)
 
 
 def _str(value: object) -> str | None:

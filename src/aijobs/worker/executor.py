@@ -18,15 +18,24 @@ from aijobs.logs import redact_payload
 from aijobs.providers.base import Provider, first_unstorable
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
+from aijobs.worker.streaming import StreamPublisher
 
 log = logging.getLogger("aijobs.worker")
 
 
 class Executor:
-    def __init__(self, provider: Provider, policy: RetryPolicy, *, timeout_cap: float | None = None) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        policy: RetryPolicy,
+        *,
+        timeout_cap: float | None = None,
+        streams: StreamPublisher | None = None,
+    ) -> None:
         self.provider = provider
         self.policy = policy
         self.timeout_cap = timeout_cap
+        self.streams = streams
 
     async def execute(self, job: ClaimedJob) -> Finish:
         try:
@@ -50,13 +59,26 @@ class Executor:
             log.info("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
         # The time limit (`time_limit`) is enforced by the runner's watchdog, which cancels
         # overdue jobs: one timer for the worker instead of one per job on the hot path.
+        stream = self.streams.open(job) if self.streams is not None and kind.streams else None
         try:
             payload = kind.parse(job.payload)
-            context = JobContext(job_id=job.id, attempt=job.attempts, provider=self.provider, log=log)
+            context = JobContext(
+                job_id=job.id,
+                attempt=job.attempts,
+                provider=self.provider,
+                log=log,
+                deltas=stream.write if stream is not None else None,
+            )
             answer = await kind.handler(payload, context)
+            if stream is not None:
+                await stream.close()  # the last pieces are stored before the result is
         except asyncio.CancelledError:
+            if stream is not None:
+                stream.abort()
             raise
         except Exception as exc:
+            if stream is not None:
+                stream.abort()
             return self.failed(job, exc)
         found = first_unstorable(answer.result)
         if found is not None:

@@ -44,6 +44,7 @@ from aijobs.worker.completer import Completer
 from aijobs.worker.executor import Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.provider_gate import ProviderGate
+from aijobs.worker.streaming import StreamPublisher
 from aijobs.worker.webhooks import WEBHOOKS_CHANNEL, Deliverer
 
 log = logging.getLogger("aijobs.worker")
@@ -92,7 +93,9 @@ class Worker:
         # Shared rate limits: holds and budgets kept in PostgreSQL.
         self.gate = ProviderGate(store, settings, provider, self.policy)
         provider = self.gate.provider
-        self.executor = Executor(provider, self.policy, timeout_cap=settings.job_timeout_seconds)
+        self.executor = Executor(
+            provider, self.policy, timeout_cap=settings.job_timeout_seconds, streams=StreamPublisher(store)
+        )
         self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
         self._limits: dict[str, float] = {}

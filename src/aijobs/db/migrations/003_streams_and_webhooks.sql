@@ -1,12 +1,38 @@
--- Migration 003: webhooks, so servers hear when a job ends without polling.
+-- Migration 003: streaming replies as the model writes them, and webhooks, so servers hear
+-- when a job ends without polling.
 --
--- Adds the endpoints (an account's own, or the deployment's with user_id null), the outbox
--- of deliveries and their attempt log, and a trigger that writes the outbox rows in the
--- transaction that ends a job (completed, failed, cancelled), as the refund trigger does:
+-- Streaming: `job_stream_chunks` holds what a running attempt has written so far (coalesced
+-- by the worker, fenced by its lease token), so SSE subscribers who join late or resume read
+-- it; NOTIFY aijobs_job_stream carries only ids.
+--
+-- Webhooks: the endpoints (an account's own, or the deployment's with user_id null), the
+-- outbox of deliveries and their attempt log, and a trigger that writes the outbox rows in
+-- the transaction that ends a job (completed, failed, cancelled), as the refund trigger does:
 -- a rolled-back end leaves no row, a committed one always has its rows, at most once each
--- (unique index). Workers deliver them (LISTEN aijobs_webhooks). Every new table has row-level
--- security forced with the owner's and service_role's policies, and nothing is granted to
--- anon or authenticated: the API writes these tables as its own role, for the user it serves.
+-- (unique index). Workers deliver them (LISTEN aijobs_webhooks).
+--
+-- Every new table has row-level security forced with the owner's and service_role's
+-- policies, and nothing is granted to anon or authenticated: the API and the workers write
+-- these tables as their own role, for the user they serve.
+
+-- Streaming ---------------------------------------------------------------------------------
+
+-- The text a running attempt has written so far of a type's streamable answer (the reply of
+-- `ai_generation`), in pieces the worker coalesces (the first at once, then at most one write
+-- per job every 50 ms), so that a subscriber who joins late or resumes (Last-Event-ID) reads
+-- it here; the NOTIFY on `aijobs_job_stream` carries only "<job id> <lease token> <seq>".
+-- Only the attempt holding the job's lease may write (the fence); a new lease token is a new
+-- attempt, which subscribers are told to reset for. Pieces of attempts that ended are pruned
+-- by the maintenance leader; the job's result stays the one validated write.
+create table aijobs.job_stream_chunks (
+    job_id       uuid not null,
+    lease_token  bigint not null,
+    seq          integer not null check (seq >= 1),
+    text         text not null,
+    created_at   aijobs.instant not null default now(),
+    primary key (job_id, lease_token, seq)
+);
+create index job_stream_chunks_created_idx on aijobs.job_stream_chunks (created_at);
 
 -- Webhooks ----------------------------------------------------------------------------------
 
@@ -110,7 +136,9 @@ declare
     t text;
     r text;
 begin
-    foreach t in array array['webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'] loop
+    foreach t in array array[
+        'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
+    ] loop
         execute format('alter table aijobs.%I enable row level security', t);
         execute format('alter table aijobs.%I force row level security', t);
         foreach r in array array['service_role', current_user::text] loop
@@ -124,9 +152,11 @@ end
 $$;
 
 -- Exactly these privileges, whatever default privileges the database adds.
-revoke all on aijobs.webhook_endpoints, aijobs.webhook_deliveries, aijobs.webhook_delivery_attempts
+revoke all on aijobs.job_stream_chunks, aijobs.webhook_endpoints, aijobs.webhook_deliveries,
+    aijobs.webhook_delivery_attempts
     from public, anon, authenticated, service_role;
 grant select, insert, update, delete
-    on aijobs.webhook_endpoints, aijobs.webhook_deliveries, aijobs.webhook_delivery_attempts
+    on aijobs.job_stream_chunks, aijobs.webhook_endpoints, aijobs.webhook_deliveries,
+       aijobs.webhook_delivery_attempts
     to service_role;
 revoke all on function aijobs.webhook_outbox_on_terminal() from public, anon, authenticated, service_role;
