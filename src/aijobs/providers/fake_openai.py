@@ -141,6 +141,8 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._script: deque[Step] = deque()
         self._log: list[Recorded] = []
+        #: time.time() when each streamed answer's first piece of text was sent (benchmarks).
+        self.first_pieces: list[float] = []
         self._recent: deque[float] = deque()
         self._closing = False
         self._server: uvicorn.Server | None = None
@@ -279,16 +281,25 @@ class FakeOpenAI:
     ) -> AsyncIterator[bytes]:
         """The answer as the API streams it: Responses' typed events, or Chat's chunks and
         `[DONE]`; a piece of text every `interval` seconds."""
+        first = True
         if final.get("object") == "response":
             for event in bodies.responses_stream(final):
-                if event["type"].endswith(".delta") and interval:
-                    await asyncio.sleep(interval)
+                if event["type"].endswith(".delta"):
+                    if interval:
+                        await asyncio.sleep(interval)
+                    if first:
+                        first = False
+                        self.first_pieces.append(time.time())
                 yield f"event: {event['type']}\ndata: {_ascii_json(event)}\n\n".encode()
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         for chunk in bodies.chat_stream(final, include_usage=include_usage):
-            if interval and chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
-                await asyncio.sleep(interval)
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                if interval:
+                    await asyncio.sleep(interval)
+                if first:
+                    first = False
+                    self.first_pieces.append(time.time())
             yield f"data: {_ascii_json(chunk)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 

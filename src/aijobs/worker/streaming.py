@@ -6,14 +6,14 @@ the table through the API, never the worker). A writer task per attempt writes t
 piece at once (the first words reach subscribers as soon as the model sends them), then
 whatever gathered, at most once every `interval` seconds: a long answer costs a handful of
 small writes, not one per token. Each write is fenced by the attempt's lease token and
-announced with NOTIFY (ids only). When the handler returns, what is left is written before
-the attempt's end is, so the pieces of the attempt that completed join to its stored text.
+announced with NOTIFY (ids only). When the handler returns, what is left is written (in its
+turn: the window holds for the last write too) before the attempt's end is, so the pieces of
+the attempt that completed join to its stored text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import psycopg
@@ -88,11 +88,9 @@ class AttemptStream:
             await self._flush()
             if self._fenced or (self._closing.is_set() and not self._buffer):
                 return
-            # The coalescing window: pieces that arrive meanwhile go in the next write. Closing
-            # ends the wait at once, so the attempt's end is not held up by it.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._closing.wait()
+            # The coalescing window: pieces that arrive meanwhile go in the next write, the
+            # last one too (it delays the attempt's end by at most one window).
+            await asyncio.sleep(self.interval)
 
     async def _flush(self) -> None:
         if not self._buffer:
@@ -107,7 +105,6 @@ class AttemptStream:
             self._buffer.insert(0, text)
             self._more.set()
             log.warning("🌊 Could not write streamed text of job %s (%s)", self.job.id, type(exc).__name__)
-            await asyncio.sleep(self.interval)
             return
         self.writes += 1
         if written:
