@@ -59,7 +59,8 @@ class JobType:
     handler: Handler
     example: dict[str, Any]
     #: Whether the worker publishes the answer's text as it is written (a plain-text answer,
-    #: `LLMTask.text_field`): subscribers of the job's events get it as `delta` events.
+    #: `LLMTask.text_field`, or the `LLMTask.stream_field` of a structured one): subscribers of
+    #: the job's events get it as `delta` events.
     streams: bool = False
 
     def parse(self, payload: object) -> Payload:
@@ -117,7 +118,8 @@ async def run_task(ctx: JobContext, task: LLMTask[M]) -> HandlerResult:
     A plain-text answer is streamed to `ctx.deltas` where the provider can stream. Provider
     errors propagate untouched: the queue classifies them (retry, back off, give up).
     """
-    if ctx.deltas is not None and task.text_field is not None and isinstance(ctx.provider, StreamingProvider):
+    streamable = task.text_field is not None or task.stream_field is not None
+    if ctx.deltas is not None and streamable and isinstance(ctx.provider, StreamingProvider):
         completion = await ctx.provider.stream(task, ctx.deltas)
     else:
         completion = await ctx.provider.run(task)

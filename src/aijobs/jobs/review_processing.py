@@ -79,6 +79,7 @@ def build_task(payload: ReviewProcessingPayload) -> LLMTask[ReviewAnalysis]:
         input=render_input(payload),
         output=ReviewAnalysis,
         payload=payload,
+        stream_field="draft_reply",
     )
 
 
@@ -95,6 +96,7 @@ JOB_TYPE = JobType(
     timeout_seconds=120.0,
     payload_model=ReviewProcessingPayload,
     handler=handle,
+    streams=True,
     example={
         "review_text": "Waited 45 minutes for a cold burger and the staff were rude. I want a refund.",
         "rating": 1,

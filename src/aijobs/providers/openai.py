@@ -22,9 +22,10 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from openai import AsyncAPIResponse, AsyncOpenAI
+from openai.lib import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
 from aijobs.config import Settings
@@ -32,6 +33,7 @@ from aijobs.providers.base import (
     Completion,
     DeltaSink,
     FatalProviderError,
+    JsonFieldDeltas,
     LLMTask,
     M,
     ProviderError,
@@ -116,12 +118,16 @@ class OpenAIProvider:
         return await self._classified(task, started, self._responses(task, started))
 
     async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
-        """`run`, with a plain-text answer streamed (`stream=True` on either API) and its
-        text passed to `on_delta` as it arrives; a structured answer is not streamed."""
-        if task.text_field is None:
+        """`run`, streamed (`stream=True` on either API): the text of a plain-text answer, or
+        of the structured answer's `stream_field`, passed to `on_delta` as it arrives."""
+        emit: DeltaSink
+        if task.text_field is not None:
+            emit = TrimmedDeltas(on_delta)
+        elif task.stream_field is not None:
+            emit = JsonFieldDeltas(task.stream_field, on_delta)
+        else:
             return await self.run(task)
         started = time.perf_counter()
-        emit = TrimmedDeltas(on_delta)
         if self.api == "chat":
             return await self._classified(task, started, self._chat_stream(task, started, emit))
         return await self._classified(task, started, self._responses_stream(task, started, emit))
@@ -195,6 +201,8 @@ class OpenAIProvider:
             "store": False,
             "stream": True,
         }
+        if task.text_field is None:
+            kwargs["text"] = {"format": {"type": "json_schema", **_json_schema(task.output)}}
         if is_reasoning_model(self._model):
             kwargs["reasoning"] = {"effort": self.reasoning_effort}
         parts: list[str] = []
@@ -221,7 +229,7 @@ class OpenAIProvider:
         if final is None:
             raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
         self._check_responses_body(body, usage)
-        return self._text_completion(task, "".join(parts), usage)
+        return self._streamed_completion(task, "".join(parts), usage)
 
     async def _chat_stream(self, task: LLMTask[M], started: float, emit: DeltaSink) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -234,6 +242,8 @@ class OpenAIProvider:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if task.text_field is None:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": _json_schema(task.output)}
         if is_reasoning_model(self._model):
             kwargs["reasoning_effort"] = self.reasoning_effort
         parts: list[str] = []
@@ -264,7 +274,7 @@ class OpenAIProvider:
         self._check_chat_finish(finish_reason, "".join(refusal) or None, usage)
         if finish_reason is None:
             raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
-        return self._text_completion(task, "".join(parts), usage)
+        return self._streamed_completion(task, "".join(parts), usage)
 
     async def _chat(self, task: LLMTask[M], started: float) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -312,6 +322,16 @@ class OpenAIProvider:
             raise FatalProviderError(f"OpenAI refused the request: {str(refusal)[:300]}", usage=usage)
 
     # -- shaping --------------------------------------------------------------------------
+    def _streamed_completion(self, task: LLMTask[M], text: str, usage: Usage) -> Completion[M]:
+        """The answer a stream's text makes: plain text, or the structured answer it encodes."""
+        if task.text_field is not None:
+            return self._text_completion(task, text, usage)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise self._bad_output(task, exc, usage) from exc
+        return self._structured_completion(task, data, usage)
+
     def _text_completion(self, task: LLMTask[M], text: str, usage: Usage) -> Completion[M]:
         assert task.text_field is not None
         text = text.strip()
@@ -407,6 +427,12 @@ async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, 
         yield _json(text)
     if lines and (text := "\n".join(lines)) != "[DONE]":
         yield _json(text)
+
+
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`{name, schema, strict}`: the strict JSON schema the SDK's parse helpers send for `model`."""
+    param = cast("dict[str, Any]", type_to_response_format_param(model))
+    return dict(param["json_schema"])
 
 
 def _str(value: object) -> str | None:

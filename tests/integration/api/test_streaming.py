@@ -5,6 +5,7 @@ on the API's `GET /api/jobs/{id}/events`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from collections.abc import AsyncIterator
@@ -228,3 +229,34 @@ async def test_a_worker_killed_mid_stream_makes_subscribers_reset_and_the_retry_
         db_url, "select outcome from aijobs.job_attempts where job_id = %s order by attempt", job_id
     )
     assert [o["outcome"] for o in outcomes] == ["lost", "completed"]
+
+
+DRAFT = 'We are truly sorry about the wait. "Cold" is not how we serve burgers.\nPlease call us: café 😀'
+
+
+async def test_the_draft_of_a_structured_triage_streams_and_joins_to_the_stored_draft(
+    settings: Settings, store: Store, db_url: str, user: uuid.UUID, start_api: StartApi, fake: FakeOpenAI
+) -> None:
+    answer = {
+        "sentiment": "negative",
+        "topics": ["wait time", "food"],
+        "urgency": "high",
+        "suggested_actions": ["Call the guest back"],
+        "draft_reply": DRAFT,
+    }
+    fake.script(Step.ok(text=json.dumps(answer), stream_interval=0.02))
+    api = start_api()
+    async with store.session() as session:
+        created = await enqueue(
+            session, user_id=user, job_type="review_processing", payload={"review_text": "Cold burger."}
+        )
+    reader = asyncio.create_task(follow(api, user, created.id))
+    await wait_until(lambda: _subscribed(api), timeout=10, what="the subscriber")
+    async with worker_on(settings, store, fake, "responses"):
+        events = await asyncio.wait_for(reader, 60)
+    deltas = [e["data"] for e in events if e["event"] == "delta"]
+    row = await fetch_one(db_url, "select result from aijobs.jobs where id = %s", created.id)
+    assert row["result"]["output"] == answer
+    assert "".join(d["text"] for d in deltas) == DRAFT
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
+    assert fake.requests[0].body["text"]["format"]["type"] == "json_schema"
