@@ -260,3 +260,18 @@ async def test_the_draft_of_a_structured_triage_streams_and_joins_to_the_stored_
     assert "".join(d["text"] for d in deltas) == DRAFT
     assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))
     assert fake.requests[0].body["text"]["format"]["type"] == "json_schema"
+
+
+async def test_a_provider_that_cannot_stream_answers_whole_and_nothing_is_streamed(
+    settings: Settings, store: Store, db_url: str, user: uuid.UUID, start_api: StartApi
+) -> None:
+    """The offline provider has no `stream`: the job runs through `run`, as before."""
+    api = start_api()
+    job_id = await create_reply_job(store, user)
+    reader = asyncio.create_task(follow(api, user, job_id))
+    await wait_until(lambda: _subscribed(api), timeout=10, what="the subscriber")
+    async with running_worker(settings, store):
+        events = await asyncio.wait_for(reader, 60)
+    assert [e["data"]["status"] for e in events] == ["pending", "processing", "completed"]
+    assert await chunks(db_url, job_id) == []
+    assert await stored_reply(db_url, job_id)
