@@ -113,6 +113,17 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
 
+    # Webhooks. Loopback, private and link-local targets are refused unless allowed here
+    # (tests, or a deployment whose receivers are on its own network).
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # First retry after about this long, each next one 4 times later (capped at 4 hours),
+    # until WEBHOOK_RETRY_WINDOW_SECONDS after the job ended; then the delivery fails.
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0, le=3600)
+    webhook_retry_window_seconds: float = Field(default=86400.0, gt=0, le=30 * 86400)
+    webhook_concurrency: int = Field(default=8, ge=1, le=1000)
+    max_webhooks_per_user: int = Field(default=10, ge=1, le=1000)
+
     # Maintenance.
     # At most a century: "keep everything", while now() minus it stays a valid timestamp.
     retention_days: float = Field(default=7.0, gt=0, le=36_500)

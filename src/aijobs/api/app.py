@@ -31,7 +31,7 @@ from aijobs.api.http_metrics import HttpMetricsMiddleware
 from aijobs.api.job_schemas import add_job_types
 from aijobs.api.limits import BodyLimitMiddleware
 from aijobs.api.models import JobEvent
-from aijobs.api.routes import admin, dashboard, docs, health, jobs, me, pages
+from aijobs.api.routes import admin, dashboard, docs, health, jobs, me, pages, webhooks
 from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
 from aijobs.api.unavailable import DatabaseUnavailableMiddleware
@@ -119,7 +119,8 @@ def create_app(
     app.state.aijobs = state
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     problems.install(app)
-    for router in (health.router, jobs.router, me.router, admin.router, pages.router, *extra_routers):
+    routers = (health.router, jobs.router, me.router, webhooks.me_router, admin.router, webhooks.admin_router)
+    for router in (*routers, pages.router, *extra_routers):
         app.include_router(router)
     app.include_router(docs.router)  # /docs, with no CDN
     app.include_router(dashboard.router)  # /dashboard, admin only

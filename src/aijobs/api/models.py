@@ -127,6 +127,23 @@ class JobEvent(BaseModel):
     job: Job
 
 
+class JobDelta(BaseModel):
+    """One SSE `delta` event: the next piece of the reply the running attempt is writing.
+    Joined in `seq` order, an attempt's pieces are the text it stores when it completes."""
+
+    job_id: UUID
+    attempt_token: int = Field(description="Which attempt wrote it (its lease token).")
+    seq: int
+    text: str
+
+
+class JobReset(BaseModel):
+    """One SSE `reset` event: a new attempt started writing; drop the text received so far."""
+
+    job_id: UUID
+    attempt_token: int
+
+
 class Me(BaseModel):
     user_id: UUID
     balance: int

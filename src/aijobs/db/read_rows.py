@@ -247,3 +247,61 @@ class AccountSettingsRow(TypedDict):
     signature: str | None
     default_language: str | None
     default_tone: str | None
+
+
+class WebhookEndpointRow(TypedDict):
+    """A webhook endpoint without its secret (webhook_endpoint_*)."""
+
+    id: UUID
+    user_id: UUID | None
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    created_at: datetime
+
+
+class WebhookAttemptRow(TypedDict):
+    """One attempt of a delivery (webhook_delivery_attempts)."""
+
+    delivery_id: UUID
+    attempt: int
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+
+
+class WebhookDeliveryRow(TypedDict):
+    """One job end for one endpoint (webhook_delivery_page), with its attempt log."""
+
+    id: UUID
+    endpoint_id: UUID
+    job_id: UUID
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    log: list[WebhookAttemptRow]
+
+
+class RecentWebhookDeliveryRow(TypedDict):
+    """A delivery with its endpoint's URL and owner (webhook_delivery_recent: the dashboard)."""
+
+    id: UUID
+    endpoint_id: UUID
+    url: str
+    user_id: UUID | None
+    job_id: UUID
+    event: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime
+    updated_at: datetime

@@ -29,6 +29,8 @@ from aijobs.db.repos.job_types import JobTypesRepo
 from aijobs.db.repos.jobs import JobsRepo
 from aijobs.db.repos.monitoring import MonitoringRepo
 from aijobs.db.repos.providers import ProvidersRepo
+from aijobs.db.repos.streams import StreamsRepo
+from aijobs.db.repos.webhooks import WebhooksRepo
 from aijobs.db.repos.workers import WorkersRepo
 
 
@@ -49,6 +51,8 @@ class Session:
         self.providers = ProvidersRepo(conn)
         self.monitoring = MonitoringRepo(conn)
         self.invariants = InvariantsRepo(conn)
+        self.webhooks = WebhooksRepo(conn)
+        self.streams = StreamsRepo(conn)
 
     async def applied_migrations(self) -> set[int]:
         """Versions applied (/readyz asks on a pooled connection, not one of its own)."""

@@ -107,6 +107,7 @@ def build_task(
     output=GeneratedReply,
     account_settings=True,
     description="Write a reply to a customer review in a chosen tone.",
+    streams=True,
     example={
         "review_text": "Great service and the pasta was delicious! Will come back.",
         "tone": "friendly",

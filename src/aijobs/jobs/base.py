@@ -21,7 +21,15 @@ from uuid import UUID
 from pydantic import BaseModel, ValidationError
 
 from aijobs.jobs.account import AccountSettings
-from aijobs.providers.base import LLMTask, M, Provider, RetryableProviderError, Usage
+from aijobs.providers.base import (
+    DeltaSink,
+    LLMTask,
+    M,
+    Provider,
+    RetryableProviderError,
+    StreamingProvider,
+    Usage,
+)
 
 #: What a job type may be called: the API's `type` field and the `job_types` key accept this.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -57,6 +65,8 @@ class JobContext:
     log: logging.Logger
     #: The job owner's settings, for types registered with `account_settings=True`.
     account: AccountSettings | None = None
+    #: Where the text of a streamable answer goes as the model writes it (None: not streamed).
+    deltas: DeltaSink | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,10 @@ class JobType:
     account_settings: bool = False
     #: For LLM types: the provider request for a payload (what `llm_job` sends).
     build_task: TaskBuilder | None = None
+    #: Whether the worker publishes the answer's text as it is written (a plain-text answer,
+    #: `LLMTask.text_field`, or the `LLMTask.stream_field` of a structured one): subscribers of
+    #: the job's events get it as `delta` events.
+    streams: bool = False
 
     def __post_init__(self) -> None:
         problem = _check(self)
@@ -196,9 +210,14 @@ def preview(text: str) -> str:
 async def run_task(ctx: JobContext, task: LLMTask[M]) -> HandlerResult:
     """Run `task` through the job's provider and shape the stored result the same way for all types.
 
-    Provider errors propagate untouched: the queue classifies them (retry, back off, give up).
+    A plain-text answer is streamed to `ctx.deltas` where the provider can stream. Provider
+    errors propagate untouched: the queue classifies them (retry, back off, give up).
     """
-    completion = await ctx.provider.run(task)
+    streamable = task.text_field is not None or task.stream_field is not None
+    if ctx.deltas is not None and streamable and isinstance(ctx.provider, StreamingProvider):
+        completion = await ctx.provider.stream(task, ctx.deltas)
+    else:
+        completion = await ctx.provider.run(task)
     usage = completion.usage
     return HandlerResult(
         result={

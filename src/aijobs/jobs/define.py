@@ -30,6 +30,7 @@ def job_type(
     example: Mapping[str, Any] | None = None,
     retry: Retry | None = None,
     account_settings: bool = False,
+    streams: bool = False,
 ) -> Callable[[HandlerFn[P]], JobType]:
     """Make an async function a job type.
 
@@ -42,6 +43,8 @@ def job_type(
     The handler returns an instance of `output` (or a dict it accepts; None when there is no
     output model). Raising retries the job with backoff until its attempts are spent, then
     fails and refunds it; `aijobs.providers.base.FatalProviderError` fails it at once.
+    `streams=True`: the handler passes `ctx.deltas` on (as `run_task` does), so subscribers see
+    the answer's text as it is written.
     """
 
     def register(handler: HandlerFn[P]) -> JobType:
@@ -57,6 +60,7 @@ def job_type(
             example=dict(example) if example is not None else None,
             retry=retry or Retry(),
             account_settings=account_settings,
+            streams=streams,
         )
 
     return register
@@ -72,6 +76,7 @@ def llm_job(
     render_input: Callable[[P], str],
     offline: Callable[[P], Any] | None = None,
     text_field: str | None = None,
+    stream_field: str | None = None,
     account_settings: bool = False,
     timeout_seconds: float = 120.0,
     description: str = "",
@@ -82,7 +87,9 @@ def llm_job(
 
     `instructions` are yours and fixed; `render_input(payload)` is the user's data, sent only
     as the user message. The answer must fit `output` (strict structured output); with
-    `text_field` the model answers plain text, stored into that field. `offline(payload)`
+    `text_field` the model answers plain text, stored into that field, and streamed to the job's
+    subscribers as it is written; `stream_field` streams one string field of a structured
+    answer the same way. `offline(payload)`
     answers when no model is configured (without it, such a job fails with a clear error).
     With `account_settings=True` the owner's brand voice and signature go first in the user
     message, as data, and fixed rules about them are added to the instructions.
@@ -103,6 +110,7 @@ def llm_job(
             output=output,
             payload=data,
             text_field=text_field,
+            stream_field=stream_field,
             offline=rule,
         )
 
@@ -123,4 +131,5 @@ def llm_job(
         retry=retry or Retry(),
         account_settings=account_settings,
         build_task=build_task,
+        streams=text_field is not None or stream_field is not None,
     )

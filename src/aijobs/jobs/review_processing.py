@@ -122,6 +122,7 @@ def build_task(
         output=ReviewAnalysis,
         payload=payload,
         offline=lambda: offline(payload, account),
+        stream_field="draft_reply",
     )
 
 
@@ -133,6 +134,7 @@ def build_task(
     output=ReviewAnalysis,
     account_settings=True,
     description="Triage a review: sentiment, topics, urgency, suggested actions and a draft reply.",
+    streams=True,
     example={
         "review_text": "Waited 45 minutes for a cold burger and the staff were rude. I want a refund.",
         "rating": 1,

@@ -13,7 +13,9 @@ The work of a leader tick, each step its own short transaction:
   * delete finished jobs older than RETENTION_DAYS in batches of RETENTION_BATCH_SIZE, at most
     `max_batches` per tick, so locks stay short and claims are never held up for long;
     the credit ledger is never touched;
-  * forget queue samples and worker rows that stopped heartbeating long ago.
+  * forget queue samples and worker rows that stopped heartbeating long ago, and finished
+    webhook deliveries older than RETENTION_DAYS and streamed pieces of attempts that ended
+    (one batch each per tick).
 Every worker, leader or not, refreshes its cached queue gauges on the same tick.
 """
 
@@ -34,6 +36,8 @@ from aijobs.monitoring.metrics import Metrics
 log = logging.getLogger("aijobs.maintenance")
 
 LEADER_NAME = "maintenance"
+#: Streamed pieces outlive their attempt this long, for subscribers still catching up.
+STREAM_GRACE_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class TickResult:
     leader: bool
     pruned_jobs: int = 0
     purged_keys: int = 0
+    pruned_deliveries: int = 0
     batches: int = 0
 
 
@@ -101,6 +106,10 @@ class Maintenance:
             await session.monitoring.prune_workers(p.worker_age_seconds)
             # Idempotency keys are kept 24 hours (Stripe's promise), then forgotten.
             result.purged_keys = await session.idempotency.purge(24.0)
+            # Finished webhook deliveries and their log are kept as long as finished jobs.
+            result.pruned_deliveries = await session.webhooks.prune(p.job_age_seconds, p.batch_size)
+            # Streamed pieces of attempts that ended: the job's result is what stays.
+            await session.streams.prune(STREAM_GRACE_SECONDS, p.batch_size)
         if result.pruned_jobs:
             self.pruned_total += result.pruned_jobs
             self.metrics.pruned_jobs(result.pruned_jobs)

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -60,6 +60,8 @@ class LLMTask(Generic[M]):
     plain text, stored into that field of `output`. `offline` is the job type's own rule for the
     offline provider (the answer as a dict, a model instance, or the text for `text_field`); the
     job module supplies it, so adding a type never touches the providers.
+    `stream_field` names a string field of a structured answer whose text may be streamed as
+    the model writes it (a plain-text answer streams whole).
     """
 
     kind: str
@@ -69,6 +71,7 @@ class LLMTask(Generic[M]):
     payload: BaseModel
     text_field: str | None = None
     offline: Callable[[], Any] | None = None
+    stream_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,3 +142,153 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+#: Receives the text of an answer as the model writes it, piece by piece. Called from the
+#: provider's read loop: it must return at once (buffer, never wait).
+DeltaSink = Callable[[str], None]
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can also stream an answer's text as the model writes it: a plain-text
+    answer (`LLMTask.text_field`), or one string field of a structured one
+    (`LLMTask.stream_field`). Other tasks, and providers without `stream`, use `run`."""
+
+    async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
+        """Answer as `run` does, passing the text to `on_delta` as it arrives; the pieces
+        joined are exactly the stored text field."""
+        ...
+
+
+class TrimmedDeltas:
+    """Passes pieces on so that, joined, they are the answer's text stripped as it is stored:
+    leading whitespace is dropped, trailing whitespace held until more text follows it."""
+
+    def __init__(self, sink: DeltaSink) -> None:
+        self.sink = sink
+        self.started = False
+        self.held = ""
+
+    def __call__(self, delta: str) -> None:
+        if not self.started:
+            delta = delta.lstrip()
+            if not delta:
+                return
+            self.started = True
+        text = self.held + delta
+        body = text.rstrip()
+        self.held = text[len(body) :]
+        if body:
+            self.sink(body)
+
+
+class JsonFieldDeltas:
+    """Passes on, as the raw JSON text of an object streams in, the decoded text of one of its
+    top-level string fields: joined, the pieces are exactly that field's value once the whole
+    text is parsed (escapes decoded, a surrogate pair split across pieces joined)."""
+
+    _ESCAPES: ClassVar[dict[str, str]] = {
+        '"': '"',
+        "\\": "\\",
+        "/": "/",
+        "b": "\b",
+        "f": "\f",
+        "n": "\n",
+        "r": "\r",
+        "t": "\t",
+    }
+
+    def __init__(self, field: str, sink: DeltaSink) -> None:
+        self.field = field
+        self.sink = sink
+        self.depth = 0
+        self.in_string = False
+        self.escape: str | None = None  # what followed a backslash so far
+        self.role = "other"  # of the string being read: "key", "target" or "other"
+        self.key: list[str] = []
+        self.last_key: str | None = None
+        self.awaiting_key = False
+        self.awaiting_value = False
+        self.high: str | None = None  # a high surrogate waiting for its low half
+
+    def __call__(self, text: str) -> None:
+        out: list[str] = []
+        for ch in text:
+            if self.in_string:
+                self._in_string(ch, out)
+            elif ch == '"':
+                self.in_string = True
+                if self.depth == 1 and self.awaiting_key:
+                    self.role, self.key = "key", []
+                elif self.depth == 1 and self.awaiting_value and self.last_key == self.field:
+                    self.role = "target"
+                else:
+                    self.role = "other"
+                self.awaiting_key = self.awaiting_value = False
+            elif ch in "{[":
+                self.depth += 1
+                self.awaiting_key = ch == "{" and self.depth == 1
+                self.awaiting_value = False
+            elif ch in "}]":
+                self.depth -= 1
+            elif self.depth == 1 and ch == ",":
+                self.awaiting_key = True
+            elif self.depth == 1 and ch == ":":
+                self.awaiting_value = True
+            elif not ch.isspace():
+                self.awaiting_value = False
+        if self.role != "target" or not self.in_string:
+            self._release_high(out)
+        if out:
+            self.sink("".join(out))
+
+    def _in_string(self, ch: str, out: list[str]) -> None:
+        if self.escape is not None:
+            self.escape += ch
+            if self.escape[0] == "u":
+                if len(self.escape) < 5:
+                    return
+                try:
+                    decoded = chr(int(self.escape[1:], 16))
+                except ValueError:
+                    decoded = ""  # not JSON: the parse at the end refuses the answer
+            else:
+                decoded = self._ESCAPES.get(self.escape, "")
+            self.escape = None
+            self._char(decoded, out)
+        elif ch == "\\":
+            self.escape = ""
+        elif ch == '"':
+            self.in_string = False
+            if self.role == "key":
+                self.last_key = "".join(self.key)
+            elif self.role == "target":
+                self._release_high(out)
+        else:
+            self._char(ch, out)
+
+    def _char(self, ch: str, out: list[str]) -> None:
+        if not ch:
+            return
+        if self.role == "key":
+            self.key.append(ch)
+            return
+        if self.role != "target":
+            return
+        code = ord(ch)
+        if 0xDC00 <= code <= 0xDFFF and self.high is not None:
+            high = ord(self.high)
+            self.high = None
+            out.append(chr(0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)))
+            return
+        self._release_high(out)
+        if 0xD800 <= code <= 0xDBFF:
+            self.high = ch
+        else:
+            out.append(ch)
+
+    def _release_high(self, out: list[str]) -> None:
+        if self.high is not None:
+            out.append(self.high)
+            self.high = None

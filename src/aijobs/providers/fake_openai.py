@@ -5,7 +5,9 @@ the request's JSON schema, usage figures, `x-request-id` and `x-ratelimit-*` hea
 real `openai` SDK talks to it over real HTTP (respx cannot intercept openai 3.x, which moved to
 httpx2). Behaviour is scriptable per test: `script(Step.rate_limited(200), Step.error(500), …)`
 queues what the next requests get (status, headers, delay, hang, incomplete, content filter,
-refusal); with an empty script every request succeeds. Every request is recorded (`requests`) for assertions.
+refusal); with an empty script every request succeeds. A request with `"stream": true` gets
+the same answer streamed (Responses' events, Chat's chunks), a piece every `stream_interval`.
+Every request is recorded (`requests`) for assertions.
 
 In-process: `with FakeOpenAI() as fake: … fake.base_url …` (a thread, random port).
 Standalone: `python -m aijobs.providers.fake_openai --port 8765 --latency-ms 200 [--rpm N]`
@@ -22,14 +24,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from aijobs.providers import fake_openai_bodies as bodies
@@ -51,10 +53,12 @@ class Step:
     text: str | None = None
     code: str | None = None
     message: str | None = None
+    #: Seconds between two pieces of a streamed answer (added to the server's own interval).
+    stream_interval: float = 0.0
 
     @classmethod
-    def ok(cls, *, delay: float = 0.0, text: str | None = None) -> Step:
-        return cls(delay=delay, text=text)
+    def ok(cls, *, delay: float = 0.0, text: str | None = None, stream_interval: float = 0.0) -> Step:
+        return cls(delay=delay, text=text, stream_interval=stream_interval)
 
     @classmethod
     def rate_limited(cls, retry_after_ms: int | None = 200, **headers: str) -> Step:
@@ -89,13 +93,17 @@ class Step:
         return cls(refusal=refusal)
 
 
+def _ascii_json(content: Any) -> str:
+    return json.dumps(content, allow_nan=False, separators=(",", ":"))
+
+
 class AsciiJSONResponse(JSONResponse):
     """JSON with every non-ASCII character escaped (`\\u00e9`), as many servers send it. A
     scripted answer may then hold any code point, a lone surrogate included, which a UTF-8 body
     cannot carry raw but a JSON escape can."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return _ascii_json(content).encode("ascii")
 
 
 @dataclass(frozen=True)
@@ -121,8 +129,10 @@ class FakeOpenAI:
         fail_rate: float = 0.0,
         api_key: str | None = None,
         port: int = 0,
+        stream_interval_ms: float = 0.0,
     ) -> None:
         self.latency = latency_ms / 1000.0
+        self.stream_interval = stream_interval_ms / 1000.0
         self.rpm = rpm
         self.window = window_seconds
         self.fail_rate = fail_rate
@@ -131,6 +141,8 @@ class FakeOpenAI:
         self._lock = threading.Lock()
         self._script: deque[Step] = deque()
         self._log: list[Recorded] = []
+        #: time.time() when each streamed answer's first piece of text was sent (benchmarks).
+        self.first_pieces: list[float] = []
         self._recent: deque[float] = deque()
         self._closing = False
         self._server: uvicorn.Server | None = None
@@ -257,7 +269,39 @@ class FakeOpenAI:
             text=step.text,
         )
         headers["openai-processing-ms"] = str(int((self.latency + step.delay) * 1000))
+        if body.get("stream"):
+            interval = self.stream_interval + step.stream_interval
+            return StreamingResponse(
+                self._stream(body, payload, interval), media_type="text/event-stream", headers=headers
+            )
         return AsciiJSONResponse(payload, headers=headers)
+
+    async def _stream(
+        self, body: dict[str, Any], final: dict[str, Any], interval: float
+    ) -> AsyncIterator[bytes]:
+        """The answer as the API streams it: Responses' typed events, or Chat's chunks and
+        `[DONE]`; a piece of text every `interval` seconds."""
+        first = True
+        if final.get("object") == "response":
+            for event in bodies.responses_stream(final):
+                if event["type"].endswith(".delta"):
+                    if interval:
+                        await asyncio.sleep(interval)
+                    if first:
+                        first = False
+                        self.first_pieces.append(time.time())
+                yield f"event: {event['type']}\ndata: {_ascii_json(event)}\n\n".encode()
+            return
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        for chunk in bodies.chat_stream(final, include_usage=include_usage):
+            if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                if interval:
+                    await asyncio.sleep(interval)
+                if first:
+                    first = False
+                    self.first_pieces.append(time.time())
+            yield f"data: {_ascii_json(chunk)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
 
     def _next_step(self) -> tuple[Step, float | None]:
         """The scripted step (else a default or a random fault), and the server's own 429."""
@@ -319,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--window-seconds", type=float, default=60.0, help="the --rpm window")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered 500")
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
+    parser.add_argument("--stream-interval-ms", type=float, default=0.0, help="between streamed pieces")
     args = parser.parse_args(argv)
     fake = FakeOpenAI(
         latency_ms=args.latency_ms,
@@ -327,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
         fail_rate=args.fail_rate,
         api_key=args.api_key,
         port=args.port,
+        stream_interval_ms=args.stream_interval_ms,
     )
     print(f"fake OpenAI server on http://127.0.0.1:{args.port}/v1 (OPENAI_BASE_URL)", flush=True)
     fake.serve_forever()

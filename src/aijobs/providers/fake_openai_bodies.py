@@ -7,8 +7,10 @@ schema the SDK sent), so any pydantic output model round-trips without the fake 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 PLAIN_TEXT = (
@@ -236,3 +238,61 @@ def error_body(status: int, code: str | None = None, message: str | None = None)
             "code": code or default_code,
         }
     }
+
+
+# -- streaming -----------------------------------------------------------------------------------
+def pieces(text: str) -> list[str]:
+    """`text` in the pieces a model streams it in: each word with the spaces after it."""
+    return re.findall(r"\s*\S+\s*", text) or ([text] if text else [])
+
+
+def responses_stream(final: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The Responses API's stream events for the answer `final` (a `responses_body`)."""
+    sequence = iter(range(1_000_000))
+    opening = {**final, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    yield {"type": "response.created", "response": opening, "sequence_number": next(sequence)}
+    for index, item in enumerate(final["output"]):
+        if item["type"] != "message":
+            continue
+        for part in item["content"]:
+            if part["type"] == "refusal":
+                yield {
+                    "type": "response.refusal.delta",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "delta": part["refusal"],
+                    "sequence_number": next(sequence),
+                }
+                continue
+            for piece in pieces(part["text"]):
+                yield {
+                    "type": "response.output_text.delta",
+                    "item_id": item["id"],
+                    "output_index": index,
+                    "content_index": 0,
+                    "delta": piece,
+                    "logprobs": [],
+                    "sequence_number": next(sequence),
+                }
+    ending = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    yield {"type": ending, "response": final, "sequence_number": next(sequence)}
+
+
+def chat_stream(final: dict[str, Any], *, include_usage: bool) -> Iterator[dict[str, Any]]:
+    """Chat Completions' stream chunks for the answer `final` (a `chat_body`)."""
+    head = {k: final[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+    choice = final["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    if message.get("refusal"):
+        yield chunk({"refusal": message["refusal"]})
+    for piece in pieces(message.get("content") or ""):
+        yield chunk({"content": piece})
+    yield chunk({}, choice["finish_reason"])
+    if include_usage:
+        yield {**head, "choices": [], "usage": final["usage"]}

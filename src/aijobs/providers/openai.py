@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Literal, cast
 
-from openai import AsyncOpenAI
+from openai import AsyncAPIResponse, AsyncOpenAI
+from openai.lib import type_to_response_format_param
 from pydantic import BaseModel, ValidationError
 
 from aijobs.config import Settings
 from aijobs.providers.base import (
     Completion,
+    DeltaSink,
     FatalProviderError,
+    JsonFieldDeltas,
     LLMTask,
     M,
     ProviderError,
     RetryableProviderError,
+    TrimmedDeltas,
     Usage,
     first_unstorable,
     storable_text,
@@ -108,10 +113,31 @@ class OpenAIProvider:
     # -- the call -------------------------------------------------------------------------
     async def run(self, task: LLMTask[M]) -> Completion[M]:
         started = time.perf_counter()
+        if self.api == "chat":
+            return await self._classified(task, started, self._chat(task, started))
+        return await self._classified(task, started, self._responses(task, started))
+
+    async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
+        """`run`, streamed (`stream=True` on either API): the text of a plain-text answer, or
+        of the structured answer's `stream_field`, passed to `on_delta` as it arrives."""
+        emit: DeltaSink
+        if task.text_field is not None:
+            emit = TrimmedDeltas(on_delta)
+        elif task.stream_field is not None:
+            emit = JsonFieldDeltas(task.stream_field, on_delta)
+        else:
+            return await self.run(task)
+        started = time.perf_counter()
+        if self.api == "chat":
+            return await self._classified(task, started, self._chat_stream(task, started, emit))
+        return await self._classified(task, started, self._responses_stream(task, started, emit))
+
+    async def _classified(
+        self, task: LLMTask[M], started: float, call: Coroutine[Any, Any, Completion[M]]
+    ) -> Completion[M]:
+        """Await `call`, turning whatever it raises into a classified ProviderError."""
         try:
-            if self.api == "chat":
-                return await self._chat(task, started)
-            return await self._responses(task, started)
+            return await call
         except ProviderError as exc:
             raise _storable_message(exc, task) from exc.__cause__
         except Exception as exc:
@@ -138,6 +164,17 @@ class OpenAIProvider:
         request_id = raw.request_id or _str(body.get("id"))
         model = _str(body.get("model")) or self._model
         usage = self._usage(started, request_id=request_id, model=model, tokens=_responses_tokens(body))
+        self._check_responses_body(body, usage)
+        try:
+            parsed = raw.parse()
+        except (ValidationError, ValueError) as exc:
+            raise self._bad_output(task, exc, usage) from exc
+        if task.text_field is not None:
+            return self._text_completion(task, parsed.output_text, usage)
+        return self._structured_completion(task, parsed.output_parsed, usage)
+
+    def _check_responses_body(self, body: dict[str, Any], usage: Usage) -> None:
+        """Raise for an answer that is incomplete, failed or refused (Responses API)."""
         status = body.get("status")
         if status == "incomplete":
             reason = (body.get("incomplete_details") or {}).get("reason") or "unknown reason"
@@ -154,13 +191,90 @@ class OpenAIProvider:
         refusal = _responses_refusal(body)
         if refusal is not None:
             raise FatalProviderError(f"OpenAI refused the request: {refusal[:300]}", usage=usage)
-        try:
-            parsed = raw.parse()
-        except (ValidationError, ValueError) as exc:
-            raise self._bad_output(task, exc, usage) from exc
-        if task.text_field is not None:
-            return self._text_completion(task, parsed.output_text, usage)
-        return self._structured_completion(task, parsed.output_parsed, usage)
+
+    async def _responses_stream(self, task: LLMTask[M], started: float, emit: DeltaSink) -> Completion[M]:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "instructions": task.instructions,
+            "input": [{"role": "user", "content": task.input}],
+            "max_output_tokens": self.max_output_tokens,
+            "store": False,
+            "stream": True,
+        }
+        if task.text_field is None:
+            kwargs["text"] = {"format": {"type": "json_schema", **_json_schema(task.output)}}
+        if is_reasoning_model(self._model):
+            kwargs["reasoning"] = {"effort": self.reasoning_effort}
+        parts: list[str] = []
+        final: dict[str, Any] | None = None
+        async with self.client.responses.with_streaming_response.create(**kwargs) as response:
+            request_id = response.request_id
+            async for event in _sse_data(response):
+                kind = event.get("type")
+                if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+                    parts.append(event["delta"])
+                    emit(event["delta"])
+                elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                    final = event.get("response") if isinstance(event.get("response"), dict) else {}
+                elif kind == "error":
+                    message = redact(str(event.get("message") or event), self._secret)
+                    raise RetryableProviderError(f"OpenAI stream failed: {message}"[:500])
+        body = final or {}
+        usage = self._usage(
+            started,
+            request_id=request_id or _str(body.get("id")),
+            model=_str(body.get("model")),
+            tokens=_responses_tokens(body),
+        )
+        if final is None:
+            raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
+        self._check_responses_body(body, usage)
+        return self._streamed_completion(task, "".join(parts), usage)
+
+    async def _chat_stream(self, task: LLMTask[M], started: float, emit: DeltaSink) -> Completion[M]:
+        kwargs: dict[str, Any] = {
+            "model": self._model,
+            "messages": [
+                {"role": "system", "content": task.instructions},
+                {"role": "user", "content": task.input},
+            ],
+            "max_completion_tokens": self.max_output_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if task.text_field is None:
+            kwargs["response_format"] = {"type": "json_schema", "json_schema": _json_schema(task.output)}
+        if is_reasoning_model(self._model):
+            kwargs["reasoning_effort"] = self.reasoning_effort
+        parts: list[str] = []
+        refusal: list[str] = []
+        finish_reason: str | None = None
+        body: dict[str, Any] = {}
+        async with self.client.chat.completions.with_streaming_response.create(**kwargs) as response:
+            request_id = response.request_id
+            async for chunk in _sse_data(response):
+                body.setdefault("id", chunk.get("id"))
+                body["model"] = chunk.get("model") or body.get("model")
+                if isinstance(chunk.get("usage"), dict):
+                    body["usage"] = chunk["usage"]
+                for choice in (chunk.get("choices") or [])[:1]:
+                    delta = choice.get("delta") or {}
+                    if isinstance(delta.get("content"), str) and delta["content"]:
+                        parts.append(delta["content"])
+                        emit(delta["content"])
+                    if isinstance(delta.get("refusal"), str):
+                        refusal.append(delta["refusal"])
+                    finish_reason = choice.get("finish_reason") or finish_reason
+        usage = self._usage(
+            started,
+            request_id=request_id or _str(body.get("id")),
+            model=_str(body.get("model")),
+            tokens=_chat_tokens(body),
+        )
+        self._check_chat_finish(finish_reason, "".join(refusal) or None, usage)
+        if finish_reason is None:
+            raise RetryableProviderError("OpenAI stream ended before the answer did", usage=usage)
+        return self._streamed_completion(task, "".join(parts), usage)
 
     async def _chat(self, task: LLMTask[M], started: float) -> Completion[M]:
         kwargs: dict[str, Any] = {
@@ -183,17 +297,9 @@ class OpenAIProvider:
         choices = body.get("choices") or []
         if not choices:
             raise RetryableProviderError("OpenAI answer had no choices", usage=usage)
-        finish_reason = choices[0].get("finish_reason")
-        if finish_reason == "length":
-            raise RetryableProviderError(
-                "OpenAI answer incomplete (finish_reason=length: the output token cap was reached)",
-                usage=usage,
-            )
-        if finish_reason == "content_filter":
-            raise FatalProviderError("OpenAI refused the request: content filter", usage=usage)
-        refusal = (choices[0].get("message") or {}).get("refusal")
-        if refusal:
-            raise FatalProviderError(f"OpenAI refused the request: {str(refusal)[:300]}", usage=usage)
+        self._check_chat_finish(
+            choices[0].get("finish_reason"), (choices[0].get("message") or {}).get("refusal"), usage
+        )
         try:
             parsed = raw.parse()
         except (ValidationError, ValueError) as exc:
@@ -203,7 +309,29 @@ class OpenAIProvider:
             return self._text_completion(task, message.content or "", usage)
         return self._structured_completion(task, message.parsed, usage)
 
+    def _check_chat_finish(self, finish_reason: object, refusal: object, usage: Usage) -> None:
+        """Raise for an answer cut short, filtered or refused (Chat Completions)."""
+        if finish_reason == "length":
+            raise RetryableProviderError(
+                "OpenAI answer incomplete (finish_reason=length: the output token cap was reached)",
+                usage=usage,
+            )
+        if finish_reason == "content_filter":
+            raise FatalProviderError("OpenAI refused the request: content filter", usage=usage)
+        if refusal:
+            raise FatalProviderError(f"OpenAI refused the request: {str(refusal)[:300]}", usage=usage)
+
     # -- shaping --------------------------------------------------------------------------
+    def _streamed_completion(self, task: LLMTask[M], text: str, usage: Usage) -> Completion[M]:
+        """The answer a stream's text makes: plain text, or the structured answer it encodes."""
+        if task.text_field is not None:
+            return self._text_completion(task, text, usage)
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise self._bad_output(task, exc, usage) from exc
+        return self._structured_completion(task, data, usage)
+
     def _text_completion(self, task: LLMTask[M], text: str, usage: Usage) -> Completion[M]:
         assert task.text_field is not None
         text = text.strip()
@@ -279,6 +407,32 @@ def _json(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RetryableProviderError("OpenAI returned a body that is not a JSON object")
     return value
+
+
+async def _sse_data(response: AsyncAPIResponse[Any]) -> AsyncIterator[dict[str, Any]]:
+    """The JSON `data` of each Server-Sent Event of an OpenAI stream, until `[DONE]` or the
+    end. Read as plain JSON: building the SDK's typed event models cost a second or two of
+    blocked event loop the first time, and CPU for every piece after."""
+    lines: list[str] = []
+    async for line in response.iter_lines():
+        if line.startswith("data:"):
+            lines.append(line[5:].removeprefix(" "))
+            continue
+        if line or not lines:
+            continue  # `event:` names, comments, blank lines between events
+        text = "\n".join(lines)
+        lines = []
+        if text == "[DONE]":
+            return
+        yield _json(text)
+    if lines and (text := "\n".join(lines)) != "[DONE]":
+        yield _json(text)
+
+
+def _json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`{name, schema, strict}`: the strict JSON schema the SDK's parse helpers send for `model`."""
+    param = cast("dict[str, Any]", type_to_response_format_param(model))
+    return dict(param["json_schema"])
 
 
 def _str(value: object) -> str | None:

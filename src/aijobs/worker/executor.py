@@ -23,6 +23,7 @@ from aijobs.logs import redact_payload
 from aijobs.providers.base import Provider, first_unstorable
 from aijobs.queue import outcomes
 from aijobs.queue.retry import RetryPolicy
+from aijobs.worker.streaming import StreamPublisher
 
 log = logging.getLogger("aijobs.worker")
 
@@ -46,10 +47,12 @@ class Executor:
         *,
         timeout_cap: float | None = None,
         account_settings: AccountSettingsSource | None = None,
+        streams: StreamPublisher | None = None,
     ) -> None:
         self.provider = provider
         self.policy = policy
         self.timeout_cap = timeout_cap
+        self.streams = streams
         self.account_settings = account_settings
         self._policies: dict[str, RetryPolicy] = {}
         self._missing_logged: set[str] = set()
@@ -88,18 +91,30 @@ class Executor:
             log.debug("🔄 Processing job %s (%s)...", job.id, job.type, extra=extra)
         # The time limit (`time_limit`) is enforced by the runner's watchdog, which cancels
         # overdue jobs: one timer for the worker instead of one per job on the hot path.
+        stream = self.streams.open(job) if self.streams is not None and kind.streams else None
         try:
             payload = kind.parse(job.payload)
             account = None
             if kind.account_settings and self.account_settings is not None:
                 account = await self.account_settings.for_job(job.id)
             context = JobContext(
-                job_id=job.id, attempt=job.attempts, provider=self.provider, log=log, account=account
+                job_id=job.id,
+                attempt=job.attempts,
+                provider=self.provider,
+                log=log,
+                account=account,
+                deltas=stream.write if stream is not None else None,
             )
             answer = await kind.run(payload, context)
+            if stream is not None:
+                await stream.close()  # the last pieces are stored before the result is
         except asyncio.CancelledError:
+            if stream is not None:
+                stream.abort()
             raise
         except Exception as exc:
+            if stream is not None:
+                stream.abort()
             return self.failed(job, exc)
         found = first_unstorable(answer.result)
         if found is not None:

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -31,7 +32,16 @@ import psycopg
 from aijobs.config import Settings
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.db.store import Store
-from aijobs.providers.base import Completion, LLMTask, M, Provider, ProviderError, RateLimitedError
+from aijobs.providers.base import (
+    Completion,
+    DeltaSink,
+    LLMTask,
+    M,
+    Provider,
+    ProviderError,
+    RateLimitedError,
+    StreamingProvider,
+)
 from aijobs.queue.retry import RetryPolicy
 
 log = logging.getLogger("aijobs.worker")
@@ -190,6 +200,21 @@ class GatedProvider:
         self.remote = bool(getattr(inner, "shares_rate_limits", False))
 
     async def run(self, task: LLMTask[M]) -> Completion[M]:
+        return await self._call(task, self.inner.run(task))
+
+    async def stream(self, task: LLMTask[M], on_delta: DeltaSink) -> Completion[M]:
+        """The inner provider's `stream` where it has one, else its `run`: held and budgeted alike."""
+        if isinstance(self.inner, StreamingProvider):
+            return await self._call(task, self.inner.stream(task, on_delta))
+        return await self._call(task, self.inner.run(task))
+
+    async def _call(self, task: LLMTask[M], call: Coroutine[Any, Any, Completion[M]]) -> Completion[M]:
+        try:
+            return await self._gated(task, call)
+        finally:
+            call.close()  # never awaited when held back: no "never awaited" warning
+
+    async def _gated(self, task: LLMTask[M], call: Coroutine[Any, Any, Completion[M]]) -> Completion[M]:
         held = await self.gate.pause(fresh=self.remote)
         if held > 0:
             raise RateLimitedError(
@@ -198,10 +223,10 @@ class GatedProvider:
             )
         budget = self.gate.budget
         if budget is None:
-            return await self.inner.run(task)
+            return await call
         call_id = await budget.reserve(estimate_tokens(task, self.inner))
         try:
-            completion = await self.inner.run(task)
+            completion = await call
         except ProviderError as exc:
             await budget.settle(
                 call_id, _total(exc.usage.input_tokens, exc.usage.output_tokens) if exc.usage else None

@@ -47,6 +47,8 @@ from aijobs.worker.executor import AccountSettingsSource, Executor
 from aijobs.worker.heartbeat import Heartbeat
 from aijobs.worker.provider_gate import ProviderGate
 from aijobs.worker.sources import StoreAccountSettings, StoreCatalog
+from aijobs.worker.streaming import StreamPublisher
+from aijobs.worker.webhooks import WEBHOOKS_CHANNEL, Deliverer
 
 log = logging.getLogger("aijobs.worker")
 
@@ -113,6 +115,7 @@ class Worker:
             self.policy,
             timeout_cap=settings.job_timeout_seconds,
             account_settings=account_settings or StoreAccountSettings(store),
+            streams=StreamPublisher(store),
         )
         self.completer = Completer(store, self.id)
         self.running: dict[UUID, Running] = {}
@@ -123,6 +126,7 @@ class Worker:
         self.metrics.in_flight.set_function(lambda: len(self.running))
         self.maintenance = maintenance.for_worker(store, self.id, self.metrics, settings)
         self._wake = asyncio.Event()
+        self.webhooks = Deliverer(store, self.id, settings)
         self._stop_claiming = asyncio.Event()
         self._stop_services = asyncio.Event()
         self._more_waiting = False
@@ -133,9 +137,9 @@ class Worker:
             if listen_conninfo is None
             else Listener(
                 listen_conninfo,
-                [JOBS_CHANNEL, CANCEL_CHANNEL],
+                [JOBS_CHANNEL, CANCEL_CHANNEL, WEBHOOKS_CHANNEL],
                 on_notify=self._on_notify,
-                on_connect=self._wake.set,
+                on_connect=self._on_connect,
                 health_seconds=max(settings.polling_seconds, 1.0),
             )
         )
@@ -185,6 +189,7 @@ class Worker:
             asyncio.create_task(self.completer.run(self._stop_services), name="completer"),
             asyncio.create_task(self.maintenance.run(self._stop_services), name="maintenance"),
             asyncio.create_task(self._watchdog(self._stop_services), name="watchdog"),
+            asyncio.create_task(self.webhooks.run(self._stop_services), name="webhooks"),
         ]
         listening = None
         if self.listener is not None:
@@ -267,8 +272,15 @@ class Worker:
         await asyncio.sleep(0)
         self._wake.clear()
 
+    def _on_connect(self) -> None:
+        # Anything announced while the listener was away is caught up on at once.
+        self._wake.set()
+        self.webhooks.wake()
+
     def _on_notify(self, channel: str, payload: str) -> None:
-        if channel == CANCEL_CHANNEL:
+        if channel == WEBHOOKS_CHANNEL:
+            self.webhooks.wake()
+        elif channel == CANCEL_CHANNEL:
             try:
                 self._stop_job(UUID(payload), "cancelled")
             except ValueError:

@@ -44,6 +44,8 @@ from aijobs.monitoring.metrics import CONTENT_TYPE, metrics
 
 log = logging.getLogger("aijobs.api")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
+#: Webhook deliveries the live panel lists, newest first.
+WEBHOOK_ROWS = 15
 metrics_router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("aijobs.api") / "templates"))
 templates.env.filters["dur"] = view.seconds
@@ -131,6 +133,7 @@ async def prometheus_metrics(request: Request, store: StoreDep, state: StateDep)
 async def live_context(state: ApiState, store: Store) -> dict[str, Any]:
     async with store.session() as session:
         data = await dashboard_data.load(session, dead_after_seconds=state.settings.lease_seconds)
+        webhooks = await session.webhooks.recent(WEBHOOK_ROWS)
     providers = [p for p in data.stats.providers if p.minutes == 60]
     return {
         "s": data.stats,
@@ -145,6 +148,7 @@ async def live_context(state: ApiState, store: Store) -> dict[str, Any]:
         "provider_p95": max((p.p95_ms or 0 for p in providers), default=None) if providers else None,
         "charts": data.charts(),
         "failures": data.failures,
+        "webhooks": webhooks,
         "leader": data.leader,
         "now": datetime.now(UTC),
     }
@@ -201,6 +205,17 @@ async def cancel(request: Request, job_id: UUID, _who: ViewerDep, store: StoreDe
     return JSONResponse(
         {"id": str(row["id"]), "status": row["status"], "cancel_requested": row["cancel_requested"]}
     )
+
+
+@router.post("/webhooks/deliveries/{delivery_id}/replay")
+async def replay_delivery(request: Request, delivery_id: UUID, _who: ViewerDep, store: StoreDep) -> Response:
+    """Send a webhook delivery again (same id and body), behind the dashboard's auth."""
+    if request.headers.get("x-dashboard") != "1":
+        raise ProblemError(403, "missing X-Dashboard header", code="forbidden")
+    async with store.session() as session:
+        if not await session.webhooks.replay_any(delivery_id):
+            raise not_found("webhook delivery")
+    return Response(status_code=202)
 
 
 @router.get("/login", response_class=HTMLResponse)

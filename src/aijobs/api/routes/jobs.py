@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -27,15 +28,17 @@ from aijobs.api.creation import (
     create_batch_for_user,
     create_for_user,
 )
-from aijobs.api.events import RESYNC, JobEventsHub
+from aijobs.api.events import DELTA, RESYNC, JobEventsHub
 from aijobs.api.job_schemas import result_schema
 from aijobs.api.models import (
     Job,
     JobBatch,
     JobBatchCreate,
     JobCreate,
+    JobDelta,
     JobEvent,
     JobPage,
+    JobReset,
     JobStatus,
     JobTypeInfo,
 )
@@ -346,11 +349,15 @@ async def retry_job(
 @router.get(
     "/api/jobs/{job_id}/events",
     response_class=EventStream,
-    summary="Server-Sent Events: the job's status changes, until it is finished",
+    summary="Server-Sent Events: the job's status changes, and its reply as it is written",
     responses={
         200: {
             "description": "`event: status` with a JobEvent as data, one per transition; the stream "
-            "ends after a terminal status (completed, failed, cancelled).",
+            "ends after a terminal status (completed, failed, cancelled). For a type that streams "
+            "(ai_generation), `event: delta` (JobDelta: the next piece of the reply, id "
+            "`<attempt token>:<seq>`) while it runs, from the start of the running attempt for a "
+            "late subscriber, or after the piece named by `Last-Event-ID`; `event: reset` "
+            "(JobReset) when a new attempt starts writing: drop the text received so far.",
             "content": {
                 "text/event-stream": {
                     "schema": {"type": "string", "description": "SSE; each `data:` is a JobEvent (JSON)."}
@@ -361,12 +368,21 @@ async def retry_job(
     },
 )
 async def job_events(
-    job_id: UUID, principal: CurrentUser, store: StoreDep, hub: HubDep, state: StateDep
+    job_id: UUID,
+    principal: CurrentUser,
+    store: StoreDep,
+    hub: HubDep,
+    state: StateDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", max_length=100, description="Resume after this `delta` event."),
+    ] = None,
 ) -> EventSourceResponse:
     """At most MAX_STREAMS_PER_USER streams per user are open at once in one API process;
     one more is a 429 (`too_many_streams`, with `open_streams`, `limit` and a Retry-After)."""
     assert principal.user_id is not None
     slot = state.streams.acquire(principal.user_id)  # 429 before any database work
+    sent = Position.parse(last_event_id)
 
     async def stream() -> AsyncIterator[dict[str, str]]:
         try:
@@ -375,11 +391,19 @@ async def job_events(
                 last: str = job.status
                 sequence = 1
                 yield _event(sequence, last, job)
+                if last not in TERMINAL_STATUSES:
+                    for event in await _pieces(store, job_id, sent):
+                        yield event
                 while last not in TERMINAL_STATUSES:
                     try:
                         note = await asyncio.wait_for(events.get(), timeout=hub.recheck_seconds)
                     except TimeoutError:
                         note = RESYNC
+                    if note in (DELTA, RESYNC):
+                        for event in await _pieces(store, job_id, sent):
+                            yield event
+                        if note == DELTA:
+                            continue
                     try:
                         job = await read_job(store, principal, job_id)
                     except ProblemError:
@@ -387,6 +411,10 @@ async def job_events(
                     status = job.status if note == RESYNC else note
                     if status == last or status not in JOB_STATUSES:
                         continue
+                    if status in TERMINAL_STATUSES:
+                        # Every piece is written before the end is: send them first.
+                        for event in await _pieces(store, job_id, sent):
+                            yield event
                     last = status
                     sequence += 1
                     yield _event(sequence, last, job)
@@ -403,6 +431,42 @@ async def job_events(
 
 
 JOB_STATUSES = frozenset(JobStatus)
+
+
+@dataclass
+class Position:
+    """The last piece of streamed text a subscriber has: (attempt's lease token, seq)."""
+
+    lease_token: int = 0
+    seq: int = 0
+
+    @classmethod
+    def parse(cls, event_id: str | None) -> Position:
+        """From a `delta` event's id ("<lease token>:<seq>"); anything else starts afresh."""
+        lease, _, seq = (event_id or "").partition(":")
+        if not (lease.isdigit() and seq.isdigit() and len(lease) <= 19 and len(seq) <= 9):
+            return cls()
+        return cls(int(lease), int(seq))
+
+
+async def _pieces(store: Store, job_id: UUID, sent: Position) -> list[dict[str, str]]:
+    """The events for the pieces written since `sent` (which moves on): a `reset` first when
+    they are a later attempt's than the ones sent before."""
+    async with store.session() as session:
+        chunks = await session.streams.read(job_id, after_lease=sent.lease_token, after_seq=sent.seq)
+    events: list[dict[str, str]] = []
+    for chunk in chunks:
+        if chunk.lease_token != sent.lease_token:
+            if sent.lease_token:
+                reset = JobReset(job_id=job_id, attempt_token=chunk.lease_token)
+                events.append({"event": "reset", "data": reset.model_dump_json()})
+            sent.lease_token, sent.seq = chunk.lease_token, 0
+        sent.seq = chunk.seq
+        delta = JobDelta(job_id=job_id, attempt_token=chunk.lease_token, seq=chunk.seq, text=chunk.text)
+        events.append(
+            {"event": "delta", "id": f"{chunk.lease_token}:{chunk.seq}", "data": delta.model_dump_json()}
+        )
+    return events
 
 
 def _event(sequence: int, status: str, job: Job) -> dict[str, str]:

@@ -149,6 +149,9 @@ function showResult(job) {
 async function follow(jobId) {
   if (stream) stream.abort();
   stream = new AbortController();
+  const live = $("live-reply");
+  live.textContent = "";
+  live.hidden = true;
   const response = await fetch(`/api/jobs/${jobId}/events`, {
     headers: headers({ Accept: "text/event-stream" }),
     signal: stream.signal,
@@ -171,6 +174,13 @@ async function follow(jobId) {
         const name = i < 0 ? line : line.slice(0, i);
         const val = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
         fields[name] = name === "data" && fields.data ? `${fields.data}\n${val}` : val;
+      }
+      // The reply as the model writes it; a reset means a new attempt starts it over.
+      if (fields.event === "delta" && fields.data) {
+        live.textContent += JSON.parse(fields.data).text;
+        live.hidden = false;
+      } else if (fields.event === "reset") {
+        live.textContent = "";
       }
       if (fields.event === "status" && fields.data) {
         const event = JSON.parse(fields.data);

@@ -1,5 +1,5 @@
 // aijobs dashboard: re-fetch the live fragment every 2 s and swap it in; requeue, find, inspect
-// and cancel jobs.
+// and cancel jobs, and replay webhook deliveries.
 // Vanilla JS, no build step. Auth rides on the HttpOnly cookie (or whatever the page had);
 // state-changing requests add X-Dashboard, which a cross-site form cannot send.
 (function () {
@@ -98,14 +98,31 @@
     inspect(id);
   });
 
+  async function replay(button) {
+    button.disabled = true;
+    const res = await fetch(
+      "/dashboard/webhooks/deliveries/" + encodeURIComponent(button.dataset.delivery) + "/replay",
+      { method: "POST", headers, credentials: "same-origin" },
+    );
+    if (res.status === 202) {
+      say("Delivery " + button.dataset.delivery + " will be sent again");
+      await refresh();
+    } else {
+      const body = await res.json().catch(() => ({}));
+      button.disabled = false;
+      say("Replay refused: " + (body.detail || res.status));
+    }
+  }
+
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("a.inspect, button.requeue, button.cancel, button.copy, #close-inspector");
+    const target = event.target.closest("a.inspect, button.requeue, button.cancel, button.copy, button.replay, #close-inspector");
     if (!target) return;
     event.preventDefault();
     if (target.id === "close-inspector") inspector.hidden = true;
     else if (target.matches("a.inspect")) inspect(target.dataset.job);
     else if (target.matches("button.cancel")) cancel(target);
     else if (target.matches("button.copy")) copy(target);
+    else if (target.matches("button.replay")) replay(target);
     else requeue(target);
   });
   document.addEventListener("visibilitychange", refresh);
