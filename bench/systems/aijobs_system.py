@@ -48,7 +48,7 @@ def _job_types() -> list[tuple[str, int, float]]:
 
 def _fund(db_url: str, user: uuid.UUID, credits: int) -> None:
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select credit_grant(%s, %s, 'bench')", (user, credits))
+        conn.execute("select aijobs.grant_credits(%s, %s, 'bench')", (user, credits))
 
 
 class AijobsSystem(System):
@@ -132,9 +132,10 @@ class AijobsSystem(System):
                 k = min(200, n - start)
                 with conn.transaction():
                     conn.execute(
-                        "select create_credit_consuming_job(%s, 'sentiment_analysis',"
-                        " jsonb_build_object('text', %s::text)) from generate_series(1, %s)",
-                        (USER, TEXT[handler], k),
+                        "select count(*) from aijobs.create_jobs(%s,"
+                        " array_fill('sentiment_analysis'::text, array[%s]),"
+                        " array_fill(jsonb_build_object('text', %s::text), array[%s]))",
+                        (USER, k, TEXT[handler], k),
                     )
 
     def start_workers(self, db_url: str, spec: WorkerSpec) -> list[subprocess.Popen[bytes]]:
@@ -164,7 +165,7 @@ class AijobsSystem(System):
         """
         with psycopg.connect(db_url, autocommit=True) as conn:
             row = conn.execute(
-                "select count(*) from jobs where finished_at > now() - interval '6 hours'"
+                "select count(*) from aijobs.jobs where finished_at > now() - interval '6 hours'"
                 " and status = 'completed'"
             ).fetchone()
         return int(row[0]) if row else 0
@@ -174,7 +175,7 @@ class AijobsSystem(System):
             row = conn.execute(
                 "select extract(epoch from min(started_at))::float8,"
                 " extract(epoch from max(finished_at))::float8, count(*)"
-                " from jobs where status = 'completed' and finished_at >= to_timestamp(%s)",
+                " from aijobs.jobs where status = 'completed' and finished_at >= to_timestamp(%s)",
                 (since,),
             ).fetchone()
         if row is None or row[0] is None or row[1] is None:
@@ -184,26 +185,26 @@ class AijobsSystem(System):
     def seed_finished(self, db_url: str, n: int) -> None:
         """n completed jobs a day old, each with its attempt row, as a real history leaves them."""
         with psycopg.connect(db_url, autocommit=True) as conn:
-            conn.execute("insert into accounts (user_id) values (%s) on conflict do nothing", (USER,))
+            conn.execute("insert into aijobs.accounts (user_id) values (%s) on conflict do nothing", (USER,))
             conn.execute(
-                """insert into jobs (user_id, type, payload, status, attempts, cost, result,
+                """insert into aijobs.jobs (user_id, type, payload, status, attempts, cost, result,
                                      created_at, started_at, finished_at, updated_at, lease_token)
                    select %s, 'sentiment_analysis', '{"text": "noop"}', 'completed', 1, 1,
-                          '{"provider": "bench"}', t, t, t, t, nextval('job_lease_seq')
+                          '{"provider": "bench"}', t, t, t, t, nextval('aijobs.job_lease_seq')
                    from generate_series(1, %s) as i,
                         lateral (select now() - interval '1 day'
                                         - make_interval(secs => i / 100.0)) as s(t)""",
                 (USER, n),
             )
             conn.execute(
-                """insert into job_attempts (lease_token, job_id, attempt, worker_id, started_at, finished_at,
+                """insert into aijobs.job_attempts (lease_token, job_id, attempt, worker_id, started_at, finished_at,
                                              outcome, provider)
                    select lease_token, id, 1, 'history', started_at, finished_at, 'completed', 'bench'
-                   from jobs where user_id = %s""",
+                   from aijobs.jobs where user_id = %s""",
                 (USER,),
             )
-            conn.execute("vacuum analyze jobs")
-            conn.execute("vacuum analyze job_attempts")
+            conn.execute("vacuum analyze aijobs.jobs")
+            conn.execute("vacuum analyze aijobs.job_attempts")
 
     # -- W3 -------------------------------------------------------------------------
     def produce_paced(self, db_url: str, interval_s: float, count: int) -> dict[str, int]:
@@ -241,7 +242,7 @@ class AijobsSystem(System):
         users = [uuid.uuid4() for _ in range(100)]
         with psycopg.connect(db_url, autocommit=True) as conn:
             for user in users:
-                conn.execute("select credit_grant(%s, 1000000, 'bench')", (user,))
+                conn.execute("select aijobs.grant_credits(%s, 1000000, 'bench')", (user,))
         from aijobs.api.tokens import mint_token
 
         tokens = [mint_token(secret, u, ttl_seconds=3600) for u in users]
@@ -282,7 +283,7 @@ class AijobsSystem(System):
                 api.kill()
         with psycopg.connect(db_url, autocommit=True) as conn:
             bad = conn.execute(
-                "select count(*) from accounts a where a.balance <> (select sum(amount) from credit_ledger l"
+                "select count(*) from aijobs.accounts a where a.balance <> (select sum(amount) from aijobs.credit_ledger l"
                 " where l.user_id = a.user_id)"
             ).fetchone()
         if bad and bad[0]:
