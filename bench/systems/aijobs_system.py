@@ -197,8 +197,8 @@ class AijobsSystem(System):
                 (USER, n),
             )
             conn.execute(
-                """insert into aijobs.job_attempts (lease_token, job_id, attempt, worker_id, started_at, finished_at,
-                                             outcome, provider)
+                """insert into aijobs.job_attempts (lease_token, job_id, attempt, worker_id, started_at,
+                                                    finished_at, outcome, provider)
                    select lease_token, id, 1, 'history', started_at, finished_at, 'completed', 'bench'
                    from aijobs.jobs where user_id = %s""",
                 (USER,),
@@ -283,8 +283,8 @@ class AijobsSystem(System):
                 api.kill()
         with psycopg.connect(db_url, autocommit=True) as conn:
             bad = conn.execute(
-                "select count(*) from aijobs.accounts a where a.balance <> (select sum(amount) from aijobs.credit_ledger l"
-                " where l.user_id = a.user_id)"
+                "select count(*) from aijobs.accounts a where a.balance <>"
+                " (select sum(amount) from aijobs.credit_ledger l where l.user_id = a.user_id)"
             ).fetchone()
         if bad and bad[0]:
             raise RuntimeError("W5 left balances that disagree with the ledger")

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from aijobs.db.migrate import DeploymentSettings, migrate
+from aijobs.db.migrate import DeploymentSettings, available, migrate
 from aijobs.states import AttemptOutcome, JobStatus
 from tests.support.database import create_test_database, drop_database, job_type_rows
 
@@ -128,7 +128,8 @@ def test_the_product_s_own_tables_of_the_same_names_are_left_alone(empty_db: str
         job_types=job_type_rows(),
         settings=DeploymentSettings(max_jobs_in_flight_per_user=100),
     )
-    assert applied == ["001_baseline"]
+    assert applied == [f"{m.version:03d}_{m.name}" for m in available()]
+    assert applied[:2] == ["001_baseline", "002_fair_share"]
     assert migrate(empty_db, job_types=job_type_rows()) == []
 
     with psycopg.connect(empty_db, autocommit=True) as conn:

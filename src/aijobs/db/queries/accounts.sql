@@ -23,3 +23,10 @@ select id, job_id, kind, amount, note, created_at from aijobs.credit_ledger
 where user_id = %(user_id)s and (%(before_id)s::bigint is null or id < %(before_id)s::bigint)
 order by id desc
 limit %(limit)s;
+
+-- name: tenant_set_weight
+-- A tenant's share of the workers when several have work waiting (a plan tier): weight 2
+-- takes two turns for every one of weight 1. Applies to the jobs it creates from now on.
+insert into aijobs.tenants (tenant, weight) values (%(tenant)s, %(weight)s)
+on conflict (tenant) do update set weight = excluded.weight, updated_at = now()
+returning weight;

@@ -14,7 +14,7 @@ order by type, status;
 -- The longest a pending job has been waiting to run: seconds since the earliest run_at that
 -- has passed (null when no pending job may run yet). Jobs scheduled ahead or backing off
 -- are not waiting on the workers, so they do not count, and a retried job waits from the
--- end of its backoff, not from its creation. jobs_claim_idx holds every pending job's run_at.
+-- end of its backoff, not from its creation. Reads the live queue only (jobs_active_idx).
 select extract(epoch from now() - min(run_at))::float8 as seconds
 from aijobs.jobs
 where status = 'pending' and run_at <= now();
