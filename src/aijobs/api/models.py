@@ -26,7 +26,7 @@ class JobCreate(BaseModel):
     )
     payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
     # Strict: JSON `true` is not the integer 1 (lax mode would take it, and the schema says integer).
-    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first.")
+    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first among your own jobs.")
     run_at: AwareDatetime | None = Field(None, description="Not before this time (with a UTC offset).")
     max_attempts: StrictInt | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
 
