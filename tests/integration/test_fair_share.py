@@ -17,6 +17,8 @@ import pytest
 from aijobs.config import Settings
 from aijobs.db.queries import query
 from aijobs.db.store import Store
+from aijobs.monitoring.stats import collect
+from aijobs.monitoring.view import render
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import worker_env
 from tests.support.workers import WorkerProcess, running_worker, wait_until
@@ -223,3 +225,22 @@ async def test_weight_is_bounded(store: Store, weight: int) -> None:
     async with store.session() as s:
         with pytest.raises(psycopg.errors.CheckViolation):
             await s.accounts.set_weight(uuid.uuid4(), weight)
+
+
+async def test_stats_show_the_tenants_with_the_most_live_jobs(db_url: str, store: Store) -> None:
+    users = await tenants(store, "A", "B")
+    await create(store, users["A"], 5)
+    await create(store, users["B"], 2)
+    claim(db_url)  # A's first turn
+    async with store.session() as s:
+        stats = await collect(s)
+    assert [(t["tenant"], t["pending"], t["processing"]) for t in stats.top_tenants] == [
+        (users["A"], 4, 1),
+        (users["B"], 2, 0),
+    ]
+    assert stats.as_json()["queue"]["top_tenants"][0] == {
+        "tenant": str(users["A"]),
+        "pending": 4,
+        "processing": 1,
+    }
+    assert str(users["A"]) in render(stats)

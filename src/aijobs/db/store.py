@@ -32,6 +32,7 @@ from aijobs.db.repos.workers import WorkersRepo
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_dumps(json_dumps, conn)
+    await conn.execute(query("conn_no_jit"))
 
 
 class Session:

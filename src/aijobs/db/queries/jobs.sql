@@ -33,9 +33,9 @@ with turns as (
     -- keeps the job's place in its tenant's own order.
     select x.id, y.fair_tag
     from (select t.id, t.user_id, row_number() over (partition by t.user_id order by t.fair_tag, t.id) as r
-          from turns t where t.id not in (select id from picked)) x
+          from turns t where not exists (select from picked p where p.id = t.id)) x
     join (select p.user_id, p.fair_tag, row_number() over (partition by p.user_id order by p.fair_tag, p.id) as r
-          from picked p where p.id not in (select id from turns)) y
+          from picked p where not exists (select from turns t where t.id = p.id)) y
       on y.user_id = x.user_id and y.r = x.r
 ), moved as (
     update aijobs.jobs j set fair_tag = d.fair_tag

@@ -10,6 +10,18 @@ where status in ('pending', 'processing')
 group by type, status
 order by type, status;
 
+-- name: mon_top_tenants
+-- The tenants (users) with the most live jobs, pending and processing: who is queueing what
+-- while they take turns. For stats and the dashboard only; metrics carry no per-user label.
+select user_id as tenant,
+       count(*) filter (where status = 'pending') as pending,
+       count(*) filter (where status = 'processing') as processing
+from aijobs.jobs
+where status in ('pending', 'processing')
+group by user_id
+order by count(*) desc, user_id
+limit %(limit)s;
+
 -- name: mon_oldest_pending
 -- The longest a pending job has been waiting to run: seconds since the earliest run_at that
 -- has passed (null when no pending job may run yet). Jobs scheduled ahead or backing off
