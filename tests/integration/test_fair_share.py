@@ -244,3 +244,25 @@ async def test_stats_show_the_tenants_with_the_most_live_jobs(db_url: str, store
         "processing": 1,
     }
     assert str(users["A"]) in render(stats)
+
+
+async def test_a_users_own_direct_creation_takes_its_turn_and_cannot_touch_the_tenants(
+    db_url: str, store: Store
+) -> None:
+    """As PostgREST would call it: the creation writes the tenant's turns as its owner, while
+    the user may neither read nor write the tenants table."""
+    users = await tenants(store, "A", "B")
+    await create(store, users["A"], 3)
+    async with store.session() as s:
+        await s.accounts.grant_credits(users["B"], 1)
+    async with store.as_user({"sub": str(users["B"]), "role": "authenticated"}) as s:
+        await enqueue_many(s, user_id=None, jobs=[JobSpec("sentiment_analysis", {"text": "mine"})])
+    claim_one_by_one(db_url, 4)
+    assert labelled(db_url, users, "lease_token") == "ABAA"
+    for statement in (
+        "select * from aijobs.tenants",
+        f"update aijobs.tenants set weight = 1000 where tenant = '{users['B']}'",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            async with store.as_user({"sub": str(users["B"]), "role": "authenticated"}) as s:
+                await s.conn.execute(statement)
