@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from aijobs import errors
 from aijobs.config import Settings
 from aijobs.db.queries import query
 from aijobs.db.store import Store
@@ -98,11 +99,18 @@ async def test_one_worker_runs_tenants_in_turn(db_url: str, store: Store, settin
 
 async def test_three_worker_processes_take_turns(db_url: str, store: Store, tmp_path: Path) -> None:
     users = await tenants(store, "A", "B", "C")
-    for name in "ABC":
-        await create(store, users[name], 5, text="sleep:0.05")
-    env = worker_env(db_url, LOG_LEVEL="WARNING", WORKER_CONCURRENCY="1")
+    env = worker_env(db_url, LOG_LEVEL="INFO", WORKER_CONCURRENCY="1")
     workers = [WorkerProcess(env, tmp_path / f"w{i}.log") for i in range(3)]
     try:
+        # Every worker waiting (and able to stop on SIGTERM) before the jobs appear, all at
+        # one commit: none of them has the queue to itself at the start.
+        for w in workers:
+            await w.wait_for_output("Starting Job Processor Worker", timeout=60)
+        spec = JobSpec("sentiment_analysis", {"text": "sleep:0.05"})
+        async with store.transaction() as s:
+            for name in "ABC":
+                await s.accounts.grant_credits(users[name], 5)
+                await enqueue_many(s, user_id=users[name], jobs=[spec] * 5)
 
         async def all_done() -> bool:
             async with store.session() as s:
@@ -266,3 +274,16 @@ async def test_a_users_own_direct_creation_takes_its_turn_and_cannot_touch_the_t
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             async with store.as_user({"sub": str(users["B"]), "role": "authenticated"}) as s:
                 await s.conn.execute(statement)
+
+
+async def test_without_a_quota_a_bulk_import_is_admitted_whole(store: Store) -> None:
+    """The API asks for the quota (quota=True); a deployment without one admits any batch."""
+    user = uuid.uuid4()
+    spec = JobSpec("sentiment_analysis", {"text": "one of many reviews"})
+    async with store.session() as s:
+        await s.accounts.grant_credits(user, 1000)
+        await s.sync_settings(max_jobs_in_flight_per_user=100)
+        with pytest.raises(errors.TooManyInFlight):
+            await enqueue_many(s, user_id=user, jobs=[spec] * 500, quota=True)
+        await s.sync_settings(max_jobs_in_flight_per_user=None)
+        assert len(await enqueue_many(s, user_id=user, jobs=[spec] * 500, quota=True)) == 500

@@ -130,3 +130,14 @@ def test_the_backoff_base_must_not_exceed_its_cap(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("RETRY_MAX_SECONDS", "700")
     settings = load_settings()
     RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)  # equal is fine
+
+
+def test_the_in_flight_quota_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fair share keeps bulk work from starving others; the quota is a deployment's choice."""
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().in_flight_quota == 100
+    monkeypatch.setenv("MAX_JOBS_IN_FLIGHT_PER_USER", "0")
+    assert load_settings().in_flight_quota is None
+    monkeypatch.setenv("MAX_JOBS_IN_FLIGHT_PER_USER", "-1")
+    with pytest.raises(ConfigError):
+        load_settings()

@@ -122,7 +122,8 @@ class Me(BaseModel):
     balance: int
     has_account: bool
     jobs_in_flight: int
-    max_jobs_in_flight: int
+    #: None: this deployment holds users to no quota.
+    max_jobs_in_flight: int | None
 
 
 class LedgerEntry(BaseModel):

@@ -59,7 +59,7 @@ async function refresh() {
   if (!token) return;
   const [me, page] = await Promise.all([api("/api/me"), api("/api/jobs?limit=10")]);
   $("balance").textContent = me.balance;
-  $("in-flight").textContent = `${me.jobs_in_flight} / ${me.max_jobs_in_flight}`;
+  $("in-flight").textContent = `${me.jobs_in_flight} / ${me.max_jobs_in_flight ?? "no limit"}`;
   const rows = page.items.map((j) =>
     `<tr data-job="${j.id}"><td><code>${j.id.slice(0, 8)}</code></td><td>${j.type}</td>` +
     `<td><span class="badge ${j.status}">${j.status}</span></td><td>${j.cost}</td>` +
