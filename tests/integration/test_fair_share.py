@@ -287,3 +287,13 @@ async def test_without_a_quota_a_bulk_import_is_admitted_whole(store: Store) -> 
             await enqueue_many(s, user_id=user, jobs=[spec] * 500, quota=True)
         await s.sync_settings(max_jobs_in_flight_per_user=None)
         assert len(await enqueue_many(s, user_id=user, jobs=[spec] * 500, quota=True)) == 500
+
+
+async def test_a_tenant_with_turns_already_creates_ten_thousand_at_once(db_url: str, store: Store) -> None:
+    """The largest creation, for a tenant whose turns have got far (10,000 turns apart)."""
+    users = await tenants(store, "A", "B")
+    await create(store, users["A"], 10_000)
+    await create(store, users["A"], 10_000)
+    await create(store, users["B"], 1)
+    claim(db_url, limit=2)
+    assert labelled(db_url, users, "lease_token") == "AB"

@@ -85,7 +85,7 @@ def test_claim_walks_the_claim_index(history_db: str) -> None:
     assert "jobs_fair_claim_idx" in plan, plan
     # Each tenant's own jobs by an index on the tenant (jobs_tenant_claim_idx, or for tenants
     # with a job or two each, jobs_user_active_idx): never a walk of the whole queue.
-    tenant_step = [line for line in plan.splitlines() if "user_id = turns.user_id" in line]
+    tenant_step = [line for line in plan.splitlines() if "(user_id = u.user_id)" in line]
     assert tenant_step and all("Index Cond" in line for line in tenant_step), plan
     # Jobs not due yet (2,000 of them here, with the earliest turns) are passed over inside the
     # fair-share index, never fetched from the table one by one.
@@ -116,3 +116,29 @@ def test_in_flight_count_reads_only_the_users_live_jobs(history_db: str) -> None
         ).fetchall()
     plan = "\n".join(line[0] for line in text)
     assert "jobs_user_active_idx" in plan, plan
+
+
+def test_the_claim_is_never_jit_compiled(db_url: str) -> None:
+    """One tenant's deep backlog: the claim's estimated cost stays under `jit_above_cost`,
+    where PostgreSQL would compile it at every execution (that took longer than the claim)."""
+    user = uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
+        for _ in range(2):
+            conn.execute(
+                "select count(*) from aijobs.create_jobs(%s,"
+                " array_fill('sentiment_analysis'::text, array[10000]),"
+                ' array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
+                (user,),
+            )
+        conn.execute("analyze aijobs.jobs")
+        threshold = conn.execute("select current_setting('jit_above_cost')::float8").fetchone()
+    assert threshold is not None
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            sql.SQL("explain (format json) ") + query("job_claim"),
+            {"worker_id": "w", "limit": 1000, "lease_seconds": 30},
+        ).fetchone()
+    assert row is not None
+    doc = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    assert doc[0]["Plan"]["Total Cost"] < threshold[0], doc[0]["Plan"]["Total Cost"]

@@ -32,7 +32,6 @@ from aijobs.db.repos.workers import WorkersRepo
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_dumps(json_dumps, conn)
-    await conn.execute(query("conn_no_jit"))
 
 
 class Session:

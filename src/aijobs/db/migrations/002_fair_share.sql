@@ -212,9 +212,9 @@ begin
             select max(t.last_tag) into v_clock from aijobs.tenants t;
         end if;
         insert into aijobs.tenants as t (tenant, last_tag)
-        values (v_user, coalesce(v_clock, 0) + v_new * 1000000::bigint)
+        values (v_user, coalesce(v_clock, 0) + v_new::bigint * 1000000)
         on conflict (tenant) do update
-            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new * (1000000 / t.weight),
+            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
                 updated_at = now()
         returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
         v_tag := v_tag - v_new * v_step;

@@ -7,9 +7,3 @@ select count(*) from pg_prepared_statements;
 -- name: conn_deallocate_all
 -- Drops them all. psycopg sees the command and forgets its own, and prepares again on use.
 deallocate all;
-
--- name: conn_no_jit
--- The queue's statements are short and index-bound, but the claim's per-tenant steps have
--- estimates the planner cannot make small, which brought JIT compilation in at every claim:
--- compiling took longer than running the statement.
-set jit = off;
