@@ -7,7 +7,8 @@ Usage (from the repo root, with the project venv)::
 Workloads (``--only`` ids): W1 enqueue, W2 drain (1 and 2 processes), W3 latency,
 W4 I/O-bound, W5 HTTP API (adapter hook), W6 drain with 1M finished jobs,
 W7 scale (4 processes x 1,000 slots, jobs of 1 s; adapters with the "llm" handler),
-FLOOR (pgbench plain-SQL queue). Rounds are interleaved: every round runs every
+FLOOR (pgbench plain-SQL queue), FAIR (small tenants' wait beside a bulk
+tenant's backlog; aijobs only). Rounds are interleaved: every round runs every
 workload for every system (system order rotated per round), each in a fresh
 database ``bench_<system>_<case>_<round>`` that is dropped afterwards. Results
 are medians over rounds.
@@ -57,7 +58,7 @@ from systems.base import (  # noqa: E402
 
 DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
 DEFAULT_SYSTEMS = ("aijobs", "pgqueuer", "procrastinate")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "FLOOR", "W6", "W7")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "FLOOR", "W6", "W7", "FAIR")
 DOCS = REPO / "docs" / "benchmarks.md"
 RESULTS = BENCH_DIR / "results" / "latest.json"
 START_MARK, END_MARK = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -66,6 +67,8 @@ W4_SLOTS = 100
 #: W7: the shape of a deployment calling an LLM: several worker processes, many slots each,
 #: jobs that wait a second. Ideal: every slot busy all the time.
 W7_PROCESSES, W7_SLOTS, W7_JOB_S = 4, 1000, 1.0
+#: FAIR: the issue's setting, a worker of 10 slots running 0.2 s jobs.
+FAIR_SLOTS = 10
 
 Metrics = dict[str, float]
 
@@ -84,6 +87,11 @@ class Sizes:
     w6_finished: int
     floor_seconds: int
     w7_jobs: int
+    #: FAIR: the bulk tenant's pending jobs, the small tenants, and how long each creates one
+    #: job per second.
+    fair_backlog: int
+    fair_tenants: int
+    fair_seconds: float
     # A no-op drain (W2, W6) stops this many seconds after its workers were started, and its
     # rate is taken over the jobs finished by then (0: always drain every job). Only a
     # system slower than w2_jobs / budget (1,333 jobs/s at full sizes) reaches it:
@@ -93,11 +101,13 @@ class Sizes:
 
     @staticmethod
     def full() -> Sizes:
-        return Sizes(10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5, 40_000, 15.0)
+        return Sizes(
+            10_000, 10_000, 100, 20_000, 10.0, 0.02, 2_000, 1_000_000, 5, 40_000, 10_000, 10, 10.0, 15.0
+        )
 
     @staticmethod
     def quick() -> Sizes:
-        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3, 20_000, 5.0)
+        return Sizes(3_000, 10_000, 100, 10_000, 5.0, 0.02, 2_000, 1_000_000, 3, 20_000, 10_000, 10, 5.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,14 @@ CASES = (
         "W7 scale: 4 worker processes x 1,000 slots, I/O-bound jobs of 1 s",
         "ratio_to_ideal",
         "x ideal",
+    ),
+    Case(
+        "fair",
+        "FAIR",
+        "FAIR small tenants' wait, creation to claim, beside a bulk tenant's backlog (10 slots, 0.2 s jobs)",
+        "p99_ms",
+        "ms",
+        False,
     ),
 )
 
@@ -453,6 +471,8 @@ def run_case(case: Case, system: System, db_url: str, sizes: Sizes) -> Metrics:
         return m
     if case.id == "w7":
         return scale(system, db_url, sizes)
+    if case.id == "fair":
+        return fair_share(system, db_url, sizes)
     raise AssertionError(case.id)
 
 
@@ -483,6 +503,42 @@ def scale(system: System, db_url: str, sizes: Sizes) -> Metrics:
         "peak_rss_mb_per_worker": m["peak_rss_mb"],
         "jobs_done": m["jobs_done"],
         "startup_s": m["startup_s"],
+    }
+
+
+def fair_share(system: System, db_url: str, sizes: Sizes) -> Metrics:
+    """FAIR: ten small tenants each create one job per second, first on an empty queue, then
+    beside one tenant's backlog of 10,000 jobs; their wait from creation to claim, in ms. The
+    target: the p99 beside the backlog at most twice the empty queue's plus one job's length."""
+    procs = system.start_workers(db_url, WorkerSpec(1, FAIR_SLOTS, "sleep"))
+    wait_s = 30.0
+    try:
+        wait_ready(procs)
+        empty, _ = system.paced_tenants(db_url, sizes.fair_tenants, sizes.fair_seconds, wait_s)
+        system.tenant_backlog(db_url, sizes.fair_backlog)
+        loaded, unstarted = system.paced_tenants(db_url, sizes.fair_tenants, sizes.fair_seconds, wait_s)
+    except NotImplementedError:
+        raise Skip(f"{system.name}: FAIR (tenants) not implemented by the adapter") from None
+    finally:
+        system.stop_workers(procs)
+    if not loaded:
+        raise RuntimeError(f"none of the small tenants' jobs started within {wait_s:g} s of the last")
+
+    def pct(values: list[float], p: int) -> float:
+        return statistics.quantiles(sorted(values), n=100, method="inclusive")[p - 1]
+
+    target = 2 * pct(empty, 99) + SLEEP_S * 1000
+    return {
+        "p99_ms": pct(loaded, 99),
+        "p50_ms": pct(loaded, 50),
+        "max_ms": max(loaded),
+        "p99_empty_ms": pct(empty, 99),
+        "p50_empty_ms": pct(empty, 50),
+        "target_ms": target,
+        "p99_to_target": pct(loaded, 99) / target,
+        # Jobs still waiting `wait_s` after the last was created: then p99_ms leaves them out.
+        "unstarted": float(unstarted),
+        "samples": float(len(loaded)),
     }
 
 

@@ -135,9 +135,10 @@ class AijobsSystem(System):
                 k = min(200, n - start)
                 with conn.transaction():
                     conn.execute(
-                        "select aijobs.create_jobs(%s, array['sentiment_analysis'],"
-                        " array[jsonb_build_object('text', %s::text)]) from generate_series(1, %s)",
-                        (USER, TEXT[handler], k),
+                        "select count(*) from aijobs.create_jobs(%s,"
+                        " array_fill('sentiment_analysis'::text, array[%s]),"
+                        " array_fill(jsonb_build_object('text', %s::text), array[%s]))",
+                        (USER, k, TEXT[handler], k),
                     )
 
     def start_workers(self, db_url: str, spec: WorkerSpec) -> list[subprocess.Popen[bytes]]:
@@ -254,6 +255,57 @@ class AijobsSystem(System):
 
         return eventloop.run(go(), LOOP)
 
+    # -- FAIR -----------------------------------------------------------------------
+    def tenant_backlog(self, db_url: str, n: int) -> None:
+        bulk = uuid.uuid4()
+        _fund(db_url, bulk, n)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for start in range(0, n, 10_000):  # the most one creation takes
+                k = min(10_000, n - start)
+                conn.execute(
+                    "select count(*) from aijobs.create_jobs(%s, array_fill('sentiment_analysis'::text,"
+                    ' array[%s]), array_fill(\'{"text": "sleep"}\'::jsonb, array[%s]))',
+                    (bulk, k, k),
+                )
+
+    def paced_tenants(
+        self, db_url: str, tenants: int, seconds: float, wait_s: float
+    ) -> tuple[list[float], int]:
+        users = [uuid.uuid4() for _ in range(tenants)]
+        for user in users:
+            _fund(db_url, user, int(seconds) + 1)
+        ids: list[uuid.UUID] = []
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            session = SyncSession(conn)
+            t0 = time.monotonic()
+            for i in range(int(seconds * tenants)):
+                # One job per tenant per second, the tenants spread evenly over each second.
+                delay = t0 + i / tenants - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                job = enqueue_sync(
+                    session,
+                    user_id=users[i % tenants],
+                    job_type="sentiment_analysis",
+                    payload={"text": "sleep"},
+                )
+                ids.append(job.id)
+            deadline = time.monotonic() + wait_s
+            while True:
+                row = conn.execute(
+                    "select count(*) from aijobs.jobs where id = any(%s) and started_at is null", (ids,)
+                ).fetchone()
+                waiting = int(row[0]) if row else len(ids)
+                if waiting == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            rows = conn.execute(
+                "select extract(epoch from started_at - created_at)::float8 * 1000 from aijobs.jobs"
+                " where id = any(%s) and started_at is not null",
+                (ids,),
+            ).fetchall()
+        return [float(r[0]) for r in rows], waiting
+
     # -- W5 -------------------------------------------------------------------------
     def http_api(self, db_url: str, quick: bool) -> dict[str, float]:
         """POST /api/jobs with auth, RLS and credits, from a separate load-generator process."""
@@ -303,9 +355,8 @@ class AijobsSystem(System):
                 api.kill()
         with psycopg.connect(db_url, autocommit=True) as conn:
             bad = conn.execute(
-                "select count(*) from aijobs.accounts a"
-                " where a.balance <> (select sum(amount) from aijobs.credit_ledger l"
-                "                     where l.user_id = a.user_id)"
+                "select count(*) from aijobs.accounts a where a.balance <>"
+                " (select sum(amount) from aijobs.credit_ledger l where l.user_id = a.user_id)"
             ).fetchone()
         if bad and bad[0]:
             raise RuntimeError("W5 left balances that disagree with the ledger")

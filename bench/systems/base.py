@@ -239,6 +239,22 @@ class System(ABC):
         """
         raise NotImplementedError
 
+    def tenant_backlog(self, db_url: str, n: int) -> None:
+        """FAIR: one tenant creates ``n`` ``"sleep"`` jobs at once (a bulk import).
+
+        Raise :class:`NotImplementedError` (the default) to skip FAIR for this system.
+        """
+        raise NotImplementedError
+
+    def paced_tenants(
+        self, db_url: str, tenants: int, seconds: float, wait_s: float
+    ) -> tuple[list[float], int]:
+        """FAIR: ``tenants`` new tenants each create one ``"sleep"`` job per second for
+        ``seconds``; then wait up to ``wait_s`` for all of them to start. Returns each started
+        job's wait from creation to its claim in ms (the system's own clock), and how many had
+        not started by then."""
+        raise NotImplementedError
+
     def http_api(self, db_url: str, quick: bool) -> dict[str, float]:
         """W5: benchmark the system's HTTP API against ``db_url``; return metrics.
 

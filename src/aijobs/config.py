@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     service_role_key: SecretStr | None = None
     cors_origins: str = ""
     max_body_bytes: int = Field(default=65536, ge=1024)
-    max_jobs_in_flight_per_user: int = Field(default=100, ge=1, le=PG_INT_MAX)
+    # 0: no quota. Users take turns for the workers (fair share), so bulk work does not need
+    # it to keep one user from starving the others.
+    max_jobs_in_flight_per_user: int = Field(default=100, ge=0, le=PG_INT_MAX)
     # Open SSE streams and long polls one user may hold in one API process (each is a queue).
     max_streams_per_user: int = Field(default=5, ge=1, le=10_000)
     api_host: str = "127.0.0.1"
@@ -218,6 +220,11 @@ class Settings(BaseSettings):
         if self.listen_database_url is not None:
             return self.listen_database_url
         return database_url if self.database_pool_mode == "session" else None
+
+    @property
+    def in_flight_quota(self) -> int | None:
+        """The per-user quota on jobs in flight, None when there is none."""
+        return self.max_jobs_in_flight_per_user or None
 
     @property
     def polling_seconds(self) -> float:

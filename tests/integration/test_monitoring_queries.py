@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 WINDOWS = [1, 5, 15, 60]
 PLANS: dict[str, dict[str, Any]] = {
     "mon_queue_depth": {},
+    "mon_top_tenants": {"limit": 10},
     "mon_oldest_pending": {},
     "mon_job_windows": {"windows": WINDOWS, "max_minutes": 60},
     "mon_attempt_windows": {"windows": WINDOWS, "max_minutes": 60},

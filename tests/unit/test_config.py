@@ -147,3 +147,14 @@ def test_where_listen_goes_for_each_pool_mode(monkeypatch: pytest.MonkeyPatch, t
         load_settings(database_pool_mode="statement")
     with pytest.raises(ConfigError, match=r"LISTEN_DATABASE_URL: .*postgresql://"):
         load_settings(listen_database_url="mysql://x")
+
+
+def test_the_in_flight_quota_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fair share keeps bulk work from starving others; the quota is a deployment's choice."""
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().in_flight_quota == 100
+    monkeypatch.setenv("MAX_JOBS_IN_FLIGHT_PER_USER", "0")
+    assert load_settings().in_flight_quota is None
+    monkeypatch.setenv("MAX_JOBS_IN_FLIGHT_PER_USER", "-1")
+    with pytest.raises(ConfigError):
+        load_settings()

@@ -34,7 +34,7 @@ class JobCreate(BaseModel):
     )
     payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
     # Strict: JSON `true` is not the integer 1 (lax mode would take it, and the schema says integer).
-    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first.")
+    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first among your own jobs.")
     run_at: Annotated[AwareDatetime | None, BeforeValidator(_date_time_text)] = Field(
         None, description="Not before this time (with a UTC offset)."
     )
@@ -149,7 +149,8 @@ class Me(BaseModel):
     balance: int
     has_account: bool
     jobs_in_flight: int
-    max_jobs_in_flight: int
+    #: None: this deployment holds users to no quota.
+    max_jobs_in_flight: int | None
 
 
 class LedgerEntry(BaseModel):

@@ -1,4 +1,4 @@
-"""`aijobs accounts create|grant|show`."""
+"""`aijobs accounts create|grant|weight|show`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,23 @@ def grant(
         async with owner_session(settings) as session:
             balance = await session.accounts.grant_credits(user, amount, note)
         echo_json({"user_id": user, "balance": balance})
+
+    run_async(go)
+
+
+@accounts_app.command("weight")
+def weight(
+    user: UUID = typer.Option(..., "--user"),
+    weight: int = typer.Option(..., "--weight", min=1, max=1000),
+) -> None:
+    """Set the user's fair share of the workers (a plan tier): weight 2 gets two turns for each
+    turn of weight 1 while both have jobs waiting. Applies to jobs created from now on."""
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        async with owner_session(settings) as session:
+            stored = await session.accounts.set_weight(user, weight)
+        echo_json({"user_id": user, "weight": stored})
 
     run_async(go)
 

@@ -40,7 +40,9 @@ def enqueue(
     job_type: str = typer.Argument(..., help="ai_generation | review_processing | prompt_analysis | ..."),
     user: UUID = typer.Option(..., "--user", help="The account to charge."),
     payload: str = typer.Option(..., "--payload", help="The job's payload as JSON."),
-    priority: int = typer.Option(0, "--priority", min=-100, max=100, help="Higher runs first."),
+    priority: int = typer.Option(
+        0, "--priority", min=-100, max=100, help="Higher runs first among the user's own jobs."
+    ),
     max_attempts: int = typer.Option(None, "--max-attempts", min=1, max=100),
     idempotency_key: str = typer.Option(
         None, "--idempotency-key", callback=_check_key, help="1-255 characters; a repeat returns the job."

@@ -140,6 +140,12 @@ class DepthRow(TypedDict):
     count: int
 
 
+class TenantDepthRow(TypedDict):
+    tenant: UUID
+    pending: int
+    processing: int
+
+
 class JobWindowRow(TypedDict):
     minutes: int
     completed: int

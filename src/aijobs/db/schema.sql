@@ -255,6 +255,12 @@ create table aijobs.jobs (
     started_at            aijobs.instant,
     finished_at           aijobs.instant,
     updated_at            aijobs.instant not null default now(),
+    -- The job's turn in the fair share between tenants (start-time fair queuing, assigned
+    -- by create_jobs): the claim serves the earliest. 0 for rows written directly.
+    fair_tag              bigint not null default 0,
+    -- The job's place in its tenant's own order after priority: its first turn, kept when
+    -- the claim gives its turn to a job of higher priority (fair_tag changes then).
+    tenant_seq            bigint not null default 0,
     constraint jobs_lease_when_processing check (
         status <> 'processing' or (lease_token is not null and lease_expires_at is not null)
     ),
@@ -262,8 +268,12 @@ create table aijobs.jobs (
         (status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)
     )
 );
--- The claim walks this index in order and stops after LIMIT rows.
-create index jobs_claim_idx on aijobs.jobs (priority desc, run_at, created_at) where status = 'pending';
+-- The claim walks this index in fair-share order and stops after LIMIT rows; the tenant index
+-- gives each tenant's turns to its own jobs by priority. run_at is a key column so that jobs
+-- not due yet are passed over in the index, without a visit to the table.
+create index jobs_fair_claim_idx on aijobs.jobs (fair_tag, run_at, id) where status = 'pending';
+create index jobs_tenant_claim_idx on aijobs.jobs (user_id, priority desc, tenant_seq, run_at)
+    where status = 'pending';
 -- The rescuer finds expired leases without touching finished history.
 create index jobs_lease_expiry_idx on aijobs.jobs (lease_expires_at) where status = 'processing';
 create index jobs_user_created_idx on aijobs.jobs (user_id, created_at desc, id desc);
@@ -282,6 +292,17 @@ create index jobs_active_idx on aijobs.jobs (status, created_at) include (type)
     where status in ('pending', 'processing');
 -- "Latest failures" walks this backwards and stops after LIMIT rows.
 create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where status = 'failed';
+
+-- Fair share between tenants (a tenant is a user): its weight, and the tag after its last
+-- job's turn. Written by create_jobs; the weight by the owner or service_role.
+create table aijobs.tenants (
+    tenant      uuid primary key,
+    weight      integer not null default 1 check (weight between 1 and 1000),
+    last_tag    bigint not null default 0,
+    updated_at  aijobs.instant not null default now()
+);
+-- When the queue is empty, a creation starts from the latest turn handed out.
+create index tenants_last_tag_idx on aijobs.tenants (last_tag);
 
 -- One row per attempt, written when it ends, keyed by the lease token so a late writer can
 -- only touch its own. No foreign key to jobs: the check locked the job row at every finish;
@@ -557,6 +578,9 @@ declare
     v_new      integer;
     v_total    bigint;
     v_active   bigint;
+    v_clock    bigint;
+    v_step     bigint;
+    v_tag      bigint;
 begin
     if v_n = 0 or v_n > 10000 then
         raise exception 'a creation takes 1 to 10000 jobs, not %', v_n using errcode = 'AJ005',
@@ -670,6 +694,24 @@ begin
         update aijobs.accounts a set balance = a.balance - v_total, updated_at = now()
         where a.user_id = v_user
         returning a.balance into v_balance;
+
+        -- Fair share (start-time fair queuing): the new jobs take the tenant's next turns,
+        -- from where it left off or, if it fell behind or was idle, from the turn the queue
+        -- is serving now (its earliest runnable tag; when nothing is queued, the latest turn
+        -- handed out), so idle time earns no credit and a backlog earns no head start.
+        select j.fair_tag into v_clock from aijobs.jobs j
+        where j.status = 'pending' and j.run_at <= now()
+        order by j.fair_tag, j.run_at, j.id limit 1;
+        if v_clock is null then
+            select max(t.last_tag) into v_clock from aijobs.tenants t;
+        end if;
+        insert into aijobs.tenants as t (tenant, last_tag)
+        values (v_user, coalesce(v_clock, 0) + v_new::bigint * 1000000)
+        on conflict (tenant) do update
+            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
+                updated_at = now()
+        returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
+        v_tag := v_tag - v_new * v_step;
     end if;
 
     -- Ids are made first, so each inserted row is matched back to its input position.
@@ -683,12 +725,14 @@ begin
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, retry_of, i)
         join aijobs.job_types k on k.name = t.type
     ), fresh as materialized (
-        select aijobs.uuid_v7() as id, input.* from input where input.existing is null
+        select aijobs.uuid_v7() as id, row_number() over (order by input.i) - 1 as turn, input.*
+        from input where input.existing is null
     ), inserted as (
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq)
         select f.id, v_user, f.type, f.payload, coalesce(f.priority, 0), coalesce(f.run_at, now()),
-               coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of
+               coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of, v_tag + f.turn * v_step,
+               v_tag + f.turn * v_step
         from fresh f order by f.i
         returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.cost, aijobs.jobs.created_at::timestamptz as created_at,
                   aijobs.jobs.run_at::timestamptz as run_at
@@ -978,7 +1022,7 @@ declare
     r text;
 begin
     foreach t in array array[
-        'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'job_attempts', 'workers',
+        'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'tenants', 'job_attempts', 'workers',
         'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader',
         'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
     ] loop

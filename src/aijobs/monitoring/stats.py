@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from aijobs.db.read_rows import DepthRow, StatusSummaryRow, WorkerRow
+from aijobs.db.read_rows import DepthRow, StatusSummaryRow, TenantDepthRow, WorkerRow
 from aijobs.db.store import Session
 
 WINDOWS = (1, 5, 15, 60)
@@ -88,6 +88,8 @@ class Stats:
     providers: list[ProviderWindow]
     workers: list[WorkerRow]
     status_summary: list[StatusSummaryRow] = field(default_factory=list)
+    #: The tenants with the most jobs pending or processing (fair share: they take turns).
+    top_tenants: list[TenantDepthRow] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -111,6 +113,7 @@ class Stats:
                 "processing": self.processing,
                 "oldest_pending_seconds": self.oldest_pending_seconds,
                 "depth": self.queue_depth,
+                "top_tenants": [{**t, "tenant": str(t["tenant"])} for t in self.top_tenants],
             },
             "windows": [w.as_json() for w in self.windows],
             "providers": [{**asdict(p), "cost_usd": str(p.cost_usd)} for p in self.providers],
@@ -168,6 +171,7 @@ async def collect(
         windows=[by_minutes[m] for m in windows],
         providers=providers,
         workers=await session.monitoring.workers(dead_after_seconds),
+        top_tenants=await session.monitoring.top_tenants(),
     )
     if include_summary:
         stats.status_summary = await session.jobs.status_summary()

@@ -39,6 +39,10 @@ def render(stats: Stats) -> str:
     )
     for row in stats.queue_depth:
         add(f"  {row['type']:<22}{row['status']:<12}{row['count']:>8}")
+    if stats.top_tenants:
+        add(f"  {'top tenants':<38}{'pending':>9}{'running':>9}")
+        for t in stats.top_tenants:
+            add(f"  {t['tenant']!s:<38}{t['pending']:>9}{t['processing']:>9}")
     add("")
     add(
         f"{'window':<8}{'done/min':>9}{'fail/min':>9}{'done':>7}{'failed':>7}{'error':>8}{'retries':>8}"

@@ -34,7 +34,7 @@ async def me(
         balance=balance or 0,
         has_account=balance is not None,
         jobs_in_flight=in_flight,
-        max_jobs_in_flight=state.settings.max_jobs_in_flight_per_user,
+        max_jobs_in_flight=state.settings.in_flight_quota,
     )
 
 

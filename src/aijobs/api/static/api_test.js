@@ -86,7 +86,7 @@ async function refresh() {
   if (!token) return;
   const [me, page] = await Promise.all([api("/api/me"), api("/api/jobs?limit=10")]);
   $("balance").textContent = me.balance;
-  $("in-flight").textContent = `${me.jobs_in_flight} / ${me.max_jobs_in_flight}`;
+  $("in-flight").textContent = `${me.jobs_in_flight} / ${me.max_jobs_in_flight ?? "no limit"}`;
   const rows = page.items.map((j) => {
     const open = el("button", { type: "button", class: "link", title: `${j.id} (follow this job)` }, el("code", {}, shortId(j.id)));
     open.addEventListener("click", () => watch(j));

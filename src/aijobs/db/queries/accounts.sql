@@ -45,3 +45,10 @@ returning brand_voice, business_name, signature, default_language, default_tone;
 select s.brand_voice, s.business_name, s.signature, s.default_language, s.default_tone
 from aijobs.jobs j join aijobs.account_settings s on s.user_id = j.user_id
 where j.id = %(job_id)s;
+
+-- name: tenant_set_weight
+-- A tenant's share of the workers when several have work waiting (a plan tier): weight 2
+-- takes two turns for every one of weight 1. Applies to the jobs it creates from now on.
+insert into aijobs.tenants (tenant, weight) values (%(tenant)s, %(weight)s)
+on conflict (tenant) do update set weight = excluded.weight, updated_at = now()
+returning weight;

@@ -2,16 +2,51 @@
 -- them once. Parameters are psycopg named placeholders; nothing here is built from input.
 
 -- name: job_claim
--- Claim up to `limit` runnable jobs for one worker in one statement: highest priority
--- first, then FIFO. SKIP LOCKED lets many workers claim at once without waiting on each
--- other. The attempt's row is written when it ends; until then the job row names it:
--- lease_token, lease_owner, attempts and attempt_started_at.
-with picked as (
-    select id from aijobs.jobs
+-- Claim up to `limit` runnable jobs for one worker in one statement, fairly between tenants:
+-- the turns are the runnable jobs with the earliest fair-share tags (create_jobs gives each
+-- tenant's jobs turns spaced by its weight, so tenants with work take turns), and a
+-- tenant's turns run that tenant's own best jobs (priority, then creation), so priority orders
+-- a tenant's jobs and never moves them ahead of another tenant's. SKIP LOCKED lets many
+-- workers claim at once without waiting on each other. The attempt's row is written when it
+-- ends; until then the job row names it: lease_token, lease_owner, attempts and
+-- attempt_started_at.
+with turns as (
+    select id, user_id, fair_tag from aijobs.jobs
     where status = 'pending' and run_at <= now()
-    order by priority desc, run_at, created_at
+    order by fair_tag, run_at, id
     limit %(limit)s
     for update skip locked
+), tenants as (
+    -- Through an array, so the planner counts a few tenants rather than its default of 200
+    -- groups: its estimate of the whole claim then stays small, and with it the claim's cost
+    -- under the threshold where PostgreSQL would compile it (JIT) at every execution.
+    select u.user_id, u.n
+    from (select array_agg(g.user_id) as users, array_agg(g.n) as ns
+          from (select user_id, count(*) as n from turns group by user_id) g) a
+    cross join lateral unnest(a.users, a.ns) as u(user_id, n)
+), picked as (
+    select b.id, b.user_id, b.fair_tag from tenants t
+    cross join lateral (
+        select j.id, j.user_id, j.fair_tag from aijobs.jobs j
+        where j.user_id = t.user_id and j.status = 'pending' and j.run_at <= now()
+        order by j.priority desc, j.tenant_seq, j.run_at
+        limit t.n
+        for update skip locked
+    ) b
+), displaced as (
+    -- A turn whose own job stays (one of higher priority ran in its place) takes over that
+    -- job's later tag, so the tenant keeps exactly one turn per pending job; tenant_seq
+    -- keeps the job's place in its tenant's own order.
+    select x.id, y.fair_tag
+    from (select t.id, t.user_id, row_number() over (partition by t.user_id order by t.fair_tag, t.id) as r
+          from turns t where not exists (select from picked p where p.id = t.id)) x
+    join (select p.user_id, p.fair_tag, row_number() over (partition by p.user_id order by p.fair_tag, p.id) as r
+          from picked p where not exists (select from turns t where t.id = p.id)) y
+      on y.user_id = x.user_id and y.r = x.r
+), moved as (
+    update aijobs.jobs j set fair_tag = d.fair_tag
+    from displaced d
+    where j.id = any(array(select id from displaced)) and j.id = d.id
 ), claimed as (
     update aijobs.jobs j
     set status = 'processing',
@@ -26,14 +61,14 @@ with picked as (
     -- lets the planner hash the whole table once history grows.
     where j.id = any(array(select id from picked))
     returning j.id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token, j.run_at, j.cost,
-              j.priority, j.created_at
+              j.fair_tag
 )
 -- The columns of `ClaimedJob`, in its order (rows are built positionally). The time the
 -- job waited is measured here, by the database clock (`now()` is the claim's start).
 select id, type, payload, attempts, max_attempts, lease_token,
        extract(epoch from now() - run_at)::float8 as waited_seconds, cost
 from claimed
-order by priority desc, run_at, created_at;
+order by fair_tag, id;
 
 -- name: job_finish_many
 -- End many attempts in one statement. Each row names the job, the lease token it claimed
@@ -139,8 +174,8 @@ with expired as (
                       else 'pending'::aijobs.job_status end,
         error = 'lease expired: worker ' || coalesce(j.lease_owner, '?')
                 || ' stopped heartbeating during attempt ' || j.attempts,
-        -- run_at stays as it was (in the past): a job taken back from a dead worker goes to
-        -- the front of its priority, not behind everything queued while it was held.
+        -- run_at and fair_tag stay as they were: a job taken back from a dead worker keeps
+        -- its early turn, not behind everything queued while it was held.
         finished_at = case when j.cancel_requested or j.attempts >= j.max_attempts then now() end,
         lease_owner = null,
         lease_expires_at = null,

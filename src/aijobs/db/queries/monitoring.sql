@@ -10,11 +10,23 @@ where status in ('pending', 'processing')
 group by type, status
 order by type, status;
 
+-- name: mon_top_tenants
+-- The tenants (users) with the most live jobs, pending and processing: who is queueing what
+-- while they take turns. For stats and the dashboard only; metrics carry no per-user label.
+select user_id as tenant,
+       count(*) filter (where status = 'pending') as pending,
+       count(*) filter (where status = 'processing') as processing
+from aijobs.jobs
+where status in ('pending', 'processing')
+group by user_id
+order by count(*) desc, user_id
+limit %(limit)s;
+
 -- name: mon_oldest_pending
 -- The longest a pending job has been waiting to run: seconds since the earliest run_at that
 -- has passed (null when no pending job may run yet). Jobs scheduled ahead or backing off
 -- are not waiting on the workers, so they do not count, and a retried job waits from the
--- end of its backoff, not from its creation. jobs_claim_idx holds every pending job's run_at.
+-- end of its backoff, not from its creation. Reads the live queue only (jobs_active_idx).
 select extract(epoch from now() - min(run_at))::float8 as seconds
 from aijobs.jobs
 where status = 'pending' and run_at <= now();

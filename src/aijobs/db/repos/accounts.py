@@ -32,6 +32,13 @@ class AccountsRepo:
         assert row is not None
         return int(row[0])
 
+    async def set_weight(self, user_id: UUID, weight: int) -> int:
+        """The user's share of the workers when several users have work waiting (1-1000)."""
+        cur = await self.conn.execute(query("tenant_set_weight"), {"tenant": user_id, "weight": weight})
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0])
+
     async def get(self, user_id: UUID) -> Account | None:
         async with self.conn.cursor(row_factory=class_row(Account)) as cur:
             await cur.execute(query("account_get"), {"user_id": user_id})

@@ -20,6 +20,7 @@ from aijobs.db.read_rows import (
     ProviderSeriesRow,
     ProviderWindowRow,
     QueueSampleRow,
+    TenantDepthRow,
     WorkerRow,
 )
 
@@ -33,6 +34,10 @@ class MonitoringRepo:
     async def queue_depth(self) -> list[DepthRow]:
         """Pending/processing counts per type, read from the live-queue index only."""
         return await self._rows(DepthRow, "mon_queue_depth")
+
+    async def top_tenants(self, limit: int = 10) -> list[TenantDepthRow]:
+        """The tenants with the most live jobs, from the live queue only."""
+        return await self._rows(TenantDepthRow, "mon_top_tenants", {"limit": limit})
 
     async def oldest_pending_seconds(self) -> float | None:
         rows = await self._rows(dict, "mon_oldest_pending")
