@@ -32,7 +32,6 @@ from aijobs.jobs import (
     registry,
     review_processing,
 )
-from aijobs.jobs.catalog import StoredJobType
 from aijobs.providers.fake_openai import FakeOpenAI
 from aijobs.providers.offline import OfflineProvider
 from aijobs.queue.enqueue import enqueue
@@ -234,26 +233,6 @@ async def test_brand_voice_reaches_the_model_as_data(
     assert "Business: Chez Nous" in rest
 
 
-STORED_TYPES = """
-    select t.name, t.cost, t.timeout_seconds::float8 as timeout_seconds, t.enabled,
-           count(j.id)::int as pending
-    from aijobs.job_types t
-    left join aijobs.jobs j on j.type = t.name and j.status = 'pending'
-    group by t.name, t.cost, t.timeout_seconds, t.enabled
-    order by t.name
-"""
-
-
-class SqlCatalog:
-    """The `job_types_list` query this test expects the store to get, run over a real connection."""
-
-    def __init__(self, db_url: str) -> None:
-        self.db_url = db_url
-
-    async def stored_job_types(self) -> list[StoredJobType]:
-        return [StoredJobType(**row) for row in await fetch_all(self.db_url, STORED_TYPES)]
-
-
 async def test_a_worker_says_which_types_disagree_with_the_database_and_how_to_fix_it(
     settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -263,7 +242,7 @@ async def test_a_worker_says_which_types_disagree_with_the_database_and_how_to_f
         migrate(db_url, job_types=[("translate_review", 2, 120.0), ("ship_order", 5, 1.0)])
         await create(store, funded_user, "translate_review", {"review_text": "Bon.", "target_language": "en"})
     with registered(ship_order):
-        worker = Worker(settings, store, OfflineProvider(), db_url, catalog=SqlCatalog(db_url))
+        worker = Worker(settings, store, OfflineProvider(), db_url)  # its catalog: the store's
         with caplog.at_level(logging.WARNING, logger="aijobs.worker"):
             found = await worker.check_job_types()
         assert set(registry()) - {"ship_order"} == {

@@ -18,6 +18,7 @@ _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
     "AJ004": errors.Forbidden,
     "AJ005": errors.InvalidArgument,
     "AJ006": errors.TooManyInFlight,
+    "AJ007": errors.JobTypeDisabled,
     "42501": errors.Forbidden,  # insufficient_privilege: e.g. `anon` calling a function
 }
 

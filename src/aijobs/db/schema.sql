@@ -16,9 +16,9 @@
 --
 -- Refusals raise SQLSTATE class AJ with a JSON detail, mapped to Python exceptions in
 -- aijobs.db.refusals:
---   AJ001 unknown or disabled job type  AJ002 unknown user  AJ003 insufficient credits
+--   AJ001 unknown job type              AJ002 unknown user  AJ003 insufficient credits
 --   AJ004 forbidden                     AJ005 invalid argument ({"field", "reason"})
---   AJ006 too many jobs in flight
+--   AJ006 too many jobs in flight       AJ007 job type disabled in this deployment
 
 -- Supabase's roles and auth.uid() ----------------------------------------------------------
 
@@ -212,6 +212,20 @@ $$;
 create trigger credit_ledger_append_only
     before update or delete on aijobs.credit_ledger
     for each row execute function aijobs.credit_ledger_append_only();
+
+-- An account's own voice for LLM job types (brand voice, business name, signature, default
+-- language and tone), read by the worker for the types that use them and sent to the model
+-- as data. Bounded here as the API's model bounds it, so no caller stores more. Written by the
+-- API's own role for the user it verified (or an admin); users read their own row.
+create table aijobs.account_settings (
+    user_id           uuid primary key,
+    brand_voice       text check (char_length(brand_voice) between 1 and 2000),
+    business_name     text check (char_length(business_name) between 1 and 200),
+    signature         text check (char_length(signature) between 1 and 300),
+    default_language  text check (default_language ~ '^[a-z]{2}$'),
+    default_tone      text check (default_tone in ('friendly', 'professional', 'apologetic', 'enthusiastic', 'neutral')),
+    updated_at        aijobs.instant not null default now()
+);
 
 -- Job types, jobs, attempts -----------------------------------------------------------------
 
@@ -601,6 +615,7 @@ begin
     from (
         select t.i,
                case when k.name is null then 'type'
+                    when not k.enabled then 'disabled'
                     when p.problem is not null then 'payload'
                     when t.priority not between -100 and 100 then 'priority'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
@@ -608,7 +623,8 @@ begin
                     when t.max_attempts not between 1 and 100 then 'max_attempts'
                     when t.key !~ '^[ -~]{1,255}$' then 'idempotency_key'
                end as field,
-               case when k.name is null then 'is not a known, enabled job type'
+               case when k.name is null then 'is not a known job type'
+                    when not k.enabled then 'is disabled in this deployment'
                     when p.problem is not null then p.problem
                     when t.priority not between -100 and 100 then 'must be between -100 and 100'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
@@ -619,7 +635,7 @@ begin
         from unnest(p_types, p_payloads, p_priorities, p_run_ats, p_max_attempts, p_idempotency_keys)
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, i)
         cross join lateral (select aijobs.json_problem(t.payload) as problem) p
-        left join aijobs.job_types k on k.name = t.type and k.enabled
+        left join aijobs.job_types k on k.name = t.type
     ) e
     where e.field is not null
     order by e.i
@@ -627,6 +643,10 @@ begin
     if found then
         if v_bad.field = 'type' then
             raise exception 'unknown job type: %', p_types[v_bad.i] using errcode = 'AJ001',
+                detail = json_build_object('type', p_types[v_bad.i], 'index', v_bad.i - 1)::text;
+        end if;
+        if v_bad.field = 'disabled' then
+            raise exception 'job type % is disabled in this deployment', p_types[v_bad.i] using errcode = 'AJ007',
                 detail = json_build_object('type', p_types[v_bad.i], 'index', v_bad.i - 1)::text;
         end if;
         raise exception 'jobs[%].%: %', v_bad.i - 1, v_bad.field, v_bad.reason using errcode = 'AJ005',
@@ -1022,7 +1042,7 @@ declare
     r text;
 begin
     foreach t in array array[
-        'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'tenants', 'job_attempts', 'workers',
+        'settings', 'accounts', 'account_settings', 'credit_ledger', 'job_types', 'jobs', 'tenants', 'job_attempts', 'workers',
         'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader',
         'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
     ] loop
@@ -1039,6 +1059,8 @@ end
 $$;
 
 create policy accounts_own on aijobs.accounts for select to authenticated using (user_id = auth.uid());
+create policy account_settings_own on aijobs.account_settings for select to authenticated
+    using (user_id = auth.uid());
 create policy credit_ledger_own on aijobs.credit_ledger for select to authenticated using (user_id = auth.uid());
 create policy jobs_own on aijobs.jobs for select to authenticated using (user_id = auth.uid());
 create policy job_attempts_own on aijobs.job_attempts for select to authenticated
@@ -1055,7 +1077,8 @@ revoke all on all sequences in schema aijobs from public, anon, authenticated, s
 revoke all on all functions in schema aijobs from public, anon, authenticated, service_role;
 
 -- Users read their own rows and create and cancel their own jobs, nothing else.
-grant select on aijobs.accounts, aijobs.credit_ledger, aijobs.jobs, aijobs.job_attempts, aijobs.job_types
+grant select on aijobs.accounts, aijobs.account_settings, aijobs.credit_ledger, aijobs.jobs,
+    aijobs.job_attempts, aijobs.job_types
     to authenticated;
 grant select on aijobs.job_types to anon;
 grant execute on function
