@@ -4,6 +4,24 @@
  */
 
 export interface paths {
+    "/api/admin/accounts/{user_id}/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** An account's settings for LLM job types */
+        get: operations["account_settings"];
+        /** Replace an account's settings (a field left out is cleared) */
+        put: operations["put_account_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/credits": {
         parameters: {
             query?: never;
@@ -15,6 +33,23 @@ export interface paths {
         put?: never;
         /** Grant credits (creates the account) */
         post: operations["grant_credits"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/job-types/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Enable or disable a job type in this deployment (creations refused, pending jobs kept) */
+        put: operations["switch_job_type"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -49,6 +84,75 @@ export interface paths {
         put?: never;
         /** Run a failed or cancelled job again as a new job, charged to its owner */
         post: operations["requeue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The deployment's webhook endpoints */
+        get: operations["list_deployment_webhooks"];
+        put?: never;
+        /** Register a deployment webhook endpoint (every account's jobs) */
+        post: operations["create_deployment_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete a deployment webhook endpoint */
+        delete: operations["delete_deployment_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The delivery log of a deployment endpoint, newest first */
+        get: operations["deployment_webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a deployment delivery again (same id and body) */
+        post: operations["replay_deployment_webhook_delivery"];
         delete?: never;
         options?: never;
         head?: never;
@@ -163,7 +267,7 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Server-Sent Events: the job's status changes, until it is finished
+         * Server-Sent Events: the job's status changes, and its reply as it is written
          * @description At most MAX_STREAMS_PER_USER streams per user are open at once in one API process;
          *     one more is a 429 (`too_many_streams`, with `open_streams`, `limit` and a Retry-After).
          */
@@ -227,6 +331,93 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/me/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My account's voice for LLM job types (brand voice, business name, signature, defaults) */
+        get: operations["my_settings"];
+        /** Replace my account's settings (a field left out is cleared) */
+        put: operations["put_my_settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/me/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** My webhook endpoints */
+        get: operations["list_my_webhooks"];
+        put?: never;
+        /** Register a webhook endpoint for my jobs' ends */
+        post: operations["create_my_webhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/me/webhooks/{endpoint_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Delete one of my webhook endpoints */
+        delete: operations["delete_my_webhook"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/me/webhooks/{endpoint_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The delivery log of one of my endpoints, newest first */
+        get: operations["my_webhook_deliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/me/webhooks/{endpoint_id}/deliveries/{delivery_id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a delivery again (same id and body) */
+        post: operations["replay_my_webhook_delivery"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -265,6 +456,132 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AIGenerationPayload
+         * @description A review to answer and how to answer it (unset: the account's default, then friendly/en).
+         */
+        AIGenerationPayload: {
+            /**
+             * Business Name
+             * @default null
+             */
+            business_name?: string | null;
+            /**
+             * Language
+             * @default null
+             */
+            language?: string | null;
+            /**
+             * Rating
+             * @default null
+             */
+            rating?: number | null | string;
+            /** Review Text */
+            review_text: string;
+            /**
+             * Tone
+             * @default null
+             */
+            tone?: ("friendly" | "professional" | "apologetic" | "enthusiastic" | "neutral") | null;
+        };
+        /**
+         * AccountSettings
+         * @description An account's own voice for LLM job types that use it (`account_settings=True`).
+         *
+         *     Written by the account's user (or an admin), so it is data in the prompt, exactly like a
+         *     review: it is sent JSON-quoted in the user message, never spliced into the instructions,
+         *     and bounded so one account cannot crowd out the task.
+         */
+        AccountSettings: {
+            /**
+             * Brand Voice
+             * @description How replies should sound: style, vocabulary, formality.
+             */
+            brand_voice?: string | null;
+            /**
+             * Business Name
+             * @description Used when a job's payload names no business.
+             */
+            business_name?: string | null;
+            /**
+             * Default Language
+             * @description When a payload gives no language.
+             */
+            default_language?: string | null;
+            /**
+             * Default Tone
+             * @description When a payload gives no tone.
+             */
+            default_tone?: ("friendly" | "professional" | "apologetic" | "enthusiastic" | "neutral") | null;
+            /**
+             * Signature
+             * @description How replies are signed.
+             */
+            signature?: string | null;
+        };
+        /**
+         * AiGenerationJobCreate
+         * @description Create a `ai_generation` job (2 credits). Write a reply to a customer review in a chosen tone.
+         * @example {
+         *       "payload": {
+         *         "business_name": "Luigi's Trattoria",
+         *         "language": "en",
+         *         "rating": 5,
+         *         "review_text": "Great service and the pasta was delicious! Will come back.",
+         *         "tone": "friendly"
+         *       },
+         *       "type": "ai_generation"
+         *     }
+         */
+        AiGenerationJobCreate: {
+            /**
+             * Max Attempts
+             * @description Default: MAX_RETRIES + 1.
+             * @default null
+             */
+            max_attempts?: number | null;
+            /** @description AIGenerationPayload. */
+            payload: components["schemas"]["AIGenerationPayload"];
+            /**
+             * Priority
+             * @description Higher runs first among your own jobs.
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Run At
+             * @description Not before this time (with a UTC offset).
+             * @default null
+             */
+            run_at?: string | null;
+            /**
+             * @description The job type. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            type: "ai_generation";
+        };
+        /**
+         * AiGenerationJobResult
+         * @description The result of a completed `ai_generation` job.
+         */
+        AiGenerationJobResult: {
+            /**
+             * Model
+             * @description The model that answered (LLM types).
+             * @default null
+             */
+            model?: string | null;
+            /** @description The handler's output. */
+            output: components["schemas"]["GeneratedReply"];
+            /**
+             * Provider
+             * @description The provider that answered (LLM types).
+             * @default null
+             */
+            provider?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
         /** Balance */
         Balance: {
             /** Balance */
@@ -299,6 +616,19 @@ export interface components {
             field: string;
             /** Reason */
             reason: string;
+        };
+        /**
+         * GeneratedReply
+         * @description The reply, ready to publish.
+         */
+        GeneratedReply: {
+            /** Reply */
+            reply: string;
+        };
+        /** HTTPValidationError */
+        HTTPValidationError: {
+            /** Detail */
+            detail?: components["schemas"]["ValidationError"][];
         };
         /** Health */
         Health: {
@@ -404,44 +734,9 @@ export interface components {
         };
         /**
          * JobCreate
-         * @description What a client sends to create a job. Unknown fields are refused, not ignored.
-         * @example {
-         *       "payload": {
-         *         "text": "Lovely staff, quick service."
-         *       },
-         *       "type": "sentiment_analysis"
-         *     }
+         * @description A job to create: its `type` selects the payload's schema.
          */
-        JobCreate: {
-            /**
-             * Max Attempts
-             * @description Default: MAX_RETRIES + 1.
-             */
-            max_attempts?: number | null;
-            /**
-             * Payload
-             * @description The job type's payload (see GET /api/job-types).
-             */
-            payload: {
-                [key: string]: unknown;
-            };
-            /**
-             * Priority
-             * @description Higher runs first.
-             * @default 0
-             */
-            priority?: number;
-            /**
-             * Run At
-             * @description Not before this time (with a UTC offset).
-             */
-            run_at?: string | null;
-            /**
-             * Type
-             * @description A job type name.
-             */
-            type: string;
-        };
+        JobCreate: components["schemas"]["AiGenerationJobCreate"] | components["schemas"]["ReviewProcessingJobCreate"] | components["schemas"]["PromptAnalysisJobCreate"] | components["schemas"]["SentimentAnalysisJobCreate"];
         /**
          * JobEvent
          * @description One SSE `status` event: the status the job moved to, and the job as read right after.
@@ -479,13 +774,32 @@ export interface components {
             /** Example */
             example: {
                 [key: string]: unknown;
-            };
+            } | null;
+            /**
+             * Max Attempts
+             * @description The type's own attempt count; null: MAX_RETRIES + 1.
+             */
+            max_attempts: number | null;
             /** Name */
             name: string;
             /** Payload Schema */
             payload_schema: {
                 [key: string]: unknown;
             };
+            /**
+             * Result Schema
+             * @description What `result` holds once a job of this type completed.
+             */
+            result_schema: {
+                [key: string]: unknown;
+            };
+            /** Timeout Seconds */
+            timeout_seconds: number;
+        };
+        /** JobTypeSwitch */
+        JobTypeSwitch: {
+            /** Enabled */
+            enabled: boolean;
         };
         /** LedgerEntry */
         LedgerEntry: {
@@ -524,7 +838,7 @@ export interface components {
             /** Jobs In Flight */
             jobs_in_flight: number;
             /** Max Jobs In Flight */
-            max_jobs_in_flight: number;
+            max_jobs_in_flight: number | null;
             /**
              * User Id
              * Format: uuid
@@ -573,6 +887,91 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /**
+         * PromptAnalysis
+         * @description Problems found, a rewrite, and why the rewrite is better.
+         */
+        PromptAnalysis: {
+            /** Improved Prompt */
+            improved_prompt: string;
+            /** Issues */
+            issues: string[];
+            /** Rationale */
+            rationale: string;
+        };
+        /**
+         * PromptAnalysisJobCreate
+         * @description Create a `prompt_analysis` job (2 credits). Find weaknesses in an LLM prompt and propose an improved version.
+         * @example {
+         *       "payload": {
+         *         "goal": "A 100-word launch announcement for our newsletter.",
+         *         "prompt": "Write something good about our new product."
+         *       },
+         *       "type": "prompt_analysis"
+         *     }
+         */
+        PromptAnalysisJobCreate: {
+            /**
+             * Max Attempts
+             * @description Default: MAX_RETRIES + 1.
+             * @default null
+             */
+            max_attempts?: number | null;
+            /** @description PromptAnalysisPayload. */
+            payload: components["schemas"]["PromptAnalysisPayload"];
+            /**
+             * Priority
+             * @description Higher runs first among your own jobs.
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Run At
+             * @description Not before this time (with a UTC offset).
+             * @default null
+             */
+            run_at?: string | null;
+            /**
+             * @description The job type. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            type: "prompt_analysis";
+        };
+        /**
+         * PromptAnalysisJobResult
+         * @description The result of a completed `prompt_analysis` job.
+         */
+        PromptAnalysisJobResult: {
+            /**
+             * Model
+             * @description The model that answered (LLM types).
+             * @default null
+             */
+            model?: string | null;
+            /** @description The handler's output. */
+            output: components["schemas"]["PromptAnalysis"];
+            /**
+             * Provider
+             * @description The provider that answered (LLM types).
+             * @default null
+             */
+            provider?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * PromptAnalysisPayload
+         * @description The prompt to review and, optionally, what its author wants it to achieve.
+         */
+        PromptAnalysisPayload: {
+            /**
+             * Goal
+             * @default null
+             */
+            goal?: string | null;
+            /** Prompt */
+            prompt: string;
+        };
         /** Readiness */
         Readiness: {
             /** Migrations Pending */
@@ -583,6 +982,349 @@ export interface components {
              */
             status: "ready";
         };
+        /**
+         * ReviewAnalysis
+         * @description The triage of one review.
+         */
+        ReviewAnalysis: {
+            /** Draft Reply */
+            draft_reply: string;
+            /**
+             * Sentiment
+             * @enum {string}
+             */
+            sentiment: "positive" | "negative" | "neutral" | "mixed";
+            /** Suggested Actions */
+            suggested_actions: string[];
+            /** Topics */
+            topics: string[];
+            /**
+             * Urgency
+             * @enum {string}
+             */
+            urgency: "low" | "medium" | "high";
+        };
+        /**
+         * ReviewProcessingJobCreate
+         * @description Create a `review_processing` job (3 credits). Triage a review: sentiment, topics, urgency, suggested actions and a draft reply.
+         * @example {
+         *       "payload": {
+         *         "business_name": "Burger Barn",
+         *         "language": "en",
+         *         "rating": 1,
+         *         "review_text": "Waited 45 minutes for a cold burger and the staff were rude. I want a refund."
+         *       },
+         *       "type": "review_processing"
+         *     }
+         */
+        ReviewProcessingJobCreate: {
+            /**
+             * Max Attempts
+             * @description Default: MAX_RETRIES + 1.
+             * @default null
+             */
+            max_attempts?: number | null;
+            /** @description ReviewProcessingPayload. */
+            payload: components["schemas"]["ReviewProcessingPayload"];
+            /**
+             * Priority
+             * @description Higher runs first among your own jobs.
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Run At
+             * @description Not before this time (with a UTC offset).
+             * @default null
+             */
+            run_at?: string | null;
+            /**
+             * @description The job type. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            type: "review_processing";
+        };
+        /**
+         * ReviewProcessingJobResult
+         * @description The result of a completed `review_processing` job.
+         */
+        ReviewProcessingJobResult: {
+            /**
+             * Model
+             * @description The model that answered (LLM types).
+             * @default null
+             */
+            model?: string | null;
+            /** @description The handler's output. */
+            output: components["schemas"]["ReviewAnalysis"];
+            /**
+             * Provider
+             * @description The provider that answered (LLM types).
+             * @default null
+             */
+            provider?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * ReviewProcessingPayload
+         * @description The review to triage, with whatever context the caller has.
+         */
+        ReviewProcessingPayload: {
+            /**
+             * Business Name
+             * @default null
+             */
+            business_name?: string | null;
+            /**
+             * Language
+             * @default null
+             */
+            language?: string | null;
+            /**
+             * Rating
+             * @default null
+             */
+            rating?: number | null | string;
+            /** Review Text */
+            review_text: string;
+        };
+        /**
+         * SentimentAnalysisJobCreate
+         * @description Create a `sentiment_analysis` job (1 credits). Classify the sentiment of a text: label, score in [-1, 1] and reasons.
+         * @example {
+         *       "payload": {
+         *         "text": "The staff were lovely but the room was freezing and nobody fixed the heater."
+         *       },
+         *       "type": "sentiment_analysis"
+         *     }
+         */
+        SentimentAnalysisJobCreate: {
+            /**
+             * Max Attempts
+             * @description Default: MAX_RETRIES + 1.
+             * @default null
+             */
+            max_attempts?: number | null;
+            /** @description SentimentPayload. */
+            payload: components["schemas"]["SentimentPayload"];
+            /**
+             * Priority
+             * @description Higher runs first among your own jobs.
+             * @default 0
+             */
+            priority?: number;
+            /**
+             * Run At
+             * @description Not before this time (with a UTC offset).
+             * @default null
+             */
+            run_at?: string | null;
+            /**
+             * @description The job type. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            type: "sentiment_analysis";
+        };
+        /**
+         * SentimentAnalysisJobResult
+         * @description The result of a completed `sentiment_analysis` job.
+         */
+        SentimentAnalysisJobResult: {
+            /**
+             * Model
+             * @description The model that answered (LLM types).
+             * @default null
+             */
+            model?: string | null;
+            /** @description The handler's output. */
+            output: components["schemas"]["SentimentResult"];
+            /**
+             * Provider
+             * @description The provider that answered (LLM types).
+             * @default null
+             */
+            provider?: string | null;
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * SentimentPayload
+         * @description The text to classify.
+         */
+        SentimentPayload: {
+            /** Text */
+            text: string;
+        };
+        /**
+         * SentimentResult
+         * @description A label, a polarity score from -1 (very negative) to 1 (very positive), and why.
+         */
+        SentimentResult: {
+            /**
+             * Label
+             * @enum {string}
+             */
+            label: "positive" | "negative" | "neutral" | "mixed";
+            /** Reasons */
+            reasons: string[];
+            /** Score */
+            score: number;
+        };
+        /** ValidationError */
+        ValidationError: {
+            /** Context */
+            ctx?: Record<string, never>;
+            /** Input */
+            input?: unknown;
+            /** Location */
+            loc: (string | number)[];
+            /** Message */
+            msg: string;
+            /** Error Type */
+            type: string;
+        };
+        /** WebhookAttempt */
+        WebhookAttempt: {
+            /** Attempt */
+            attempt: number;
+            /**
+             * Attempted At
+             * Format: date-time
+             */
+            attempted_at: string;
+            /** Duration Ms */
+            duration_ms: number | null;
+            /** Error */
+            error: string | null;
+            /** Status Code */
+            status_code: number | null;
+        };
+        /** WebhookDelivery */
+        WebhookDelivery: {
+            /** Attempts */
+            attempts: number;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Delivered At */
+            delivered_at: string | null;
+            /**
+             * Endpoint Id
+             * Format: uuid
+             */
+            endpoint_id: string;
+            /** Event */
+            event: string;
+            /**
+             * Id
+             * Format: uuid
+             * @description Sent as `webhook-id`, the same on every attempt and replay.
+             */
+            id: string;
+            /**
+             * Job Id
+             * Format: uuid
+             */
+            job_id: string;
+            /** Last Error */
+            last_error: string | null;
+            /** Last Status Code */
+            last_status_code: number | null;
+            /** Log */
+            log: components["schemas"]["WebhookAttempt"][];
+            /**
+             * Next Attempt At
+             * Format: date-time
+             */
+            next_attempt_at: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "pending" | "delivered" | "failed";
+        };
+        /** WebhookDeliveryPage */
+        WebhookDeliveryPage: {
+            /** Items */
+            items: components["schemas"]["WebhookDelivery"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /** WebhookEndpoint */
+        WebhookEndpoint: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Description */
+            description: string | null;
+            /** Enabled */
+            enabled: boolean;
+            /** Events */
+            events: string[];
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Scope
+             * @enum {string}
+             */
+            scope: "account" | "deployment";
+            /** Url */
+            url: string;
+        };
+        /**
+         * WebhookEndpointCreate
+         * @description Where to POST job ends, and which ones.
+         */
+        WebhookEndpointCreate: {
+            /** Description */
+            description?: string | null;
+            /** Events */
+            events?: ("job.completed" | "job.failed" | "job.cancelled")[];
+            /**
+             * Url
+             * @example https://example.com/hooks/aijobs
+             */
+            url: string;
+        };
+        /** WebhookEndpointCreated */
+        WebhookEndpointCreated: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Description */
+            description: string | null;
+            /** Enabled */
+            enabled: boolean;
+            /** Events */
+            events: string[];
+            /**
+             * Id
+             * Format: uuid
+             */
+            id: string;
+            /**
+             * Scope
+             * @enum {string}
+             */
+            scope: "account" | "deployment";
+            /**
+             * Secret
+             * @description Signs every delivery (Standard Webhooks); shown only here, once.
+             */
+            secret: string;
+            /** Url */
+            url: string;
+        };
     };
     responses: never;
     parameters: never;
@@ -592,6 +1334,186 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    account_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_account_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AccountSettings"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     grant_credits: {
         parameters: {
             query?: never;
@@ -649,6 +1571,118 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    switch_job_type: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JobTypeSwitch"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobTypeSwitch"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -920,6 +1954,468 @@ export interface operations {
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_deployment_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpoint"][];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_deployment_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEndpointCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointCreated"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_deployment_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    deployment_webhook_deliveries: {
+        parameters: {
+            query?: {
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDeliveryPage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    replay_deployment_webhook_delivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
@@ -1605,7 +3101,10 @@ export interface operations {
     job_events: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Resume after this `delta` event. */
+                "Last-Event-ID"?: string | null;
+            };
             path: {
                 job_id: string;
             };
@@ -1613,7 +3112,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `event: status` with a JobEvent as data, one per transition; the stream ends after a terminal status (completed, failed, cancelled). */
+            /** @description `event: status` with a JobEvent as data, one per transition; the stream ends after a terminal status (completed, failed, cancelled). For a type that streams (ai_generation), `event: delta` (JobDelta: the next piece of the reply, id `<attempt token>:<seq>`) while it runs, from the start of the running attempt for a late subscriber, or after the piece named by `Last-Event-ID`; `event: reset` (JobReset) when a new attempt starts writing: drop the text received so far. */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1998,6 +3497,478 @@ export interface operations {
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    my_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_my_settings: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AccountSettings"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AccountSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    list_my_webhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpoint"][];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    create_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["WebhookEndpointCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookEndpointCreated"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    delete_my_webhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    my_webhook_deliveries: {
+        parameters: {
+            query?: {
+                cursor?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                endpoint_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WebhookDeliveryPage"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    replay_my_webhook_delivery: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                endpoint_id: string;
+                delivery_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

@@ -16,6 +16,7 @@ import {
   errorFromResponse,
   newIdempotencyKey,
   parseRetryAfter,
+  type JobCreate,
 } from "@aijobs/client";
 import { API_URL, CONFLICT_TEXT, LATER, MAX_IN_FLIGHT, MAX_STREAMS, REVIEW, mintToken, newUser } from "./helpers.js";
 
@@ -52,7 +53,9 @@ describe("errors", () => {
 
   test("422 names each invalid field", async () => {
     const { client } = await newUser(10);
-    const error = await refusal(client.create({ type: "ai_generation", payload: { tone: "rude" } }), ValidationError);
+    // Deliberately what the types refuse: the server must refuse it too, naming each field.
+    const invalid = { type: "ai_generation", payload: { tone: "rude" } } as unknown as JobCreate;
+    const error = await refusal(client.create(invalid), ValidationError);
     const fields = error.fields.map((f) => f.field).sort();
     assert.deepEqual(fields, ["body.payload.review_text", "body.payload.tone"]);
     assert.ok(error.fields.every((f) => f.reason.length > 0));

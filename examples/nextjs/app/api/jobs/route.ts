@@ -1,11 +1,11 @@
 // POST /api/jobs {review_text, tone?}: an ai_generation job for the signed-in user, created
 // with their own token, so aijobs charges their credits and row-level security applies.
-import { newIdempotencyKey, type JobCreate } from "@aijobs/client";
+import { newIdempotencyKey, type JobCreate, type PayloadOf } from "@aijobs/client";
 import { aijobsFor, problemResponse, signedOut } from "@/lib/aijobs";
 
 interface DraftRequest {
   review_text: string;
-  tone?: string;
+  tone?: PayloadOf<"ai_generation">["tone"];
   /** The browser's key for this draft, reused if it sends the same draft again. */
   idempotency_key?: string;
 }
