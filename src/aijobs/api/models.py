@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from aijobs.queue.requests import MAX_CREDIT_GRANT, JobRequest
 from aijobs.states import JobStatus as JobStatus  # the core's vocabulary, published as is
 
 
-def _date_time_text(value: object) -> object:
-    """A time is an RFC 3339 string, as the schema says: pydantic alone would also take a
-    number as seconds since 1970, which the published schema refuses."""
-    if isinstance(value, int | float):
-        raise ValueError("must be a date-time string with a UTC offset, not a number")
-    return value
-
-
-class JobCreate(BaseModel):
+class JobCreate(JobRequest):
     """What a client sends to create a job. Unknown fields are refused, not ignored."""
 
     model_config = ConfigDict(
@@ -28,33 +21,6 @@ class JobCreate(BaseModel):
             "examples": [{"type": "sentiment_analysis", "payload": {"text": "Lovely staff, quick service."}}]
         },
     )
-
-    type: str = Field(
-        min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$", description="A job type name."
-    )
-    payload: dict[str, Any] = Field(description="The job type's payload (see GET /api/job-types).")
-    # Strict: JSON `true` is not the integer 1 (lax mode would take it, and the schema says integer).
-    priority: StrictInt = Field(0, ge=-100, le=100, description="Higher runs first among your own jobs.")
-    run_at: Annotated[AwareDatetime | None, BeforeValidator(_date_time_text)] = Field(
-        None, description="Not before this time (with a UTC offset)."
-    )
-    max_attempts: StrictInt | None = Field(None, ge=1, le=100, description="Default: MAX_RETRIES + 1.")
-
-    @field_validator("run_at")
-    @classmethod
-    def _run_at_in_utc_range(cls, value: datetime | None) -> datetime | None:
-        """Normalise to UTC, refusing times that leave years 1-9999 once converted.
-
-        `0001-01-01T00:00+14:00` is year 0 in UTC: PostgreSQL stores it, but the job can then
-        never be read back into Python (psycopg refuses BC and year 10000), so creating it
-        answered 500. Refused here it is a 422 naming `body.run_at`.
-        """
-        if value is None:
-            return None
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("must be between years 1 and 9999 in UTC") from None
 
 
 #: The most jobs one batch request may create: a batch holds the user's account lock for
@@ -184,7 +150,7 @@ class CreditGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: UUID
-    amount: StrictInt = Field(ge=1, le=1_000_000_000)  # `true` is not 1 credit
+    amount: StrictInt = Field(ge=1, le=MAX_CREDIT_GRANT)  # `true` is not 1 credit
     note: str = Field("grant", min_length=1, max_length=200)
 
     @field_validator("note")

@@ -7,7 +7,6 @@ from uuid import UUID
 
 import typer
 
-from aijobs.api.models import CreditGrant
 from aijobs.cli.app import (
     accounts_app,
     echo_json,
@@ -15,9 +14,10 @@ from aijobs.cli.app import (
     run_async,
     settings_or_exit,
 )
+from aijobs.queue.requests import MAX_CREDIT_GRANT
 
 #: The most one grant may add: the admin API's limit (a bigint balance stays far from overflow).
-MAX_GRANT = next(m.le for m in CreditGrant.model_fields["amount"].metadata if hasattr(m, "le"))
+MAX_GRANT = MAX_CREDIT_GRANT
 
 
 @accounts_app.command("create")

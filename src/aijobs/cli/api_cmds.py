@@ -8,15 +8,13 @@ from pathlib import Path
 from uuid import UUID
 
 import typer
-import uvicorn
 
 from aijobs import eventloop
-from aijobs.api.app import create_app
-from aijobs.api.header_limits import BoundedHttpToolsProtocol
-from aijobs.api.openapi import dump, spec
-from aijobs.api.server import server_config
 from aijobs.api.tokens import DEV_SECRET_FILE, mint_token, read_dev_secret
 from aijobs.cli.app import app, database, require_migrated, settings_or_exit
+
+# FastAPI and uvicorn are imported by the commands that serve, not at import: every other
+# `aijobs` command starts without them.
 
 
 @app.command("api")
@@ -26,6 +24,12 @@ def api(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes"),
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs, the /api-test page)."""
+    import uvicorn
+
+    from aijobs.api.app import create_app
+    from aijobs.api.header_limits import BoundedHttpToolsProtocol
+    from aijobs.api.server import server_config
+
     settings = settings_or_exit(api_host=host, api_port=port)
     with database(settings) as url:
         require_migrated(url)
@@ -103,6 +107,8 @@ def openapi_spec(
     out: Path | None = typer.Option(None, "--out", help="Write here instead of standard output."),
 ) -> None:
     """Print the API's OpenAPI spec (what /openapi.json serves), with no database or server."""
+    from aijobs.api.openapi import dump, spec
+
     text = dump(spec())
     if out is None:
         typer.echo(text, nl=False)

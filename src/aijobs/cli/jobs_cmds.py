@@ -12,7 +12,6 @@ from uuid import UUID
 import typer
 from pydantic import ValidationError
 
-from aijobs.api.models import JobCreate, JobStatus
 from aijobs.cli.app import (
     app,
     echo_json,
@@ -26,6 +25,8 @@ from aijobs.errors import AijobsError
 from aijobs.jobs import max_attempts_for
 from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, validate_payload
 from aijobs.queue.enqueue import enqueue as enqueue_job
+from aijobs.queue.requests import JobRequest
+from aijobs.states import JobStatus
 
 
 def _check_key(key: str | None) -> str | None:
@@ -132,7 +133,7 @@ def _read_job_lines(
             continue
         reason = None
         try:
-            job = JobCreate.model_validate_json(line)
+            job = JobRequest.model_validate_json(line)
             validate_payload(job.type, job.payload)
         except ValidationError as exc:
             first = exc.errors()[0]

@@ -11,8 +11,6 @@ import typer
 from pydantic import SecretStr
 
 from aijobs import eventloop
-from aijobs.api.app import create_app
-from aijobs.api.server import EmbeddedServer, server_config
 from aijobs.api.tokens import dev_secret, mint_token
 from aijobs.cli.app import (
     app,
@@ -194,6 +192,9 @@ def dev(
 async def run_dev(settings: Settings, url: str, sock: socket.socket) -> None:
     """The API and the worker in one event loop. The worker owns the signals: when it has
     drained after SIGINT/SIGTERM, the API stops too."""
+    from aijobs.api.app import create_app  # FastAPI only for the commands that serve
+    from aijobs.api.server import EmbeddedServer, server_config
+
     assert settings.jwt_secret is not None
     app_ = create_app(settings, dev_user=DEMO_USER)
     server = EmbeddedServer(server_config(app_, settings.api_host, settings.api_port, settings.log_level))
