@@ -82,11 +82,15 @@ class PgBouncer:
         )
         command = [self.binary]
         if os.geteuid() == 0:
-            # It will not run as root; it drops to this user and must read its directory.
-            shutil.chown(self.dir, "postgres")
+            # It will not run as root; it drops to a user that must read its directory and, for
+            # a server on a Unix socket (the embedded one), reach the socket's directory: its owner.
+            runner = "postgres"
+            if host.startswith("/") and Path(host).is_dir():
+                runner = pwd.getpwuid(Path(host).stat().st_uid).pw_name
+            shutil.chown(self.dir, runner)
             for path in self.dir.iterdir():
-                shutil.chown(path, "postgres")
-            command += ["-u", "postgres"]
+                shutil.chown(path, runner)
+            command += ["-u", runner]
         command.append(str(self.dir / "pgbouncer.ini"))
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 15
@@ -97,8 +101,9 @@ class PgBouncer:
                 return self
             except psycopg.OperationalError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    log = self.log()  # before stop() removes its directory
                     self.stop()
-                    raise RuntimeError(f"pgbouncer did not start:\n{self.log()}") from None
+                    raise RuntimeError(f"pgbouncer did not start:\n{log}") from None
                 time.sleep(0.05)
 
     def log(self) -> str:

@@ -11,7 +11,7 @@ import typer
 
 from aijobs import eventloop
 from aijobs.api.tokens import DEV_SECRET_FILE, mint_token, read_dev_secret
-from aijobs.cli.app import app, database, require_migrated, settings_or_exit
+from aijobs.cli.app import app, database, listen_or_exit, require_migrated, settings_or_exit
 
 # FastAPI and uvicorn are imported by the commands that serve, not at import: every other
 # `aijobs` command starts without them.
@@ -31,7 +31,8 @@ def api(
     from aijobs.api.server import server_config
 
     settings = settings_or_exit(api_host=host, api_port=port)
-    with database(settings) as url:
+    # Bound before anything starts, so a port in use is one line and exit 1.
+    with listen_or_exit(settings.api_host, settings.api_port) as sock, database(settings) as url:
         require_migrated(url)
         if settings.jwt_secret is None and settings.jwt_jwks_url is None:
             typer.echo(
@@ -46,7 +47,7 @@ def api(
                 settings.api_port,
                 settings.log_level,
             )
-            eventloop.run(uvicorn.Server(config).serve(), settings.event_loop)
+            eventloop.run(uvicorn.Server(config).serve(sockets=[sock]), settings.event_loop)
             return
         # Several processes: each builds its app from the environment, so pass the URL down,
         # and a fresh directory for prometheus_client's multiprocess mode, so that /metrics
@@ -60,8 +61,7 @@ def api(
                 "aijobs.api.server:app_from_env",
                 factory=True,
                 loop=settings.event_loop,
-                host=settings.api_host,
-                port=settings.api_port,
+                fd=sock.fileno(),
                 workers=workers,
                 log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=5,

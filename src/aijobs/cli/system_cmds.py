@@ -74,6 +74,8 @@ def migrate() -> None:
 
 
 async def run_worker(settings: Settings, url: str) -> None:
+    # The provider first: a missing extra or a bad setting is one line before anything opens.
+    provider = build_provider(settings)
     # Not waiting for the first connection: the worker's start retries until the database answers.
     store = await Store.open(
         url,
@@ -83,7 +85,6 @@ async def run_worker(settings: Settings, url: str) -> None:
         wait=False,
         prepare=settings.prepared_statements,
     )
-    provider = build_provider(settings)
     try:
         worker = Worker(settings, store, provider, settings.listen_url(url))
         if settings.metrics_port is not None:

@@ -7,11 +7,19 @@ JSON-quoted in the user message, never spliced into the instructions, and bounde
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from aijobs.jobs.fields import BusinessName, OptionalLanguage, OptionalTone, blank_to_none, storable
+from aijobs.jobs.fields import (
+    BusinessName,
+    OptionalLanguage,
+    OptionalTone,
+    Tone,
+    blank_or,
+    blank_to_none,
+    storable,
+)
 
 
 class AccountSettings(BaseModel):
@@ -34,12 +42,16 @@ class AccountSettings(BaseModel):
         None, max_length=300, description="How replies are signed."
     )
     # Blank is "no default" here: a settings form sends "" for a cleared field.
-    default_language: Annotated[OptionalLanguage, BeforeValidator(blank_to_none)] = Field(
-        None, description="When a payload gives no language."
-    )
-    default_tone: Annotated[OptionalTone, BeforeValidator(blank_to_none)] = Field(
-        None, description="When a payload gives no tone."
-    )
+    default_language: Annotated[
+        OptionalLanguage,
+        BeforeValidator(blank_to_none),
+        blank_or({"type": "string", "pattern": "^\\s*[A-Za-z]{2}\\s*$"}),
+    ] = Field(None, description="When a payload gives no language.")
+    default_tone: Annotated[
+        OptionalTone,
+        BeforeValidator(blank_to_none),
+        blank_or({"type": "string", "enum": list(get_args(Tone))}),
+    ] = Field(None, description="When a payload gives no tone.")
 
 
 #: Appended to the instructions of every type that takes account settings: fixed text, so the

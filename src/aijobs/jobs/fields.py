@@ -36,11 +36,30 @@ SentimentLabel = Literal["positive", "negative", "neutral", "mixed"]
 Tone = Literal["friendly", "professional", "apologetic", "enthusiastic", "neutral"]
 
 
+#: What "blank" means for a form field, in Python and in the published schema alike (a JSON
+#: Schema `\\s` and Python's `str.strip()` do not agree on every character).
+BLANK_CHARS = " \t\r\n"
+BLANK_PATTERN = "^[ \\t\\r\\n]*$"
+
+
 def blank_to_none(value: object) -> object:
     """Web forms send "" for an untouched optional field; treat that as "not given"."""
-    if isinstance(value, str) and not value.strip():
+    if isinstance(value, str) and not value.strip(BLANK_CHARS):
         return None
     return value
+
+
+def blank_or(schema: dict[str, object]) -> WithJsonSchema:
+    """The JSON schema of an optional field that also takes a blank string as "not given"."""
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                schema,
+                {"type": "null"},
+                {"type": "string", "pattern": BLANK_PATTERN, "description": "blank: not given"},
+            ]
+        }
+    )
 
 
 def storable(value: object) -> object:
@@ -75,7 +94,7 @@ Rating = Annotated[
             "anyOf": [
                 {"type": "integer", "minimum": 1, "maximum": 5},
                 {"type": "null"},
-                {"type": "string", "pattern": "^\\s*$", "description": "blank: not given"},
+                {"type": "string", "pattern": BLANK_PATTERN, "description": "blank: not given"},
             ]
         }
     ),

@@ -193,7 +193,7 @@ async def list_my_webhooks(principal: CurrentUser, store: StoreDep) -> list[Webh
     "/{endpoint_id}",
     status_code=204,
     summary="Delete one of my webhook endpoints",
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 async def delete_my_webhook(endpoint_id: UUID, principal: CurrentUser, store: StoreDep) -> Response:
     return await _delete(principal.user_id, endpoint_id, store)
@@ -215,7 +215,7 @@ async def my_webhook_deliveries(
     "/{endpoint_id}/deliveries/{delivery_id}/replay",
     status_code=202,
     summary="Send a delivery again (same id and body)",
-    responses=responses(401, 404),
+    responses=responses(401, 404, 422),
 )
 async def replay_my_webhook_delivery(
     endpoint_id: UUID, delivery_id: UUID, principal: CurrentUser, store: StoreDep
@@ -251,7 +251,7 @@ async def list_deployment_webhooks(_admin: Admin, store: StoreDep) -> list[Webho
     "/{endpoint_id}",
     status_code=204,
     summary="Delete a deployment webhook endpoint",
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 422),
 )
 async def delete_deployment_webhook(endpoint_id: UUID, _admin: Admin, store: StoreDep) -> Response:
     return await _delete(None, endpoint_id, store)
@@ -273,7 +273,7 @@ async def deployment_webhook_deliveries(
     "/{endpoint_id}/deliveries/{delivery_id}/replay",
     status_code=202,
     summary="Send a deployment delivery again (same id and body)",
-    responses=responses(401, 403, 404),
+    responses=responses(401, 403, 404, 422),
 )
 async def replay_deployment_webhook_delivery(
     endpoint_id: UUID, delivery_id: UUID, _admin: Admin, store: StoreDep

@@ -69,7 +69,8 @@ class AccountsRepo:
 
     async def put_settings(self, user_id: UUID, settings: Mapping[str, Any]) -> AccountSettingsRow:
         """Store every field of `settings` (a missing one is cleared)."""
-        fields = {name: settings.get(name) for name in AccountSettingsRow.__annotations__}
+        # An empty text (what whitespace strips to) is "not set": the table stores no empty strings.
+        fields = {name: settings.get(name) or None for name in AccountSettingsRow.__annotations__}
         async with self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query("account_settings_put"), {"user_id": user_id, **fields})
             row = await cur.fetchone()
