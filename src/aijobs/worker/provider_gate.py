@@ -134,8 +134,8 @@ class ProviderGate:
         if started:
             log.error(
                 "⛔ %s paused for every worker: %s. Jobs wait, pending, with no attempt spent; "
-                "probing every %gs until it answers (fix the configuration: OPENAI_API_KEY, "
-                "OPENAI_MODEL, OPENAI_BASE_URL)",
+                "probing every %gs until it answers (fix its key, model or base URL, e.g. "
+                "OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL)",
                 self.name,
                 reason,
                 self.probe_every,
@@ -168,6 +168,9 @@ class ProviderGate:
                 return False
             except ProviderError:
                 pass  # it answered: whatever else is wrong, it is not the configuration
+            except Exception as exc:  # a probe must never stop the producer
+                log.warning("the probe of %s failed unexpectedly (%r); still paused", self.name, exc)
+                return False
         try:
             async with self.store.session() as session:
                 lasted = await session.providers.resume(self.name)
