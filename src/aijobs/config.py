@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     rate_limit_max_wait_seconds: float = Field(default=3600.0, ge=0)
     # The window OPENAI_RPM / OPENAI_TPM count over: a minute, shorter only in tests and demos.
     rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # How often one worker probes a provider paused for its configuration (a wrong key, an
+    # unknown model, nothing at its base URL) to find out whether it was fixed.
+    provider_probe_seconds: float = Field(default=30.0, gt=0, le=3600)
     # USD per 1M tokens as "model=input:output,model2=input:output"; empty uses the built-in table.
     openai_prices: str = ""
 

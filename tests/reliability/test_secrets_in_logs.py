@@ -75,6 +75,8 @@ def env_for(db_url: str, fake: FakeOpenAI, log_format: str) -> dict[str, str]:
         OPENAI_API_KEY=CANARY_KEY,
         OPENAI_BASE_URL=fake.base_url,
         OPENAI_TIMEOUT_SECONDS="1.5",
+        # The 401 pauses the provider: probe soon, so the rest of the script runs.
+        PROVIDER_PROBE_SECONDS="0.3",
         POLLING_INTERVAL="200",
         LEASE_SECONDS="5",
         HEARTBEAT_SECONDS="0.5",
@@ -215,7 +217,8 @@ async def test_canaries_never_leak(
         db_url,
         """select (select coalesce(string_agg(j::text, ' '), '') from aijobs.jobs j)
                || (select coalesce(string_agg(a::text, ' '), '') from aijobs.job_attempts a)
-               || (select coalesce(string_agg(w::text, ' '), '') from aijobs.workers w) as dump""",
+               || (select coalesce(string_agg(w::text, ' '), '') from aijobs.workers w)
+               || (select coalesce(string_agg(p::text, ' '), '') from aijobs.provider_limits p) as dump""",
     )
     if CANARY_KEY in everything[0]["dump"]:
         problems.append("the API key is stored in the database")

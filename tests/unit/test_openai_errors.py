@@ -6,7 +6,13 @@ import httpx2
 import openai
 import pytest
 
-from aijobs.providers.base import FatalProviderError, RateLimitedError, RetryableProviderError, Usage
+from aijobs.providers.base import (
+    FatalProviderError,
+    MisconfiguredProviderError,
+    RateLimitedError,
+    RetryableProviderError,
+    Usage,
+)
 from aijobs.providers.openai_errors import classify, redact
 
 KEY = "sk-proj-abcdefghijklmnop1234"
@@ -27,10 +33,18 @@ def mapped(exc: Exception) -> Exception:
     return result
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
-def test_client_errors_are_fatal(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 422])
+def test_a_refused_request_is_fatal(status: int) -> None:
     err = mapped(status_error(status, "some_code", "bad thing"))
     assert isinstance(err, FatalProviderError)
+    assert str(err).startswith(f"OpenAI API error: {status} ")
+    assert "(some_code): bad thing [request req_1]" in str(err)
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+def test_a_refused_key_or_an_unknown_model_is_the_configuration(status: int) -> None:
+    err = mapped(status_error(status, "some_code", "bad thing"))
+    assert isinstance(err, MisconfiguredProviderError)
     assert str(err).startswith(f"OpenAI API error: {status} ")
     assert "(some_code): bad thing [request req_1]" in str(err)
 
@@ -56,6 +70,17 @@ def test_timeouts_and_connection_errors_are_retryable() -> None:
     assert str(mapped(openai.APITimeoutError(REQUEST))) == "OpenAI request timed out after 3s"
     conn = mapped(openai.APIConnectionError(request=REQUEST))
     assert isinstance(conn, RetryableProviderError) and "could not reach the OpenAI API" in str(conn)
+    lost = openai.APIConnectionError(request=REQUEST)
+    lost.__cause__ = httpx2.ReadError("connection reset")
+    assert isinstance(mapped(lost), RetryableProviderError)
+
+
+def test_nothing_accepting_a_connection_is_the_configuration() -> None:
+    refused = openai.APIConnectionError(request=REQUEST)
+    refused.__cause__ = httpx2.ConnectError("All connection attempts failed")
+    err = mapped(refused)
+    assert isinstance(err, MisconfiguredProviderError)
+    assert str(err) == "could not connect to the OpenAI API: All connection attempts failed"
 
 
 def test_the_key_never_appears() -> None:

@@ -442,7 +442,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Database reachable, migrations current */
+        /** Database reachable, migrations current (degraded: a provider is paused) */
         get: operations["readyz"];
         put?: never;
         post?: never;
@@ -550,7 +550,7 @@ export interface components {
             priority?: number;
             /**
              * Run At
-             * @description Not before this time (with a UTC offset).
+             * @description Not before this time (with a UTC offset); from 1970 to before 9999.
              * @default null
              */
             run_at?: string | null;
@@ -927,7 +927,7 @@ export interface components {
             priority?: number;
             /**
              * Run At
-             * @description Not before this time (with a UTC offset).
+             * @description Not before this time (with a UTC offset); from 1970 to before 9999.
              * @default null
              */
             run_at?: string | null;
@@ -972,15 +972,41 @@ export interface components {
             /** Prompt */
             prompt: string;
         };
-        /** Readiness */
+        /**
+         * ProviderPause
+         * @description A provider no worker calls until a probe is answered: its configuration failed (a wrong
+         *     key, an unknown model, nothing at its base URL). Its jobs wait, pending.
+         */
+        ProviderPause: {
+            /** Provider */
+            provider: string;
+            /** Reason */
+            reason: string;
+            /**
+             * Since
+             * Format: date-time
+             */
+            since: string;
+        };
+        /**
+         * Readiness
+         * @description `degraded`: the API serves (jobs are created and read) but a provider is paused, so
+         *     their jobs wait; still 200, since no API instance can fix a provider's configuration and
+         *     taking them all out of the load balancer would turn it into an outage.
+         */
         Readiness: {
             /** Migrations Pending */
             migrations_pending: string[];
             /**
-             * Status
-             * @constant
+             * Providers Paused
+             * @default []
              */
-            status: "ready";
+            providers_paused?: components["schemas"]["ProviderPause"][];
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "degraded";
         };
         /**
          * ReviewAnalysis
@@ -1034,7 +1060,7 @@ export interface components {
             priority?: number;
             /**
              * Run At
-             * @description Not before this time (with a UTC offset).
+             * @description Not before this time (with a UTC offset); from 1970 to before 9999.
              * @default null
              */
             run_at?: string | null;
@@ -1116,7 +1142,7 @@ export interface components {
             priority?: number;
             /**
              * Run At
-             * @description Not before this time (with a UTC offset).
+             * @description Not before this time (with a UTC offset); from 1970 to before 9999.
              * @default null
              */
             run_at?: string | null;

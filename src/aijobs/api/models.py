@@ -174,9 +174,23 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ProviderPause(BaseModel):
+    """A provider no worker calls until a probe is answered: its configuration failed (a wrong
+    key, an unknown model, nothing at its base URL). Its jobs wait, pending."""
+
+    provider: str
+    reason: str
+    since: datetime
+
+
 class Readiness(BaseModel):
-    status: Literal["ready"]
+    """`degraded`: the API serves (jobs are created and read) but a provider is paused, so
+    their jobs wait; still 200, since no API instance can fix a provider's configuration and
+    taking them all out of the load balancer would turn it into an outage."""
+
+    status: Literal["ready", "degraded"]
     migrations_pending: list[str]
+    providers_paused: list[ProviderPause] = []
 
 
 class DevToken(BaseModel):

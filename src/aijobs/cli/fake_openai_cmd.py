@@ -15,6 +15,9 @@ def fake_openai(
     window_seconds: float = typer.Option(60.0, "--window-seconds", min=0.01, help="The --rpm window."),
     fail_rate: float = typer.Option(0.0, "--fail-rate", min=0, max=1, help="Fraction answered 500."),
     api_key: str = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
+    models: str = typer.Option(
+        None, "--models", help="Comma-separated models it serves (404 model_not_found for others)."
+    ),
 ) -> None:
     """Serve /v1/responses and /v1/chat/completions on 127.0.0.1 (point OPENAI_BASE_URL here)."""
     from aijobs.providers.fake_openai import FakeOpenAI
@@ -26,6 +29,7 @@ def fake_openai(
         fail_rate=fail_rate,
         api_key=api_key,
         port=port,
+        models=set(models.split(",")) if models else None,
     )
     typer.echo(
         f"fake OpenAI server on http://127.0.0.1:{port}/v1 — OPENAI_BASE_URL=http://127.0.0.1:{port}/v1"

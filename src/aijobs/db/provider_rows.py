@@ -1,8 +1,9 @@
-"""Typed rows for the provider rate-limit queries (queries/providers.sql)."""
+"""Typed rows for the provider rate-limit and pause queries (queries/providers.sql)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +24,23 @@ class BudgetReservation:
     ok: bool
     call_id: int | None
     wait_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderState:
+    """What the gate reads before a call: seconds left on a hold (0: none), and why the
+    provider is paused (None: it is not)."""
+
+    hold_seconds: float
+    paused_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPause:
+    """A provider no worker calls until a probe is answered (a wrong key, an unknown model,
+    nothing at its base URL)."""
+
+    provider: str
+    paused_since: datetime
+    paused_reason: str
+    paused_seconds: float

@@ -109,6 +109,8 @@ class ProviderLimitsRow(TypedDict):
     hold_reason: str | None
     holds: int
     updated_at: datetime
+    paused_since: datetime | None
+    paused_reason: str | None
     recent_calls: int
 
 

@@ -361,14 +361,22 @@ create index workers_heartbeat_idx on aijobs.workers (last_heartbeat_at);
 
 -- Providers ---------------------------------------------------------------------------------
 
--- Rate limits shared by every worker on any machine. `hold_until` is set when the provider
--- answers 429 (or the shared budget runs out): until then no worker calls it.
+-- Rate limits and pauses shared by every worker on any machine. `hold_until` is set when the
+-- provider answers 429 (or the shared budget runs out): until then no worker calls it.
 create table aijobs.provider_limits (
     provider     text primary key,
     hold_until   aijobs.instant,
     hold_reason  text,
     holds        bigint not null default 0,
-    updated_at   aijobs.instant not null default now()
+    updated_at   aijobs.instant not null default now(),
+    -- Since when, and why, no worker calls this provider (null: not paused): a wrong key, an
+    -- unknown model or a base URL where nothing answers. Lifted by a probe call that is answered.
+    paused_since   aijobs.instant,
+    paused_reason  text,
+    -- When the next probe may be sent; claimed by moving it on, so one worker probes at a time.
+    probe_after    aijobs.instant,
+    constraint provider_limits_pause_check
+        check ((paused_since is null) = (paused_reason is null) and (paused_since is null) = (probe_after is null))
 );
 
 -- A sliding log of recent calls for the optional RPM / TPM budgets.

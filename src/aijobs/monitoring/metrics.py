@@ -146,7 +146,10 @@ class Metrics:
             "aijobs_jobs_fenced", "Attempt results refused because the lease was taken over.", t, registry=r
         )
         self.handed_back = Counter(
-            "aijobs_jobs_handed_back", "Attempts returned to the queue (shutdown, rate limit).", t, registry=r
+            "aijobs_jobs_handed_back",
+            "Attempts returned to the queue (shutdown, rate limit, provider paused).",
+            t,
+            registry=r,
         )
         self.processing = Histogram(
             "aijobs_job_processing_seconds",

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from aijobs.db.provider_rows import ProviderPause
 from aijobs.db.read_rows import DepthRow, StatusSummaryRow, TenantDepthRow, WorkerRow
 from aijobs.db.store import Session
 
@@ -90,6 +91,8 @@ class Stats:
     status_summary: list[StatusSummaryRow] = field(default_factory=list)
     #: The tenants with the most jobs pending or processing (fair share: they take turns).
     top_tenants: list[TenantDepthRow] = field(default_factory=list)
+    #: Providers no worker calls until a probe is answered (a wrong key, an unknown model...).
+    provider_pauses: list[ProviderPause] = field(default_factory=list)
 
     @property
     def pending(self) -> int:
@@ -117,6 +120,15 @@ class Stats:
             },
             "windows": [w.as_json() for w in self.windows],
             "providers": [{**asdict(p), "cost_usd": str(p.cost_usd)} for p in self.providers],
+            "provider_pauses": [
+                {
+                    "provider": p.provider,
+                    "reason": p.paused_reason,
+                    "since": p.paused_since.isoformat(),
+                    "seconds": round(p.paused_seconds, 3),
+                }
+                for p in self.provider_pauses
+            ],
             "workers": self.workers,
             "status_summary": self.status_summary,
         }
@@ -172,6 +184,7 @@ async def collect(
         providers=providers,
         workers=await session.monitoring.workers(dead_after_seconds),
         top_tenants=await session.monitoring.top_tenants(),
+        provider_pauses=await session.providers.pauses(),
     )
     if include_summary:
         stats.status_summary = await session.jobs.status_summary()

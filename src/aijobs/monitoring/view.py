@@ -33,6 +33,14 @@ def render(stats: Stats) -> str:
     add = lines.append
     add(f"aijobs stats at {stats.taken_at:%Y-%m-%d %H:%M:%S} UTC")
     add("")
+    for pause in stats.provider_pauses:
+        # First, since nothing runs on that provider until someone fixes its configuration.
+        add(
+            f"PROVIDER PAUSED: {pause.provider} for {seconds(pause.paused_seconds)} "
+            f"(jobs wait, no attempt spent): {pause.paused_reason}"
+        )
+    if stats.provider_pauses:
+        add("")
     add(
         f"queue: {stats.pending} pending, {stats.processing} processing, "
         f"longest runnable wait {seconds(stats.oldest_pending_seconds)}"

@@ -114,9 +114,19 @@ class RetryableProviderError(ProviderError):
 
 
 class FatalProviderError(ProviderError):
-    """400/401/403/404 (bad key, unknown model, refused input): retrying cannot help."""
+    """400/422, a refusal, a content filter: this job's request is refused, so retrying it
+    cannot help."""
 
     retryable = False
+
+
+class MisconfiguredProviderError(ProviderError):
+    """The provider, not the job, is at fault: a wrong key (401/403), an unknown model (404),
+    nothing answering at the base URL. Every job would fail alike until an operator fixes it,
+    so the worker pauses the provider for every worker and hands the job back, its attempt
+    given back; a probe call lifts the pause once it is answered."""
+
+    retryable = True
 
 
 class RateLimitedError(ProviderError):
@@ -141,6 +151,17 @@ class Provider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class ProbingProvider(Protocol):
+    """A provider that can tell whether its configuration works now, without a job: the
+    worker probes a paused provider with it (`MisconfiguredProviderError` while it is still
+    wrong; anything else, even another error, means the provider answers)."""
+
+    async def probe(self) -> None:
+        """Make the smallest call the provider's configuration allows."""
         ...
 
 

@@ -130,8 +130,12 @@ class FakeOpenAI:
         api_key: str | None = None,
         port: int = 0,
         stream_interval_ms: float = 0.0,
+        models: set[str] | None = None,
     ) -> None:
         self.latency = latency_ms / 1000.0
+        #: The models it serves: a request for another gets OpenAI's 404 (None: any model).
+        #: A test may change it (and `api_key`) while the server runs, to fix what it broke.
+        self.models = models
         self.stream_interval = stream_interval_ms / 1000.0
         self.rpm = rpm
         self.window = window_seconds
@@ -243,10 +247,17 @@ class FakeOpenAI:
             body = None
         step, limited = self._next_step()
         status = 400 if not isinstance(body, dict) else (429 if limited is not None else step.status)
+        model = body.get("model") if isinstance(body, dict) else None
+        wrong_key = bool(self.api_key) and request.headers.get("authorization") != f"Bearer {self.api_key}"
+        unknown_model = self.models is not None and model not in self.models
+        status = 401 if wrong_key else 404 if unknown_model else status
         self._record(request, body if isinstance(body, dict) else {}, status)
         headers = {"x-request-id": bodies.new_id("req_"), **self._rate_headers(), **step.headers}
-        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if wrong_key:
             return JSONResponse(bodies.error_body(401), status_code=401, headers=headers)
+        if unknown_model:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+            return JSONResponse(bodies.error_body(404, "model_not_found", message), 404, headers)
         if self.latency or step.delay:
             await asyncio.sleep(self.latency + step.delay)
         if step.hang:
@@ -364,6 +375,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests answered 500")
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
     parser.add_argument("--stream-interval-ms", type=float, default=0.0, help="between streamed pieces")
+    parser.add_argument(
+        "--models", default=None, help="comma-separated models it serves (404 model_not_found for others)"
+    )
     args = parser.parse_args(argv)
     fake = FakeOpenAI(
         latency_ms=args.latency_ms,
@@ -373,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         port=args.port,
         stream_interval_ms=args.stream_interval_ms,
+        models=set(args.models.split(",")) if args.models else None,
     )
     print(f"fake OpenAI server on http://127.0.0.1:{args.port}/v1 (OPENAI_BASE_URL)", flush=True)
     fake.serve_forever()

@@ -52,6 +52,8 @@ Api = Literal["responses", "chat"]
 REASONING_PREFIXES = ("gpt-5", "o1", "o3", "o4")
 #: Placeholder key for local servers that want none (the SDK insists on one).
 NO_KEY = "not-needed"
+#: The probe's output cap: the least the Responses API accepts.
+PROBE_OUTPUT_TOKENS = 16
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -109,6 +111,28 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+    async def probe(self) -> None:
+        """The smallest request to the configured API and model ("ping", 16 output tokens):
+        a paused provider is probed with it (a wrong key, an unknown model or nothing at the
+        base URL raise `MisconfiguredProviderError` as a job's call would)."""
+        started = time.perf_counter()
+        try:
+            if self.api == "chat":
+                await self.client.chat.completions.create(
+                    model=self._model,
+                    messages=[{"role": "user", "content": "ping"}],
+                    max_completion_tokens=PROBE_OUTPUT_TOKENS,
+                )
+            else:
+                await self.client.responses.create(
+                    model=self._model, input="ping", max_output_tokens=PROBE_OUTPUT_TOKENS, store=False
+                )
+        except Exception as exc:
+            mapped = classify(exc, secret=self._secret, usage=self._usage(started), timeout=self.timeout)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     # -- the call -------------------------------------------------------------------------
     async def run(self, task: LLMTask[M]) -> Completion[M]:

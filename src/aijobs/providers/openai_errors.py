@@ -1,8 +1,10 @@
-"""Classify what the OpenAI SDK raises into the queue's three provider errors.
+"""Classify what the OpenAI SDK raises into the queue's provider errors.
 
 One retry layer: the SDK's own retries are off, so each failure reaches the queue, which backs
-off (5xx, timeouts, connection errors), reschedules without spending an attempt (429), or fails
-at once with a refund (400/401/403/404/422: a bad key or an unknown model will not heal).
+off (5xx, timeouts, a connection lost mid-call), reschedules without spending an attempt (429),
+pauses the provider for every worker (401/403: the key; 404: the model; a base URL where
+nothing accepts a connection: the configuration, which no job can fix), or fails the job at
+once with a refund (400/422: this request is refused).
 Messages name the cause — status, error code, the server's words — and never the API key.
 """
 
@@ -16,6 +18,7 @@ import openai
 
 from aijobs.providers.base import (
     FatalProviderError,
+    MisconfiguredProviderError,
     ProviderError,
     RateLimitedError,
     RetryableProviderError,
@@ -27,6 +30,8 @@ from aijobs.providers.retry_after import retry_after_seconds
 DEFAULT_RATE_LIMIT_WAIT = 5.0
 #: 429 codes that are not about pace: waiting does not restore a spent quota.
 QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+#: Statuses that say the configuration is wrong (key, permission, model or path), whatever the job.
+CONFIG_STATUSES = frozenset({401, 403, 404})
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_*\-]{2})[A-Za-z0-9_*\-]*")
 MAX_MESSAGE_CHARS = 500
 
@@ -97,6 +102,11 @@ def classify(exc: Exception, *, secret: str | None, usage: Usage, timeout: float
         return RetryableProviderError(f"OpenAI request timed out after {timeout:g}s", usage=usage)
     if isinstance(exc, openai.APIConnectionError):
         cause = redact(str(exc.__cause__ or exc), secret)[:MAX_MESSAGE_CHARS]
+        if _refused_connection(exc):
+            # Nothing accepts a connection there (refused, or the name does not resolve): the
+            # base URL, not the job, is wrong, or the server is down; a probe finds out when
+            # it is back. A connection lost once connected is retried as before.
+            return MisconfiguredProviderError(f"could not connect to the OpenAI API: {cause}", usage=usage)
         return RetryableProviderError(f"could not reach the OpenAI API: {cause}", usage=usage)
     if isinstance(exc, openai.APIStatusError):
         message = describe_status(exc, secret)
@@ -108,6 +118,8 @@ def classify(exc: Exception, *, secret: str | None, usage: Usage, timeout: float
             )
         if status >= 500 or status in (408, 409):
             return RetryableProviderError(message, usage=usage)
+        if status in CONFIG_STATUSES:
+            return MisconfiguredProviderError(message, usage=usage)
         return FatalProviderError(message, usage=usage)
     if isinstance(exc, openai.APIResponseValidationError):
         return RetryableProviderError("OpenAI returned a response the SDK could not read", usage=usage)
@@ -118,3 +130,11 @@ def classify(exc: Exception, *, secret: str | None, usage: Usage, timeout: float
     if isinstance(exc, openai.ContentFilterFinishReasonError):
         return FatalProviderError("OpenAI refused the request: content filter", usage=usage)
     return None
+
+
+def _refused_connection(exc: openai.APIConnectionError) -> bool:
+    """Whether the SDK could not open a connection at all (its HTTP client's ConnectError:
+    refused, unreachable, a name that does not resolve), as opposed to losing one. Matched by
+    name, as the SDK's HTTP client package is its own business."""
+    cause = exc.__cause__
+    return cause is not None and any(cls.__name__ == "ConnectError" for cls in type(cause).__mro__)

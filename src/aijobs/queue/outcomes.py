@@ -1,7 +1,8 @@
 """How an attempt ends: the closed set of outcomes, decided from what the handler did.
 
 completed | retry (backoff) | failed (refund) | cancelled (refund) | rate_limited (rescheduled,
-attempt given back) | handed_back (graceful shutdown, attempt given back). The worker only
+attempt given back) | handed_back (graceful shutdown, or the provider paused for its
+configuration: attempt given back). The worker only
 builds these `Finish` rows; `job_finish_many` persists them, fenced by the lease token.
 """
 
@@ -14,7 +15,13 @@ from pydantic import ValidationError
 
 from aijobs.db.rows import ClaimedJob, Finish
 from aijobs.errors import UnknownJobType
-from aijobs.providers.base import ProviderError, RateLimitedError, Usage, storable_text
+from aijobs.providers.base import (
+    MisconfiguredProviderError,
+    ProviderError,
+    RateLimitedError,
+    Usage,
+    storable_text,
+)
 from aijobs.queue.retry import RetryPolicy
 
 MAX_ERROR_CHARS = 2000
@@ -97,6 +104,10 @@ def from_error(job: ClaimedJob, exc: BaseException, policy: RetryPolicy) -> Fini
             retry_in=max(exc.retry_after, 0.0),
             give_back=True,
         )
+    if isinstance(exc, MisconfiguredProviderError):
+        # The provider's configuration failed, not the job: it waits, pending, for the pause
+        # to lift, with its attempt given back and nothing refunded.
+        return _end(job, "pending", "handed_back", usage, error=error, retry_in=0.0, give_back=True)
     if is_retryable(exc) and job.attempts < job.max_attempts:
         return _end(job, "pending", "retry", usage, error=error, retry_in=policy.next_delay(job.attempts))
     return _end(job, "failed", "failed", usage, error=error)

@@ -169,6 +169,9 @@ def _log_error(job: ClaimedJob, finish: Finish, extra: dict[str, Any]) -> None:
             finish.error,
             extra=extra,
         )
+    elif finish.outcome == "handed_back":
+        # The provider is paused for its configuration: the gate says so once, not per job.
+        log.debug("⏸️ Job %s handed back (attempt kept): %s", job.id, finish.error, extra=extra)
     elif finish.outcome == "retry":
         log.warning(
             "⚠️ Job %s attempt %d/%d failed: %s; retrying in %.1fs",

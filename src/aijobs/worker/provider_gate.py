@@ -1,13 +1,21 @@
-"""Provider rate limits shared by every worker, kept in PostgreSQL (aijobs.provider_limits).
+"""Provider rate limits and pauses shared by every worker, kept in PostgreSQL
+(aijobs.provider_limits).
 
-Three duties, one object per worker:
+Four duties, one object per worker:
   * `pause()` — the producer asks before each claim. While a provider is held (it answered 429,
-    or our shared budget ran out) no worker claims jobs for it. The answer is cached for about a
-    second, so a worker with no hold pays one tiny query per second, not one per claim.
-  * `provider` — the worker's provider wrapped so it never calls out during a hold (read afresh
-    before each call to a remote API, whose calls dwarf one primary-key lookup), and, when
-    OPENAI_RPM / OPENAI_TPM are set, takes a slot from the shared sliding-window budget first
-    (waiting briefly in place, or handing the job back when the wait is long).
+    or our shared budget ran out) or paused (below) no worker claims jobs for it. The answer is
+    cached for about a second, so a worker with no hold pays one tiny query per second, not one
+    per claim.
+  * `provider` — the worker's provider wrapped so it never calls out during a hold or a pause
+    (read afresh before each call to a remote API, whose calls dwarf one primary-key lookup),
+    and, when OPENAI_RPM / OPENAI_TPM are set, takes a slot from the shared sliding-window
+    budget first (waiting briefly in place, or handing the job back when the wait is long).
+  * pauses — a call that meets a misconfiguration (`MisconfiguredProviderError`: a wrong key,
+    an unknown model, nothing at the base URL) pauses the provider for every worker, with no
+    end set: the job goes back to pending, its attempt given back, nothing failed or refunded.
+    While the pause stands, one worker at a time (whoever claims the probe turn, every
+    PROVIDER_PROBE_SECONDS) probes the provider, and lifts the pause when it is answered. The
+    pause and the resume are logged once each, by the worker that made them.
   * `settle()` — after an attempt ended `rate_limited`: set the hold for everyone, add the wait to
     the job's total, and past RATE_LIMIT_MAX_WAIT_SECONDS turn the reschedule into a failure with
     a clear error (the refund trigger does the rest). The job waits at least the retry policy's
@@ -37,6 +45,8 @@ from aijobs.providers.base import (
     DeltaSink,
     LLMTask,
     M,
+    MisconfiguredProviderError,
+    ProbingProvider,
     Provider,
     ProviderError,
     RateLimitedError,
@@ -65,8 +75,13 @@ class ProviderGate:
         self.max_wait = settings.rate_limit_max_wait_seconds
         self.policy = policy or RetryPolicy(settings.retry_base_seconds, settings.retry_max_seconds)
         self.check_every = min(1.0, settings.polling_seconds)
+        self.probe_every = settings.provider_probe_seconds
         self._hold_until = 0.0  # monotonic deadline of the hold last seen
         self._checked_at = float("-inf")
+        #: Why the provider is paused, as last read (None: it was not).
+        self.paused_reason: str | None = None
+        self._next_probe_look = float("-inf")
+        self._inner = provider
         rpm, tpm = (settings.openai_rpm, settings.openai_tpm) if provider.name == "openai" else (None, None)
         self.budget = Budget(self, rpm, tpm, settings.rate_limit_window_seconds) if (rpm or tpm) else None
         self.provider: Provider = GatedProvider(provider, self)
@@ -84,15 +99,94 @@ class ProviderGate:
             self._checked_at = now
             try:
                 async with self.store.session() as session:
-                    seconds = await session.providers.hold_seconds(self.name)
+                    state = await session.providers.state(self.name)
+                seconds, self.paused_reason = state.hold_seconds, state.paused_reason
             except (psycopg.Error, OSError):
                 seconds = 0.0  # the claim that follows meets the same outage and backs off
+            if self.paused_reason is not None:
+                # A pause has no end of its own: look again at the next check.
+                seconds = max(seconds, self.check_every)
             self._hold_until = time.monotonic() + seconds
         return max(self._hold_until - time.monotonic(), 0.0)
 
     async def claim_pause(self) -> float:
-        """What the producer sleeps before claiming: the hold, capped so holds are re-read."""
-        return min(await self.pause(), MAX_PAUSE)
+        """What the producer sleeps before claiming: the hold, capped so holds are re-read.
+        While the provider is paused, probe it first when it is this worker's turn."""
+        held = await self.pause()
+        if self.paused_reason is not None and await self.probe():
+            return 0.0
+        return min(held, MAX_PAUSE)
+
+    # -- pauses ---------------------------------------------------------------------------
+    async def record_pause(self, reason: str) -> None:
+        """Pause the provider for every worker: its configuration failed a call."""
+        reason = reason[:500]
+        try:
+            async with self.store.session() as session:
+                started = await session.providers.pause(
+                    provider=self.name, reason=reason, probe_seconds=self.probe_every
+                )
+        except (psycopg.Error, OSError) as exc:
+            log.warning("⛔ Could not record the %s pause (%s): %s", self.name, type(exc).__name__, reason)
+            return
+        self.paused_reason = reason
+        self.note_hold(self.check_every)
+        if started:
+            log.error(
+                "⛔ %s paused for every worker: %s. Jobs wait, pending, with no attempt spent; "
+                "probing every %gs until it answers (fix its key, model or base URL, e.g. "
+                "OPENAI_API_KEY, OPENAI_MODEL, OPENAI_BASE_URL)",
+                self.name,
+                reason,
+                self.probe_every,
+                extra={"provider": self.name},
+            )
+
+    async def probe(self) -> bool:
+        """Probe the paused provider if it is this worker's turn; True when the pause was lifted
+        (by this worker). A provider that cannot probe is let go at its turn: the next job's
+        call tests the configuration instead, and pauses it again if it still fails."""
+        now = time.monotonic()
+        if now < self._next_probe_look:
+            return False  # a producer woken often (by NOTIFY) asks the database once a check
+        self._next_probe_look = now + min(self.check_every, self.probe_every)
+        try:
+            async with self.store.session() as session:
+                reason = await session.providers.probe_claim(
+                    provider=self.name, probe_seconds=self.probe_every
+                )
+        except (psycopg.Error, OSError):
+            return False
+        if reason is None:
+            return False  # not due yet, or another worker probes this turn
+        if isinstance(self._inner, ProbingProvider):
+            try:
+                await self._inner.probe()
+            except MisconfiguredProviderError as exc:
+                await self.record_pause(str(exc))
+                log.debug("%s still paused after a probe: %s", self.name, exc)
+                return False
+            except ProviderError:
+                pass  # it answered: whatever else is wrong, it is not the configuration
+            except Exception as exc:  # a probe must never stop the producer
+                log.warning("the probe of %s failed unexpectedly (%r); still paused", self.name, exc)
+                return False
+        try:
+            async with self.store.session() as session:
+                lasted = await session.providers.resume(self.name)
+        except (psycopg.Error, OSError):
+            return False
+        self.paused_reason = None
+        self._hold_until = 0.0
+        self._checked_at = float("-inf")
+        if lasted is not None:
+            log.info(
+                "▶️ %s answers again: resumed for every worker after a pause of %.0fs",
+                self.name,
+                lasted,
+                extra={"provider": self.name},
+            )
+        return True
 
     def note_hold(self, seconds: float) -> None:
         self._hold_until = max(self._hold_until, time.monotonic() + seconds)
@@ -216,11 +310,22 @@ class GatedProvider:
 
     async def _gated(self, task: LLMTask[M], call: Coroutine[Any, Any, Completion[M]]) -> Completion[M]:
         held = await self.gate.pause(fresh=self.remote)
+        if self.gate.paused_reason is not None:
+            raise MisconfiguredProviderError(
+                f"{HELD_BACK} {self.name} is paused for every worker: {self.gate.paused_reason}"
+            )
         if held > 0:
             raise RateLimitedError(
                 f"{HELD_BACK} {self.name} is rate limited for every worker for {held:.1f}s more",
                 retry_after=held,
             )
+        try:
+            return await self._budgeted(task, call)
+        except MisconfiguredProviderError as exc:
+            await self.gate.record_pause(str(exc))
+            raise
+
+    async def _budgeted(self, task: LLMTask[M], call: Coroutine[Any, Any, Completion[M]]) -> Completion[M]:
         budget = self.gate.budget
         if budget is None:
             return await call

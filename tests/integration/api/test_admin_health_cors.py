@@ -54,7 +54,8 @@ async def test_admin_lists_all_jobs_and_requeues_as_a_new_charged_job(
 async def test_health_and_readiness(client) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "migrations_pending": []}
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "migrations_pending": [], "providers_paused": []}
 
 
 async def test_readiness_reports_pending_migrations(client, db_url) -> None:

@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from aijobs.config import PG_INT_MAX, ConfigError, load_settings
+from aijobs.db.provider_rows import ProviderState
 from aijobs.db.store import Store
 from aijobs.providers.retry_after import MAX_WAIT_SECONDS
 
@@ -101,3 +102,27 @@ async def test_the_largest_settings_and_waits_fit_the_sql(store: Store) -> None:
         assert getattr(load_settings(_env_file=None, **{name: value}), name) == value
         with pytest.raises(ConfigError, match=name.upper()):
             load_settings(_env_file=None, **{name: value + 1})
+
+
+async def test_a_pause_is_started_once_probed_by_one_caller_at_a_time_and_lifted(store: Store) -> None:
+    async with store.session() as s:
+        assert await s.providers.pause(provider="openai", reason="401 first", probe_seconds=0) is True
+        # Another worker meeting the same fault updates the reason, not the start or probe turn.
+        assert await s.providers.pause(provider="openai", reason="401 again", probe_seconds=60) is False
+        assert (await s.providers.state("openai")).paused_reason == "401 again"
+
+    async def claim() -> str | None:
+        async with store.session() as s:
+            return await s.providers.probe_claim(provider="openai", probe_seconds=60)
+
+    claims = await asyncio.gather(*(claim() for _ in range(10)))
+    assert claims.count("401 again") == 1 and claims.count(None) == 9
+    async with store.session() as s:
+        [pause] = await s.providers.pauses()
+        assert (pause.provider, pause.paused_reason) == ("openai", "401 again")
+        lasted = await s.providers.resume("openai")
+        assert lasted is not None and lasted >= 0
+        assert await s.providers.resume("openai") is None  # lifted once
+        assert await s.providers.pauses() == []
+        assert await s.providers.probe_claim(provider="openai", probe_seconds=60) is None
+        assert await s.providers.state("openai") == ProviderState(0.0, None)

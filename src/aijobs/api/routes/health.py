@@ -1,7 +1,9 @@
 """`/healthz` (the process answers) and `/readyz` (the database answers and is fully migrated).
 
 A load balancer sends traffic only when /readyz is 200, so a deploy that is ahead of its
-migrations, or a lost database, takes the instance out instead of failing requests.
+migrations, or a lost database, takes the instance out instead of failing requests. A paused
+provider (its configuration failed) answers 200 `degraded`, naming it: the API still serves,
+and no instance taken out would fix the provider.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import psycopg
 from fastapi import APIRouter, Depends
 from psycopg_pool import PoolTimeout
 
-from aijobs.api.models import Health, Readiness
+from aijobs.api.models import Health, ProviderPause, Readiness
 from aijobs.api.problems import ProblemError, responses
 from aijobs.api.state import get_store
 from aijobs.db.migrate import not_applied
@@ -32,7 +34,7 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Database reachable, migrations current",
+    summary="Database reachable, migrations current (degraded: a provider is paused)",
     responses=responses(503),
 )
 async def readyz(store: Annotated[Store, Depends(get_store)]) -> Readiness:
@@ -40,6 +42,7 @@ async def readyz(store: Annotated[Store, Depends(get_store)]) -> Readiness:
         async with asyncio.timeout(5):
             async with store.session() as session:
                 missing = not_applied(await session.applied_migrations())
+                pauses = [] if missing else await session.providers.pauses()
     except (psycopg.Error, PoolTimeout, OSError, TimeoutError) as exc:
         log.warning("not ready: database unreachable (%s)", type(exc).__name__)
         raise ProblemError(503, "database unreachable", code="database_unreachable") from None
@@ -47,4 +50,7 @@ async def readyz(store: Annotated[Store, Depends(get_store)]) -> Readiness:
         raise ProblemError(
             503, f"migrations pending: {', '.join(missing)}", code="migrations_pending", pending=missing
         )
-    return Readiness(status="ready", migrations_pending=[])
+    paused = [
+        ProviderPause(provider=p.provider, reason=p.paused_reason, since=p.paused_since) for p in pauses
+    ]
+    return Readiness(status="degraded" if paused else "ready", migrations_pending=[], providers_paused=paused)

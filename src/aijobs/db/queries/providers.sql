@@ -1,10 +1,52 @@
--- Named queries for provider rate limits. Holds and budgets are shared by
+-- Named queries for provider rate limits and pauses. Holds, pauses and budgets are shared by
 -- every worker through these rows; see aijobs.worker.provider_gate.
 
 -- name: provider_hold_get
--- Seconds left on a provider's hold, by the database clock (0 when none is in force).
-select coalesce(greatest(extract(epoch from (hold_until - now())), 0), 0)::float8 as hold_seconds
+-- Seconds left on a provider's hold, by the database clock (0 when none is in force), and
+-- why it is paused (null when it is not).
+select coalesce(greatest(extract(epoch from (hold_until - now())), 0), 0)::float8 as hold_seconds,
+       paused_reason
 from aijobs.provider_limits where provider = %(provider)s;
+
+-- name: provider_pause
+-- The provider is misconfigured (a wrong key, an unknown model, nothing at its base URL):
+-- pause it for every worker, with the latest reason. A pause already in force keeps its start
+-- and its probe time. `newly_paused` is true for the one call that started it (a concurrent
+-- one waits for the row lock and then finds it set by another transaction's now()).
+insert into aijobs.provider_limits as p (provider, paused_since, paused_reason, probe_after, updated_at)
+values (%(provider)s, now(), %(reason)s, now() + make_interval(secs => %(probe_seconds)s::float8), now())
+on conflict (provider) do update
+set paused_since = coalesce(p.paused_since, excluded.paused_since),
+    paused_reason = excluded.paused_reason,
+    probe_after = coalesce(p.probe_after, excluded.probe_after),
+    updated_at = now()
+returning paused_since = now() as newly_paused;
+
+-- name: provider_probe_claim
+-- Take the turn to probe a paused provider, once `probe_after` has passed: moving it on is the
+-- claim, so of the workers that try at once one gets the row (the others, after waiting for its
+-- lock, find `probe_after` in the future). Answers the pause's reason, or nothing.
+update aijobs.provider_limits
+set probe_after = now() + make_interval(secs => %(probe_seconds)s::float8), updated_at = now()
+where provider = %(provider)s and paused_since is not null and probe_after <= now()
+returning paused_reason;
+
+-- name: provider_resume
+-- A probe was answered: lift the pause. Answers how long it lasted, or nothing when it was
+-- no longer in force.
+update aijobs.provider_limits p
+set paused_since = null, paused_reason = null, probe_after = null, updated_at = now()
+from (select provider, paused_since from aijobs.provider_limits
+      where provider = %(provider)s for update) old
+where p.provider = old.provider and old.paused_since is not null
+returning greatest(extract(epoch from (now() - old.paused_since)), 0)::float8 as paused_seconds;
+
+-- name: provider_pauses
+-- Every provider paused now, for /readyz, `aijobs stats` and the dashboard.
+select provider, paused_since, paused_reason,
+       greatest(extract(epoch from (now() - paused_since)), 0)::float8 as paused_seconds
+from aijobs.provider_limits where paused_since is not null
+order by provider;
 
 -- name: provider_rate_limited
 -- A call was rate limited: hold the provider for every worker until `retry_after` from now
@@ -49,7 +91,7 @@ set at = greatest(at, clock_timestamp()), tokens = coalesce(%(tokens)s::integer,
 where id = %(call_id)s;
 
 -- name: provider_limits_get
-select provider, hold_until, hold_reason, holds, updated_at,
+select provider, hold_until, hold_reason, holds, updated_at, paused_since, paused_reason,
        (select count(*) from aijobs.provider_calls c where c.provider = p.provider) as recent_calls
 from aijobs.provider_limits p where provider = %(provider)s;
 

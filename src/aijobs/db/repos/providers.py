@@ -1,5 +1,5 @@
-"""Provider rate-limit holds, shared budgets and usage (queries/providers.sql); shared by
-every worker through these rows (aijobs.worker.provider_gate)."""
+"""Provider rate-limit holds, pauses, shared budgets and usage (queries/providers.sql); shared
+by every worker through these rows (aijobs.worker.provider_gate)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import class_row, dict_row
 
-from aijobs.db.provider_rows import BudgetReservation, RateLimitHold
+from aijobs.db.provider_rows import BudgetReservation, ProviderPause, ProviderState, RateLimitHold
 from aijobs.db.queries import query
 from aijobs.db.read_rows import JobUsageRow, ProviderLimitsRow, UserUsageRow
 
@@ -18,11 +18,47 @@ class ProvidersRepo:
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
 
-    async def hold_seconds(self, provider: str) -> float:
-        """Seconds left on `provider`'s hold by the database clock; 0 when none is in force."""
+    async def state(self, provider: str) -> ProviderState:
+        """Seconds left on `provider`'s hold by the database clock (0 when none is in force),
+        and why it is paused (None when it is not)."""
         cur = await self.conn.execute(query("provider_hold_get"), {"provider": provider}, prepare=True)
         row = await cur.fetchone()
-        return float(row[0]) if row else 0.0
+        return ProviderState(float(row[0]), row[1]) if row else ProviderState(0.0, None)
+
+    async def hold_seconds(self, provider: str) -> float:
+        """Seconds left on `provider`'s hold by the database clock; 0 when none is in force."""
+        return (await self.state(provider)).hold_seconds
+
+    async def pause(self, *, provider: str, reason: str, probe_seconds: float) -> bool:
+        """Pause `provider` for every worker (the reason updated when it already is); True
+        when this call started the pause."""
+        cur = await self.conn.execute(
+            query("provider_pause"),
+            {"provider": provider, "reason": reason, "probe_seconds": probe_seconds},
+        )
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+    async def probe_claim(self, *, provider: str, probe_seconds: float) -> str | None:
+        """The pause's reason when this caller takes the turn to probe `provider` (its probe
+        time has passed); None when it is not paused, not due, or another caller took it."""
+        cur = await self.conn.execute(
+            query("provider_probe_claim"), {"provider": provider, "probe_seconds": probe_seconds}
+        )
+        row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def resume(self, provider: str) -> float | None:
+        """Lift `provider`'s pause: how long it lasted, or None when none was in force."""
+        cur = await self.conn.execute(query("provider_resume"), {"provider": provider})
+        row = await cur.fetchone()
+        return float(row[0]) if row else None
+
+    async def pauses(self) -> list[ProviderPause]:
+        """Every provider paused now."""
+        async with self.conn.cursor(row_factory=class_row(ProviderPause)) as cur:
+            await cur.execute(query("provider_pauses"))
+            return await cur.fetchall()
 
     async def rate_limited(
         self,
