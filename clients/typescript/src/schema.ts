@@ -512,7 +512,7 @@ export interface components {
              * Default Tone
              * @description When a payload gives no tone.
              */
-            default_tone?: ("friendly" | "professional" | "apologetic" | "enthusiastic" | "neutral") | null;
+            default_tone?: ("friendly" | "professional" | "apologetic" | "enthusiastic" | "neutral") | null | string;
             /**
              * Signature
              * @description How replies are signed.
@@ -624,11 +624,6 @@ export interface components {
         GeneratedReply: {
             /** Reply */
             reply: string;
-        };
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
         };
         /** Health */
         Health: {
@@ -1196,19 +1191,6 @@ export interface components {
             reasons: string[];
             /** Score */
             score: number;
-        };
-        /** ValidationError */
-        ValidationError: {
-            /** Context */
-            ctx?: Record<string, never>;
-            /** Input */
-            input?: unknown;
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
         };
         /** WebhookAttempt */
         WebhookAttempt: {
@@ -2232,13 +2214,30 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Content */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -2435,13 +2434,30 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Content */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -3825,13 +3841,30 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Content */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -3988,13 +4021,30 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Validation Error */
+            /** @description Unprocessable Content */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
