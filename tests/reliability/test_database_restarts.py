@@ -36,7 +36,9 @@ from tests.support.database import create_test_database, drop_database, ensure_t
 from tests.support.invariants import assert_invariants
 from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
 
-pytestmark = pytest.mark.slow
+# One PostgreSQL cluster of the module's own, restarted and stopped by its tests: they run in
+# one xdist worker, one after the other, or one restarts it under the other.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("restart-pgdata")]
 
 PGDATA = ROOT / ".aijobs" / "restart-pgdata"
 JWT_SECRET = "test-jwt-secret-that-is-long-enough-for-hs256"

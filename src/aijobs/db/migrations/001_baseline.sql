@@ -1,6 +1,8 @@
--- Migration 001: the baseline, the schema as it stood when aijobs moved into its own
--- namespace (it replaced the 19 migrations before it; nothing had been released). Later
--- migrations change it with statements of their own; ../schema.sql shows the result.
+-- Migration 001: the baseline, the schema as it stood when aijobs was first released: its own
+-- namespace, one creation function, fair share between tenants, streamed replies, webhooks,
+-- account settings and provider pauses (it replaced every migration before it; nothing had been
+-- released). Later migrations change it with statements of their own; ../schema.sql shows the
+-- result.
 
 -- Supabase's roles and auth.uid() ----------------------------------------------------------
 
@@ -195,6 +197,20 @@ create trigger credit_ledger_append_only
     before update or delete on aijobs.credit_ledger
     for each row execute function aijobs.credit_ledger_append_only();
 
+-- An account's own voice for LLM job types (brand voice, business name, signature, default
+-- language and tone), read by the worker for the types that use them and sent to the model
+-- as data. Bounded here as the API's model bounds it, so no caller stores more. Written by the
+-- API's own role for the user it verified (or an admin); users read their own row.
+create table aijobs.account_settings (
+    user_id           uuid primary key,
+    brand_voice       text check (char_length(brand_voice) between 1 and 2000),
+    business_name     text check (char_length(business_name) between 1 and 200),
+    signature         text check (char_length(signature) between 1 and 300),
+    default_language  text check (default_language ~ '^[a-z]{2}$'),
+    default_tone      text check (default_tone in ('friendly', 'professional', 'apologetic', 'enthusiastic', 'neutral')),
+    updated_at        aijobs.instant not null default now()
+);
+
 -- Job types, jobs, attempts -----------------------------------------------------------------
 
 -- Copied from the Python registry by `aijobs migrate`: the creation function reads cost here.
@@ -237,6 +253,12 @@ create table aijobs.jobs (
     started_at            aijobs.instant,
     finished_at           aijobs.instant,
     updated_at            aijobs.instant not null default now(),
+    -- The job's turn in the fair share between tenants (start-time fair queuing, assigned
+    -- by create_jobs): the claim serves the earliest. 0 for rows written directly.
+    fair_tag              bigint not null default 0,
+    -- The job's place in its tenant's own order after priority: its first turn, kept when
+    -- the claim gives its turn to a job of higher priority (fair_tag changes then).
+    tenant_seq            bigint not null default 0,
     constraint jobs_lease_when_processing check (
         status <> 'processing' or (lease_token is not null and lease_expires_at is not null)
     ),
@@ -244,8 +266,12 @@ create table aijobs.jobs (
         (status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)
     )
 );
--- The claim walks this index in order and stops after LIMIT rows.
-create index jobs_claim_idx on aijobs.jobs (priority desc, run_at, created_at) where status = 'pending';
+-- The claim walks this index in fair-share order and stops after LIMIT rows; the tenant index
+-- gives each tenant's turns to its own jobs by priority. run_at is a key column so that jobs
+-- not due yet are passed over in the index, without a visit to the table.
+create index jobs_fair_claim_idx on aijobs.jobs (fair_tag, run_at, id) where status = 'pending';
+create index jobs_tenant_claim_idx on aijobs.jobs (user_id, priority desc, tenant_seq, run_at)
+    where status = 'pending';
 -- The rescuer finds expired leases without touching finished history.
 create index jobs_lease_expiry_idx on aijobs.jobs (lease_expires_at) where status = 'processing';
 create index jobs_user_created_idx on aijobs.jobs (user_id, created_at desc, id desc);
@@ -264,6 +290,17 @@ create index jobs_active_idx on aijobs.jobs (status, created_at) include (type)
     where status in ('pending', 'processing');
 -- "Latest failures" walks this backwards and stops after LIMIT rows.
 create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where status = 'failed';
+
+-- Fair share between tenants (a tenant is a user): its weight, and the tag after its last
+-- job's turn. Written by create_jobs; the weight by the owner or service_role.
+create table aijobs.tenants (
+    tenant      uuid primary key,
+    weight      integer not null default 1 check (weight between 1 and 1000),
+    last_tag    bigint not null default 0,
+    updated_at  aijobs.instant not null default now()
+);
+-- When the queue is empty, a creation starts from the latest turn handed out.
+create index tenants_last_tag_idx on aijobs.tenants (last_tag);
 
 -- One row per attempt, written when it ends, keyed by the lease token so a late writer can
 -- only touch its own. No foreign key to jobs: the check locked the job row at every finish;
@@ -308,14 +345,22 @@ create index workers_heartbeat_idx on aijobs.workers (last_heartbeat_at);
 
 -- Providers ---------------------------------------------------------------------------------
 
--- Rate limits shared by every worker on any machine. `hold_until` is set when the provider
--- answers 429 (or the shared budget runs out): until then no worker calls it.
+-- Rate limits and pauses shared by every worker on any machine. `hold_until` is set when the
+-- provider answers 429 (or the shared budget runs out): until then no worker calls it.
 create table aijobs.provider_limits (
     provider     text primary key,
     hold_until   aijobs.instant,
     hold_reason  text,
     holds        bigint not null default 0,
-    updated_at   aijobs.instant not null default now()
+    updated_at   aijobs.instant not null default now(),
+    -- Since when, and why, no worker calls this provider (null: not paused): a wrong key, an
+    -- unknown model or a base URL where nothing answers. Lifted by a probe call that is answered.
+    paused_since   aijobs.instant,
+    paused_reason  text,
+    -- When the next probe may be sent; claimed by moving it on, so one worker probes at a time.
+    probe_after    aijobs.instant,
+    constraint provider_limits_pause_check
+        check ((paused_since is null) = (paused_reason is null) and (paused_since is null) = (probe_after is null))
 );
 
 -- A sliding log of recent calls for the optional RPM / TPM budgets.
@@ -359,6 +404,87 @@ create table aijobs.maintenance_leader (
     acquired_at  aijobs.instant not null default now(),
     renewed_at   aijobs.instant not null default now(),
     expires_at   aijobs.instant not null
+);
+
+-- Streaming ---------------------------------------------------------------------------------
+
+-- The text a running attempt has written so far of a type's streamable answer (the reply of
+-- `ai_generation`), in pieces the worker coalesces (the first at once, then at most one write
+-- per job every 50 ms), so that a subscriber who joins late or resumes (Last-Event-ID) reads
+-- it here; the NOTIFY on `aijobs_job_stream` carries only "<job id> <lease token> <seq>".
+-- Only the attempt holding the job's lease may write (the fence); a new lease token is a new
+-- attempt, which subscribers are told to reset for. Pieces of attempts that ended are pruned
+-- by the maintenance leader; the job's result stays the one validated write.
+create table aijobs.job_stream_chunks (
+    job_id       uuid not null,
+    lease_token  bigint not null,
+    seq          integer not null check (seq >= 1),
+    text         text not null,
+    created_at   aijobs.instant not null default now(),
+    primary key (job_id, lease_token, seq)
+);
+create index job_stream_chunks_created_idx on aijobs.job_stream_chunks (created_at);
+
+-- Webhooks ----------------------------------------------------------------------------------
+
+-- Where to tell servers that a job ended: an account's own endpoint (user_id set, for its
+-- jobs) or the deployment's (user_id null, for every job). Written only by the API's and
+-- the CLI's own role; the secret signs every delivery (Standard Webhooks, HMAC-SHA256).
+create table aijobs.webhook_endpoints (
+    id           uuid primary key default aijobs.uuid_v7(),
+    user_id      uuid,
+    url          text not null check (length(url) <= 2048 and url ~ '^https?://'),
+    secret       text not null check (secret ~ '^whsec_[A-Za-z0-9+/]{32,}={0,2}$'),
+    events       text[] not null check (
+        cardinality(events) between 1 and 3
+        and events <@ array['job.completed', 'job.failed', 'job.cancelled']
+    ),
+    description  text check (length(description) <= 200),
+    enabled      boolean not null default true,
+    created_at   aijobs.instant not null default now(),
+    updated_at   aijobs.instant not null default now()
+);
+create index webhook_endpoints_user_idx on aijobs.webhook_endpoints (user_id) where enabled;
+
+-- The outbox: one row per job end and endpoint, written by the trigger below in the very
+-- transaction that ends the job (so no end is lost and none is invented), then delivered at
+-- least once by the workers, its id sent as `webhook-id` so receivers can drop repeats.
+create table aijobs.webhook_deliveries (
+    id                uuid primary key default aijobs.uuid_v7(),
+    endpoint_id       uuid not null references aijobs.webhook_endpoints (id) on delete cascade,
+    job_id            uuid not null,
+    user_id           uuid not null,
+    event             text not null,
+    payload           jsonb not null,
+    status            text not null default 'pending' check (status in ('pending', 'delivered', 'failed')),
+    attempts          integer not null default 0 check (attempts >= 0),
+    -- While pending: when a worker may next try it (a claim moves it past the attempt's
+    -- time limit, so a worker that dies mid-attempt leaves it to another).
+    next_attempt_at   aijobs.instant not null default now(),
+    -- Retries stop this long after this time (the first write, or the last replay).
+    retry_from        aijobs.instant not null default now(),
+    last_status_code  integer,
+    last_error        text,
+    delivered_at      aijobs.instant,
+    created_at        aijobs.instant not null default now(),
+    updated_at        aijobs.instant not null default now()
+);
+-- At most one delivery per job end and endpoint, however often the end is written.
+create unique index webhook_deliveries_once on aijobs.webhook_deliveries (endpoint_id, job_id, event);
+create index webhook_deliveries_due_idx on aijobs.webhook_deliveries (next_attempt_at) where status = 'pending';
+create index webhook_deliveries_endpoint_idx on aijobs.webhook_deliveries (endpoint_id, id desc);
+create index webhook_deliveries_done_idx on aijobs.webhook_deliveries (updated_at) where status <> 'pending';
+
+-- The delivery log: what each attempt got back.
+create table aijobs.webhook_delivery_attempts (
+    delivery_id   uuid not null references aijobs.webhook_deliveries (id) on delete cascade,
+    attempt       integer not null,
+    attempted_at  aijobs.instant not null default now(),
+    status_code   integer,
+    error         text,
+    duration_ms   real,
+    worker_id     text,
+    primary key (delivery_id, attempt)
 );
 
 -- Who may act for whom ----------------------------------------------------------------------
@@ -458,6 +584,9 @@ declare
     v_new      integer;
     v_total    bigint;
     v_active   bigint;
+    v_clock    bigint;
+    v_step     bigint;
+    v_tag      bigint;
 begin
     if v_n = 0 or v_n > 10000 then
         raise exception 'a creation takes 1 to 10000 jobs, not %', v_n using errcode = 'AJ005',
@@ -478,6 +607,7 @@ begin
     from (
         select t.i,
                case when k.name is null then 'type'
+                    when not k.enabled then 'disabled'
                     when p.problem is not null then 'payload'
                     when t.priority not between -100 and 100 then 'priority'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
@@ -485,7 +615,8 @@ begin
                     when t.max_attempts not between 1 and 100 then 'max_attempts'
                     when t.key !~ '^[ -~]{1,255}$' then 'idempotency_key'
                end as field,
-               case when k.name is null then 'is not a known, enabled job type'
+               case when k.name is null then 'is not a known job type'
+                    when not k.enabled then 'is disabled in this deployment'
                     when p.problem is not null then p.problem
                     when t.priority not between -100 and 100 then 'must be between -100 and 100'
                     when not (t.run_at >= '1970-01-01 00:00:00+00' and t.run_at < '9999-01-01 00:00:00+00')
@@ -496,7 +627,7 @@ begin
         from unnest(p_types, p_payloads, p_priorities, p_run_ats, p_max_attempts, p_idempotency_keys)
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, i)
         cross join lateral (select aijobs.json_problem(t.payload) as problem) p
-        left join aijobs.job_types k on k.name = t.type and k.enabled
+        left join aijobs.job_types k on k.name = t.type
     ) e
     where e.field is not null
     order by e.i
@@ -504,6 +635,10 @@ begin
     if found then
         if v_bad.field = 'type' then
             raise exception 'unknown job type: %', p_types[v_bad.i] using errcode = 'AJ001',
+                detail = json_build_object('type', p_types[v_bad.i], 'index', v_bad.i - 1)::text;
+        end if;
+        if v_bad.field = 'disabled' then
+            raise exception 'job type % is disabled in this deployment', p_types[v_bad.i] using errcode = 'AJ007',
                 detail = json_build_object('type', p_types[v_bad.i], 'index', v_bad.i - 1)::text;
         end if;
         raise exception 'jobs[%].%: %', v_bad.i - 1, v_bad.field, v_bad.reason using errcode = 'AJ005',
@@ -571,6 +706,24 @@ begin
         update aijobs.accounts a set balance = a.balance - v_total, updated_at = now()
         where a.user_id = v_user
         returning a.balance into v_balance;
+
+        -- Fair share (start-time fair queuing): the new jobs take the tenant's next turns,
+        -- from where it left off or, if it fell behind or was idle, from the turn the queue
+        -- is serving now (its earliest runnable tag; when nothing is queued, the latest turn
+        -- handed out), so idle time earns no credit and a backlog earns no head start.
+        select j.fair_tag into v_clock from aijobs.jobs j
+        where j.status = 'pending' and j.run_at <= now()
+        order by j.fair_tag, j.run_at, j.id limit 1;
+        if v_clock is null then
+            select max(t.last_tag) into v_clock from aijobs.tenants t;
+        end if;
+        insert into aijobs.tenants as t (tenant, last_tag)
+        values (v_user, coalesce(v_clock, 0) + v_new::bigint * 1000000)
+        on conflict (tenant) do update
+            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
+                updated_at = now()
+        returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
+        v_tag := v_tag - v_new * v_step;
     end if;
 
     -- Ids are made first, so each inserted row is matched back to its input position.
@@ -584,12 +737,14 @@ begin
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, retry_of, i)
         join aijobs.job_types k on k.name = t.type
     ), fresh as materialized (
-        select aijobs.uuid_v7() as id, input.* from input where input.existing is null
+        select aijobs.uuid_v7() as id, row_number() over (order by input.i) - 1 as turn, input.*
+        from input where input.existing is null
     ), inserted as (
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq)
         select f.id, v_user, f.type, f.payload, coalesce(f.priority, 0), coalesce(f.run_at, now()),
-               coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of
+               coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of, v_tag + f.turn * v_step,
+               v_tag + f.turn * v_step
         from fresh f order by f.i
         returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.cost, aijobs.jobs.created_at::timestamptz as created_at,
                   aijobs.jobs.run_at::timestamptz as run_at
@@ -752,6 +907,41 @@ create trigger jobs_notify_status
     when (old.status is distinct from new.status)
     execute function aijobs.notify_status();
 
+-- A job that ends leaves one outbox row per enabled endpoint subscribed to that end (its
+-- account's and the deployment's) in the transaction that ends it, like the refund; a
+-- worker listening on `aijobs_webhooks` delivers it. The payload is the job's end as stored:
+-- never its input.
+create function aijobs.webhook_outbox_on_terminal() returns trigger
+language plpgsql
+security definer
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_event text := 'job.' || new.status::text;
+begin
+    insert into aijobs.webhook_deliveries (endpoint_id, job_id, user_id, event, payload)
+    select e.id, new.id, new.user_id, v_event, jsonb_build_object(
+        'type', v_event,
+        'timestamp', new.finished_at,
+        'data', jsonb_build_object(
+            'id', new.id, 'type', new.type, 'status', new.status, 'user_id', new.user_id,
+            'attempts', new.attempts, 'result', new.result, 'error', new.error,
+            'created_at', new.created_at, 'finished_at', new.finished_at))
+    from aijobs.webhook_endpoints e
+    where e.enabled and (e.user_id is null or e.user_id = new.user_id) and v_event = any(e.events)
+    on conflict (endpoint_id, job_id, event) do nothing;
+    if found then
+        perform pg_notify('aijobs_webhooks', '');
+    end if;
+    return null;
+end
+$$;
+create trigger jobs_webhook_outbox_on_terminal
+    after update of status on aijobs.jobs
+    for each row
+    when (new.status in ('completed', 'failed', 'cancelled') and old.status is distinct from new.status)
+    execute function aijobs.webhook_outbox_on_terminal();
+
 -- A pending job ends `cancelled` at once (refunded by the trigger); a running one is asked to
 -- stop, and its worker sees the flag at its next heartbeat or on NOTIFY. A trusted caller
 -- without a user may cancel any job; anyone else only their own.
@@ -844,8 +1034,9 @@ declare
     r text;
 begin
     foreach t in array array[
-        'settings', 'accounts', 'credit_ledger', 'job_types', 'jobs', 'job_attempts', 'workers',
-        'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader'
+        'settings', 'accounts', 'account_settings', 'credit_ledger', 'job_types', 'jobs', 'tenants', 'job_attempts', 'workers',
+        'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader',
+        'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
     ] loop
         execute format('alter table aijobs.%I enable row level security', t);
         execute format('alter table aijobs.%I force row level security', t);
@@ -860,6 +1051,8 @@ end
 $$;
 
 create policy accounts_own on aijobs.accounts for select to authenticated using (user_id = auth.uid());
+create policy account_settings_own on aijobs.account_settings for select to authenticated
+    using (user_id = auth.uid());
 create policy credit_ledger_own on aijobs.credit_ledger for select to authenticated using (user_id = auth.uid());
 create policy jobs_own on aijobs.jobs for select to authenticated using (user_id = auth.uid());
 create policy job_attempts_own on aijobs.job_attempts for select to authenticated
@@ -876,7 +1069,8 @@ revoke all on all sequences in schema aijobs from public, anon, authenticated, s
 revoke all on all functions in schema aijobs from public, anon, authenticated, service_role;
 
 -- Users read their own rows and create and cancel their own jobs, nothing else.
-grant select on aijobs.accounts, aijobs.credit_ledger, aijobs.jobs, aijobs.job_attempts, aijobs.job_types
+grant select on aijobs.accounts, aijobs.account_settings, aijobs.credit_ledger, aijobs.jobs,
+    aijobs.job_attempts, aijobs.job_types
     to authenticated;
 grant select on aijobs.job_types to anon;
 grant execute on function
