@@ -147,7 +147,9 @@ def listen_or_exit(host: str, port: int) -> socket.socket:
     """A listening TCP socket on host:port for uvicorn, or exit 1 with one line saying why
     (a port in use was uvicorn's error log and, under `aijobs dev`, two tracebacks)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it a keep-alive response waited on Nagle and the client's delayed ACK (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
