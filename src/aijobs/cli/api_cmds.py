@@ -57,11 +57,16 @@ def api(
         os.environ["DATABASE_URL"] = url
         with tempfile.TemporaryDirectory(prefix="aijobs-metrics-") as metrics_dir:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            # uvicorn binds for its worker processes itself: a socket passed by descriptor
+            # is taken for a Unix one, and asyncio then leaves TCP_NODELAY off. The port was
+            # checked above; it is given back just before.
+            sock.close()
             uvicorn.run(
                 "aijobs.api.server:app_from_env",
                 factory=True,
                 loop=settings.event_loop,
-                fd=sock.fileno(),
+                host=settings.api_host,
+                port=settings.api_port,
                 workers=workers,
                 log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=5,
