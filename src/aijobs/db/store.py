@@ -141,8 +141,8 @@ class Store:
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A pooled connection whose prepared statements are dropped after a 0A000.
 
-        A migration that changes the type of a column a prepared statement returns (014 made
-        six of jobs' columns domains) makes PostgreSQL refuse that statement with 0A000,
+        A migration that changes the type of a column a prepared statement returns (a column
+        becoming a domain, say) makes PostgreSQL refuse that statement with 0A000,
         "cached plan must not change result type", at every execution on every connection
         that prepared it before: a process of the previous release kept failing until it was
         restarted. After such an error (any 0A000: dropping is harmless, psycopg prepares again

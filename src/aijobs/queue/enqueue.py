@@ -132,10 +132,10 @@ def _single() -> Iterator[None]:
     except InvalidArgument as exc:
         field = exc.details.get("field")
         if isinstance(field, str) and field.startswith("jobs[0]."):
-            message = exc.message.removeprefix("jobs[0].")
-            raise InvalidArgument(
-                message, **{**exc.details, "field": field.removeprefix("jobs[0].")}
-            ) from None
+            # A single creation has no index to report either.
+            details = {k: v for k, v in exc.details.items() if k != "index"}
+            details["field"] = field.removeprefix("jobs[0].")
+            raise InvalidArgument(exc.message.removeprefix("jobs[0]."), **details) from None
         raise
 
 
