@@ -1,4 +1,4 @@
-"""The parameters of `job_create` and `job_create_grouped`, built once for both sessions.
+"""The statements that create jobs and their parameters, built once for both sessions.
 
 `Session` (async: the API, worker and CLI) and `SyncSession` (the caller's own synchronous
 connection) send the same statement; building its parameters in one place keeps them from
@@ -15,8 +15,22 @@ from aijobs.db.jsonb import jsonb
 from aijobs.db.rows import GroupedCreation, JobSpec
 
 
-def params(*, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool) -> dict[str, Any]:
-    return {
+def statement(*, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool) -> tuple[str, dict[str, Any]]:
+    """The named query that creates `jobs` and its parameters: a single job takes scalars."""
+    if len(jobs) == 1:
+        job = jobs[0]
+        return "job_create_one", {
+            "user_id": user_id,
+            "type": job.type,
+            "payload": jsonb(job.payload),
+            "priority": job.priority,
+            "run_at": job.run_at,
+            "max_attempts": job.max_attempts,
+            "idempotency_key": job.idempotency_key,
+            "retry_of": job.retry_of,
+            "quota": quota,
+        }
+    return "job_create", {
         "user_id": user_id,
         "types": [job.type for job in jobs],
         "payloads": [jsonb(job.payload) for job in jobs],

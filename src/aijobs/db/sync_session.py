@@ -60,11 +60,8 @@ class SyncSession:
             with refusals():
                 # psycopg prepares nothing on a connection made with prepare_threshold=None
                 # (PgBouncer in transaction mode), whatever `prepare` says.
-                cur.execute(
-                    query("job_create"),
-                    creation.params(user_id=user_id, jobs=jobs, quota=quota),
-                    prepare=True,
-                )
+                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota)
+                cur.execute(query(name), params, prepare=True)
                 return cur.fetchall()
         except AijobsError:
             self._bound_prepared()

@@ -240,6 +240,15 @@ select * from aijobs.create_jobs(
     %(retry_ofs)b::uuid[], %(quota)s::boolean
 );
 
+-- name: job_create_one
+-- job_create for a batch of one, with scalar parameters: psycopg dumps a scalar for a
+-- fraction of what a one-element array costs it, so the arrays are built on the server.
+select * from aijobs.create_jobs(
+    %(user_id)s::uuid, array[%(type)s::text], array[%(payload)s::jsonb], array[%(priority)s::smallint],
+    array[%(run_at)s::timestamptz], array[%(max_attempts)s::integer], array[%(idempotency_key)s::text],
+    array[%(retry_of)s::uuid], %(quota)s::boolean
+);
+
 -- name: job_create_grouped
 -- Several API requests' creations, each for its own user with the quota, in one statement
 -- and one commit (aijobs.create_jobs_grouped): each row says what became of request `ord`

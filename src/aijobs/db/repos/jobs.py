@@ -57,11 +57,8 @@ class JobsRepo:
         cur = self._creator
         try:
             with refusals():
-                await cur.execute(
-                    query("job_create"),
-                    creation.params(user_id=user_id, jobs=jobs, quota=quota),
-                    prepare=True,
-                )
+                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota)
+                await cur.execute(query(name), params, prepare=True)
                 return await cur.fetchall()
         except errors.AijobsError:
             await self._bound_prepared()
