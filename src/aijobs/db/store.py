@@ -10,6 +10,7 @@ of aijobs runs.
 from __future__ import annotations
 
 import json
+import random
 import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import set_json_dumps
 from psycopg_pool import AsyncConnectionPool
+from psycopg_pool.base import AttemptWithBackoff
 
 from aijobs.db.jsonb import json_dumps
 from aijobs.db.queries import query
@@ -89,6 +91,30 @@ async def _looks_alive(conn: psycopg.AsyncConnection[Any]) -> bool:
     return True
 
 
+class _ReconnectBackoff(AttemptWithBackoff):
+    """psycopg_pool's wait between attempts to replace a lost connection, capped.
+
+    The pool doubles that wait without bound (1, 2, 4 ... s until reconnect_timeout), so after
+    a database outage of a minute its next attempt could come a minute after the database was
+    back: the API answered 503 and workers sat idle that long. Capped, a process is working
+    again within a few seconds of the database, whatever the outage lasted; an attempt is one
+    connection, cheap to repeat. The jitter keeps many processes from connecting in step.
+    """
+
+    MAX_DELAY = 2.0
+
+    def update_delay(self, now: float) -> None:
+        super().update_delay(now)
+        self.delay = min(self.delay, self.MAX_DELAY * random.uniform(0.9, 1.1))
+
+
+class _Pool(AsyncConnectionPool[Any]):
+    # psycopg_pool has no setting for the cap: its own `_add_connection` is given the capped
+    # attempt (tests/reliability/test_reconnect_backoff.py fails if that hook changes).
+    async def _add_connection(self, attempt: AttemptWithBackoff | None, growing: bool = False) -> None:
+        await super()._add_connection(attempt or _ReconnectBackoff(timeout=self.reconnect_timeout), growing)
+
+
 class Store:
     """A pool of connections to one database, lent out as Sessions."""
 
@@ -116,7 +142,7 @@ class Store:
         kwargs: dict[str, Any] = {"autocommit": True, "application_name": name}
         if not prepare:
             kwargs["prepare_threshold"] = None
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        pool: AsyncConnectionPool[Any] = _Pool(
             conninfo,
             min_size=min_size,
             max_size=max_size,
