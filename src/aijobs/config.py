@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
     # Event loop for `aijobs worker`, `aijobs api` and `aijobs dev` (see aijobs.eventloop).
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
 
     # Your own job types: comma-separated import paths (`myapp.jobs`, `myapp.jobs:translate`),
     # loaded with the built-ins and the `aijobs.job_types` entry points (docs/job-types.md).

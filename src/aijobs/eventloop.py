@@ -1,10 +1,9 @@
 """Which event loop the long-lived processes (worker, API) run on: EVENT_LOOP.
 
-`asyncio` is the default. `uvloop` does the per-job and per-request event-loop work in C
-(faster: docs/benchmarks.md), but the fault suite once saw a worker stall after a database
-restart followed by killed connections while running on it, not yet reproduced or explained
-(docs/reliability.md); until it is, the conservative loop is the default and uvloop an
-explicit choice.
+`uvloop` is the default: it does the per-job and per-request event-loop work in C, for more
+worker and API throughput (docs/benchmarks.md). A worker stall once seen on it after database
+faults was the connection pool's reconnect backoff, on either loop alike (docs/reliability.md).
+`asyncio` remains a choice, and the fallback where uvloop is not installed (Windows).
 
 Before the loop starts, `freeze_heap` moves everything alive so far (the imported modules,
 FastAPI's routes and pydantic's schemas, the settings) out of the garbage collector's reach.
@@ -30,7 +29,7 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def run(main: Coroutine[Any, Any, T], loop: str = "asyncio") -> T:
+def run(main: Coroutine[Any, Any, T], loop: str = "uvloop") -> T:
     """Run a long-lived process's main coroutine on the chosen loop, its startup heap frozen."""
     freeze_heap()
     if loop == "uvloop":

