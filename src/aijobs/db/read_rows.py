@@ -246,7 +246,16 @@ class StoredJobTypeRow(TypedDict):
     cost: int
     timeout_seconds: float
     enabled: bool
+    paused: bool
     pending: int
+
+
+class JobTypeSwitchRow(TypedDict):
+    """A type's deployment switches (job_types_switches, job_type_switch)."""
+
+    name: str
+    enabled: bool
+    paused: bool
 
 
 class AccountSettingsRow(TypedDict):

@@ -9,10 +9,19 @@
 -- a tenant's jobs and never moves them ahead of another tenant's. SKIP LOCKED lets many
 -- workers claim at once without waiting on each other. The attempt's row is written when it
 -- ends; until then the job row names it: lease_token, lease_owner, attempts and
--- attempt_started_at.
-with turns as (
+-- attempt_started_at. Jobs of a paused type are passed over: they keep their turns and wait.
+with paused as (
+    -- Read once per claim (a handful of rows), then an array test per candidate row: nothing
+    -- paused costs nothing, and a job_types join per row would add a lookup to every claim.
+    -- The test sits in a coalesce (a no-op: neither side is null) for the planner's sake: it
+    -- estimates `<> all(array it cannot see)` as ten `<>` tests in a row, expects a tenth of
+    -- the pending jobs to pass and would rather sort another index's rows than walk the
+    -- fair-share one; a coalesce it estimates at one half.
+    select coalesce(array_agg(name), '{}') as types from aijobs.job_types where paused
+), turns as (
     select id, user_id, fair_tag from aijobs.jobs
     where status = 'pending' and run_at <= now()
+      and coalesce(type <> all((select types from paused)::text[]), true)
     order by fair_tag, run_at, id
     limit %(limit)s
     for update skip locked
@@ -29,6 +38,7 @@ with turns as (
     cross join lateral (
         select j.id, j.user_id, j.fair_tag from aijobs.jobs j
         where j.user_id = t.user_id and j.status = 'pending' and j.run_at <= now()
+          and coalesce(j.type <> all((select types from paused)::text[]), true)
         order by j.priority desc, j.tenant_seq, j.run_at
         limit t.n
         for update skip locked
