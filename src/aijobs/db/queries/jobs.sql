@@ -212,6 +212,26 @@ select count(*)::int from aijobs.job_attempts where job_id = %(job_id)s and outc
 select j.*, (select count(*) from aijobs.job_attempts a where a.job_id = j.id) as attempt_rows
 from aijobs.jobs j where j.id = %(id)s;
 
+-- name: job_find_by_id_part
+-- The dashboard's search by part of an id: the ids in [low, high] (those with a given start:
+-- ids are UUIDv7, so that is a range of the primary key) that end with `suffix` ('' for any).
+-- Only the newest `scan` ids of the range are read, which bounds a search by an end alone;
+-- the newest `limit` matches are answered.
+select j.id, j.type, j.status::text as status, j.created_at
+from (
+    select r.id from (
+        select id from aijobs.jobs
+        where id between %(low)s::uuid and %(high)s::uuid
+        order by id desc
+        limit %(scan)s
+    ) r
+    where right(replace(r.id::text, '-', ''), length(%(suffix)s::text)) = %(suffix)s::text
+    order by r.id desc
+    limit %(limit)s
+) m
+join aijobs.jobs j on j.id = m.id
+order by j.id desc;
+
 -- name: job_attempts_for
 -- The attempts that ended, and the one running now (its row is written when it ends).
 select lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error, provider,
