@@ -103,7 +103,7 @@ async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
     api: ApiServer, store: Store, funded_user: uuid.UUID, db_url: str
 ) -> None:
     async with store.session() as s:
-        await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+        waiting = await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
     admin = api.auth(funded_user, admin=True)
     user = api.auth(funded_user)
     pause = "/dashboard/job-types/sentiment_analysis/pause"
@@ -123,6 +123,8 @@ async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
         assert '<span class="badge paused">paused</span>' in row
         assert 'class="resume-type"' in live.text and 'data-testid="types-paused"' in live.text
         assert "<code>sentiment_analysis</code> (1 waiting)" in live.text
+        inspector = await c.get(f"/dashboard/jobs/{waiting.id}", headers=admin)
+        assert '<span class="badge paused"' in inspector.text
 
         unknown = await c.post(
             "/dashboard/job-types/no_such_type/pause", headers={**admin, "X-Dashboard": "1"}
@@ -148,6 +150,8 @@ async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
         assert resumed.json() == {"name": "sentiment_analysis", "enabled": True, "paused": False}
         live = await c.get("/dashboard/live", headers=admin)
         assert 'data-testid="types-paused"' not in live.text
+        inspector = await c.get(f"/dashboard/jobs/{waiting.id}", headers=admin)
+        assert "badge paused" not in inspector.text
     rows = await fetch_all(db_url, "select paused from aijobs.job_types where name = 'sentiment_analysis'")
     assert rows == [{"paused": False}]
 

@@ -198,8 +198,12 @@ async def inspect_job(request: Request, job_id: UUID, _who: ViewerDep, store: St
         if job is None:
             raise not_found()
         attempts = await session.jobs.attempts(job_id)
+        # A pending job that never starts is the first thing an admin asks about here.
+        paused = any(t["paused"] for t in await session.job_types.switches() if t["name"] == job["type"])
     return templates.TemplateResponse(
-        request, "dashboard_job.html", {"job": job, "attempts": attempts, "now": datetime.now(UTC)}
+        request,
+        "dashboard_job.html",
+        {"job": job, "attempts": attempts, "type_paused": paused, "now": datetime.now(UTC)},
     )
 
 
