@@ -1,5 +1,5 @@
 """The dashboard in headless Chromium: ids of jobs created together can be told apart, a job
-is found by its id, and cancelled from the inspector."""
+is found by its id or the part of it the page shows, and cancelled from the inspector."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.monitoring.view import short_id
 from aijobs.queue.enqueue import enqueue as enqueue_one
 from tests.conftest import worker_env
 from tests.e2e.test_dashboard_browser import ARGS, CHROMIUM
@@ -92,6 +93,30 @@ async def test_ids_are_distinct_findable_and_cancellable(
             await page.click('[data-testid="job-inspector"] button.cancel')
             await page.wait_for_selector('[data-testid="job-inspector"] .badge.cancelled')
             await page.screenshot(path=str(artifacts_dir / "dashboard-cancelled.png"))
+
+            # As the page shows an id (first4…last8), or only its end: that one job opens.
+            target = failing[2]
+            for text in (short_id(target), target.hex[-8:]):
+                await page.click("#close-inspector")
+                await page.fill("#find-job input[name=id]", text)
+                await page.press("#find-job input[name=id]", "Enter")
+                await page.wait_for_selector(f'[data-testid="job-inspector"][data-job="{target}"]')
+            # The start the failed jobs share (made together: UUIDv7) lists them to pick from.
+            await page.click("#close-inspector")
+            await page.fill("#find-job input[name=id]", failing[0].hex[:8])
+            await page.press("#find-job input[name=id]", "Enter")
+            results = page.locator('[data-testid="find-results"] a.inspect')
+            await results.first.wait_for()
+            listed = {await results.nth(i).get_attribute("data-job") for i in range(await results.count())}
+            assert {str(i) for i in failing} <= listed, listed
+            await page.screenshot(path=str(artifacts_dir / "dashboard-find-several.png"))
+            await page.locator(f'[data-testid="find-results"] a.inspect[data-job="{failing[3]}"]').click()
+            await page.wait_for_selector(f'[data-testid="job-inspector"][data-job="{failing[3]}"]')
+
+            await page.fill("#find-job input[name=id]", "not an id!")
+            await page.press("#find-job input[name=id]", "Enter")
+            await page.wait_for_selector('[data-testid="find-error"]')
+            assert "cannot be in a job id" in await page.inner_text('[data-testid="find-error"]')
 
             await page.click("#close-inspector")
             await page.fill("#find-job input[name=id]", str(uuid.uuid4()))

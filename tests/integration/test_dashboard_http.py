@@ -10,9 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from aijobs.config import Settings
 from aijobs.db.store import Store
+from aijobs.monitoring.view import short_id
 from tests.support.api_server import SERVICE_KEY, ApiServer, api_settings
 from tests.support.database import drop_database
 from tests.support.jobs import create_job
+from tests.support.workers import fetch_all
 
 
 @pytest.fixture
@@ -95,3 +97,99 @@ async def test_metrics_serve_the_last_snapshot_when_the_database_is_gone(
     assert pending["sentiment_analysis"] == 1.0, "the last snapshot is served"
     assert families["aijobs_queue_snapshot_age_seconds"].samples[0].value > 0
     assert "aijobs_jobs_created" in families, "the process's own counters are served too"
+
+
+async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
+    api: ApiServer, store: Store, funded_user: uuid.UUID, db_url: str
+) -> None:
+    async with store.session() as s:
+        waiting = await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})
+    admin = api.auth(funded_user, admin=True)
+    user = api.auth(funded_user)
+    pause = "/dashboard/job-types/sentiment_analysis/pause"
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        live = await c.get("/dashboard/live", headers=admin)
+        assert 'data-testid="job-types"' in live.text
+        assert 'class="pause-type" type="button" data-type="sentiment_analysis"' in live.text
+        # Who may press it: an admin, with the header a cross-site form cannot send.
+        assert (await c.post(pause, headers=admin)).status_code == 403
+        assert (await c.post(pause, headers={**user, "X-Dashboard": "1"})).status_code == 403
+        assert (await c.post(pause)).status_code == 401
+        pressed = await c.post(pause, headers={**admin, "X-Dashboard": "1"})
+        assert pressed.status_code == 200, pressed.text
+        assert pressed.json() == {"name": "sentiment_analysis", "enabled": True, "paused": True}
+        live = await c.get("/dashboard/live", headers=admin)
+        row = live.text.split('data-type="sentiment_analysis"')[1]
+        assert '<span class="badge paused">paused</span>' in row
+        assert 'class="resume-type"' in live.text and 'data-testid="types-paused"' in live.text
+        assert "<code>sentiment_analysis</code> (1 waiting)" in live.text
+        inspector = await c.get(f"/dashboard/jobs/{waiting.id}", headers=admin)
+        assert '<span class="badge paused"' in inspector.text
+
+        unknown = await c.post(
+            "/dashboard/job-types/no_such_type/pause", headers={**admin, "X-Dashboard": "1"}
+        )
+        assert unknown.status_code == 404 and unknown.json()["detail"] == "no such job type"
+        odd = await c.post(
+            "/dashboard/job-types/sentiment_analysis/halt", headers={**admin, "X-Dashboard": "1"}
+        )
+        assert odd.status_code == 422
+
+        # The admin API: the same switch; a user may not touch it; creations are still accepted.
+        refused = await c.put("/api/admin/job-types/sentiment_analysis", json={"paused": False}, headers=user)
+        assert refused.status_code == 403
+        created = await c.post(
+            "/api/jobs", json={"type": "sentiment_analysis", "payload": {"text": "x"}}, headers=user
+        )
+        assert created.status_code == 201, created.text
+        typo = await c.put("/api/admin/job-types/sentiment_analysis", json={"pause": False}, headers=admin)
+        assert typo.status_code == 422 and "pause" in typo.text
+        resumed = await c.put(
+            "/api/admin/job-types/sentiment_analysis", json={"paused": False}, headers=admin
+        )
+        assert resumed.json() == {"name": "sentiment_analysis", "enabled": True, "paused": False}
+        live = await c.get("/dashboard/live", headers=admin)
+        assert 'data-testid="types-paused"' not in live.text
+        inspector = await c.get(f"/dashboard/jobs/{waiting.id}", headers=admin)
+        assert "badge paused" not in inspector.text
+    rows = await fetch_all(db_url, "select paused from aijobs.job_types where name = 'sentiment_analysis'")
+    assert rows == [{"paused": False}]
+
+
+async def test_find_a_job_by_its_id_or_the_part_the_page_shows(
+    api: ApiServer, store: Store, funded_user: uuid.UUID
+) -> None:
+    async with store.session() as s:
+        ids = [
+            (await create_job(s, user_id=funded_user, type="sentiment_analysis", payload={"text": "hi"})).id
+            for _ in range(3)
+        ]
+    admin = api.auth(funded_user, admin=True)
+
+    async def find(text: str, headers: dict[str, str] = admin) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=api.url) as c:
+            return await c.get("/dashboard/find", params={"id": text}, headers=headers)
+
+    job = ids[1]
+    for text in (str(job), job.hex.upper(), short_id(job), f"…{job.hex[-8:]}", job.hex[-8:], job.hex[-12:]):
+        one = await find(text)
+        assert one.status_code == 200, (text, one.text)
+        assert f'data-testid="job-inspector" data-job="{job}"' in one.text, text
+    # Jobs made together share the start of their ids (UUIDv7): a start lists them to pick.
+    several = await find(job.hex[:8])
+    assert several.status_code == 200 and 'data-testid="find-results"' in several.text
+    assert all(f'data-job="{i}"' in several.text for i in ids)
+    assert "3 jobs match" in several.text
+
+    none = await find("0000…deadbeef")
+    assert none.status_code == 404 and "no job id matches" in none.text
+    assert "no job with id" in (await find(str(uuid.uuid4()))).text
+    for text, reason in [
+        ("abc", "too few"),
+        ("x" * 200, "too long"),
+        ("1' or '1'='1", "cannot be in a job id"),
+    ]:
+        refused = await find(text)
+        assert refused.status_code == 422 and reason in refused.text, refused.text
+        assert 'data-testid="find-error"' in refused.text
+    assert (await find(job.hex[-8:], api.auth(funded_user))).status_code == 403

@@ -142,3 +142,21 @@ def test_the_claim_is_never_jit_compiled(db_url: str) -> None:
     assert row is not None
     doc = row[0] if isinstance(row[0], list) else json.loads(row[0])
     assert doc[0]["Plan"]["Total Cost"] < threshold[0], doc[0]["Plan"]["Total Cost"]
+
+
+def test_the_dashboards_find_by_id_part_reads_a_bounded_key_range(history_db: str) -> None:
+    """By the end of an id alone: the newest ids, backwards on the primary key, never the table."""
+    from uuid import UUID
+
+    for low, high, suffix in [
+        (UUID(int=0), UUID(int=2**128 - 1), "a1b2c3d4"),
+        (
+            UUID("01930000-0000-0000-0000-000000000000"),
+            UUID("0193ffff-ffff-ffff-ffff-ffffffffffff"),
+            "a1b2c3d4",
+        ),
+    ]:
+        params = {"low": low, "high": high, "suffix": suffix, "scan": 100_000, "limit": 21}
+        nodes = plan_of(history_db, "job_find_by_id_part", params)
+        no_seq_scans(nodes, "job_find_by_id_part")
+        assert ("Index Only Scan", "jobs") in nodes or ("Index Scan", "jobs") in nodes, nodes

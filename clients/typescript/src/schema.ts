@@ -47,7 +47,7 @@ export interface paths {
             cookie?: never;
         };
         get?: never;
-        /** Enable or disable a job type in this deployment (creations refused, pending jobs kept) */
+        /** Enable/disable (creations refused) or pause/resume (pending jobs not claimed) a job type */
         put: operations["switch_job_type"];
         post?: never;
         delete?: never;
@@ -791,10 +791,30 @@ export interface components {
             /** Timeout Seconds */
             timeout_seconds: number;
         };
-        /** JobTypeSwitch */
-        JobTypeSwitch: {
+        /** JobTypeState */
+        JobTypeState: {
             /** Enabled */
             enabled: boolean;
+            /** Name */
+            name: string;
+            /** Paused */
+            paused: boolean;
+        };
+        /**
+         * JobTypeSwitch
+         * @description The switches to set; one left out stays as it is.
+         */
+        JobTypeSwitch: {
+            /**
+             * Enabled
+             * @description false refuses new jobs of the type (409); its pending jobs still run
+             */
+            enabled?: boolean | null;
+            /**
+             * Paused
+             * @description true stops workers claiming its pending jobs (they wait, kept and charged); new jobs are still accepted and wait too; false resumes them
+             */
+            paused?: boolean | null;
         };
         /** LedgerEntry */
         LedgerEntry: {
@@ -1633,7 +1653,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["JobTypeSwitch"];
+                    "application/json": components["schemas"]["JobTypeState"];
                 };
             };
             /** @description Unauthorized */

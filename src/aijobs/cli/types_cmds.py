@@ -39,25 +39,39 @@ def types(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 @app.command("types-disable")
 def disable(name: str = typer.Argument(..., help="The job type to disable.")) -> None:
-    """Refuse new jobs of a type in this deployment; its pending jobs wait, kept."""
+    """Refuse new jobs of a type in this deployment; its pending jobs still run."""
     _switch(name, enabled=False)
 
 
 @app.command("types-enable")
 def enable(name: str = typer.Argument(..., help="The job type to enable again.")) -> None:
-    """Accept jobs of a disabled type again; its waiting jobs run."""
+    """Accept jobs of a disabled type again."""
     _switch(name, enabled=True)
 
 
-def _switch(name: str, *, enabled: bool) -> None:
+@app.command("types-pause")
+def pause(name: str = typer.Argument(..., help="The job type to pause.")) -> None:
+    """Stop workers claiming a type's pending jobs: they wait, kept and charged; new jobs of it
+    are still accepted and wait too."""
+    _switch(name, paused=True)
+
+
+@app.command("types-resume")
+def resume(name: str = typer.Argument(..., help="The job type to resume.")) -> None:
+    """Let workers claim a paused type's jobs again, in their turn."""
+    _switch(name, paused=False)
+
+
+def _switch(name: str, *, enabled: bool | None = None, paused: bool | None = None) -> None:
     settings = settings_or_exit()
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            found = await session.job_types.set_enabled(name, enabled)
-        if not found:
+            row = await session.job_types.switch(name, enabled=enabled, paused=paused)
+        if row is None:
             typer.echo(f"error: the database has no job type {name!r} (run `aijobs migrate`?)", err=True)
             raise typer.Exit(1)
-        typer.echo(f"{name}: {'enabled' if enabled else 'disabled'}")
+        state = "enabled" if row["enabled"] else "disabled"
+        typer.echo(f"{name}: {state}, {'paused' if row['paused'] else 'not paused'}")
 
     run_async(go)

@@ -45,6 +45,15 @@ class JobDetailRow(JobRow):
     attempt_rows: int
 
 
+class FoundJobRow(TypedDict):
+    """A job found by part of its id (job_find_by_id_part)."""
+
+    id: UUID
+    type: str
+    status: str
+    created_at: datetime
+
+
 class AttemptRow(TypedDict):
     lease_token: int
     job_id: UUID
@@ -246,7 +255,16 @@ class StoredJobTypeRow(TypedDict):
     cost: int
     timeout_seconds: float
     enabled: bool
+    paused: bool
     pending: int
+
+
+class JobTypeSwitchRow(TypedDict):
+    """A type's deployment switches (job_types_switches, job_type_switch)."""
+
+    name: str
+    enabled: bool
+    paused: bool
 
 
 class AccountSettingsRow(TypedDict):

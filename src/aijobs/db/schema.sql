@@ -229,13 +229,17 @@ create table aijobs.account_settings (
 
 -- Job types, jobs, attempts -----------------------------------------------------------------
 
--- Copied from the Python registry by `aijobs migrate`: the creation function reads cost here.
+-- Copied from the Python registry by `aijobs migrate`: the creation function reads cost here;
+-- `enabled` and `paused` are the deployment's own switches, which the sync leaves alone.
 create table aijobs.job_types (
     name             text primary key check (name ~ '^[a-z][a-z0-9_]{0,62}$'),
     cost             integer not null check (cost >= 0),
     timeout_seconds  real not null check (timeout_seconds > 0 and timeout_seconds < 'infinity'),
     enabled          boolean not null default true,
-    updated_at       aijobs.instant not null default now()
+    updated_at       aijobs.instant not null default now(),
+    -- A paused type's pending jobs are not claimed (they wait, kept); creations still are
+    -- accepted. `enabled` is the other switch: it refuses creations and lets pending jobs run.
+    paused           boolean not null default false
 );
 
 -- Every claim takes a fresh token; every write that ends an attempt must present it (fencing).

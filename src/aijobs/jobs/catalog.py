@@ -23,6 +23,7 @@ class StoredJobType:
     cost: int
     timeout_seconds: float
     enabled: bool
+    paused: bool = False
     pending: int = 0
 
 

@@ -102,7 +102,8 @@ async def test_a_disabled_type_refuses_creations_and_keeps_its_pending_jobs(
         off = await client.put(
             "/api/admin/job-types/sentiment_analysis", json={"enabled": False}, headers=SERVICE
         )
-        assert off.status_code == 200 and off.json() == {"enabled": False}
+        assert off.status_code == 200
+        assert off.json() == {"name": "sentiment_analysis", "enabled": False, "paused": False}
         refused = await client.post("/api/jobs", json=job_body, headers=api.auth(funded_user))
         assert refused.status_code == 409, refused.text
         problem = refused.json()

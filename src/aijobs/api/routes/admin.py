@@ -12,7 +12,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from aijobs.api.auth import Admin
 from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus
@@ -103,15 +103,30 @@ async def put_account_settings(
 
 
 class JobTypeSwitch(BaseModel):
+    """The switches to set; one left out stays as it is."""
+
     model_config = ConfigDict(extra="forbid")
 
-    enabled: StrictBool
+    enabled: StrictBool | None = Field(
+        default=None, description="false refuses new jobs of the type (409); its pending jobs still run"
+    )
+    paused: StrictBool | None = Field(
+        default=None,
+        description="true stops workers claiming its pending jobs (they wait, kept and charged); "
+        "new jobs are still accepted and wait too; false resumes them",
+    )
+
+
+class JobTypeState(BaseModel):
+    name: str
+    enabled: bool
+    paused: bool
 
 
 @router.put(
     "/job-types/{name}",
-    response_model=JobTypeSwitch,
-    summary="Enable or disable a job type in this deployment (creations refused, pending jobs kept)",
+    response_model=JobTypeState,
+    summary="Enable/disable (creations refused) or pause/resume (pending jobs not claimed) a job type",
     responses=responses(401, 403, 404, 422),
 )
 async def switch_job_type(
@@ -119,8 +134,16 @@ async def switch_job_type(
     body: JobTypeSwitch,
     _admin: Admin,
     store: StoreDep,
-) -> JobTypeSwitch:
+) -> JobTypeState:
+    return await set_job_type_switches(store, name, enabled=body.enabled, paused=body.paused)
+
+
+async def set_job_type_switches(
+    store: Store, name: str, *, enabled: bool | None = None, paused: bool | None = None
+) -> JobTypeState:
+    """Shared with the dashboard's Pause/Resume buttons."""
     async with store.session() as session:
-        if not await session.job_types.set_enabled(name, body.enabled):
-            raise not_found()
-    return body
+        row = await session.job_types.switch(name, enabled=enabled, paused=paused)
+    if row is None:
+        raise not_found("job type")
+    return JobTypeState.model_validate(row)

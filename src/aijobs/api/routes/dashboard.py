@@ -23,20 +23,22 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 from uuid import UUID
 
 import psycopg
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from psycopg_pool import PoolTimeout
 
+from aijobs.api import id_search
 from aijobs.api.auth import Principal
 from aijobs.api.problems import ProblemError, not_found, unauthorized
 from aijobs.api.routes import admin as admin_routes
 from aijobs.api.state import ApiState, get_state, get_store
+from aijobs.db.read_rows import FoundJobRow
 from aijobs.db.store import Store
 from aijobs.monitoring import dashboard_data, view
 from aijobs.monitoring.gauges import GaugeRefresher
@@ -46,6 +48,10 @@ log = logging.getLogger("aijobs.api")
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 #: Webhook deliveries the live panel lists, newest first.
 WEBHOOK_ROWS = 15
+#: A search by the end of an id reads this many of the newest ids at most (an index range,
+#: tens of milliseconds), and lists this many matches.
+FIND_SCAN = 100_000
+FIND_LIMIT = 20
 metrics_router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(resources.files("aijobs.api") / "templates"))
 templates.env.filters["dur"] = view.seconds
@@ -134,7 +140,19 @@ async def live_context(state: ApiState, store: Store) -> dict[str, Any]:
     async with store.session() as session:
         data = await dashboard_data.load(session, dead_after_seconds=state.settings.lease_seconds)
         webhooks = await session.webhooks.recent(WEBHOOK_ROWS)
+        switches = await session.job_types.switches()
     providers = [p for p in data.stats.providers if p.minutes == 60]
+    live_by_type: dict[tuple[str, str], int] = {
+        (r["type"], r["status"]): int(r["count"]) for r in data.stats.queue_depth
+    }
+    job_types = [
+        {
+            **t,
+            "pending": live_by_type.get((t["name"], "pending"), 0),
+            "processing": live_by_type.get((t["name"], "processing"), 0),
+        }
+        for t in switches
+    ]
     return {
         "s": data.stats,
         "w1": data.stats.window(1),
@@ -149,6 +167,7 @@ async def live_context(state: ApiState, store: Store) -> dict[str, Any]:
         "charts": data.charts(),
         "failures": data.failures,
         "webhooks": webhooks,
+        "job_types": job_types,
         "leader": data.leader,
         "now": datetime.now(UTC),
     }
@@ -179,8 +198,55 @@ async def inspect_job(request: Request, job_id: UUID, _who: ViewerDep, store: St
         if job is None:
             raise not_found()
         attempts = await session.jobs.attempts(job_id)
+        # A pending job that never starts is the first thing an admin asks about here.
+        paused = any(t["paused"] for t in await session.job_types.switches() if t["name"] == job["type"])
     return templates.TemplateResponse(
-        request, "dashboard_job.html", {"job": job, "attempts": attempts, "now": datetime.now(UTC)}
+        request,
+        "dashboard_job.html",
+        {"job": job, "attempts": attempts, "type_paused": paused, "now": datetime.now(UTC)},
+    )
+
+
+@router.get("/find", response_class=HTMLResponse)
+async def find_job(
+    request: Request, _who: ViewerDep, store: StoreDep, text: Annotated[str, Query(alias="id")] = ""
+) -> Response:
+    """The inspector's content for what was typed into "find a job" (aijobs.api.id_search):
+    the job when one matches, a list to pick from when several do, else the reason."""
+    try:
+        search = id_search.parse(text)
+    except id_search.IdSearchError as exc:
+        return find_answer(request, str(exc), status=422)
+    if search.exact is not None:
+        async with store.session() as session:
+            found = await session.jobs.get(search.exact)
+        if found is None:
+            return find_answer(request, f"no job with id {search.exact}", status=404)
+        return await inspect_job(request, search.exact, _who, store)
+    matches: dict[UUID, FoundJobRow] = {}
+    async with store.session() as session:
+        for part in search.parts:
+            low, high = part.bounds()
+            rows = await session.jobs.find_by_id_part(
+                low, high, part.suffix, scan=FIND_SCAN, limit=FIND_LIMIT + 1
+            )
+            matches.update((r["id"], r) for r in rows)
+    if len(matches) == 1:
+        return await inspect_job(request, next(iter(matches)), _who, store)
+    if not matches:
+        where = "" if all(p.prefix for p in search.parts) else f" among the newest {FIND_SCAN:,} jobs"
+        return find_answer(request, f"no job id matches {text.strip()!r}{where}", status=404)
+    rows = sorted(matches.values(), key=lambda r: r["id"], reverse=True)
+    return templates.TemplateResponse(
+        request,
+        "dashboard_find.html",
+        {"rows": rows[:FIND_LIMIT], "more": len(rows) > FIND_LIMIT, "text": text.strip()},
+    )
+
+
+def find_answer(request: Request, message: str, *, status: int) -> Response:
+    return templates.TemplateResponse(
+        request, "dashboard_find.html", {"rows": [], "message": message}, status_code=status
     )
 
 
@@ -205,6 +271,22 @@ async def cancel(request: Request, job_id: UUID, _who: ViewerDep, store: StoreDe
     return JSONResponse(
         {"id": str(row["id"]), "status": row["status"], "cancel_requested": row["cancel_requested"]}
     )
+
+
+@router.post("/job-types/{name}/{action}")
+async def pause_or_resume(
+    request: Request,
+    name: Annotated[str, Path(max_length=63, pattern=r"^[a-z][a-z0-9_]*$")],
+    action: Literal["pause", "resume"],
+    _who: ViewerDep,
+    store: StoreDep,
+) -> JSONResponse:
+    """Pause a job type (its pending jobs wait, unclaimed; creations still accepted) or resume
+    it, as `aijobs types-pause`/`types-resume` do. Answers the type's switches."""
+    if request.headers.get("x-dashboard") != "1":
+        raise ProblemError(403, "missing X-Dashboard header", code="forbidden")
+    state = await admin_routes.set_job_type_switches(store, name, paused=action == "pause")
+    return JSONResponse(state.model_dump())
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/replay")

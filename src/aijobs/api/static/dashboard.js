@@ -1,5 +1,5 @@
 // aijobs dashboard: re-fetch the live fragment every 2 s and swap it in; requeue, find, inspect
-// and cancel jobs, and replay webhook deliveries.
+// and cancel jobs, pause and resume job types, and replay webhook deliveries.
 // Vanilla JS, no build step. Auth rides on the HttpOnly cookie (or whatever the page had);
 // state-changing requests add X-Dashboard, which a cross-site form cannot send.
 (function () {
@@ -81,6 +81,24 @@
     }
   }
 
+  async function switchType(button, action) {
+    const label = button.textContent;
+    button.disabled = true;
+    button.textContent = action === "pause" ? "Pausing…" : "Resuming…";
+    const res = await fetch("/dashboard/job-types/" + encodeURIComponent(button.dataset.type) + "/" + action, {
+      method: "POST", headers, credentials: "same-origin",
+    });
+    const body = await res.json().catch(() => ({}));
+    if (res.ok) {
+      say(body.paused ? body.name + " paused: its jobs wait until resumed" : body.name + " resumed: its jobs run in their turn");
+      await refresh();
+    } else {
+      button.disabled = false;
+      button.textContent = label;
+      say((action === "pause" ? "Pause" : "Resume") + " refused: " + (body.detail || res.status));
+    }
+  }
+
   async function copy(button) {
     try {
       await navigator.clipboard.writeText(button.dataset.copy);
@@ -90,12 +108,17 @@
     }
   }
 
-  const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$/i;
-  document.getElementById("find-job").addEventListener("submit", (event) => {
+  // The server reads what was typed (a whole id, or a part as the page shows it) and answers
+  // the inspector's content: the job, a list to pick from, or the reason nothing matched.
+  document.getElementById("find-job").addEventListener("submit", async (event) => {
     event.preventDefault();
-    const id = event.target.elements.id.value.trim();
-    if (!UUID.test(id)) { say("Paste a whole job id (a UUID), e.g. from a log line or the API"); return; }
-    inspect(id);
+    const text = event.target.elements.id.value.trim();
+    if (!text) { say("Paste a job id, or 8+ hex digits of its start or end as shown (0193…a1b2c3d4)"); return; }
+    const res = await fetch("/dashboard/find?id=" + encodeURIComponent(text), { headers, credentials: "same-origin" });
+    if (res.status === 401) { location.href = "/dashboard/login"; return; }
+    const html = (res.headers.get("content-type") || "").startsWith("text/html");
+    inspectorBody.innerHTML = html ? await res.text() : "<div class='error'>could not search (" + res.status + ")</div>";
+    inspector.hidden = false;
   });
 
   async function replay(button) {
@@ -115,7 +138,9 @@
   }
 
   document.addEventListener("click", (event) => {
-    const target = event.target.closest("a.inspect, button.requeue, button.cancel, button.copy, button.replay, #close-inspector");
+    const target = event.target.closest(
+      "a.inspect, button.requeue, button.cancel, button.copy, button.replay, button.pause-type, button.resume-type, #close-inspector",
+    );
     if (!target) return;
     event.preventDefault();
     if (target.id === "close-inspector") inspector.hidden = true;
@@ -123,6 +148,8 @@
     else if (target.matches("button.cancel")) cancel(target);
     else if (target.matches("button.copy")) copy(target);
     else if (target.matches("button.replay")) replay(target);
+    else if (target.matches("button.pause-type")) switchType(target, "pause");
+    else if (target.matches("button.resume-type")) switchType(target, "resume");
     else requeue(target);
   });
   document.addEventListener("visibilitychange", refresh);

@@ -10,13 +10,27 @@ where (job_types.cost, job_types.timeout_seconds) is distinct from (excluded.cos
 -- name: job_types_list
 -- Every type the database knows, with how many of its jobs wait: what a worker compares
 -- with its own registry at start, and what `aijobs types` and the admin API show.
-select t.name, t.cost, t.timeout_seconds::float8 as timeout_seconds, t.enabled,
+select t.name, t.cost, t.timeout_seconds::float8 as timeout_seconds, t.enabled, t.paused,
        (select count(*) from aijobs.jobs j where j.type = t.name and j.status = 'pending')::int as pending
 from aijobs.job_types t
 order by t.name;
 
--- name: job_type_set_enabled
--- A disabled type's creations are refused (AJ007) and its pending jobs wait, kept.
-update aijobs.job_types set enabled = %(enabled)s, updated_at = now()
+-- name: job_types_switches
+-- The deployment's switches of every type, without counting jobs: the dashboard reads it at
+-- every refresh and takes the pending counts from the queue depth it reads anyway.
+select name, enabled, paused from aijobs.job_types order by name;
+
+-- name: job_type_switch
+-- A disabled type's creations are refused (AJ007) and its pending jobs still run; a paused
+-- type's creations are accepted and its pending jobs wait, unclaimed, until it is resumed.
+-- A switch given as null stays as it is.
+update aijobs.job_types
+set enabled = coalesce(%(enabled)s::boolean, enabled),
+    paused = coalesce(%(paused)s::boolean, paused),
+    updated_at = now()
 where name = %(name)s
-returning name, enabled;
+returning name, enabled, paused;
+
+-- name: job_type_wake
+-- Sent on resume: idle workers claim the jobs that waited now rather than at their next poll.
+select pg_notify('aijobs_jobs', %(name)s::text);

@@ -9,10 +9,19 @@
 -- a tenant's jobs and never moves them ahead of another tenant's. SKIP LOCKED lets many
 -- workers claim at once without waiting on each other. The attempt's row is written when it
 -- ends; until then the job row names it: lease_token, lease_owner, attempts and
--- attempt_started_at.
-with turns as (
+-- attempt_started_at. Jobs of a paused type are passed over: they keep their turns and wait.
+with paused as (
+    -- Read once per claim (a handful of rows), then an array test per candidate row: nothing
+    -- paused costs nothing, and a job_types join per row would add a lookup to every claim.
+    -- The test sits in a coalesce (a no-op: neither side is null) for the planner's sake: it
+    -- estimates `<> all(array it cannot see)` as ten `<>` tests in a row, expects a tenth of
+    -- the pending jobs to pass and would rather sort another index's rows than walk the
+    -- fair-share one; a coalesce it estimates at one half.
+    select coalesce(array_agg(name), '{}') as types from aijobs.job_types where paused
+), turns as (
     select id, user_id, fair_tag from aijobs.jobs
     where status = 'pending' and run_at <= now()
+      and coalesce(type <> all((select types from paused)::text[]), true)
     order by fair_tag, run_at, id
     limit %(limit)s
     for update skip locked
@@ -29,6 +38,7 @@ with turns as (
     cross join lateral (
         select j.id, j.user_id, j.fair_tag from aijobs.jobs j
         where j.user_id = t.user_id and j.status = 'pending' and j.run_at <= now()
+          and coalesce(j.type <> all((select types from paused)::text[]), true)
         order by j.priority desc, j.tenant_seq, j.run_at
         limit t.n
         for update skip locked
@@ -201,6 +211,26 @@ select count(*)::int from aijobs.job_attempts where job_id = %(job_id)s and outc
 -- name: job_get
 select j.*, (select count(*) from aijobs.job_attempts a where a.job_id = j.id) as attempt_rows
 from aijobs.jobs j where j.id = %(id)s;
+
+-- name: job_find_by_id_part
+-- The dashboard's search by part of an id: the ids in [low, high] (those with a given start:
+-- ids are UUIDv7, so that is a range of the primary key) that end with `suffix` ('' for any).
+-- Only the newest `scan` ids of the range are read, which bounds a search by an end alone;
+-- the newest `limit` matches are answered.
+select j.id, j.type, j.status::text as status, j.created_at
+from (
+    select r.id from (
+        select id from aijobs.jobs
+        where id between %(low)s::uuid and %(high)s::uuid
+        order by id desc
+        limit %(scan)s
+    ) r
+    where right(replace(r.id::text, '-', ''), length(%(suffix)s::text)) = %(suffix)s::text
+    order by r.id desc
+    limit %(limit)s
+) m
+join aijobs.jobs j on j.id = m.id
+order by j.id desc;
 
 -- name: job_attempts_for
 -- The attempts that ended, and the one running now (its row is written when it ends).

@@ -1,15 +1,17 @@
 """The job types the database knows (queries/job_types.sql): synced from the registry by
-`aijobs migrate`, listed for the worker's start check, enabled and disabled per deployment."""
+`aijobs migrate`, listed for the worker's start check, enabled/disabled and paused/resumed
+per deployment."""
 
 from __future__ import annotations
 
+import builtins
 from typing import Any, cast
 
 import psycopg
 from psycopg.rows import dict_row
 
 from aijobs.db.queries import query
-from aijobs.db.read_rows import StoredJobTypeRow
+from aijobs.db.read_rows import JobTypeSwitchRow, StoredJobTypeRow
 
 
 class JobTypesRepo:
@@ -21,7 +23,19 @@ class JobTypesRepo:
             await cur.execute(query("job_types_list"))
             return cast("list[StoredJobTypeRow]", await cur.fetchall())
 
-    async def set_enabled(self, name: str, enabled: bool) -> bool:
-        """False when the database has no such type."""
-        cur = await self.conn.execute(query("job_type_set_enabled"), {"name": name, "enabled": enabled})
-        return await cur.fetchone() is not None
+    async def switches(self) -> builtins.list[JobTypeSwitchRow]:
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_types_switches"))
+            return cast("builtins.list[JobTypeSwitchRow]", await cur.fetchall())
+
+    async def switch(
+        self, name: str, *, enabled: bool | None = None, paused: bool | None = None
+    ) -> JobTypeSwitchRow | None:
+        """Set the switches given (None leaves one as it is); None when the database has no
+        such type. A resume wakes idle workers, so the jobs that waited start at once."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query("job_type_switch"), {"name": name, "enabled": enabled, "paused": paused})
+            row = await cur.fetchone()
+        if row is not None and paused is False:
+            await self.conn.execute(query("job_type_wake"), {"name": name})
+        return cast("JobTypeSwitchRow | None", row)

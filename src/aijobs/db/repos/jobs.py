@@ -20,6 +20,7 @@ from aijobs.db.read_rows import (
     AccountSettingsRow,
     AttemptRow,
     CancelRow,
+    FoundJobRow,
     JobDetailRow,
     JobRow,
     StatusSummaryRow,
@@ -146,6 +147,18 @@ class JobsRepo:
         async with self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query("job_get"), {"id": job_id})
             return cast("JobDetailRow | None", await cur.fetchone())
+
+    async def find_by_id_part(
+        self, low: UUID, high: UUID, suffix: str, *, scan: int, limit: int
+    ) -> list[FoundJobRow]:
+        """Jobs with an id in [low, high] that ends with `suffix` (hex digits, no dashes),
+        among the newest `scan` ids of that range; the newest `limit`, newest first."""
+        async with self.conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                query("job_find_by_id_part"),
+                {"low": low, "high": high, "suffix": suffix, "scan": scan, "limit": limit},
+            )
+            return cast("list[FoundJobRow]", await cur.fetchall())
 
     async def attempts(self, job_id: UUID) -> list[AttemptRow]:
         async with self.conn.cursor(row_factory=dict_row) as cur:
