@@ -32,19 +32,35 @@ def storable_text(text: str) -> str:
 
 def first_unstorable(value: object, where: str = "answer") -> tuple[str, str] | None:
     """The first character PostgreSQL cannot store in any string (key or value) of a JSON-shaped
-    value, and where it is ("answer.reasons.0"); None when every string is storable. Answers
-    are small (a few dozen strings), so this walk costs microseconds."""
+    value, and where it is ("answer.reasons.0"); None when every string is storable. Every
+    answer is checked, and nearly all are clean: the path is only built once one is not."""
+    if not _holds_unstorable(value):
+        return None
+    return _locate(value, where)
+
+
+def _holds_unstorable(value: object) -> bool:
+    if isinstance(value, str):
+        return UNSTORABLE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_unstorable(k) or _holds_unstorable(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_unstorable(item) for item in value)
+    return False
+
+
+def _locate(value: object, where: str) -> tuple[str, str] | None:
     if isinstance(value, str):
         bad = UNSTORABLE.search(value)
         return (bad.group(), where) if bad is not None else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = first_unstorable(key, where) or first_unstorable(item, f"{where}.{key}")
+            found = _locate(key, where) or _locate(item, f"{where}.{key}")
             if found is not None:
                 return found
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
-            found = first_unstorable(item, f"{where}.{index}")
+            found = _locate(item, f"{where}.{index}")
             if found is not None:
                 return found
     return None
