@@ -17,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run when `--dist loadgroup` would not keep a group in one worker: tests that
+    share a server's data directory (one stops it while the other uses it) then ran at once."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"pytest-xdist did not group {len(lost)} tests (e.g. {lost[0]}): check its version")
+
+
 @pytest.fixture(scope="session")
 def admin_url() -> Iterator[str]:
     with server_url() as url:
