@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb
@@ -94,3 +95,20 @@ def test_one_element_alone_and_in_a_batch_meet_the_same_rules(db_url: str) -> No
                 assert field == alone[1].replace("jobs[0].", "jobs[1].", 1)
 
         check()
+
+
+def test_a_key_repeated_within_a_batch_is_named_by_its_element(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select aijobs.grant_credits(%s, 100)", (USER,))
+        keys = ["k-1", None, "k-2", "k-1", "k-2"]
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute(
+                CALL, (USER, ["sentiment_analysis"] * 5, [Jsonb({"text": "ok"})] * 5, None, None, None, keys)
+            )
+        detail = json.loads(refused.value.diag.message_detail or "{}")
+        assert detail == {
+            "field": "jobs[3].idempotency_key",
+            "reason": "repeats the key of jobs[0]",
+            "index": 3,
+        }
+        assert conn.execute("select count(*) from aijobs.jobs").fetchone() == (0,)

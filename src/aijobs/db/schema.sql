@@ -641,6 +641,7 @@ declare
     -- cost about twice as much for a single row.
     v_one      boolean := v_n = 1;
     v_bad_i    integer;
+    v_first    integer;
     v_problem  text[];
     v_cost     integer;
     v_enabled  boolean;
@@ -704,10 +705,20 @@ begin
                 'field', 'jobs[' || (v_bad_i - 1) || '].' || v_problem[1], 'reason', v_problem[2],
                 'index', v_bad_i - 1)::text;
     end if;
-    if not v_one and p_idempotency_keys is not null
-       and (select count(k) <> count(distinct k) from unnest(p_idempotency_keys) k) then
-        raise exception 'an idempotency key is repeated within one creation' using errcode = 'AJ005',
-            detail = json_build_object('field', 'idempotency_key', 'reason', 'is repeated')::text;
+    if not v_one and p_idempotency_keys is not null then
+        select d.i, d.first into v_bad_i, v_first
+        from (select t.i, min(t.i) over (partition by t.key) as first
+              from unnest(p_idempotency_keys) with ordinality as t(key, i) where t.key is not null) d
+        where d.i > d.first
+        order by d.i
+        limit 1;
+        if v_bad_i is not null then
+            raise exception 'jobs[%].idempotency_key repeats the key of jobs[%]', v_bad_i - 1, v_first - 1
+                using errcode = 'AJ005',
+                      detail = json_build_object(
+                          'field', 'jobs[' || (v_bad_i - 1) || '].idempotency_key',
+                          'reason', 'repeats the key of jobs[' || (v_first - 1) || ']', 'index', v_bad_i - 1)::text;
+        end if;
     end if;
 
     select a.balance into v_balance from aijobs.accounts a where a.user_id = v_user for update;
