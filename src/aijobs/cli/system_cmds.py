@@ -57,7 +57,10 @@ def migrate_or_exit(url: str, settings: Settings) -> list[str]:
         return apply_migrations(
             url,
             job_types=job_type_rows(),
-            settings=DeploymentSettings(max_jobs_in_flight_per_user=settings.in_flight_quota),
+            settings=DeploymentSettings(
+                max_jobs_in_flight_per_user=settings.in_flight_quota,
+                max_running_per_tenant=settings.running_limit,
+            ),
         )
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
