@@ -165,6 +165,24 @@ class CreditGrant(BaseModel):
         return value
 
 
+class TenantSettings(BaseModel):
+    """A tenant's share of the workers and its limit on running jobs (PUT replaces both)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"weight": 2, "max_running": 20}]}
+    )
+
+    weight: StrictInt = Field(
+        1, ge=1, le=1000, description="Turns for each turn of a weight-1 tenant while both have work waiting."
+    )
+    max_running: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=2_147_483_647,
+        description="The most of its jobs running at once; null: the deployment's MAX_RUNNING_PER_TENANT.",
+    )
+
+
 class Balance(BaseModel):
     user_id: UUID
     balance: int

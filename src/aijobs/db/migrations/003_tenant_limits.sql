@@ -84,11 +84,13 @@ $$;
 -- Move one pending job ahead of every other tenant's: its tenant takes the turn before the
 -- queue's earliest, and the job is first in its tenant's own order (priority 100, before the
 -- tenant's other jobs), due now. What users may not do themselves (their priority orders only
--- their own jobs), so owner and service_role only. The tenant's limit on running jobs still
--- applies. Null when the job is not pending (or does not exist).
+-- their own jobs), so owner and service_role only, checked here as well as by the grant (it
+-- runs as its owner). The tenant's limit on running jobs still applies. No row when the job
+-- is not pending (or does not exist).
 create function aijobs.expedite_job(p_job_id uuid)
 returns table (id uuid, fair_tag bigint)
 language plpgsql
+security definer
 set search_path = aijobs, pg_temp
 as $$
 declare

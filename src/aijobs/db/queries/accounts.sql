@@ -59,3 +59,11 @@ returning weight;
 insert into aijobs.tenants (tenant, max_running) values (%(tenant)s, %(max_running)s)
 on conflict (tenant) do update set max_running = excluded.max_running, updated_at = now()
 returning max_running;
+
+-- name: tenant_set
+-- A tenant's weight and its own limit on running jobs (null: the deployment's), both at once
+-- (the admin API's PUT replaces the pair).
+insert into aijobs.tenants (tenant, weight, max_running) values (%(tenant)s, %(weight)s, %(max_running)s)
+on conflict (tenant) do update
+    set weight = excluded.weight, max_running = excluded.max_running, updated_at = now()
+returning weight, max_running;

@@ -307,3 +307,8 @@ select status::text as status from aijobs.jobs where id = %(id)s;
 -- name: api_in_flight_count
 select count(*) as in_flight from aijobs.jobs
 where user_id = %(user_id)s and status in ('pending', 'processing');
+
+-- name: job_expedite
+-- Move one pending job ahead of every other tenant's (aijobs.expedite_job: owner and
+-- service_role only). No row when the job is not pending.
+select id, fair_tag from aijobs.expedite_job(%(id)s);
