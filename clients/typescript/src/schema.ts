@@ -73,6 +73,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/jobs/{job_id}/expedite": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move a pending job ahead of every other tenant's jobs
+         * @description Its tenant takes the queue's next turn and the job is first among its tenant's own
+         *     (priority 100, due now). Users order only their own jobs (priority); going ahead of other
+         *     tenants is the service's decision. The tenant's limit on running jobs still applies.
+         */
+        post: operations["expedite"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/jobs/{job_id}/requeue": {
         parameters: {
             query?: never;
@@ -84,6 +106,27 @@ export interface paths {
         put?: never;
         /** Run a failed or cancelled job again as a new job, charged to its owner */
         post: operations["requeue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/tenants/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set a tenant's fair-share weight and its limit on running jobs
+         * @description Both at once (a field left out takes its default: weight 1, the deployment's limit). The
+         *     weight applies to jobs created from now on, the limit to the next claims.
+         */
+        put: operations["put_tenant"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1192,6 +1235,27 @@ export interface components {
             /** Score */
             score: number;
         };
+        /**
+         * TenantSettings
+         * @description A tenant's share of the workers and its limit on running jobs (PUT replaces both).
+         * @example {
+         *       "max_running": 20,
+         *       "weight": 2
+         *     }
+         */
+        TenantSettings: {
+            /**
+             * Max Running
+             * @description The most of its jobs running at once; null: the deployment's MAX_RUNNING_PER_TENANT.
+             */
+            max_running?: number | null;
+            /**
+             * Weight
+             * @description Turns for each turn of a weight-1 tenant while both have work waiting.
+             * @default 1
+             */
+            weight?: number;
+        };
         /** WebhookAttempt */
         WebhookAttempt: {
             /** Attempt */
@@ -1816,6 +1880,134 @@ export interface operations {
             };
         };
     };
+    expedite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     requeue: {
         parameters: {
             query?: never;
@@ -1933,6 +2125,98 @@ export interface operations {
                      *       "status": 409,
                      *       "title": "Conflict",
                      *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_tenant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TenantSettings"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
