@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     service_role_key: SecretStr | None = None
     cors_origins: str = ""
     max_body_bytes: int = Field(default=65536, ge=1024)
+    # The body of a batch or an import (up to 10,000 jobs): room for ~1.6 KB per job.
+    max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
     # 0: no quota. Users take turns for the workers (fair share), so bulk work does not need
     # it to keep one user from starving the others.
     max_jobs_in_flight_per_user: int = Field(default=100, ge=0, le=PG_INT_MAX)
