@@ -112,6 +112,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/tenants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenants with the most jobs waiting, with their running jobs and limits
+         * @description Most jobs pending first, then running; read from the live queue only. Tenants with
+         *     nothing pending or running are not listed.
+         */
+        get: operations["top_tenants"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/tenants/{user_id}": {
         parameters: {
             query?: never;
@@ -1259,6 +1280,37 @@ export interface components {
             /** Score */
             score: number;
         };
+        /** TenantList */
+        TenantList: {
+            /** Items */
+            items: components["schemas"]["TenantLoad"][];
+        };
+        /**
+         * TenantLoad
+         * @description One tenant's share of the queue now: jobs waiting and running, weight and limit.
+         */
+        TenantLoad: {
+            /**
+             * Max Running
+             * @description Its limit on running jobs (its own, else the deployment's); null: none.
+             */
+            max_running: number | null;
+            /** Pending */
+            pending: number;
+            /**
+             * Processing
+             * @description Running now, across all workers.
+             */
+            processing: number;
+            /**
+             * Tenant
+             * Format: uuid
+             * @description The tenant's user id.
+             */
+            tenant: string;
+            /** Weight */
+            weight: number;
+        };
         /**
          * TenantSettings
          * @description A tenant's share of the workers and its limit on running jobs (PUT replaces both).
@@ -2149,6 +2201,94 @@ export interface operations {
                      *       "status": 409,
                      *       "title": "Conflict",
                      *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    top_tenants: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];

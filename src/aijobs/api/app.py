@@ -86,7 +86,6 @@ def create_app(
         # The database enforces the quota for every caller; this deployment's value is its own.
         async with state.store.session() as session:
             await session.sync_settings(max_jobs_in_flight_per_user=settings.in_flight_quota)
-            await session.sync_running_limit(settings.running_limit)
         state.creations = CreationGroups(state.store)
         state.hub = JobEventsHub(
             settings.listen_url(state.database_url), poll_seconds=settings.polling_seconds

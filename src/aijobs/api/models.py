@@ -187,6 +187,22 @@ class TenantSettings(BaseModel):
     )
 
 
+class TenantLoad(BaseModel):
+    """One tenant's share of the queue now: jobs waiting and running, weight and limit."""
+
+    tenant: UUID = Field(description="The tenant's user id.")
+    pending: int
+    processing: int = Field(description="Running now, across all workers.")
+    weight: int
+    max_running: int | None = Field(
+        description="Its limit on running jobs (its own, else the deployment's); null: none."
+    )
+
+
+class TenantList(BaseModel):
+    items: list[TenantLoad]
+
+
 class Balance(BaseModel):
     user_id: UUID
     balance: int

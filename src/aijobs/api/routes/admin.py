@@ -15,7 +15,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from aijobs.api.auth import Admin
-from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus, TenantSettings
+from aijobs.api.models import (
+    Balance,
+    CreditGrant,
+    Job,
+    JobPage,
+    JobStatus,
+    TenantList,
+    TenantLoad,
+    TenantSettings,
+)
 from aijobs.api.pagination import parse_job_cursor
 from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.routes.jobs import page_of
@@ -98,6 +107,22 @@ async def expedite(job_id: UUID, _admin: Admin, store: StoreDep) -> Job:
             409, f"the job is {row['status']}: only a pending job can be expedited", code="job_not_pending"
         )
     return Job.model_validate(row)
+
+
+@router.get(
+    "/tenants",
+    response_model=TenantList,
+    summary="The tenants with the most jobs waiting, with their running jobs and limits",
+    responses=responses(401, 403, 422),
+)
+async def top_tenants(
+    _admin: Admin, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> TenantList:
+    """Most jobs pending first, then running; read from the live queue only. Tenants with
+    nothing pending or running are not listed."""
+    async with store.session() as session:
+        rows = await session.monitoring.top_tenants(limit)
+    return TenantList(items=[TenantLoad.model_validate(dict(row)) for row in rows])
 
 
 @router.put(
