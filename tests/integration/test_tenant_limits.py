@@ -108,15 +108,15 @@ async def test_a_limit_is_positive(store: Store, limit: int) -> None:
 
 
 async def test_three_worker_processes_never_pass_the_limit(db_url: str, store: Store, tmp_path: Path) -> None:
-    """Three workers of 5 slots each, tenant A limited to 2: at every moment at most 2 of A's
-    jobs run, all of them run in the end, and B's jobs run beside them. Polls are 10 s apart,
-    so a stall would show as a timeout."""
+    """Three workers of 5 slots each, tenant A limited to 2 (its own limit; B has none): at
+    every moment at most 2 of A's jobs run, all of them run in the end, and B's jobs run
+    beside them. Polls are 10 s apart, so a stall would show as a timeout."""
     users = await tenants(store, "A", "B")
     async with store.session() as s:
-        await s.sync_running_limit(2)
+        await s.accounts.set_max_running(users["A"], 2)
     env = worker_env(db_url, LOG_LEVEL="INFO", WORKER_CONCURRENCY="5", POLLING_INTERVAL="10000")
     workers = [WorkerProcess(env, tmp_path / f"w{i}.log") for i in range(3)]
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
     try:
         for w in workers:
             await w.wait_for_output("Starting Job Processor Worker", timeout=60)
@@ -134,13 +134,14 @@ async def test_three_worker_processes_never_pass_the_limit(db_url: str, store: S
             async with store.session() as s:
                 cur = await s.conn.execute(
                     "select count(*) filter (where status = 'processing' and user_id = %s),"
+                    " count(*) filter (where status = 'processing' and user_id = %s),"
                     " count(*) filter (where status = 'completed') from aijobs.jobs",
-                    (users["A"],),
+                    (users["A"], users["B"]),
                 )
                 row = await cur.fetchone()
             assert row is not None
-            seen.append(row[0])
-            return bool(row[1] == 26)
+            seen.append((row[0], row[1]))
+            return bool(row[2] == 26)
 
         await wait_until(all_done, timeout=40, interval=0.01, what="26 jobs completed")
     finally:
@@ -148,19 +149,10 @@ async def test_three_worker_processes_never_pass_the_limit(db_url: str, store: S
             w.send(signal.SIGTERM)
         codes = [await w.wait() for w in workers]
     assert codes == [0, 0, 0]
-    assert max(seen) == 2, seen
-    # B's six jobs ran at once beside A's two (6 of the 15 slots), not after A's twenty.
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        row = conn.execute(
-            "select max(started_at) filter (where user_id = %s), max(started_at) filter (where user_id = %s)"
-            " from aijobs.jobs",
-            (users["B"], users["A"]),
-        ).fetchone()
-        debug = conn.execute(
-            "select user_id = %s, started_at, finished_at, lease_owner from aijobs.jobs order by started_at",
-            (users["A"],),
-        ).fetchall()
-    assert row is not None and row[0] < row[1], "\n".join(map(str, debug))
+    assert max(a for a, _ in seen) == 2, seen
+    # B, without a limit, ran more than A's limit at once beside A's two (at least the three
+    # slots one worker has left), not after A's twenty.
+    assert max(b for _, b in seen) >= 3, seen
 
 
 async def test_a_job_that_ends_wakes_the_workers_for_the_jobs_it_held_back(
