@@ -141,11 +141,15 @@ def test_in_flight_count_reads_only_the_users_live_jobs(history_db: str) -> None
     assert "jobs_user_active_idx" in plan, plan
 
 
-def test_the_claim_is_never_jit_compiled(db_url: str) -> None:
+@pytest.mark.parametrize("limited", [False, True], ids=["no limit", "limited"])
+def test_the_claim_is_never_jit_compiled(db_url: str, limited: bool) -> None:
     """One tenant's deep backlog: the claim's estimated cost stays under `jit_above_cost`,
-    where PostgreSQL would compile it at every execution (that took longer than the claim)."""
+    where PostgreSQL would compile it at every execution (that took longer than the claim),
+    with or without a limit on the tenant's running jobs."""
     user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
+        if limited:
+            conn.execute("update aijobs.settings set max_running_per_tenant = 500")
         conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
         for _ in range(2):
             conn.execute(
