@@ -116,7 +116,7 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     assert "Index Cond: ((run_at)::timestamp with time zone <= now())" in fair_scan, plan
 
 
-def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
+def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str, limits: str) -> None:
     held = claimed(history_db, 100)
     rows = [
         Finish(id=job_id, lease_token=token, status="completed", outcome="completed", result={}).as_json()

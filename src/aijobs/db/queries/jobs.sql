@@ -141,7 +141,8 @@ with done as (
     returning j.id, j.lease_token, j.status,
               j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
               j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
-              d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd, j.type
+              d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd, j.type,
+              j.user_id
 ), closed as (
     insert into aijobs.job_attempts as a (
         lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error,
@@ -169,11 +170,16 @@ with done as (
       and a.outcome = 'lost'
       and d.outcome <> 'handed_back'
 ), wake as (
-    -- Where tenants' running jobs are limited, a job that ends may make room for jobs the
-    -- claims passed over: wake the workers (created jobs wake them the same way). Never
-    -- without a limit: the drain of an unlimited queue sends nothing more.
+    -- A job of a tenant with a limit on running jobs that ends makes room for the tenant's
+    -- jobs the claims passed over: if some are due, wake the workers (created jobs wake them
+    -- the same way). Never without a limit: the drain of an unlimited queue sends nothing more.
     select pg_notify('aijobs_jobs', t.type)
-    from (select distinct f.type from finished f) t
+    from (select distinct g.type
+          from (select f.user_id, min(f.type) as type from finished f group by f.user_id) g
+          where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.user_id),
+                         (select s.max_running_per_tenant from aijobs.settings s)) is not null
+            and exists (select from aijobs.jobs p
+                        where p.user_id = g.user_id and p.status = 'pending' and p.run_at <= now())) t
     where exists (select from aijobs.settings s where s.max_running_per_tenant is not null)
        or exists (select from aijobs.tenants x where x.max_running is not null)
 )
