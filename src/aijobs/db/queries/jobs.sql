@@ -13,7 +13,8 @@
 -- ends; until then the job row names it: lease_token, lease_owner, attempts and
 -- attempt_started_at.
 with limits as (
-    -- Without any limit (the default) the claim reads nothing more than the jobs.
+    -- Without any limit (the default) this one settings row and a probe of an empty index
+    -- are all the claim reads beyond the jobs: the steps below that need a limit are skipped.
     select s.max_running_per_tenant as per_tenant,
            s.max_running_per_tenant is not null
            or exists (select from aijobs.tenants t where t.max_running is not null) as any_limit
