@@ -110,9 +110,14 @@ class Settings(BaseSettings):
     service_role_key: SecretStr | None = None
     cors_origins: str = ""
     max_body_bytes: int = Field(default=65536, ge=1024)
+    # The body of a batch or an import (up to 10,000 jobs): room for ~1.6 KB per job.
+    max_batch_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, le=1024**3)
     # 0: no quota. Users take turns for the workers (fair share), so bulk work does not need
     # it to keep one user from starving the others.
     max_jobs_in_flight_per_user: int = Field(default=100, ge=0, le=PG_INT_MAX)
+    # The most jobs of one tenant running at once across all workers (0: no limit); a tenant
+    # may have its own (`aijobs accounts limit`). Jobs over it wait, and other tenants' run.
+    max_running_per_tenant: int = Field(default=0, ge=0, le=PG_INT_MAX)
     # Open SSE streams and long polls one user may hold in one API process (each is a queue).
     max_streams_per_user: int = Field(default=5, ge=1, le=10_000)
     api_host: str = "127.0.0.1"
@@ -228,6 +233,11 @@ class Settings(BaseSettings):
     def in_flight_quota(self) -> int | None:
         """The per-user quota on jobs in flight, None when there is none."""
         return self.max_jobs_in_flight_per_user or None
+
+    @property
+    def running_limit(self) -> int | None:
+        """The deployment's limit on one tenant's running jobs, None when there is none."""
+        return self.max_running_per_tenant or None
 
     @property
     def polling_seconds(self) -> float:

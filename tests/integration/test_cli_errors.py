@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -92,3 +93,27 @@ def test_a_metrics_port_in_use_is_named(db_url: str) -> None:
         taken.listen()
         port = str(taken.getsockname()[1])
         refused(aijobs(db_url, "worker", "--metrics-port", port), 1, "metrics port", port)
+
+
+def test_stats_json_lists_the_top_tenants_and_accounts_limit_sets_one(db_url: str) -> None:
+    """`aijobs accounts limit` sets a tenant's own limit (or back to the default); `aijobs
+    stats --json --tenants N` lists the tenants with the most jobs waiting, with it."""
+    done = aijobs(db_url, "accounts", "limit", "--user", USER, "--max-running", "3")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"user_id": USER, "max_running": 3}
+    aijobs(db_url, "accounts", "grant", "--user", USER, "--amount", "5")
+    for _ in range(2):
+        created = aijobs(
+            db_url, "enqueue", "sentiment_analysis", "--user", USER, "--payload", '{"text": "x"}'
+        )
+        assert created.returncode == 0, created.stderr
+    stats = aijobs(db_url, "stats", "--json", "--tenants", "5")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["queue"]["top_tenants"] == [
+        {"tenant": USER, "pending": 2, "processing": 0, "weight": 1, "max_running": 3}
+    ]
+    back = aijobs(db_url, "accounts", "limit", "--user", USER, "--default")
+    assert json.loads(back.stdout) == {"user_id": USER, "max_running": None}
+    refused(aijobs(db_url, "accounts", "limit", "--user", USER), 2, "--max-running", "--default")
+    refused(aijobs(db_url, "accounts", "limit", "--user", USER, "--max-running", "0"), 2, "--max-running")
+    refused(aijobs(db_url, "stats", "--tenants", "501"), 2, "--tenants")

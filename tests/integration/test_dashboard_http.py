@@ -193,3 +193,44 @@ async def test_find_a_job_by_its_id_or_the_part_the_page_shows(
         assert refused.status_code == 422 and reason in refused.text, refused.text
         assert 'data-testid="find-error"' in refused.text
     assert (await find(job.hex[-8:], api.auth(funded_user))).status_code == 403
+
+
+async def test_top_tenants_on_the_dashboard_and_the_admin_api_never_in_metrics(
+    api: ApiServer, store: Store, db_url: str
+) -> None:
+    """Per-tenant depth and running counts, most jobs waiting first, with each tenant's limit:
+    on the dashboard and at /api/admin/tenants. /metrics keeps no per-user label or value."""
+    busy, quiet = uuid.uuid4(), uuid.uuid4()
+    async with store.session() as s:
+        for user, n in ((busy, 4), (quiet, 1)):
+            await s.accounts.grant_credits(user, n)
+            for i in range(n):
+                await create_job(s, user_id=user, type="sentiment_analysis", payload={"text": f"{i}"})
+        await s.accounts.set_max_running(busy, 1)
+        await s.jobs.claim("w", 5, 60)  # busy: 1 (its limit), quiet: 1
+    service = {"Authorization": f"Bearer {SERVICE_KEY}"}
+    async with httpx.AsyncClient(base_url=api.url) as c:
+        listed = await c.get("/api/admin/tenants", params={"limit": 20}, headers=service)
+        first = await c.get("/api/admin/tenants", params={"limit": 1}, headers=service)
+        bad = await c.get("/api/admin/tenants", params={"limit": 0}, headers=service)
+        as_user = await c.get("/api/admin/tenants", headers=api.auth(quiet))
+        live = await c.get("/dashboard/live", headers=service)
+        scraped = await c.get("/metrics")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["items"] == [
+        {"tenant": str(busy), "pending": 3, "processing": 1, "weight": 1, "max_running": 1},
+        {"tenant": str(quiet), "pending": 0, "processing": 1, "weight": 1, "max_running": None},
+    ]
+    assert [t["tenant"] for t in first.json()["items"]] == [str(busy)]
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "query.limit"
+    assert as_user.status_code == 403
+    html = live.text
+    assert "Top tenants" in html
+    table = html[html.index('data-testid="tenants"') :].split("</table>")[0]
+    assert table.index(str(busy)) < table.index(str(quiet))
+    assert table.count("at limit") == 1
+    for user in (busy, quiet):
+        assert str(user) not in scraped.text
+    for family in text_string_to_metric_families(scraped.text):
+        for sample in family.samples:
+            assert not {"tenant", "user_id", "user"} & set(sample.labels), sample

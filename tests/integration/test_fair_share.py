@@ -250,6 +250,8 @@ async def test_stats_show_the_tenants_with_the_most_live_jobs(db_url: str, store
         "tenant": str(users["A"]),
         "pending": 4,
         "processing": 1,
+        "weight": 1,
+        "max_running": None,
     }
     assert str(users["A"]) in render(stats)
 

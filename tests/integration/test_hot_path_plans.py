@@ -10,6 +10,7 @@ before it shows as a slow worker in production; `make bench` (W6) measures the s
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -73,7 +74,27 @@ def no_seq_scans(nodes: list[tuple[str, str | None]], name: str) -> None:
     assert not seq, f"{name} scans {seq} sequentially: {nodes}"
 
 
-def test_claim_walks_the_claim_index(history_db: str) -> None:
+@pytest.fixture(params=["no limit", "limited"])
+def limits(request: pytest.FixtureRequest, history_db: str) -> Iterator[str]:
+    """The claim as it runs without any limit on tenants' running jobs (the default), and with
+    a deployment-wide limit and one tenant's own (claim_room, and the tenants passed over)."""
+    limited = request.param == "limited"
+    with psycopg.connect(history_db, autocommit=True) as conn:
+        if limited:
+            conn.execute("update aijobs.settings set max_running_per_tenant = 5")
+            conn.execute(
+                "insert into aijobs.tenants (tenant, max_running)"
+                " select user_id, 2 from aijobs.jobs where status = 'pending' limit 1"
+                " on conflict (tenant) do update set max_running = 2"
+            )
+        try:
+            yield request.param
+        finally:
+            conn.execute("update aijobs.settings set max_running_per_tenant = null")
+            conn.execute("update aijobs.tenants set max_running = null where max_running is not null")
+
+
+def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     nodes = plan_of(history_db, "job_claim", {"worker_id": "w", "limit": 100, "lease_seconds": 30})
     no_seq_scans(nodes, "job_claim")
     assert ("Index Scan", "jobs") in nodes or ("Index Only Scan", "jobs") in nodes
@@ -85,15 +106,18 @@ def test_claim_walks_the_claim_index(history_db: str) -> None:
     assert "jobs_fair_claim_idx" in plan, plan
     # Each tenant's own jobs by an index on the tenant (jobs_tenant_claim_idx, or for tenants
     # with a job or two each, jobs_user_active_idx): never a walk of the whole queue.
-    tenant_step = [line for line in plan.splitlines() if "(user_id = u.user_id)" in line]
+    tenant_step = [line for line in plan.splitlines() if re.search(r"\(user_id = t(_\d+)?\.user_id\)", line)]
     assert tenant_step and all("Index Cond" in line for line in tenant_step), plan
+    # The tenants at their limit are found from the running jobs alone, never the backlog.
+    before_turns = plan.split("CTE turns", 1)[1].split("LockRows", 1)[0]
+    assert reads_only_running_jobs(before_turns), plan
     # Jobs not due yet (2,000 of them here, with the earliest turns) are passed over inside the
     # fair-share index, never fetched from the table one by one.
     fair_scan = plan[plan.index("jobs_fair_claim_idx") :].split("->")[0]
     assert "Index Cond: ((run_at)::timestamp with time zone <= now())" in fair_scan, plan
 
 
-def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str) -> None:
+def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str, limits: str) -> None:
     held = claimed(history_db, 100)
     rows = [
         Finish(id=job_id, lease_token=token, status="completed", outcome="completed", result={}).as_json()
@@ -118,11 +142,15 @@ def test_in_flight_count_reads_only_the_users_live_jobs(history_db: str) -> None
     assert "jobs_user_active_idx" in plan, plan
 
 
-def test_the_claim_is_never_jit_compiled(db_url: str) -> None:
+@pytest.mark.parametrize("limited", [False, True], ids=["no limit", "limited"])
+def test_the_claim_is_never_jit_compiled(db_url: str, limited: bool) -> None:
     """One tenant's deep backlog: the claim's estimated cost stays under `jit_above_cost`,
-    where PostgreSQL would compile it at every execution (that took longer than the claim)."""
+    where PostgreSQL would compile it at every execution (that took longer than the claim),
+    with or without a limit on the tenant's running jobs."""
     user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
+        if limited:
+            conn.execute("update aijobs.settings set max_running_per_tenant = 500")
         conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
         for _ in range(2):
             conn.execute(
@@ -160,3 +188,31 @@ def test_the_dashboards_find_by_id_part_reads_a_bounded_key_range(history_db: st
         nodes = plan_of(history_db, "job_find_by_id_part", params)
         no_seq_scans(nodes, "job_find_by_id_part")
         assert ("Index Only Scan", "jobs") in nodes or ("Index Scan", "jobs") in nodes, nodes
+
+
+def test_a_limited_claim_counts_only_the_running_jobs(history_db: str, limits: str) -> None:
+    """claim_room counts a limited tenant's running jobs afresh inside the claim: from
+    jobs_tenant_running_idx, whatever that tenant's backlog."""
+    with psycopg.connect(history_db) as conn:
+        row = conn.execute("select user_id from aijobs.jobs where status = 'pending' limit 1").fetchone()
+        assert row is not None
+        text = conn.execute(
+            "explain select j.user_id, count(*) from aijobs.jobs j"
+            " where j.status = 'processing' and j.user_id = any(%s) group by j.user_id",
+            ([row[0]],),
+        ).fetchall()
+        held = claimed(history_db, 100)
+    plan = "\n".join(line[0] for line in text)
+    assert reads_only_running_jobs(plan), plan
+    assert held, "the claim took no job"
+
+
+def reads_only_running_jobs(plan: str) -> bool:
+    """A scan of `jobs` in this plan reads one of the indexes of processing jobs only (which
+    one depends on how many run now), never an index holding the backlog or the table."""
+    scans = re.findall(
+        r"(Seq Scan|Index Scan|Index Only Scan|Bitmap Index Scan)(?: using (\w+))? on jobs", plan
+    )
+    return bool(scans) and all(
+        index in ("jobs_tenant_running_idx", "jobs_lease_expiry_idx") for _, index in scans
+    )

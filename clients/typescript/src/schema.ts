@@ -73,6 +73,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/admin/jobs/{job_id}/expedite": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Move a pending job ahead of every other tenant's jobs
+         * @description Its tenant takes the queue's next turn and the job is first among its tenant's own
+         *     (priority 100, due now). Users order only their own jobs (priority); going ahead of other
+         *     tenants is the service's decision. The tenant's limit on running jobs still applies.
+         */
+        post: operations["expedite"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/admin/jobs/{job_id}/requeue": {
         parameters: {
             query?: never;
@@ -84,6 +106,48 @@ export interface paths {
         put?: never;
         /** Run a failed or cancelled job again as a new job, charged to its owner */
         post: operations["requeue"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/tenants": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The tenants with the most jobs waiting, with their running jobs and limits
+         * @description Most jobs pending first, then running; read from the live queue only. Tenants with
+         *     nothing pending or running are not listed.
+         */
+        get: operations["top_tenants"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/admin/tenants/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Set a tenant's fair-share weight and its limit on running jobs
+         * @description Both at once (a field left out takes its default: weight 1, the deployment's limit). The
+         *     weight applies to jobs created from now on, the limit to the next claims.
+         */
+        put: operations["put_tenant"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -208,12 +272,36 @@ export interface paths {
         put?: never;
         /**
          * Create several jobs, all or nothing (charges their credits together)
-         * @description Up to 100 jobs in one request and one transaction: if any is refused (a bad payload,
+         * @description Up to 10,000 jobs in one request and one transaction: if any is refused (a bad payload,
          *     the balance short of their total, the in-flight cap) none is created and nothing is
-         *     charged. Each job gets its own debit, and its own refund if it fails or is cancelled, as
-         *     if it had been created alone.
+         *     charged, and every invalid element is named (up to 100 fields). Each job gets its own
+         *     debit, and its own refund if it fails or is cancelled, as if it had been created alone.
+         *     The body may be up to MAX_BATCH_BODY_BYTES (16 MiB by default).
          */
         post: operations["create_jobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create jobs from JSON Lines, all or nothing (charges their credits together)
+         * @description A bulk import: `Content-Type: application/x-ndjson`, one job per line, up to 10,000
+         *     lines, created and charged as one batch. Every line is validated first: if any is invalid,
+         *     the answer names every invalid field by its line (`body.line.<n>.<field>`, lines counted
+         *     from 1, up to 100 fields; `invalid_count` says how many) and nothing is created.
+         */
+        post: operations["import_jobs"];
         delete?: never;
         options?: never;
         head?: never;
@@ -705,7 +793,7 @@ export interface components {
         };
         /**
          * JobBatchCreate
-         * @description Several jobs for the caller, created and charged all or nothing.
+         * @description Several jobs for the caller (up to 10,000), created and charged all or nothing.
          * @example {
          *       "jobs": [
          *         {
@@ -1211,6 +1299,58 @@ export interface components {
             reasons: string[];
             /** Score */
             score: number;
+        };
+        /** TenantList */
+        TenantList: {
+            /** Items */
+            items: components["schemas"]["TenantLoad"][];
+        };
+        /**
+         * TenantLoad
+         * @description One tenant's share of the queue now: jobs waiting and running, weight and limit.
+         */
+        TenantLoad: {
+            /**
+             * Max Running
+             * @description Its limit on running jobs (its own, else the deployment's); null: none.
+             */
+            max_running: number | null;
+            /** Pending */
+            pending: number;
+            /**
+             * Processing
+             * @description Running now, across all workers.
+             */
+            processing: number;
+            /**
+             * Tenant
+             * Format: uuid
+             * @description The tenant's user id.
+             */
+            tenant: string;
+            /** Weight */
+            weight: number;
+        };
+        /**
+         * TenantSettings
+         * @description A tenant's share of the workers and its limit on running jobs (PUT replaces both).
+         * @example {
+         *       "max_running": 20,
+         *       "weight": 2
+         *     }
+         */
+        TenantSettings: {
+            /**
+             * Max Running
+             * @description The most of its jobs running at once; null: the deployment's MAX_RUNNING_PER_TENANT.
+             */
+            max_running?: number | null;
+            /**
+             * Weight
+             * @description Turns for each turn of a weight-1 tenant while both have work waiting.
+             * @default 1
+             */
+            weight?: number;
         };
         /** WebhookAttempt */
         WebhookAttempt: {
@@ -1836,6 +1976,134 @@ export interface operations {
             };
         };
     };
+    expedite: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Job"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "not_found",
+                     *       "detail": "no such job",
+                     *       "instance": "/api/jobs",
+                     *       "status": 404,
+                     *       "title": "Not Found",
+                     *       "type": "https://aijobs.dev/problems/not_found"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     requeue: {
         parameters: {
             query?: never;
@@ -1953,6 +2221,186 @@ export interface operations {
                      *       "status": 409,
                      *       "title": "Conflict",
                      *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    top_tenants: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantList"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    put_tenant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TenantSettings"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TenantSettings"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "forbidden",
+                     *       "detail": "this endpoint is for administrators",
+                     *       "instance": "/api/jobs",
+                     *       "status": 403,
+                     *       "title": "Forbidden",
+                     *       "type": "https://aijobs.dev/problems/forbidden"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -2860,6 +3308,202 @@ export interface operations {
                      *       "type": "https://aijobs.dev/problems/body_too_large"
                      *     }
                      */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Content */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "invalid_payload",
+                     *       "detail": "payload is not valid for ai_generation",
+                     *       "errors": [
+                     *         {
+                     *           "field": "body.payload.review_text",
+                     *           "reason": "Field required"
+                     *         }
+                     *       ],
+                     *       "instance": "/api/jobs",
+                     *       "status": 422,
+                     *       "title": "Unprocessable Content",
+                     *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "too_many_jobs_in_flight",
+                     *       "detail": "100 jobs are pending or processing, the most allowed; try again when some finish",
+                     *       "in_flight": 100,
+                     *       "instance": "/api/jobs",
+                     *       "limit": 100,
+                     *       "status": 429,
+                     *       "title": "Too Many Requests",
+                     *       "type": "https://aijobs.dev/problems/too_many_jobs_in_flight"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "transient_conflict",
+                     *       "detail": "the database rolled this request back to resolve a conflict with another; nothing was written or charged, try again",
+                     *       "instance": "/api/jobs",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "https://aijobs.dev/problems/transient_conflict"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    import_jobs: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Replays the first response for the same request; 1-255 printable ASCII characters. */
+                "Idempotency-Key"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description One job (as POST /api/jobs takes it) per line; blank lines are skipped. */
+        requestBody: {
+            content: {
+                /**
+                 * @example {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
+                 *     {"type": "review_processing", "payload": {"review_text": "Cold coffee."}, "priority": 5}
+                 */
+                "application/x-ndjson": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobBatch"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "unauthorized",
+                     *       "detail": "token has expired",
+                     *       "instance": "/api/jobs",
+                     *       "status": 401,
+                     *       "title": "Unauthorized",
+                     *       "type": "https://aijobs.dev/problems/unauthorized"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Payment Required */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "balance": 1,
+                     *       "code": "insufficient_credits",
+                     *       "cost": 2,
+                     *       "detail": "this job costs 2 credits and the balance is 1",
+                     *       "instance": "/api/jobs",
+                     *       "status": 402,
+                     *       "title": "Payment Required",
+                     *       "type": "https://aijobs.dev/problems/insufficient_credits"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Content Too Large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "body_too_large",
+                     *       "detail": "request body is larger than 65536 bytes (MAX_BODY_BYTES)",
+                     *       "instance": "/api/jobs",
+                     *       "status": 413,
+                     *       "title": "Content Too Large",
+                     *       "type": "https://aijobs.dev/problems/body_too_large"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unsupported Media Type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };

@@ -30,7 +30,7 @@ from aijobs.api.grouped_creation import CreationGroups
 from aijobs.api.http_metrics import HttpMetricsMiddleware
 from aijobs.api.job_schemas import add_job_types
 from aijobs.api.limits import BodyLimitMiddleware
-from aijobs.api.models import JobEvent
+from aijobs.api.models import BATCH_PATHS, JobEvent
 from aijobs.api.routes import admin, dashboard, docs, health, jobs, me, pages, webhooks
 from aijobs.api.state import ApiState
 from aijobs.api.streams import StreamCap
@@ -132,7 +132,11 @@ def create_app(
     app.mount(docs.ASSETS, docs.assets(), name="docs-assets")
 
     app.add_middleware(DatabaseUnavailableMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        larger=dict.fromkeys(BATCH_PATHS, max(settings.max_batch_body_bytes, settings.max_body_bytes)),
+    )
     origins, origin_regex = parse_cors_origins(settings.cors_origins)
     if origins or origin_regex:
         app.add_middleware(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -165,6 +165,8 @@ async def create_batch_for_user(
     *,
     request: dict[str, Any],
     key: str | None,
+    where: Callable[[int], str] = lambda i: f"body.jobs.{i}",
+    payloads: list[dict[str, Any]] | None = None,
 ) -> Created:
     """The batch form of `create_for_user`: every job or none, in one transaction as the user.
 
@@ -175,7 +177,8 @@ async def create_batch_for_user(
     """
     assert principal.user_id is not None
     user = principal.user_id
-    payloads = [_clean_element(i, new) for i, new in enumerate(news)]
+    if payloads is None:
+        payloads = clean_elements(news, where)
     digest = request_hash(request)
     async with store.transaction() as session:
         if key is not None and not await session.idempotency.claim(user, key, digest):
@@ -201,21 +204,53 @@ async def create_batch_for_user(
     return Created(201, body, replayed=False)
 
 
-def _clean_element(index: int, new: NewJob) -> dict[str, Any]:
-    """One batch element's payload, or the 422 of a single creation with its fields under
-    `body.jobs.<index>`."""
+#: The most invalid fields one refusal of a batch lists; `invalid_count` says how many there were.
+MAX_REPORTED_ERRORS = 100
+
+
+def clean_element(new: NewJob, where: str) -> tuple[dict[str, Any] | None, ProblemError | None]:
+    """One element's validated payload, or its refusal with every field under `where`
+    (`body.jobs.3`, `body.line.4`)."""
     try:
-        return clean_payload(new.type, new.payload)
-    except AijobsError as exc:
-        problem = from_domain(exc)
-    except ProblemError as exc:
-        problem = exc
-    errors = problem.extra.get("errors") or []
-    problem.extra["errors"] = [
-        {**e, "field": e["field"].replace("body.", f"body.jobs.{index}.", 1)} for e in errors
-    ]
-    problem.detail = f"jobs[{index}]: {problem.detail}"
-    raise problem
+        return clean_payload(new.type, new.payload), None
+    except (AijobsError, ProblemError) as exc:
+        problem = from_domain(exc) if isinstance(exc, AijobsError) else exc
+    errors = problem.extra.get("errors") or [{"field": "body", "reason": problem.detail}]
+    problem.extra["errors"] = [{**e, "field": where + e["field"].removeprefix("body")} for e in errors]
+    return None, problem
+
+
+def refuse_elements(problems: Sequence[ProblemError], total: int, noun: str) -> ProblemError:
+    """One refusal for a batch's invalid elements: every field of each (up to
+    MAX_REPORTED_ERRORS; `invalid_count` says how many there were), so a client fixes a whole
+    import in one round. A disabled type alone is a conflict (409); anything else a 422."""
+    found = [e for p in problems for e in p.extra.get("errors") or []]
+    statuses = {p.status for p in problems}
+    codes = {p.code or "invalid_request" for p in problems}
+    first = found[0]
+    return ProblemError(
+        statuses.pop() if len(statuses) == 1 else 422,
+        f"{len(problems)} of {total} {noun} are invalid, none was created; first {first['field']}: "
+        f"{first['reason']}",
+        code=codes.pop() if len(codes) == 1 else "invalid_request",
+        errors=found[:MAX_REPORTED_ERRORS],
+        invalid_count=len(found),
+    )
+
+
+def clean_elements(news: Sequence[NewJob], where: Callable[[int], str]) -> list[dict[str, Any]]:
+    """Every element's validated payload, or one refusal naming every invalid element."""
+    payloads: list[dict[str, Any]] = []
+    problems: list[ProblemError] = []
+    for i, new in enumerate(news):
+        payload, problem = clean_element(new, where(i))
+        if problem is not None:
+            problems.append(problem)
+        elif payload is not None:
+            payloads.append(payload)
+    if problems:
+        raise refuse_elements(problems, len(news), "jobs")
+    return payloads
 
 
 @contextmanager

@@ -23,13 +23,17 @@ class JobCreate(JobRequest):
     )
 
 
-#: The most jobs one batch request may create: a batch holds the user's account lock for
-#: its whole statement, and the request body limit (MAX_BODY_BYTES) applies to it as a whole.
-MAX_BATCH_JOBS = 100
+#: The most jobs one batch request may create: what aijobs.create_jobs takes in one statement
+#: (about a second, holding the user's account lock), within MAX_BATCH_BODY_BYTES.
+MAX_BATCH_JOBS = 10_000
+
+#: The routes that take many jobs in one body, held to MAX_BATCH_BODY_BYTES instead of
+#: MAX_BODY_BYTES.
+BATCH_PATHS = ("/api/jobs/batch", "/api/jobs/import")
 
 
 class JobBatchCreate(BaseModel):
-    """Several jobs for the caller, created and charged all or nothing."""
+    """Several jobs for the caller (up to 10,000), created and charged all or nothing."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -163,6 +167,40 @@ class CreditGrant(BaseModel):
         except UnicodeEncodeError:
             raise ValueError("contains an unpaired UTF-16 surrogate") from None
         return value
+
+
+class TenantSettings(BaseModel):
+    """A tenant's share of the workers and its limit on running jobs (PUT replaces both)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"weight": 2, "max_running": 20}]}
+    )
+
+    weight: StrictInt = Field(
+        1, ge=1, le=1000, description="Turns for each turn of a weight-1 tenant while both have work waiting."
+    )
+    max_running: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=2_147_483_647,
+        description="The most of its jobs running at once; null: the deployment's MAX_RUNNING_PER_TENANT.",
+    )
+
+
+class TenantLoad(BaseModel):
+    """One tenant's share of the queue now: jobs waiting and running, weight and limit."""
+
+    tenant: UUID = Field(description="The tenant's user id.")
+    pending: int
+    processing: int = Field(description="Running now, across all workers.")
+    weight: int
+    max_running: int | None = Field(
+        description="Its limit on running jobs (its own, else the deployment's); null: none."
+    )
+
+
+class TenantList(BaseModel):
+    items: list[TenantLoad]
 
 
 class Balance(BaseModel):

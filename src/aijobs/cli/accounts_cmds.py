@@ -1,4 +1,4 @@
-"""`aijobs accounts create|grant|weight|show`."""
+"""`aijobs accounts create|grant|weight|limit|show`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from aijobs.cli.app import (
     run_async,
     settings_or_exit,
 )
+from aijobs.config import PG_INT_MAX
 from aijobs.queue.requests import MAX_CREDIT_GRANT
 
 #: The most one grant may add: the admin API's limit (a bigint balance stays far from overflow).
@@ -70,6 +71,29 @@ def weight(
         async with owner_session(settings) as session:
             stored = await session.accounts.set_weight(user, weight)
         echo_json({"user_id": user, "weight": stored})
+
+    run_async(go)
+
+
+@accounts_app.command("limit")
+def limit(
+    user: UUID = typer.Option(..., "--user"),
+    max_running: int = typer.Option(
+        None, "--max-running", min=1, max=PG_INT_MAX, help="The most of its jobs running at once."
+    ),
+    default: bool = typer.Option(False, "--default", help="Use the deployment's MAX_RUNNING_PER_TENANT."),
+) -> None:
+    """Set how many of the user's jobs may run at once across all workers (a plan tier), or
+    go back to the deployment's default. Jobs over it wait; other users' jobs run meanwhile."""
+    if (max_running is not None) == default:
+        typer.echo("error: give exactly one of --max-running N and --default", err=True)
+        raise typer.Exit(2)
+    settings = settings_or_exit()
+
+    async def go() -> None:
+        async with owner_session(settings) as session:
+            stored = await session.accounts.set_max_running(user, max_running)
+        echo_json({"user_id": user, "max_running": stored})
 
     run_async(go)
 

@@ -57,7 +57,10 @@ def migrate_or_exit(url: str, settings: Settings) -> list[str]:
         return apply_migrations(
             url,
             job_types=job_type_rows(),
-            settings=DeploymentSettings(max_jobs_in_flight_per_user=settings.in_flight_quota),
+            settings=DeploymentSettings(
+                max_jobs_in_flight_per_user=settings.in_flight_quota,
+                max_running_per_tenant=settings.running_limit,
+            ),
         )
     except MigrationError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -127,20 +130,26 @@ def worker(
 def stats(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     watch: float = typer.Option(None, "--watch", min=0.5, help="Refresh every N seconds until Ctrl-C."),
+    tenants: int = typer.Option(
+        10, "--tenants", min=0, max=500, help="How many tenants to show, most jobs pending first."
+    ),
 ) -> None:
-    """Queue depth, throughput, latencies, errors, providers and workers over 1/5/15/60 minutes."""
+    """Queue depth (and the tenants with the most jobs waiting, with their running jobs and
+    limits), throughput, latencies, errors, providers and workers over 1/5/15/60 minutes."""
     settings = settings_or_exit()
     with database(settings) as url:
         require_migrated(url)
-        run_async(lambda: show_stats(url, settings, as_json=as_json, watch=watch))
+        run_async(lambda: show_stats(url, settings, as_json=as_json, watch=watch, tenants=tenants))
 
 
-async def show_stats(url: str, settings: Settings, *, as_json: bool, watch: float | None) -> None:
+async def show_stats(
+    url: str, settings: Settings, *, as_json: bool, watch: float | None, tenants: int = 10
+) -> None:
     async with open_store(url, settings) as store:
         while True:
             async with store.session() as session:
                 figures = await collect_stats(
-                    session, dead_after_seconds=settings.lease_seconds, include_summary=True
+                    session, dead_after_seconds=settings.lease_seconds, include_summary=True, tenants=tenants
                 )
             if as_json:
                 echo_json(figures.as_json())

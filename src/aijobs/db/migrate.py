@@ -65,9 +65,11 @@ def schema_fingerprint() -> str:
 @dataclass(frozen=True)
 class DeploymentSettings:
     """What the database enforces for every caller, copied from the deployment's configuration
-    (`aijobs.settings`): the in-flight quota per user (None: no quota)."""
+    (`aijobs.settings`): the in-flight quota per user (None: no quota) and the limit on one
+    tenant's running jobs (None: no limit)."""
 
     max_jobs_in_flight_per_user: int | None
+    max_running_per_tenant: int | None = None
 
 
 def migrate(
@@ -114,6 +116,7 @@ def migrate(
                 conn.execute(query("job_types_sync"), {"names": names, "costs": costs, "timeouts": timeouts})
             if settings is not None:
                 conn.execute(query("settings_sync"), {"max_in_flight": settings.max_jobs_in_flight_per_user})
+                conn.execute(query("settings_sync_running"), {"max_running": settings.max_running_per_tenant})
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now

@@ -155,6 +155,9 @@ class TenantDepthRow(TypedDict):
     tenant: UUID
     pending: int
     processing: int
+    weight: int
+    #: The tenant's limit on running jobs (its own, else the deployment's); None: no limit.
+    max_running: int | None
 
 
 class JobWindowRow(TypedDict):

@@ -89,7 +89,7 @@ class Stats:
     providers: list[ProviderWindow]
     workers: list[WorkerRow]
     status_summary: list[StatusSummaryRow] = field(default_factory=list)
-    #: The tenants with the most jobs pending or processing (fair share: they take turns).
+    #: The tenants with the most jobs pending, then processing (fair share: they take turns).
     top_tenants: list[TenantDepthRow] = field(default_factory=list)
     #: Providers no worker calls until a probe is answered (a wrong key, an unknown model...).
     provider_pauses: list[ProviderPause] = field(default_factory=list)
@@ -140,6 +140,7 @@ async def collect(
     windows: tuple[int, ...] = WINDOWS,
     dead_after_seconds: float = 30.0,
     include_summary: bool = False,
+    tenants: int = 10,
 ) -> Stats:
     """Read every figure. `include_summary` adds the seed's all-time query (a full scan)."""
     by_minutes = {m: Window(minutes=m) for m in windows}
@@ -183,7 +184,7 @@ async def collect(
         windows=[by_minutes[m] for m in windows],
         providers=providers,
         workers=await session.monitoring.workers(dead_after_seconds),
-        top_tenants=await session.monitoring.top_tenants(),
+        top_tenants=await session.monitoring.top_tenants(tenants),
         provider_pauses=await session.providers.pauses(),
     )
     if include_summary:

@@ -48,9 +48,10 @@ def render(stats: Stats) -> str:
     for row in stats.queue_depth:
         add(f"  {row['type']:<22}{row['status']:<12}{row['count']:>8}")
     if stats.top_tenants:
-        add(f"  {'top tenants':<38}{'pending':>9}{'running':>9}")
+        add(f"  {'top tenants':<38}{'pending':>9}{'running':>9}{'limit':>7}{'weight':>7}")
         for t in stats.top_tenants:
-            add(f"  {t['tenant']!s:<38}{t['pending']:>9}{t['processing']:>9}")
+            limit = "-" if t["max_running"] is None else str(t["max_running"])
+            add(f"  {t['tenant']!s:<38}{t['pending']:>9}{t['processing']:>9}{limit:>7}{t['weight']:>7}")
     add("")
     add(
         f"{'window':<8}{'done/min':>9}{'fail/min':>9}{'done':>7}{'failed':>7}{'error':>8}{'retries':>8}"

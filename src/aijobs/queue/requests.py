@@ -3,6 +3,7 @@ HTTP API (whose models extend these) and the CLI (`enqueue-batch` lines, `accoun
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,10 +18,16 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 def _date_time_text(value: object) -> object:
     """A time is an RFC 3339 string, as the schema says: pydantic alone would also take a
-    number as seconds since 1970, which the published schema refuses."""
+    number, or a string of digits, as seconds since 1970, which the published schema refuses."""
     if isinstance(value, int | float):
         raise ValueError("must be a date-time string with a UTC offset, not a number")
+    if isinstance(value, str) and not _DATE_TIME_START.match(value):
+        raise ValueError("must be a date-time string with a UTC offset (2030-01-01T09:00:00Z)")
     return value
+
+
+#: How an RFC 3339 date-time begins (pydantic checks the rest).
+_DATE_TIME_START = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
 
 
 class JobRequest(BaseModel):

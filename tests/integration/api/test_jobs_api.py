@@ -145,6 +145,7 @@ async def test_invalid_input_names_each_field(client, api, funded_user, db_url) 
         ({**SENTIMENT, "priority": 1000}, {"body.priority"}),
         ({**SENTIMENT, "max_attempts": 0}, {"body.max_attempts"}),
         ({**SENTIMENT, "run_at": "2030-01-01T00:00:00"}, {"body.run_at"}),  # no UTC offset
+        ({**SENTIMENT, "run_at": "0"}, {"body.run_at"}),  # digits: pydantic took them as 1970
         ({**SENTIMENT, "surprise": True}, {"body.surprise"}),
         ({"type": "sentiment_analysis", "payload": {"text": "nul \u0000 byte"}}, {"body.payload"}),
     ]

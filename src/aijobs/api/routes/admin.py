@@ -15,9 +15,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from aijobs.api.auth import Admin
-from aijobs.api.models import Balance, CreditGrant, Job, JobPage, JobStatus
+from aijobs.api.models import (
+    Balance,
+    CreditGrant,
+    Job,
+    JobPage,
+    JobStatus,
+    TenantList,
+    TenantLoad,
+    TenantSettings,
+)
 from aijobs.api.pagination import parse_job_cursor
-from aijobs.api.problems import not_found, responses
+from aijobs.api.problems import ProblemError, not_found, responses
 from aijobs.api.routes.jobs import page_of
 from aijobs.api.routes.me import store_settings
 from aijobs.api.state import get_store
@@ -76,6 +85,58 @@ async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
     assert new_row is not None
     body = Job.model_validate(new_row).model_dump(mode="json")
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/jobs/{created.id}"})
+
+
+@router.post(
+    "/jobs/{job_id}/expedite",
+    response_model=Job,
+    summary="Move a pending job ahead of every other tenant's jobs",
+    responses=responses(401, 403, 404, 409, 422),
+)
+async def expedite(job_id: UUID, _admin: Admin, store: StoreDep) -> Job:
+    """Its tenant takes the queue's next turn and the job is first among its tenant's own
+    (priority 100, due now). Users order only their own jobs (priority); going ahead of other
+    tenants is the service's decision. The tenant's limit on running jobs still applies."""
+    async with store.transaction() as session:
+        moved = await session.jobs.expedite(job_id)
+        row = await session.jobs.get_for_api(job_id)
+    if row is None:
+        raise not_found()
+    if not moved:
+        raise ProblemError(
+            409, f"the job is {row['status']}: only a pending job can be expedited", code="job_not_pending"
+        )
+    return Job.model_validate(row)
+
+
+@router.get(
+    "/tenants",
+    response_model=TenantList,
+    summary="The tenants with the most jobs waiting, with their running jobs and limits",
+    responses=responses(401, 403, 422),
+)
+async def top_tenants(
+    _admin: Admin, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 20
+) -> TenantList:
+    """Most jobs pending first, then running; read from the live queue only. Tenants with
+    nothing pending or running are not listed."""
+    async with store.session() as session:
+        rows = await session.monitoring.top_tenants(limit)
+    return TenantList(items=[TenantLoad.model_validate(dict(row)) for row in rows])
+
+
+@router.put(
+    "/tenants/{user_id}",
+    response_model=TenantSettings,
+    summary="Set a tenant's fair-share weight and its limit on running jobs",
+    responses=responses(401, 403, 422),
+)
+async def put_tenant(user_id: UUID, body: TenantSettings, _admin: Admin, store: StoreDep) -> TenantSettings:
+    """Both at once (a field left out takes its default: weight 1, the deployment's limit). The
+    weight applies to jobs created from now on, the limit to the next claims."""
+    async with store.session() as session:
+        weight, max_running = await session.accounts.set_tenant(user_id, body.weight, body.max_running)
+    return TenantSettings(weight=weight, max_running=max_running)
 
 
 @router.get(

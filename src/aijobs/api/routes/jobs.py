@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from aijobs.api.auth import CurrentUser, Principal
@@ -25,12 +28,15 @@ from aijobs.api.creation import (
     IDEMPOTENCY_HEADER,
     NewJob,
     check_idempotency_key,
+    clean_element,
     create_batch_for_user,
     create_for_user,
+    refuse_elements,
 )
 from aijobs.api.events import DELTA, RESYNC, JobEventsHub
 from aijobs.api.job_schemas import result_schema
 from aijobs.api.models import (
+    MAX_BATCH_JOBS,
     Job,
     JobBatch,
     JobBatchCreate,
@@ -43,10 +49,11 @@ from aijobs.api.models import (
     JobTypeInfo,
 )
 from aijobs.api.pagination import job_cursor, parse_job_cursor
-from aijobs.api.problems import ProblemError, not_found, responses
+from aijobs.api.problems import ProblemError, from_domain, invalid, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
 from aijobs.api.streams import SlotEventSourceResponse
 from aijobs.db.store import Store
+from aijobs.errors import AijobsError
 from aijobs.jobs import max_attempts_for, registry
 from aijobs.queue.enqueue import check_retryable
 from aijobs.states import TERMINAL_STATUSES
@@ -170,10 +177,11 @@ async def create_jobs(
     state: StateDep,
     idempotency_key: KeyHeader = None,
 ) -> JSONResponse:
-    """Up to 100 jobs in one request and one transaction: if any is refused (a bad payload,
+    """Up to 10,000 jobs in one request and one transaction: if any is refused (a bad payload,
     the balance short of their total, the in-flight cap) none is created and nothing is
-    charged. Each job gets its own debit, and its own refund if it fails or is cancelled, as
-    if it had been created alone."""
+    charged, and every invalid element is named (up to 100 fields). Each job gets its own
+    debit, and its own refund if it fails or is cancelled, as if it had been created alone.
+    The body may be up to MAX_BATCH_BODY_BYTES (16 MiB by default)."""
     key = check_idempotency_key(idempotency_key)
     # The idempotency hash covers the whole request (below), not each element.
     news = [_new_job(job, state, request={}) for job in body.jobs]
@@ -188,6 +196,120 @@ async def create_jobs(
     content = JobBatch.model_validate(created.body).model_dump(mode="json")
     headers = {"Idempotent-Replayed": "true"} if created.replayed else None
     return JSONResponse(content, status_code=created.status, headers=headers)
+
+
+#: The media types of a JSON Lines body (one job per line).
+NDJSON_TYPES = ("application/x-ndjson", "application/jsonl")
+
+_IMPORT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One job (as POST /api/jobs takes it) per line; blank lines are skipped.",
+        "content": {
+            NDJSON_TYPES[0]: {
+                "schema": {"type": "string"},
+                "example": '{"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}\n'
+                '{"type": "review_processing", "payload": {"review_text": "Cold coffee."}, "priority": 5}\n',
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/api/jobs/import",
+    status_code=201,
+    response_model=JobBatch,
+    summary="Create jobs from JSON Lines, all or nothing (charges their credits together)",
+    responses=responses(401, 402, 409, 413, 415, 422, 429, 503),
+    openapi_extra=_IMPORT_BODY,
+)
+async def import_jobs(
+    request: Request,
+    principal: CurrentUser,
+    store: StoreDep,
+    state: StateDep,
+    idempotency_key: KeyHeader = None,
+) -> JSONResponse:
+    """A bulk import: `Content-Type: application/x-ndjson`, one job per line, up to 10,000
+    lines, created and charged as one batch. Every line is validated first: if any is invalid,
+    the answer names every invalid field by its line (`body.line.<n>.<field>`, lines counted
+    from 1, up to 100 fields; `invalid_count` says how many) and nothing is created."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in NDJSON_TYPES:
+        raise ProblemError(
+            415,
+            f"send one job per line as {NDJSON_TYPES[0]}, not {media or 'no content type'}",
+            code="unsupported_media_type",
+        )
+    key = check_idempotency_key(idempotency_key)
+    raw = await request.body()
+    lines, news, payloads = parse_job_lines(raw, state)
+    try:
+        created = await create_batch_for_user(
+            store,
+            principal,
+            news,
+            request={"method": "POST", "path": "/api/jobs/import", "sha256": hashlib.sha256(raw).hexdigest()},
+            key=key,
+            where=lambda i: f"body.line.{lines[i]}",
+            payloads=payloads,
+        )
+    except AijobsError as exc:
+        # A value only the database refuses names `jobs.<i>`: the client counts lines.
+        problem = from_domain(exc)
+        problem.extra["errors"] = [
+            {
+                **e,
+                "field": re.sub(r"^body\.jobs\.(\d+)", lambda m: f"body.line.{lines[int(m[1])]}", e["field"]),
+            }
+            for e in problem.extra.get("errors") or []
+        ]
+        raise problem from None
+    content = JobBatch.model_validate(created.body).model_dump(mode="json")
+    headers = {"Idempotent-Replayed": "true"} if created.replayed else None
+    return JSONResponse(content, status_code=created.status, headers=headers)
+
+
+def parse_job_lines(raw: bytes, state: ApiState) -> tuple[list[int], list[NewJob], list[dict[str, Any]]]:
+    """Each non-blank line's number (from 1), job and validated payload, or one 422 naming
+    every invalid field of every line in line order (up to MAX_REPORTED_ERRORS)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid("body", "is not UTF-8") from None
+    numbered = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    if not numbered:
+        raise invalid("body", "holds no jobs: send one JSON object per line")
+    if len(numbered) > MAX_BATCH_JOBS:
+        raise invalid("body", f"holds {len(numbered)} jobs; one import takes at most {MAX_BATCH_JOBS}")
+    problems: list[ProblemError] = []
+    lines: list[int] = []
+    news: list[NewJob] = []
+    payloads: list[dict[str, Any]] = []
+    for n, line in numbered:
+        try:
+            body = JobCreate.model_validate_json(line)
+        except ValidationError as exc:
+            fields = []
+            for e in exc.errors(include_url=False):
+                where = ".".join(str(part) for part in e["loc"])
+                fields.append(
+                    {"field": f"body.line.{n}" + (f".{where}" if where else ""), "reason": e["msg"]}
+                )
+            problems.append(ProblemError(422, fields[0]["reason"], code="invalid_request", errors=fields))
+            continue
+        new = _new_job(body, state, request={})
+        payload, problem = clean_element(new, f"body.line.{n}")
+        if problem is not None:
+            problems.append(problem)
+        elif payload is not None:
+            lines.append(n)
+            news.append(new)
+            payloads.append(payload)
+    if problems:
+        raise refuse_elements(problems, len(numbered), "lines")
+    return lines, news, payloads
 
 
 @router.get(

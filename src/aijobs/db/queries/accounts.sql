@@ -52,3 +52,18 @@ where j.id = %(job_id)s;
 insert into aijobs.tenants (tenant, weight) values (%(tenant)s, %(weight)s)
 on conflict (tenant) do update set weight = excluded.weight, updated_at = now()
 returning weight;
+
+-- name: tenant_set_max_running
+-- A tenant's own limit on its running jobs, instead of the deployment's default (null: the
+-- default). Applies to the claims from now on; jobs already running are not stopped.
+insert into aijobs.tenants (tenant, max_running) values (%(tenant)s, %(max_running)s)
+on conflict (tenant) do update set max_running = excluded.max_running, updated_at = now()
+returning max_running;
+
+-- name: tenant_set
+-- A tenant's weight and its own limit on running jobs (null: the deployment's), both at once
+-- (the admin API's PUT replaces the pair).
+insert into aijobs.tenants (tenant, weight, max_running) values (%(tenant)s, %(weight)s, %(max_running)s)
+on conflict (tenant) do update
+    set weight = excluded.weight, max_running = excluded.max_running, updated_at = now()
+returning weight, max_running;

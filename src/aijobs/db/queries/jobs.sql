@@ -6,7 +6,9 @@
 -- the turns are the runnable jobs with the earliest fair-share tags (create_jobs gives each
 -- tenant's jobs turns spaced by its weight, so tenants with work take turns), and a
 -- tenant's turns run that tenant's own best jobs (priority, then creation), so priority orders
--- a tenant's jobs and never moves them ahead of another tenant's. SKIP LOCKED lets many
+-- a tenant's jobs and never moves them ahead of another tenant's. A tenant with a limit on
+-- running jobs gets no more turns than its limit leaves (claim_room), and while it is at its
+-- limit its jobs are passed over, so it holds back no one. SKIP LOCKED lets many
 -- workers claim at once without waiting on each other. The attempt's row is written when it
 -- ends; until then the job row names it: lease_token, lease_owner, attempts and
 -- attempt_started_at. Jobs of a paused type are passed over: they keep their turns and wait.
@@ -18,21 +20,44 @@ with paused as (
     -- the pending jobs to pass and would rather sort another index's rows than walk the
     -- fair-share one; a coalesce it estimates at one half.
     select coalesce(array_agg(name), '{}') as types from aijobs.job_types where paused
+), limits as (
+    -- Without any limit (the default) this one settings row and a probe of an empty index
+    -- are all the claim reads beyond the jobs: the steps below that need a limit are skipped.
+    select s.max_running_per_tenant as per_tenant,
+           s.max_running_per_tenant is not null
+           or exists (select from aijobs.tenants t where t.max_running is not null) as any_limit
+    from aijobs.settings s
+), full_tenants as (
+    -- At their limit by this statement's snapshot: enough to pass their jobs over; claim_room
+    -- decides exactly.
+    select r.user_id
+    from (select j.user_id, count(*) as running from aijobs.jobs j
+          where j.status = 'processing' and (select l.any_limit from limits l)
+          group by j.user_id) r
+    where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.user_id),
+                                (select l.per_tenant from limits l))
 ), turns as (
     select id, user_id, fair_tag from aijobs.jobs
     where status = 'pending' and run_at <= now()
       and coalesce(type <> all((select types from paused)::text[]), true)
+      and user_id <> all(array(select f.user_id from full_tenants f))
     order by fair_tag, run_at, id
     limit %(limit)s
     for update skip locked
-), tenants as (
-    -- Through an array, so the planner counts a few tenants rather than its default of 200
+), turn_counts as (
+    -- Through arrays, so the planner counts a few tenants rather than its default of 200
     -- groups: its estimate of the whole claim then stays small, and with it the claim's cost
     -- under the threshold where PostgreSQL would compile it (JIT) at every execution.
+    select array_agg(g.user_id) as users, array_agg(g.n)::integer[] as ns
+    from (select user_id, count(*) as n from turns group by user_id) g
+), tenants as (
     select u.user_id, u.n
-    from (select array_agg(g.user_id) as users, array_agg(g.n) as ns
-          from (select user_id, count(*) as n from turns group by user_id) g) a
-    cross join lateral unnest(a.users, a.ns) as u(user_id, n)
+    from turn_counts a cross join lateral unnest(a.users, a.ns) as u(user_id, n)
+    where not coalesce((select l.any_limit from limits l), false)
+    union all
+    select r.tenant, r.n
+    from aijobs.claim_room((select a.users from turn_counts a), (select a.ns from turn_counts a)) r
+    where coalesce((select l.any_limit from limits l), false)
 ), picked as (
     select b.id, b.user_id, b.fair_tag from tenants t
     cross join lateral (
@@ -127,7 +152,8 @@ with done as (
     returning j.id, j.lease_token, j.status,
               j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
               j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
-              d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd
+              d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd, j.type,
+              j.user_id
 ), closed as (
     insert into aijobs.job_attempts as a (
         lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error,
@@ -154,8 +180,23 @@ with done as (
       and a.lease_token = d.lease_token
       and a.outcome = 'lost'
       and d.outcome <> 'handed_back'
+), wake as (
+    -- A job of a tenant with a limit on running jobs that ends makes room for the tenant's
+    -- jobs the claims passed over: if some are due, wake the workers (created jobs wake them
+    -- the same way). Never without a limit: the drain of an unlimited queue sends nothing more.
+    select pg_notify('aijobs_jobs', t.type)
+    from (select distinct g.type
+          from (select f.user_id, min(f.type) as type from finished f group by f.user_id) g
+          where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.user_id),
+                         (select s.max_running_per_tenant from aijobs.settings s)) is not null
+            and exists (select from aijobs.jobs p
+                        where p.user_id = g.user_id and p.status = 'pending' and p.run_at <= now())) t
+    where exists (select from aijobs.settings s where s.max_running_per_tenant is not null)
+       or exists (select from aijobs.tenants x where x.max_running is not null)
 )
-select id, lease_token, status::text from finished;
+-- `wake` is a plain query, run only if read: the count reads it.
+select id, lease_token, status::text from finished
+where (select count(*) from wake) >= 0;
 
 -- name: job_heartbeat
 -- Extend the leases this worker still holds and report which of them were asked to cancel.
@@ -312,3 +353,8 @@ select status::text as status from aijobs.jobs where id = %(id)s;
 -- name: api_in_flight_count
 select count(*) as in_flight from aijobs.jobs
 where user_id = %(user_id)s and status in ('pending', 'processing');
+
+-- name: job_expedite
+-- Move one pending job ahead of every other tenant's (aijobs.expedite_job: owner and
+-- service_role only). No row when the job is not pending.
+select id, fair_tag from aijobs.expedite_job(%(id)s);

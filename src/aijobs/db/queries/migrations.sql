@@ -25,6 +25,12 @@ update aijobs.settings
 set max_jobs_in_flight_per_user = %(max_in_flight)s, updated_at = now()
 where max_jobs_in_flight_per_user is distinct from %(max_in_flight)s;
 
+-- name: settings_sync_running
+-- The deployment's limit on one tenant's running jobs, which the claim reads.
+update aijobs.settings
+set max_running_per_tenant = %(max_running)s, updated_at = now()
+where max_running_per_tenant is distinct from %(max_running)s;
+
 -- name: api_applied_migrations
 -- /readyz asks on a pooled connection: a probe must not open a connection of its own per call.
 select version from aijobs.schema_migrations;

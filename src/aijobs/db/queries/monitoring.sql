@@ -11,16 +11,24 @@ group by type, status
 order by type, status;
 
 -- name: mon_top_tenants
--- The tenants (users) with the most live jobs, pending and processing: who is queueing what
--- while they take turns. For stats and the dashboard only; metrics carry no per-user label.
-select user_id as tenant,
-       count(*) filter (where status = 'pending') as pending,
-       count(*) filter (where status = 'processing') as processing
-from aijobs.jobs
-where status in ('pending', 'processing')
-group by user_id
-order by count(*) desc, user_id
-limit %(limit)s;
+-- The tenants (users) with the most jobs waiting, then running: who is queueing what while
+-- they take turns, with each one's weight and limit on running jobs (its own, else the
+-- deployment's; null: none). Reads the live queue only. For stats, the admin API and the
+-- dashboard; metrics carry no per-user label.
+select d.tenant, d.pending, d.processing, coalesce(t.weight, 1) as weight,
+       coalesce(t.max_running, (select s.max_running_per_tenant from aijobs.settings s)) as max_running
+from (
+    select user_id as tenant,
+           count(*) filter (where status = 'pending') as pending,
+           count(*) filter (where status = 'processing') as processing
+    from aijobs.jobs
+    where status in ('pending', 'processing')
+    group by user_id
+    order by 2 desc, 3 desc, 1
+    limit %(limit)s
+) d
+left join aijobs.tenants t on t.tenant = d.tenant
+order by d.pending desc, d.processing desc, d.tenant;
 
 -- name: mon_oldest_pending
 -- The longest a pending job has been waiting to run: seconds since the earliest run_at that

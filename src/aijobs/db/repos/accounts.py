@@ -39,6 +39,24 @@ class AccountsRepo:
         assert row is not None
         return int(row[0])
 
+    async def set_max_running(self, user_id: UUID, max_running: int | None) -> int | None:
+        """The most of the user's jobs running at once (None: the deployment's default)."""
+        cur = await self.conn.execute(
+            query("tenant_set_max_running"), {"tenant": user_id, "max_running": max_running}
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return None if row[0] is None else int(row[0])
+
+    async def set_tenant(self, user_id: UUID, weight: int, max_running: int | None) -> tuple[int, int | None]:
+        """The user's weight and own limit on running jobs together (what the admin API puts)."""
+        cur = await self.conn.execute(
+            query("tenant_set"), {"tenant": user_id, "weight": weight, "max_running": max_running}
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return int(row[0]), None if row[1] is None else int(row[1])
+
     async def get(self, user_id: UUID) -> Account | None:
         async with self.conn.cursor(row_factory=class_row(Account)) as cur:
             await cur.execute(query("account_get"), {"user_id": user_id})

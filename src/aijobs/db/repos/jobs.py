@@ -143,6 +143,12 @@ class JobsRepo:
                 await cur.execute(query("job_cancel"), {"id": job_id, "user_id": user_id})
                 return cast("CancelRow | None", await cur.fetchone())
 
+    async def expedite(self, job_id: UUID) -> bool:
+        """Move a pending job ahead of every other tenant's; False when it is not pending."""
+        with refusals():
+            cur = await self.conn.execute(query("job_expedite"), {"id": job_id})
+            return await cur.fetchone() is not None
+
     async def get(self, job_id: UUID) -> JobDetailRow | None:
         async with self.conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query("job_get"), {"id": job_id})

@@ -36,7 +36,7 @@ class MonitoringRepo:
         return await self._rows(DepthRow, "mon_queue_depth")
 
     async def top_tenants(self, limit: int = 10) -> list[TenantDepthRow]:
-        """The tenants with the most live jobs, from the live queue only."""
+        """The tenants with the most jobs waiting (then running), from the live queue only."""
         return await self._rows(TenantDepthRow, "mon_top_tenants", {"limit": limit})
 
     async def oldest_pending_seconds(self) -> float | None:
