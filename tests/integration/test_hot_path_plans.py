@@ -117,6 +117,29 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     assert "Index Cond: ((run_at)::timestamp with time zone <= now())" in fair_scan, plan
 
 
+def test_claim_walks_the_fair_index_when_one_tenant_holds_the_queue(db_url: str) -> None:
+    """The drain of one tenant's backlog (W2): with one user in the statistics the planner
+    once judged that the tenant-limit filter passed nothing and sorted every pending job."""
+    user = uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
+        for _ in range(2):
+            conn.execute(
+                "select count(*) from aijobs.create_jobs("
+                " %s, array_fill('sentiment_analysis'::text, array[10000]),"
+                ' array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
+                (user,),
+            )
+        conn.execute("analyze aijobs.jobs")
+    with psycopg.connect(db_url) as conn:
+        text = conn.execute(
+            sql.SQL("explain ") + query("job_claim"), {"worker_id": "w", "limit": 1000, "lease_seconds": 30}
+        ).fetchall()
+    plan = "\n".join(line[0] for line in text)
+    turns = plan.split("CTE turns", 1)[1].split("CTE turn_counts", 1)[0]
+    assert "jobs_fair_claim_idx" in turns and "Seq Scan on jobs" not in turns, plan
+
+
 def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str, limits: str) -> None:
     held = claimed(history_db, 100)
     rows = [
