@@ -109,8 +109,12 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     tenant_step = [line for line in plan.splitlines() if re.search(r"\(user_id = t(_\d+)?\.user_id\)", line)]
     assert tenant_step and all("Index Cond" in line for line in tenant_step), plan
     # The tenants at their limit are found from the running jobs alone, never the backlog.
-    before_turns = plan.split("CTE turns", 1)[1].split("LockRows", 1)[0]
-    assert reads_only_running_jobs(before_turns), plan
+    full_tenants = plan.split("CTE full_tenants", 1)[1].split("CTE turns", 1)[0]
+    assert reads_only_running_jobs(full_tenants), plan
+    # With nothing paused and no tenant at its limit, the turns come from the fair-share
+    # index in its order, unfiltered (the first of the two arms).
+    plain = plan.split("Subquery Scan on plain", 1)[1].split("Subquery Scan on passing_over", 1)[0]
+    assert "Index Scan using jobs_fair_claim_idx" in plain and "Sort" not in plain, plan
     # Jobs not due yet (2,000 of them here, with the earliest turns) are passed over inside the
     # fair-share index, never fetched from the table one by one.
     fair_scan = plan[plan.index("jobs_fair_claim_idx") :].split("->")[0]

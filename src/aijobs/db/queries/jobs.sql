@@ -37,15 +37,31 @@ with paused as (
     where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.user_id),
                                 (select l.per_tenant from limits l))
 ), turns as (
-    select id, user_id, fair_tag from aijobs.jobs
-    where status = 'pending' and run_at <= now()
-      and coalesce(type <> all((select types from paused)::text[]), true)
-      -- In a coalesce too: with one tenant in the statistics, `user_id <> x` is estimated to
-      -- pass nothing, and the planner sorted every pending job rather than walk the index.
-      and coalesce(user_id <> all(array(select f.user_id from full_tenants f)), true)
-    order by fair_tag, run_at, id
-    limit %(limit)s
-    for update skip locked
+    -- Two arms, of which only one runs (each opens with a test of the statement's own, done
+    -- once): with nothing paused and no tenant at its limit, the usual case, the fair-share
+    -- index alone, without a filter whose selectivity the planner cannot know (with one
+    -- tenant or one type in the statistics it took `<> all(...)` to pass nothing and sorted
+    -- every pending job); otherwise the same walk, passing those jobs over.
+    select * from (
+        select id, user_id, fair_tag from aijobs.jobs
+        where status = 'pending' and run_at <= now()
+          and (select cardinality(p.types) = 0 from paused p)
+          and not exists (select from full_tenants)
+        order by fair_tag, run_at, id
+        limit %(limit)s
+        for update skip locked
+    ) plain
+    union all
+    select * from (
+        select id, user_id, fair_tag from aijobs.jobs
+        where status = 'pending' and run_at <= now()
+          and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants))
+          and coalesce(type <> all((select types from paused)::text[]), true)
+          and coalesce(user_id <> all(array(select f.user_id from full_tenants f)), true)
+        order by fair_tag, run_at, id
+        limit %(limit)s
+        for update skip locked
+    ) passing_over
 ), turn_counts as (
     -- Through arrays, so the planner counts a few tenants rather than its default of 200
     -- groups: its estimate of the whole claim then stays small, and with it the claim's cost
