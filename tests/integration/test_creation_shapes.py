@@ -64,7 +64,11 @@ def _outcome(conn: psycopg.Connection[Any], elems: list[tuple[Any, ...]]) -> tup
         with conn.transaction(force_rollback=True):
             rows = conn.execute(CALL, (USER, *[list(c) for c in columns])).fetchall()
     except psycopg.Error as exc:
-        detail = json.loads(exc.diag.message_detail or "{}")
+        # PostgreSQL's own refusals (a NUL in a JSON string, say) carry no JSON detail.
+        try:
+            detail = json.loads(exc.diag.message_detail or "{}")
+        except ValueError:
+            detail = {"reason": exc.diag.message_primary}
         return (exc.sqlstate or "", str(detail.get("field", "")), str(detail.get("reason", "")))
     assert len(rows) == len(elems) and all(created for _, created in rows)
     return ("created",)
