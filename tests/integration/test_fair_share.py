@@ -184,10 +184,12 @@ async def test_a_bulk_import_does_not_starve_a_job_under_a_running_worker(
             )
 
         await wait_until(b_done, timeout=60, what="B's job completed")
-        b_token = await count(f"select lease_token from aijobs.jobs where id = '{b_job}'")
+        # Claimed by an earlier statement than B's job: a claim's rows share its start time
+        # (started_at), and within one claim tokens follow the ids, B's (the newest) last.
         a_ahead = await count(
             f"select count(*) from aijobs.jobs where user_id = '{users['A']}'"
-            f" and lease_token > {claims_before} and lease_token < {b_token}"
+            f" and lease_token > {claims_before}"
+            f" and started_at < (select started_at from aijobs.jobs where id = '{b_job}')"
         )
     # Once B's job is in, it takes the next turn: at most the claims in flight when it was
     # committed go before it. First come, first served ran the rest of A's 280 first.
