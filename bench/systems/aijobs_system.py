@@ -38,7 +38,7 @@ USER = uuid.UUID("00000000-0000-4000-8000-0000000be7c4")
 CONCURRENCY: dict[HandlerKind, int] = {"noop": 1000, "sleep": 100, "latency": 10, "llm": 1000}
 TEXT: dict[HandlerKind, str] = {"noop": "noop", "sleep": "sleep", "latency": "latency", "llm": "llm"}
 #: The event loop of every aijobs process in the benchmark: workers, API, and the enqueuers
-#: of W1 and W3 (the product default is asyncio; see aijobs/eventloop.py).
+#: of W1 and W3 (the product default too; see aijobs/eventloop.py).
 LOOP = "uvloop"
 
 
