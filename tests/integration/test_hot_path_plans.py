@@ -69,6 +69,20 @@ def claimed(url: str, n: int) -> list[tuple[uuid.UUID, int]]:
     return [(r[0], r[5]) for r in rows]  # id, lease_token
 
 
+def one_tenants_backlog(conn: psycopg.Connection[Any]) -> None:
+    """20,000 pending jobs of one new tenant (W2's drain), then fresh statistics."""
+    user = uuid.uuid4()
+    conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
+    for _ in range(2):  # a creation takes at most 10,000 jobs
+        conn.execute(
+            "select count(*) from aijobs.create_jobs("
+            " %s, array_fill('sentiment_analysis'::text, array[10000]),"
+            ' array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
+            (user,),
+        )
+    conn.execute("analyze aijobs.jobs")
+
+
 def no_seq_scans(nodes: list[tuple[str, str | None]], name: str) -> None:
     seq = [rel for node, rel in nodes if node == "Seq Scan" and rel in BIG_TABLES]
     assert not seq, f"{name} scans {seq} sequentially: {nodes}"
@@ -124,17 +138,8 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
 def test_claim_walks_the_fair_index_when_one_tenant_holds_the_queue(db_url: str) -> None:
     """The drain of one tenant's backlog (W2): with one user in the statistics the planner
     once judged that the tenant-limit filter passed nothing and sorted every pending job."""
-    user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
-        for _ in range(2):
-            conn.execute(
-                "select count(*) from aijobs.create_jobs("
-                " %s, array_fill('sentiment_analysis'::text, array[10000]),"
-                ' array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
-                (user,),
-            )
-        conn.execute("analyze aijobs.jobs")
+        one_tenants_backlog(conn)
     with psycopg.connect(db_url) as conn:
         text = conn.execute(
             sql.SQL("explain ") + query("job_claim"), {"worker_id": "w", "limit": 1000, "lease_seconds": 30}
@@ -174,19 +179,10 @@ def test_the_claim_is_never_jit_compiled(db_url: str, limited: bool) -> None:
     """One tenant's deep backlog: the claim's estimated cost stays under `jit_above_cost`,
     where PostgreSQL would compile it at every execution (that took longer than the claim),
     with or without a limit on the tenant's running jobs."""
-    user = uuid.uuid4()
     with psycopg.connect(db_url, autocommit=True) as conn:
         if limited:
             conn.execute("update aijobs.settings set max_running_per_tenant = 500")
-        conn.execute("select aijobs.grant_credits(%s, 20000)", (user,))
-        for _ in range(2):
-            conn.execute(
-                "select count(*) from aijobs.create_jobs(%s,"
-                " array_fill('sentiment_analysis'::text, array[10000]),"
-                ' array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
-                (user,),
-            )
-        conn.execute("analyze aijobs.jobs")
+        one_tenants_backlog(conn)
         threshold = conn.execute("select current_setting('jit_above_cost')::float8").fetchone()
     assert threshold is not None
     with psycopg.connect(db_url) as conn:

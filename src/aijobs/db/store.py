@@ -65,10 +65,6 @@ class Session:
         """Write the deployment's limits where the creation function reads them."""
         await self.conn.execute(query("settings_sync"), {"max_in_flight": max_jobs_in_flight_per_user})
 
-    async def sync_running_limit(self, max_running_per_tenant: int | None) -> None:
-        """Write the deployment's limit on one tenant's running jobs where the claim reads it."""
-        await self.conn.execute(query("settings_sync_running"), {"max_running": max_running_per_tenant})
-
 
 async def _looks_alive(conn: psycopg.AsyncConnection[Any]) -> bool:
     """Whether an idle pooled connection may be lent, without a round trip when it is quiet.
