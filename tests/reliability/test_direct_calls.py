@@ -250,6 +250,8 @@ def test_users_may_write_no_table_and_call_no_owner_function(
         ),
         ("select * from aijobs.provider_budget_reserve('openai', 1, 1, 1, 60)", None),
         ("select aijobs.acting_user(%s, true)", (OTHER,)),
+        ("select * from aijobs.claim_jobs('w', 10, 30)", None),
+        ("select * from aijobs.finish_attempts('w', '[]')", None),
     ]
     for statement, params in statements:
         with psycopg.connect(db_url) as conn, conn.transaction():
