@@ -859,7 +859,7 @@ begin
         return;
     end if;
 
-    -- Ids are made first, so each inserted row is matched back to its input position.
+    -- Ids are made first, so each new job is answered at its input position.
     return query
     with input as materialized (
         select t.i, t.type, t.payload, t.priority, t.run_at, t.max_attempts, t.key, t.retry_of, k.cost,
@@ -879,16 +879,18 @@ begin
                coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of, v_tag + f.turn * v_step,
                v_tag + f.turn * v_step
         from fresh f order by f.i
-        returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.cost, aijobs.jobs.created_at::timestamptz as created_at,
-                  aijobs.jobs.run_at::timestamptz as run_at
     ), debited as (
         insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
         select v_user, f.id, 'debit', -f.cost, f.type from fresh f order by f.i
     )
+    -- The new jobs' answer comes from what was inserted, not from the rows read back: the
+    -- planner cannot know a batch's size here and joined the two lists by comparing every
+    -- row with every other (a batch of 10,000 spent seconds there). The inserts run anyway.
     select r.id, r.status, r.cost, v_balance, r.created, r.created_at, r.run_at
     from (
-        select n.id, n.status, n.cost, true as created, n.created_at, n.run_at, f.i
-        from fresh f join inserted n on n.id = f.id
+        select f.id, 'pending'::aijobs.job_status as status, f.cost, true as created, now() as created_at,
+               coalesce(f.run_at, now()) as run_at, f.i
+        from fresh f
         union all
         select e.id, e.status, e.cost, false, e.created_at::timestamptz, e.run_at::timestamptz, input.i
         from input join aijobs.jobs e on e.id = input.existing
