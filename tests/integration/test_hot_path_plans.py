@@ -186,6 +186,12 @@ def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str, limits: st
     ]
     finish = {"rows": Jsonb(rows), "worker_id": "plan"}
     no_seq_scans(plan_of(history_db, "job_finish_many", finish), "job_finish_many")
+    # The finish reads the jobs it ends by their key: its plan is made once per connection, and
+    # one through an index of all running jobs (chosen when the statistics showed few) would
+    # read every running job at every finish once thousands run.
+    ending = next(p for p in inner_plans(history_db, "job_finish_many", finish) if "finished as" in p)
+    jobs_scans = re.findall(r"(?:Index|Index Only|Bitmap Index) Scan using (\w+) on jobs j\b", ending)
+    assert jobs_scans and set(jobs_scans) == {"jobs_pkey"}, ending
     beat = {"ids": [j for j, _ in held], "tokens": [t for _, t in held], "lease_seconds": 30}
     no_seq_scans(plan_of(history_db, "job_heartbeat", beat), "job_heartbeat")
     no_seq_scans(plan_of(history_db, "job_rescue_expired", {"limit": 100}), "job_rescue_expired")

@@ -216,8 +216,11 @@ begin
                 cancel_requested = false,
                 updated_at = now()
             from done d
+            -- `status::text`: compared as the enum, it matches the predicates of the partial
+            -- indexes on processing jobs, and the plan made once for every later call (when few
+            -- jobs ran) read all the running jobs instead of these by their key.
             where j.id = any(array(select id from done))
-              and j.id = d.id and j.lease_token = d.lease_token and j.status = 'processing'
+              and j.id = d.id and j.lease_token = d.lease_token and j.status::text = 'processing'
             returning j.id, j.lease_token, j.status,
                       j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
                       j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
