@@ -170,7 +170,11 @@ create table aijobs.settings (
     updated_at                   aijobs.instant not null default now(),
     -- The most jobs of one tenant running at once, unless the tenant has a limit of its own
     -- (`tenants.max_running`); null: no limit.
-    max_running_per_tenant       integer check (max_running_per_tenant > 0)
+    max_running_per_tenant       integer check (max_running_per_tenant > 0),
+    -- Where a user's own call (a Supabase RPC) finds its tenant: a dot-separated path into its
+    -- JWT's claims (`org_id`, `app_metadata.org_id`); null: the tenant is the user.
+    tenant_claim                 text check (
+        tenant_claim ~ '^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$')
 );
 insert into aijobs.settings (max_jobs_in_flight_per_user) values (100);
 
@@ -282,6 +286,10 @@ create table aijobs.jobs (
     -- The job's place in its tenant's own order after priority: its first turn, kept when
     -- the claim gives its turn to a job of higher priority (fair_tag changes then).
     tenant_seq            bigint not null default 0,
+    -- Whose turns the job takes in the fair share and whose limit on running jobs holds it:
+    -- the user's own id, or the organisation (say) its creation named. The user stays the
+    -- owner (credits, the in-flight quota, who may read it).
+    tenant                uuid not null,
     constraint jobs_lease_when_processing check (
         status <> 'processing' or (lease_token is not null and lease_expires_at is not null)
     ),
@@ -293,13 +301,13 @@ create table aijobs.jobs (
 -- gives each tenant's turns to its own jobs by priority. run_at is a key column so that jobs
 -- not due yet are passed over in the index, without a visit to the table.
 create index jobs_fair_claim_idx on aijobs.jobs (fair_tag, run_at, id) where status = 'pending';
-create index jobs_tenant_claim_idx on aijobs.jobs (user_id, priority desc, tenant_seq, run_at)
+create index jobs_tenant_claim_idx on aijobs.jobs (tenant, priority desc, tenant_seq, run_at)
     where status = 'pending';
 -- The rescuer finds expired leases without touching finished history.
 create index jobs_lease_expiry_idx on aijobs.jobs (lease_expires_at) where status = 'processing';
 create index jobs_user_created_idx on aijobs.jobs (user_id, created_at desc, id desc);
 -- A limited tenant's running jobs are counted from these entries alone (never its backlog).
-create index jobs_tenant_running_idx on aijobs.jobs (user_id) where status = 'processing';
+create index jobs_tenant_running_idx on aijobs.jobs (tenant) where status = 'processing';
 -- The in-flight quota counts exactly these rows.
 create index jobs_user_active_idx on aijobs.jobs (user_id) where status in ('pending', 'processing');
 create index jobs_retry_of_idx on aijobs.jobs (retry_of) where retry_of is not null;
@@ -316,7 +324,8 @@ create index jobs_active_idx on aijobs.jobs (status, created_at) include (type)
 -- "Latest failures" walks this backwards and stops after LIMIT rows.
 create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where status = 'failed';
 
--- Fair share between tenants (a tenant is a user): its weight, and the tag after its last
+-- Fair share between tenants (a tenant is a user, or what its creation named as
+-- `jobs.tenant`, such as an organisation): its weight, and the tag after its last
 -- job's turn. Written by create_jobs; the weight and the limit by the owner or service_role.
 create table aijobs.tenants (
     tenant       uuid primary key,
@@ -577,6 +586,47 @@ begin
 end
 $$;
 
+-- The tenant a user's own call creates for (a trusted caller names it instead): the value at
+-- `settings.tenant_claim` in its JWT's claims (a uuid, like `sub`) when that is set and the
+-- claim present, else the user. It may not choose another, as it may not act for another user.
+create function aijobs.acting_tenant(p_tenant uuid, p_user uuid) returns uuid
+language plpgsql stable
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_path    text;
+    v_claims  jsonb;
+    v_value   text;
+    v_tenant  uuid := p_user;
+begin
+    select s.tenant_claim into v_path from settings s;
+    if v_path is not null then
+        begin
+            v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+        exception when invalid_text_representation then
+            raise exception 'the JWT claims are not JSON, so the tenant (claim %) cannot be read', v_path
+                using errcode = 'AJ005',
+                      detail = json_build_object(
+                          'field', 'tenant', 'reason', 'the JWT claims are not JSON (claim ' || v_path || ')')::text;
+        end;
+        v_value := v_claims #>> string_to_array(v_path, '.');
+        if v_value is not null then
+            -- Only the canonical spelling, as the API accepts it: PostgreSQL reads more forms.
+            if v_value !~ '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$' then
+                raise exception 'the JWT claim % (the tenant) must be a uuid', v_path using errcode = 'AJ005',
+                    detail = json_build_object(
+                        'field', 'tenant', 'reason', 'the JWT claim ' || v_path || ' must be a uuid')::text;
+            end if;
+            v_tenant := v_value::uuid;
+        end if;
+    end if;
+    if p_tenant is not null and p_tenant <> v_tenant then
+        raise exception 'cannot choose a tenant' using errcode = 'AJ004';
+    end if;
+    return v_tenant;
+end
+$$;
+
 -- Creating jobs: the one way ----------------------------------------------------------------
 
 -- Why element values may not be stored as a job, as {field, reason}, or null when they may:
@@ -629,6 +679,10 @@ $$;
 -- user), and the balance for the sum (AJ003). Users' own calls are always held to the
 -- deployment's in-flight quota; a trusted caller (the API acting for a user) asks for it
 -- with p_quota.
+--
+-- The jobs take their tenant's turns and count against its limit on running jobs: a trusted
+-- caller's p_tenant (the API reads it from the verified token), else the user; a user's own
+-- call gets its tenant from its JWT (aijobs.acting_tenant) and may not choose another.
 create function aijobs.create_jobs(
     p_user_id           uuid,
     p_types             text[],
@@ -638,7 +692,8 @@ create function aijobs.create_jobs(
     p_max_attempts      integer[] default null,
     p_idempotency_keys  text[] default null,
     p_retry_ofs         uuid[] default null,
-    p_quota             boolean default false
+    p_quota             boolean default false,
+    p_tenant            uuid default null
 )
 returns table (
     id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
@@ -654,6 +709,9 @@ as $$
 declare
     v_trusted  boolean := aijobs.caller_is_trusted();
     v_user     uuid := aijobs.acting_user(p_user_id, v_trusted);
+    -- The trusted case inline: the API's creations pay for no call and no settings read.
+    v_tenant   uuid := case when v_trusted then coalesce(p_tenant, v_user)
+                            else aijobs.acting_tenant(p_tenant, v_user) end;
     v_n        integer := coalesce(cardinality(p_types), 0);
     -- A batch of one, the common call, takes scalar statements: the set-shaped ones below
     -- cost about twice as much for a single row.
@@ -824,11 +882,11 @@ begin
         update aijobs.tenants t
             set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
                 updated_at = now()
-        where t.tenant = v_user
+        where t.tenant = v_tenant
         returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
         if not found then
             insert into aijobs.tenants as t (tenant, last_tag)
-            values (v_user, coalesce(v_clock, 0) + v_new::bigint * 1000000)
+            values (v_tenant, coalesce(v_clock, 0) + v_new::bigint * 1000000)
             on conflict (tenant) do update
                 set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
                     updated_at = now()
@@ -845,10 +903,10 @@ begin
             return;
         end if;
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of, fair_tag, tenant_seq)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq, tenant)
         values (aijobs.uuid_v7(), v_user, p_types[1], p_payloads[1], coalesce(p_priorities[1], 0),
                 coalesce(p_run_ats[1], now()), coalesce(p_max_attempts[1], 4), v_cost,
-                p_idempotency_keys[1], p_retry_ofs[1], v_tag, v_tag)
+                p_idempotency_keys[1], p_retry_ofs[1], v_tag, v_tag, v_tenant)
         returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.created_at, aijobs.jobs.run_at into v_job;
         insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
         values (v_user, v_job.id, 'debit', -v_cost, p_types[1]);
@@ -874,10 +932,10 @@ begin
         from input where input.existing is null
     ), inserted as (
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of, fair_tag, tenant_seq)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq, tenant)
         select f.id, v_user, f.type, f.payload, coalesce(f.priority, 0), coalesce(f.run_at, now()),
                coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of, v_tag + f.turn * v_step,
-               v_tag + f.turn * v_step
+               v_tag + f.turn * v_step, v_tenant
         from fresh f order by f.i
         returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.cost, aijobs.jobs.created_at::timestamptz as created_at,
                   aijobs.jobs.run_at::timestamptz as run_at
@@ -905,7 +963,10 @@ $$;
 -- Several API requests' creations in one statement and one commit (group commit): element i
 -- is request i, made for its own user with the quota, in a subtransaction of its own, so one
 -- refusal undoes only its own job and debit and comes back as its row's err_* columns.
--- Users are taken in order so two concurrent groups cannot deadlock on their account locks.
+-- Element i's tenant is p_tenants[i], else its user. Every account is locked first, in user
+-- order, then the creations run in tenant order: so each group, like a lone creation (its
+-- account, then its tenant's row), takes every account before any tenant's row, and neither
+-- two groups nor a group and a lone creation can deadlock, even where users share a tenant.
 -- At most 32 elements: more than 64 subtransactions that wrote would overflow the backend's
 -- cache of them and slow every snapshot on the server. Owner only: it acts for anyone.
 create function aijobs.create_jobs_grouped(
@@ -915,7 +976,8 @@ create function aijobs.create_jobs_grouped(
     p_priorities    smallint[],
     p_run_ats       timestamptz[],
     p_max_attempts  integer[],
-    p_retry_ofs     uuid[]
+    p_retry_ofs     uuid[],
+    p_tenants       uuid[] default null
 )
 returns table (
     ord integer, id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
@@ -932,8 +994,10 @@ begin
         raise exception 'at most 32 creations in one group, not %', cardinality(p_user_ids)
             using errcode = 'AJ005';
     end if;
+    perform from aijobs.accounts a where a.user_id = any(p_user_ids) order by a.user_id for update;
     for v_i in
-        select u.ord from unnest(p_user_ids) with ordinality as u(user_id, ord) order by u.user_id, u.ord
+        select u.ord from unnest(p_user_ids) with ordinality as u(user_id, ord)
+        order by coalesce(p_tenants[u.ord], u.user_id), u.user_id, u.ord
     loop
         ord := v_i;
         err_state := null;
@@ -942,7 +1006,8 @@ begin
         begin
             select * into v_job from aijobs.create_jobs(
                 p_user_ids[v_i], array[p_types[v_i]], array[p_payloads[v_i]], array[p_priorities[v_i]],
-                array[p_run_ats[v_i]], array[p_max_attempts[v_i]], null, array[p_retry_ofs[v_i]], true
+                array[p_run_ats[v_i]], array[p_max_attempts[v_i]], null, array[p_retry_ofs[v_i]], true,
+                p_tenants[v_i]
             );
             id := v_job.id;
             status := v_job.status;
@@ -1193,10 +1258,10 @@ begin
         select coalesce((select t.max_running from tenants t where t.tenant = w.tenant), v_default) as lim
     ) l
     left join (
-        select j.user_id, count(*) as running from jobs j
-        where j.status = 'processing' and j.user_id = any(v_limited)
-        group by j.user_id
-    ) r on r.user_id = w.tenant;
+        select j.tenant, count(*) as running from jobs j
+        where j.status = 'processing' and j.tenant = any(v_limited)
+        group by j.tenant
+    ) r on r.tenant = w.tenant;
 end
 $$;
 
@@ -1213,9 +1278,9 @@ security definer
 set search_path = aijobs, pg_temp
 as $$
 declare
-    v_head  bigint;
-    v_seq   bigint;
-    v_user  uuid;
+    v_head    bigint;
+    v_seq     bigint;
+    v_tenant  uuid;
 begin
     if not aijobs.caller_is_trusted() then
         raise exception 'only the service role may move a job ahead of other tenants' using errcode = 'AJ004';
@@ -1224,14 +1289,14 @@ begin
         raise exception 'job id is required' using errcode = 'AJ005',
             detail = json_build_object('field', 'id', 'reason', 'is required')::text;
     end if;
-    select j.user_id into v_user from jobs j where j.id = p_job_id and j.status = 'pending' for update;
+    select j.tenant into v_tenant from jobs j where j.id = p_job_id and j.status = 'pending' for update;
     if not found then
         return;
     end if;
     select j.fair_tag into v_head from jobs j
     where j.status = 'pending' and j.run_at <= now()
     order by j.fair_tag, j.run_at, j.id limit 1;
-    select min(j.tenant_seq) into v_seq from jobs j where j.user_id = v_user and j.status = 'pending';
+    select min(j.tenant_seq) into v_seq from jobs j where j.tenant = v_tenant and j.status = 'pending';
     return query
     update jobs j
     set fair_tag = least(j.fair_tag, coalesce(v_head - 1, j.fair_tag)),
@@ -1294,7 +1359,7 @@ grant select on aijobs.accounts, aijobs.account_settings, aijobs.credit_ledger, 
     to authenticated;
 grant select on aijobs.job_types to anon;
 grant execute on function
-    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean, uuid),
     aijobs.cancel_job(uuid, uuid)
     to authenticated;
 
@@ -1302,7 +1367,7 @@ grant execute on function
 grant select, insert, update, delete on all tables in schema aijobs to service_role;
 grant usage on all sequences in schema aijobs to service_role;
 grant execute on function
-    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean, uuid),
     aijobs.cancel_job(uuid, uuid),
     aijobs.grant_credits(uuid, bigint, text),
     aijobs.provider_budget_reserve(text, integer, integer, integer, real),

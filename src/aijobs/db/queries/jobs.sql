@@ -30,11 +30,11 @@ with paused as (
 ), full_tenants as (
     -- At their limit by this statement's snapshot: enough to pass their jobs over; claim_room
     -- decides exactly.
-    select r.user_id
-    from (select j.user_id, count(*) as running from aijobs.jobs j
+    select r.tenant
+    from (select j.tenant, count(*) as running from aijobs.jobs j
           where j.status = 'processing' and (select l.any_limit from limits l)
-          group by j.user_id) r
-    where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.user_id),
+          group by j.tenant) r
+    where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.tenant),
                                 (select l.per_tenant from limits l))
 ), turns as (
     -- Two arms, of which only one runs (each opens with a test of the statement's own, done
@@ -43,7 +43,7 @@ with paused as (
     -- tenant or one type in the statistics it took `<> all(...)` to pass nothing and sorted
     -- every pending job); otherwise the same walk, passing those jobs over.
     select * from (
-        select id, user_id, fair_tag from aijobs.jobs
+        select id, tenant, fair_tag from aijobs.jobs
         where status = 'pending' and run_at <= now()
           and (select cardinality(p.types) = 0 from paused p)
           and not exists (select from full_tenants)
@@ -53,11 +53,11 @@ with paused as (
     ) plain
     union all
     select * from (
-        select id, user_id, fair_tag from aijobs.jobs
+        select id, tenant, fair_tag from aijobs.jobs
         where status = 'pending' and run_at <= now()
           and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants))
           and coalesce(type <> all((select types from paused)::text[]), true)
-          and coalesce(user_id <> all(array(select f.user_id from full_tenants f)), true)
+          and coalesce(tenant <> all(array(select f.tenant from full_tenants f)), true)
         order by fair_tag, run_at, id
         limit %(limit)s
         for update skip locked
@@ -66,21 +66,21 @@ with paused as (
     -- Through arrays, so the planner counts a few tenants rather than its default of 200
     -- groups: its estimate of the whole claim then stays small, and with it the claim's cost
     -- under the threshold where PostgreSQL would compile it (JIT) at every execution.
-    select array_agg(g.user_id) as users, array_agg(g.n)::integer[] as ns
-    from (select user_id, count(*) as n from turns group by user_id) g
+    select array_agg(g.tenant) as tenants, array_agg(g.n)::integer[] as ns
+    from (select tenant, count(*) as n from turns group by tenant) g
 ), tenants as (
-    select u.user_id, u.n
-    from turn_counts a cross join lateral unnest(a.users, a.ns) as u(user_id, n)
+    select u.tenant, u.n
+    from turn_counts a cross join lateral unnest(a.tenants, a.ns) as u(tenant, n)
     where not coalesce((select l.any_limit from limits l), false)
     union all
     select r.tenant, r.n
-    from aijobs.claim_room((select a.users from turn_counts a), (select a.ns from turn_counts a)) r
+    from aijobs.claim_room((select a.tenants from turn_counts a), (select a.ns from turn_counts a)) r
     where coalesce((select l.any_limit from limits l), false)
 ), picked as (
-    select b.id, b.user_id, b.fair_tag from tenants t
+    select b.id, b.tenant, b.fair_tag from tenants t
     cross join lateral (
-        select j.id, j.user_id, j.fair_tag from aijobs.jobs j
-        where j.user_id = t.user_id and j.status = 'pending' and j.run_at <= now()
+        select j.id, j.tenant, j.fair_tag from aijobs.jobs j
+        where j.tenant = t.tenant and j.status = 'pending' and j.run_at <= now()
           and coalesce(j.type <> all((select types from paused)::text[]), true)
         order by j.priority desc, j.tenant_seq, j.run_at
         limit t.n
@@ -91,11 +91,11 @@ with paused as (
     -- job's later tag, so the tenant keeps exactly one turn per pending job; tenant_seq
     -- keeps the job's place in its tenant's own order.
     select x.id, y.fair_tag
-    from (select t.id, t.user_id, row_number() over (partition by t.user_id order by t.fair_tag, t.id) as r
+    from (select t.id, t.tenant, row_number() over (partition by t.tenant order by t.fair_tag, t.id) as r
           from turns t where not exists (select from picked p where p.id = t.id)) x
-    join (select p.user_id, p.fair_tag, row_number() over (partition by p.user_id order by p.fair_tag, p.id) as r
+    join (select p.tenant, p.fair_tag, row_number() over (partition by p.tenant order by p.fair_tag, p.id) as r
           from picked p where not exists (select from turns t where t.id = p.id)) y
-      on y.user_id = x.user_id and y.r = x.r
+      on y.tenant = x.tenant and y.r = x.r
 ), moved as (
     update aijobs.jobs j set fair_tag = d.fair_tag
     from displaced d
@@ -171,7 +171,7 @@ with done as (
               j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
               j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
               d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd, j.type,
-              j.user_id
+              j.tenant
 ), closed as (
     insert into aijobs.job_attempts as a (
         lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error,
@@ -204,11 +204,11 @@ with done as (
     -- the same way). Never without a limit: the drain of an unlimited queue sends nothing more.
     select pg_notify('aijobs_jobs', t.type)
     from (select distinct g.type
-          from (select f.user_id, min(f.type) as type from finished f group by f.user_id) g
-          where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.user_id),
+          from (select f.tenant, min(f.type) as type from finished f group by f.tenant) g
+          where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.tenant),
                          (select s.max_running_per_tenant from aijobs.settings s)) is not null
             and exists (select from aijobs.jobs p
-                        where p.user_id = g.user_id and p.status = 'pending' and p.run_at <= now())) t
+                        where p.tenant = g.tenant and p.status = 'pending' and p.run_at <= now())) t
     where exists (select from aijobs.settings s where s.max_running_per_tenant is not null)
        or exists (select from aijobs.tenants x where x.max_running is not null)
 )
@@ -306,7 +306,7 @@ order by lease_token;
 -- name: job_list
 -- Newest first, keyset-paginated on (created_at, id): a page is an index range scan. Used by
 -- the API (as the user, under RLS; or as admin) and the CLI; user_id narrows, RLS enforces.
-select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
+select id, user_id, tenant, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
        result, error, cost, idempotency_key, retry_of, cancel_requested,
        created_at, started_at, finished_at, updated_at
 from aijobs.jobs
@@ -320,13 +320,13 @@ limit %(limit)s;
 
 -- name: job_create
 -- The one way to create jobs (aijobs.create_jobs): one user's jobs, charged all or nothing,
--- rows in input order. Element i of every array is job i. The arrays travel in PostgreSQL's
+-- rows in input order, taking the turns of `tenant` (null: the user's own). Element i of every array is job i. The arrays travel in PostgreSQL's
 -- binary format (the `b` placeholders): in text format psycopg quotes and escapes every
 -- element with a regular expression, about a third of the client's CPU per job of a batch.
 select * from aijobs.create_jobs(
     %(user_id)s::uuid, %(types)b::text[], %(payloads)b::jsonb[], %(priorities)b::smallint[],
     %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(idempotency_keys)b::text[],
-    %(retry_ofs)b::uuid[], %(quota)s::boolean
+    %(retry_ofs)b::uuid[], %(quota)s::boolean, %(tenant)s::uuid
 );
 
 -- name: job_create_one
@@ -335,16 +335,16 @@ select * from aijobs.create_jobs(
 select * from aijobs.create_jobs(
     %(user_id)s::uuid, array[%(type)s::text], array[%(payload)s::jsonb], array[%(priority)s::smallint],
     array[%(run_at)s::timestamptz], array[%(max_attempts)s::integer], array[%(idempotency_key)s::text],
-    array[%(retry_of)s::uuid], %(quota)s::boolean
+    array[%(retry_of)s::uuid], %(quota)s::boolean, %(tenant)s::uuid
 );
 
 -- name: job_create_grouped
--- Several API requests' creations, each for its own user with the quota, in one statement
--- and one commit (aijobs.create_jobs_grouped): each row says what became of request `ord`
+-- Several API requests' creations, each for its own user (and tenant) with the quota, in one
+-- statement and one commit (aijobs.create_jobs_grouped): each row says what became of request `ord`
 -- (1-based), a job or the refusal's SQLSTATE, message and detail. Autocommit only.
 select * from aijobs.create_jobs_grouped(
     %(user_ids)b::uuid[], %(types)b::text[], %(payloads)b::jsonb[], %(priorities)b::smallint[],
-    %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(retry_ofs)b::uuid[]
+    %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(retry_ofs)b::uuid[], %(tenants)b::uuid[]
 );
 
 -- name: job_cancel
@@ -360,7 +360,7 @@ group by status
 order by status;
 
 -- name: api_job_get
-select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
+select id, user_id, tenant, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
        result, error, cost, idempotency_key, retry_of, cancel_requested,
        created_at, started_at, finished_at, updated_at
 from aijobs.jobs where id = %(id)s;
