@@ -208,14 +208,14 @@ class AijobsSystem(System):
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("insert into aijobs.accounts (user_id) values (%s) on conflict do nothing", (USER,))
             conn.execute(
-                """insert into aijobs.jobs (user_id, type, payload, status, attempts, cost, result,
+                """insert into aijobs.jobs (user_id, tenant, type, payload, status, attempts, cost, result,
                                      created_at, started_at, finished_at, updated_at, lease_token)
-                   select %s, 'sentiment_analysis', '{"text": "noop"}', 'completed', 1, 1,
+                   select %s, %s, 'sentiment_analysis', '{"text": "noop"}', 'completed', 1, 1,
                           '{"provider": "bench"}', t, t, t, t, nextval('aijobs.job_lease_seq')
                    from generate_series(1, %s) as i,
                         lateral (select now() - interval '1 day'
                                         - make_interval(secs => i / 100.0)) as s(t)""",
-                (USER, n),
+                (USER, USER, n),
             )
             conn.execute(
                 """insert into aijobs.job_attempts (lease_token, job_id, attempt, worker_id, started_at,

@@ -9,6 +9,7 @@ turns pydantic's errors into one message per variable, naming it and the reason.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Literal
 
@@ -35,6 +36,9 @@ MIN_SECRET_BYTES = 32
 #: A job's attempts are at most 100 (the aijobs.job_max_attempts domain); it runs once
 #: and then up to MAX_RETRIES more times.
 MAX_ATTEMPTS = 100
+#: TENANT_CLAIM: a dot-separated path of up to 4 names into the JWT's claims, as the
+#: database's check on `settings.tenant_claim` bounds it.
+TENANT_CLAIM_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$")
 
 
 class ConfigError(Exception):
@@ -118,6 +122,10 @@ class Settings(BaseSettings):
     # The most jobs of one tenant running at once across all workers (0: no limit); a tenant
     # may have its own (`aijobs accounts limit`). Jobs over it wait, and other tenants' run.
     max_running_per_tenant: int = Field(default=0, ge=0, le=PG_INT_MAX)
+    # The JWT claim naming a user's tenant (`org_id`, `app_metadata.org_id`): the users of one
+    # organisation then share its fair share and its limit. Unset, or absent from a token:
+    # the user is the tenant. Written by `aijobs migrate` for direct (Supabase RPC) callers.
+    tenant_claim: str | None = None
     # Open SSE streams and long polls one user may hold in one API process (each is a queue).
     max_streams_per_user: int = Field(default=5, ge=1, le=10_000)
     api_host: str = "127.0.0.1"
@@ -183,6 +191,16 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < MIN_SECRET_BYTES:
             raise ValueError(
                 f"must be at least {MIN_SECRET_BYTES} bytes (generate one: openssl rand -base64 32)"
+            )
+        return value
+
+    @field_validator("tenant_claim")
+    @classmethod
+    def _check_tenant_claim(cls, value: str | None) -> str | None:
+        if value is not None and not TENANT_CLAIM_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must be a claim's name or a dot-separated path to it (up to 4 names of letters, "
+                "digits and _, each at most 64 long), such as org_id or app_metadata.org_id"
             )
         return value
 

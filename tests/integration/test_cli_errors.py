@@ -100,7 +100,7 @@ def test_stats_json_lists_the_top_tenants_and_accounts_limit_sets_one(db_url: st
     stats --json --tenants N` lists the tenants with the most jobs waiting, with it."""
     done = aijobs(db_url, "accounts", "limit", "--user", USER, "--max-running", "3")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"user_id": USER, "max_running": 3}
+    assert json.loads(done.stdout) == {"tenant": USER, "max_running": 3}
     aijobs(db_url, "accounts", "grant", "--user", USER, "--amount", "5")
     for _ in range(2):
         created = aijobs(
@@ -113,7 +113,7 @@ def test_stats_json_lists_the_top_tenants_and_accounts_limit_sets_one(db_url: st
         {"tenant": USER, "pending": 2, "processing": 0, "weight": 1, "max_running": 3}
     ]
     back = aijobs(db_url, "accounts", "limit", "--user", USER, "--default")
-    assert json.loads(back.stdout) == {"user_id": USER, "max_running": None}
+    assert json.loads(back.stdout) == {"tenant": USER, "max_running": None}
     refused(aijobs(db_url, "accounts", "limit", "--user", USER), 2, "--max-running", "--default")
     refused(aijobs(db_url, "accounts", "limit", "--user", USER, "--max-running", "0"), 2, "--max-running")
     refused(aijobs(db_url, "stats", "--tenants", "501"), 2, "--tenants")

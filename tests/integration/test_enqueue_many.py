@@ -114,6 +114,7 @@ async def test_the_sql_function_refuses_what_python_would_have_caught(
             "idempotency_keys": None,
             "retry_ofs": None,
             "quota": False,
+            "tenant": None,
             **arrays,
         }
         with refusals():

@@ -135,6 +135,37 @@ async def test_groups_in_opposite_user_orders_do_not_deadlock(store: Store, db_u
     assert (await snapshot(db_url, b)).balance == 8
 
 
+async def test_groups_whose_users_share_tenants_do_not_deadlock(store: Store, db_url: str) -> None:
+    """Users 1 and 4 share tenant A, users 2 and 3 tenant B; group 1 is (1, 3), group 2 is
+    (2, 4), and tenant B's row is held while both start, group 2 first. Taken in user order,
+    group 1 would hold A's row waiting for B's while group 2, given B's first, waits for A's: a
+    deadlock. Every account locked first and the creations in tenant order: group 2 holds A's
+    row and waits for B's, group 1 waits for A's holding only accounts, and both complete."""
+    u1, u2, u3, u4 = sorted(await funded(store, 10, 10, 10, 10), key=str)
+    ta, tb = uuid.uuid4(), uuid.uuid4()
+    async with store.session() as s:
+        for tenant in (ta, tb):
+            await s.accounts.set_weight(tenant, 1)  # the rows exist: creations update them
+    spec = JobSpec("sentiment_analysis", SENTIMENT)
+    group1 = [GroupedCreation(u1, spec, ta), GroupedCreation(u3, spec, tb)]
+    group2 = [GroupedCreation(u2, spec, tb), GroupedCreation(u4, spec, ta)]
+    async with store.session() as first, store.session() as second:
+        async with await psycopg.AsyncConnection.connect(db_url) as holder:
+            await holder.execute("select from aijobs.tenants where tenant = %s for update", (tb,))
+            two = asyncio.create_task(second.jobs.create_grouped(group2))
+            await waiting_on_locks(db_url, 1)
+            one = asyncio.create_task(first.jobs.create_grouped(group1))
+            await waiting_on_locks(db_url, 2)
+            await holder.commit()
+        outcomes = await asyncio.wait_for(asyncio.gather(one, two), timeout=30)
+    assert all(isinstance(o, CreatedJob) for group in outcomes for o in group), outcomes
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "select user_id, tenant from aijobs.jobs where user_id = any(%s)", ([u1, u2, u3, u4],)
+        ).fetchall()
+    assert sorted(rows) == sorted([(u1, ta), (u2, tb), (u3, tb), (u4, ta)])
+
+
 async def test_a_request_for_another_users_job_is_refused_inside_a_group(store: Store, db_url: str) -> None:
     """retry_of is checked as the element's own user, not as the group's owner role."""
     mine, theirs = await funded(store, 10, 10)

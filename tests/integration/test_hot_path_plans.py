@@ -134,7 +134,7 @@ def limits(request: pytest.FixtureRequest, history_db: str) -> Iterator[str]:
             conn.execute("update aijobs.settings set max_running_per_tenant = 5")
             conn.execute(
                 "insert into aijobs.tenants (tenant, max_running)"
-                " select user_id, 2 from aijobs.jobs where status = 'pending' limit 1"
+                " select tenant, 2 from aijobs.jobs where status = 'pending' limit 1"
                 " on conflict (tenant) do update set max_running = 2"
             )
         try:
@@ -151,9 +151,9 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     claim = {"worker_id": "w", "limit": 100, "lease_seconds": 30}
     plan = "\n".join(inner_plans(history_db, "job_claim", claim))
     assert "jobs_fair_claim_idx" in plan, plan
-    # Each tenant's own jobs by an index on the tenant (jobs_tenant_claim_idx, or for tenants
-    # with a job or two each, jobs_user_active_idx): never a walk of the whole queue.
-    tenant_step = [line for line in plan.splitlines() if re.search(r"\(user_id = t(_\d+)?\.user_id\)", line)]
+    # Each tenant's own jobs by an index on the tenant (jobs_tenant_claim_idx): never a walk
+    # of the whole queue.
+    tenant_step = [line for line in plan.splitlines() if re.search(r"\(tenant = t(_\d+)?\.tenant\)", line)]
     assert tenant_step and all("Index Cond" in line for line in tenant_step), plan
     # The tenants at their limit are found from the running jobs alone, never the backlog.
     full_tenants = plan.split("CTE full_tenants", 1)[1].split("CTE turns", 1)[0]
@@ -255,11 +255,11 @@ def test_a_limited_claim_counts_only_the_running_jobs(history_db: str, limits: s
     """claim_room counts a limited tenant's running jobs afresh inside the claim: from
     jobs_tenant_running_idx, whatever that tenant's backlog."""
     with psycopg.connect(history_db) as conn:
-        row = conn.execute("select user_id from aijobs.jobs where status = 'pending' limit 1").fetchone()
+        row = conn.execute("select tenant from aijobs.jobs where status = 'pending' limit 1").fetchone()
         assert row is not None
         text = conn.execute(
-            "explain select j.user_id, count(*) from aijobs.jobs j"
-            " where j.status = 'processing' and j.user_id = any(%s) group by j.user_id",
+            "explain select j.tenant, count(*) from aijobs.jobs j"
+            " where j.status = 'processing' and j.tenant = any(%s) group by j.tenant",
             ([row[0]],),
         ).fetchall()
         held = claimed(history_db, 100)

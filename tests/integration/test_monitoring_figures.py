@@ -21,9 +21,9 @@ from aijobs.monitoring.stats import collect, series
 # the 42 s since the first claim, most of which it spent waiting out its backoff.
 COMPLETED_AFTER_A_RETRY = """
 with job as (
-    insert into aijobs.jobs (user_id, type, payload, status, attempts, cost,
+    insert into aijobs.jobs (user_id, tenant, type, payload, status, attempts, cost,
                       created_at, run_at, started_at, finished_at, updated_at)
-    values (%(user)s, 'sentiment_analysis', '{"text": "hi"}', 'completed', 2, 1,
+    values (%(user)s, %(user)s, 'sentiment_analysis', '{"text": "hi"}', 'completed', 2, 1,
             now() - interval '60 s', now() - interval '12 s', now() - interval '50 s',
             now() - interval '8 s', now() - interval '8 s')
     returning id
@@ -39,12 +39,12 @@ from job, (values (1, interval '50 s', interval '49 s', 'retry'),
 # Pending jobs: one created long ago but scheduled an hour ahead (not runnable), one backing
 # off for another minute, and one whose backoff ended 20 s ago (created 300 s ago).
 PENDING = """
-insert into aijobs.jobs (user_id, type, payload, status, cost, created_at, run_at)
-values (%(user)s, 'sentiment_analysis', '{"text": "later"}', 'pending', 1,
+insert into aijobs.jobs (user_id, tenant, type, payload, status, cost, created_at, run_at)
+values (%(user)s, %(user)s, 'sentiment_analysis', '{"text": "later"}', 'pending', 1,
         now() - interval '1000 s', now() + interval '1 hour'),
-       (%(user)s, 'sentiment_analysis', '{"text": "backoff"}', 'pending', 1,
+       (%(user)s, %(user)s, 'sentiment_analysis', '{"text": "backoff"}', 'pending', 1,
         now() - interval '900 s', now() + interval '1 minute'),
-       (%(user)s, 'sentiment_analysis', '{"text": "due"}', 'pending', 1,
+       (%(user)s, %(user)s, 'sentiment_analysis', '{"text": "due"}', 'pending', 1,
         now() - interval '300 s', now() - interval '20 s')
 """
 

@@ -68,7 +68,13 @@ def test_the_database_refuses_job_values_out_of_bounds(db_url: str, column: str,
     """Direct SQL as the owner, past the credit function's own checks: the schema still refuses."""
     user = uuid.uuid4()
     # Test data, not user input: columns and values come from OUT_OF_BOUNDS above.
-    fields = {"user_id": "%s", "type": "'sentiment_analysis'", "payload": "'{}'::jsonb", "cost": "1"}
+    fields = {
+        "user_id": "%s",
+        "tenant": "gen_random_uuid()",
+        "type": "'sentiment_analysis'",
+        "payload": "'{}'::jsonb",
+        "cost": "1",
+    }
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("select aijobs.grant_credits(%s, 5)", (user,))
         insert = "insert into aijobs.jobs ({}) values ({}) returning id"

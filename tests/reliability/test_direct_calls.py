@@ -21,7 +21,7 @@ OTHER = uuid.UUID("66666666-7777-4888-8999-aaaaaaaaaaaa")
 #: Every function `authenticated` may execute, and the test below that calls it directly.
 GRANTED_TO_AUTHENTICATED = {
     "aijobs.create_jobs(uuid,text[],jsonb[],smallint[],timestamp with time zone[],integer[],text[],uuid[],"
-    "boolean)",
+    "boolean,uuid)",
     "aijobs.cancel_job(uuid,uuid)",
 }
 
@@ -34,11 +34,16 @@ def owner(db_url: str) -> Iterator[psycopg.Connection[Any]]:
         yield conn
 
 
-def as_user(conn: psycopg.Connection[Any], user: uuid.UUID, role: str = "authenticated") -> None:
+def as_user(
+    conn: psycopg.Connection[Any],
+    user: uuid.UUID,
+    role: str = "authenticated",
+    claims: dict[str, Any] | None = None,
+) -> None:
     """What PostgREST does for a request: its role and the JWT's claims, local to the transaction."""
     conn.execute(
         "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-        (role, json.dumps({"sub": str(user), "role": "authenticated"})),
+        (role, json.dumps({"sub": str(user), "role": "authenticated", **(claims or {})})),
     )
 
 
@@ -50,17 +55,19 @@ def direct_create(
     user_id: uuid.UUID | None = None,
     types: list[str] | None = None,
     payloads: list[Any] | None = None,
+    claims: dict[str, Any] | None = None,
+    tenant: uuid.UUID | None = None,
     **arrays: Any,
 ) -> list[tuple[Any, ...]]:
     types = types if types is not None else ["sentiment_analysis"]
     payloads = payloads if payloads is not None else [{"text": "fine"}]
     with psycopg.connect(db_url) as conn, conn.transaction():
-        as_user(conn, user, role)
+        as_user(conn, user, role, claims)
         return conn.execute(
             """select id, created from aijobs.create_jobs(
                    %(user_id)s, %(types)s, %(payloads)s::jsonb[], %(priorities)s::smallint[],
                    %(run_ats)s::timestamptz[], %(max_attempts)s::integer[], %(keys)s::text[],
-                   %(retry_ofs)s::uuid[], %(quota)s)""",
+                   %(retry_ofs)s::uuid[], %(quota)s, %(tenant)s)""",
             {
                 "user_id": user_id,
                 "types": types,
@@ -71,6 +78,7 @@ def direct_create(
                 "keys": arrays.get("keys"),
                 "retry_ofs": arrays.get("retry_ofs"),
                 "quota": arrays.get("quota", False),
+                "tenant": tenant,
             },
         ).fetchall()
 
@@ -252,9 +260,119 @@ def test_users_may_write_no_table_and_call_no_owner_function(
         ("select aijobs.acting_user(%s, true)", (OTHER,)),
         ("select * from aijobs.claim_jobs('w', 10, 30)", None),
         ("select * from aijobs.finish_attempts('w', '[]')", None),
+        ("select aijobs.acting_tenant(%s, %s)", (OTHER, USER)),
+        ("update aijobs.settings set tenant_claim = 'org_id'", None),
     ]
     for statement, params in statements:
         with psycopg.connect(db_url) as conn, conn.transaction():
             as_user(conn, USER)
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement, params)
+
+
+ORG = uuid.UUID("0f0f0f0f-1111-4222-8333-444444444444")
+OTHER_ORG = uuid.UUID("0e0e0e0e-5555-4666-8777-888888888888")
+
+
+def tenants_of(owner: psycopg.Connection[Any], rows: list[tuple[Any, ...]]) -> list[uuid.UUID]:
+    found = owner.execute(
+        "select tenant from aijobs.jobs where id = any(%s) order by id", ([r[0] for r in rows],)
+    ).fetchall()
+    return [t for (t,) in found]
+
+
+def test_without_a_tenant_claim_the_tenant_is_the_user_and_cannot_be_chosen(
+    owner: psycopg.Connection[Any], db_url: str
+) -> None:
+    """TENANT_CLAIM unset: an org claim in the token changes nothing, and naming a tenant other
+    than the user is refused as acting for another user is."""
+    rows = direct_create(db_url, claims={"org_id": str(ORG)})
+    assert tenants_of(owner, rows) == [USER]
+    assert tenants_of(owner, direct_create(db_url, tenant=USER)) == [USER]
+    with pytest.raises(psycopg.Error) as chosen:
+        direct_create(db_url, tenant=ORG, claims={"org_id": str(ORG)})
+    assert chosen.value.sqlstate == "AJ004"
+    assert "tenant" in chosen.value.diag.message_primary
+
+
+@pytest.mark.parametrize("path", ["org_id", "app_metadata.org_id"])
+def test_with_a_tenant_claim_a_user_creates_for_its_organisation_only(
+    owner: psycopg.Connection[Any], db_url: str, path: str
+) -> None:
+    owner.execute("update aijobs.settings set tenant_claim = %s", (path,))
+    claims: dict[str, Any] = {"org_id": str(ORG)}
+    for name in reversed(path.split(".")[:-1]):
+        claims = {name: claims}
+    rows = direct_create(
+        db_url, claims=claims, types=["sentiment_analysis"] * 2, payloads=[{"text": "a"}] * 2
+    )
+    assert tenants_of(owner, rows) == [ORG, ORG]
+    # Naming its own tenant is allowed; any other (another org, or the user itself) is not.
+    assert tenants_of(owner, direct_create(db_url, claims=claims, tenant=ORG)) == [ORG]
+    before = owner.execute("select count(*) from aijobs.jobs").fetchone()
+    for other in (OTHER_ORG, USER):
+        with pytest.raises(psycopg.Error) as chosen:
+            direct_create(db_url, claims=claims, tenant=other)
+        assert chosen.value.sqlstate == "AJ004", other
+    # Without the claim in its token, the user is its own tenant (and may not name the org).
+    assert tenants_of(owner, direct_create(db_url)) == [USER]
+    with pytest.raises(psycopg.Error) as chosen:
+        direct_create(db_url, tenant=ORG)
+    assert chosen.value.sqlstate == "AJ004"
+    after = owner.execute("select count(*) from aijobs.jobs").fetchone()
+    assert after is not None and before is not None and after[0] == before[0] + 1
+    # A trusted caller names any tenant, or takes the user's.
+    trusted = owner.execute(
+        "select id, created from aijobs.create_jobs(%s, array['sentiment_analysis'], array['{}'::jsonb],"
+        " p_tenant => %s)",
+        (USER, OTHER_ORG),
+    ).fetchall()
+    assert tenants_of(owner, trusted) == [OTHER_ORG]
+    trusted = owner.execute(
+        "select id, created from aijobs.create_jobs(%s, array['sentiment_analysis'], array['{}'::jsonb])",
+        (USER,),
+    ).fetchall()
+    assert tenants_of(owner, trusted) == [USER]
+
+
+#: Values of the tenant claim that are not a tenant: each refused, naming `tenant` and the claim.
+BAD_CLAIMS: list[tuple[str, Any]] = [
+    ("not a uuid", "acme"),
+    ("a number", 42),
+    ("an object", {"id": str(ORG)}),
+    ("an array", [str(ORG)]),
+    ("a uuid without hyphens", ORG.hex),
+    ("a uuid in braces", "{" + str(ORG) + "}"),
+    ("a uuid with spaces", " " + str(ORG)),
+    ("empty", ""),
+]
+
+
+@pytest.mark.parametrize(("case", "value"), BAD_CLAIMS, ids=[c[0] for c in BAD_CLAIMS])
+async def test_a_tenant_claim_that_is_not_a_uuid_is_refused(
+    owner: psycopg.Connection[Any], db_url: str, case: str, value: Any
+) -> None:
+    owner.execute("update aijobs.settings set tenant_claim = 'app_metadata.org_id'")
+    before = await snapshot(db_url, USER)
+    for tenant in (None, ORG):
+        with pytest.raises(psycopg.Error) as refused:
+            direct_create(db_url, claims={"app_metadata": {"org_id": value}}, tenant=tenant)
+        assert refused.value.sqlstate == "AJ005", case
+        detail = json.loads(refused.value.diag.message_detail or "{}")
+        assert detail["field"] == "tenant"
+        assert "app_metadata.org_id" in detail["reason"] and "uuid" in detail["reason"]
+    assert await snapshot(db_url, USER) == before
+
+
+def test_a_json_null_claim_or_a_path_through_a_non_object_is_an_absent_claim(
+    owner: psycopg.Connection[Any], db_url: str
+) -> None:
+    owner.execute("update aijobs.settings set tenant_claim = 'app_metadata.org_id'")
+    assert tenants_of(owner, direct_create(db_url, claims={"app_metadata": {"org_id": None}})) == [USER]
+    assert tenants_of(owner, direct_create(db_url, claims={"app_metadata": "x"})) == [USER]
+
+
+@pytest.mark.parametrize("claim", ["", "1org", "org-id", "a.b.c.d.e", "a..b", "x" * 65, "org_id."])
+def test_the_tenant_claim_setting_is_bounded(owner: psycopg.Connection[Any], claim: str) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        owner.execute("update aijobs.settings set tenant_claim = %s", (claim,))

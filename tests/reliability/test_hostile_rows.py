@@ -30,12 +30,13 @@ def nested(depth: int) -> dict[str, Any]:
     return value
 
 
-INSERT = """insert into aijobs.jobs (user_id, type, payload, cost, run_at, created_at, priority, max_attempts,
-                                   status, result, error, finished_at, lease_token, lease_owner,
-                                   lease_expires_at, attempts)
-            values (%(user)s, %(type)s, %(payload)s, %(cost)s, %(run_at)s, coalesce(%(created_at)s, now()),
-                    %(priority)s, %(max_attempts)s, %(status)s, %(result)s, %(error)s, %(finished_at)s,
-                    %(lease_token)s, %(lease_owner)s, %(lease_expires_at)s, %(attempts)s)
+INSERT = """insert into aijobs.jobs (user_id, tenant, type, payload, cost, run_at, created_at, priority,
+                                   max_attempts, status, result, error, finished_at, lease_token,
+                                   lease_owner, lease_expires_at, attempts)
+            values (%(user)s, %(user)s, %(type)s, %(payload)s, %(cost)s, %(run_at)s,
+                    coalesce(%(created_at)s, now()), %(priority)s, %(max_attempts)s, %(status)s,
+                    %(result)s, %(error)s, %(finished_at)s, %(lease_token)s, %(lease_owner)s,
+                    %(lease_expires_at)s, %(attempts)s)
             returning id"""
 
 

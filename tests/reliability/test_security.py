@@ -426,7 +426,7 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
         for signature, callers in (
             (
                 "aijobs.create_jobs_grouped(uuid[], text[], jsonb[], smallint[], timestamptz[],"
-                " integer[], uuid[])",
+                " integer[], uuid[], uuid[])",
                 "'anon', 'authenticated', 'service_role'",
             ),
             ("aijobs.grant_credits(uuid, bigint, text)", "'anon', 'authenticated'"),

@@ -15,9 +15,9 @@ import psycopg
 HISTORY_USER = uuid.UUID("00000000-0000-4000-8000-00000000beef")
 
 FILL_JOBS = """
-insert into aijobs.jobs (user_id, type, payload, status, attempts, cost, error,
+insert into aijobs.jobs (user_id, tenant, type, payload, status, attempts, cost, error,
                   created_at, started_at, finished_at, updated_at)
-select %(user)s,
+select %(user)s, %(user)s,
        (array['ai_generation', 'sentiment_analysis', 'review_processing', 'prompt_analysis'])[1 + i %% 4],
        '{"text": "history"}'::jsonb,
        (case when i %% 25 = 0 then 'failed' when i %% 101 = 0 then 'cancelled'
@@ -40,8 +40,8 @@ from aijobs.jobs where user_id = %(user)s and finished_at is not null
 """
 
 FILL_LIVE = """
-insert into aijobs.jobs (user_id, type, payload, status, cost, created_at, run_at)
-select %(user)s, 'sentiment_analysis', '{"text": "waiting"}'::jsonb, 'pending', 1,
+insert into aijobs.jobs (user_id, tenant, type, payload, status, cost, created_at, run_at)
+select %(user)s, %(user)s, 'sentiment_analysis', '{"text": "waiting"}'::jsonb, 'pending', 1,
        now() - make_interval(secs => i), now() + interval '1 day'
 from generate_series(1, %(pending)s) as i
 """

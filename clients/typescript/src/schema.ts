@@ -133,7 +133,7 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/admin/tenants/{user_id}": {
+    "/api/admin/tenants/{tenant}": {
         parameters: {
             query?: never;
             header?: never;
@@ -144,7 +144,8 @@ export interface paths {
         /**
          * Set a tenant's fair-share weight and its limit on running jobs
          * @description Both at once (a field left out takes its default: weight 1, the deployment's limit). The
-         *     weight applies to jobs created from now on, the limit to the next claims.
+         *     tenant is a user's id, or an organisation's where TENANT_CLAIM names one. The weight
+         *     applies to jobs created from now on, the limit to the next claims.
          */
         put: operations["put_tenant"];
         post?: never;
@@ -770,6 +771,12 @@ export interface components {
             /** Started At */
             started_at: string | null;
             status: components["schemas"]["JobStatus"];
+            /**
+             * Tenant
+             * @description Whose fair share and limit on running jobs it counts in: the user, or the organisation its creator's token named (TENANT_CLAIM).
+             * @default null
+             */
+            tenant?: string | null;
             /** Type */
             type: string;
             /**
@@ -1325,7 +1332,7 @@ export interface components {
             /**
              * Tenant
              * Format: uuid
-             * @description The tenant's user id.
+             * @description The tenant: a user's id, or an organisation's (TENANT_CLAIM).
              */
             tenant: string;
             /** Weight */
@@ -2347,7 +2354,7 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                user_id: string;
+                tenant: string;
             };
             cookie?: never;
         };

@@ -21,7 +21,7 @@ import jwt
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from aijobs.api.problems import ProblemError, unauthorized
+from aijobs.api.problems import ProblemError, invalid, unauthorized
 from aijobs.config import Settings
 
 # What /openapi.json declares (securitySchemes, and each operation's `security`), so client
@@ -69,6 +69,23 @@ class Principal:
             return True
         meta = self.claims.get("app_metadata")
         return isinstance(meta, dict) and meta.get("role") == "admin"
+
+    def tenant(self, claim: str | None) -> UUID:
+        """Whose fair share and limit on running jobs this user's creations count in: the
+        uuid at `claim` (TENANT_CLAIM, a dot-separated path) in the verified token, else the
+        user. A claim present but not a uuid is a 422 naming it: counting those jobs as the
+        user's would quietly take them out of their organisation's share."""
+        assert self.user_id is not None
+        if claim is None:
+            return self.user_id
+        value: Any = self.claims
+        for name in claim.split("."):
+            value = value.get(name) if isinstance(value, dict) else None
+        if value is None:
+            return self.user_id
+        if not _is_canonical_uuid(value):
+            raise invalid(f"token.{claim}", f"the tenant claim {claim} must be a uuid")
+        return UUID(value)
 
 
 #: How long a verified token is trusted without checking it again (bounded further by `exp`),

@@ -1,6 +1,7 @@
 """Creating a charged job for a user: Idempotency-Key, the in-flight cap, the credit function.
 
-The API acts for the signed-in user it verified, as the owner role, in one transaction:
+The API acts for the signed-in user it verified, as the owner role, in one transaction; the
+jobs take the turns of the tenant the route read from the same token (`Principal.tenant`):
 
 1. With a key, insert (user, key, request hash). A concurrent request with the same key waits
    on the primary key until this transaction ends, then finds the row and replays the stored
@@ -100,6 +101,7 @@ async def create_for_user(
     new: NewJob,
     *,
     key: str | None,
+    tenant: UUID,
 ) -> Created:
     assert principal.user_id is not None
     payload = clean_payload(new.type, new.payload)
@@ -112,17 +114,19 @@ async def create_for_user(
                     JobSpec(
                         new.type, payload, new.priority, new.run_at, new.max_attempts, retry_of=new.retry_of
                     ),
+                    tenant,
                 )
             )
         # Without a key the function always creates (created=False needs a key to match).
         assert created.created
         metrics().job_created(new.type, created.cost)
-        return Created(201, _new_job_body(principal.user_id, new, payload, created, key), replayed=False)
-    return await _create_with_key(store, principal, new, payload, key=key)
+        body = _new_job_body(principal.user_id, tenant, new, payload, created, key)
+        return Created(201, body, replayed=False)
+    return await _create_with_key(store, principal, new, payload, key=key, tenant=tenant)
 
 
 async def _create_with_key(
-    store: Store, principal: Principal, new: NewJob, payload: dict[str, Any], *, key: str
+    store: Store, principal: Principal, new: NewJob, payload: dict[str, Any], *, key: str, tenant: UUID
 ) -> Created:
     assert principal.user_id is not None
     user = principal.user_id
@@ -142,9 +146,10 @@ async def _create_with_key(
                 idempotency_key=key,
                 retry_of=new.retry_of,
                 quota=True,
+                tenant=tenant,
             )
         if created.created:
-            body = _new_job_body(user, new, payload, created, key)
+            body = _new_job_body(user, tenant, new, payload, created, key)
         else:
             row = await session.jobs.get_for_api(created.id)
             assert row is not None
@@ -165,6 +170,7 @@ async def create_batch_for_user(
     *,
     request: dict[str, Any],
     key: str | None,
+    tenant: UUID,
     where: Callable[[int], str] = lambda i: f"body.jobs.{i}",
     payloads: list[dict[str, Any]] | None = None,
 ) -> Created:
@@ -188,6 +194,7 @@ async def create_batch_for_user(
                 session,
                 user_id=user,
                 quota=True,
+                tenant=tenant,
                 jobs=[
                     JobSpec(new.type, payload, new.priority, new.run_at, new.max_attempts)
                     for new, payload in zip(news, payloads, strict=True)
@@ -195,7 +202,7 @@ async def create_batch_for_user(
             )
         body = {
             "items": [
-                _new_job_body(user, new, payload, row, None)
+                _new_job_body(user, tenant, new, payload, row, None)
                 for new, payload, row in zip(news, payloads, created, strict=True)
             ]
         }
@@ -285,12 +292,13 @@ def _in_flight_cap() -> Iterator[None]:
 
 
 def _new_job_body(
-    user: UUID, new: NewJob, payload: dict[str, Any], created: CreatedJob, key: str | None
+    user: UUID, tenant: UUID, new: NewJob, payload: dict[str, Any], created: CreatedJob, key: str | None
 ) -> dict[str, Any]:
     """Everything a new job holds is known here: no second query to read it back."""
     return Job(
         id=created.id,
         user_id=user,
+        tenant=tenant,
         type=new.type,
         payload=payload,
         status=created.status,

@@ -57,6 +57,11 @@ class Job(BaseModel):
 
     id: UUID
     user_id: UUID
+    tenant: UUID | None = Field(
+        None,
+        description="Whose fair share and limit on running jobs it counts in: the user, or the "
+        "organisation its creator's token named (TENANT_CLAIM).",
+    )
     type: str
     payload: dict[str, Any]
     status: JobStatus
@@ -190,7 +195,7 @@ class TenantSettings(BaseModel):
 class TenantLoad(BaseModel):
     """One tenant's share of the queue now: jobs waiting and running, weight and limit."""
 
-    tenant: UUID = Field(description="The tenant's user id.")
+    tenant: UUID = Field(description="The tenant: a user's id, or an organisation's (TENANT_CLAIM).")
     pending: int
     processing: int = Field(description="Running now, across all workers.")
     weight: int

@@ -60,31 +60,35 @@ def grant(
 
 @accounts_app.command("weight")
 def weight(
-    user: UUID = typer.Option(..., "--user"),
+    tenant: UUID = typer.Option(
+        ..., "--tenant", "--user", help="The tenant: a user's id, or an organisation's (TENANT_CLAIM)."
+    ),
     weight: int = typer.Option(..., "--weight", min=1, max=1000),
 ) -> None:
-    """Set the user's fair share of the workers (a plan tier): weight 2 gets two turns for each
+    """Set a tenant's fair share of the workers (a plan tier): weight 2 gets two turns for each
     turn of weight 1 while both have jobs waiting. Applies to jobs created from now on."""
     settings = settings_or_exit()
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            stored = await session.accounts.set_weight(user, weight)
-        echo_json({"user_id": user, "weight": stored})
+            stored = await session.accounts.set_weight(tenant, weight)
+        echo_json({"tenant": tenant, "weight": stored})
 
     run_async(go)
 
 
 @accounts_app.command("limit")
 def limit(
-    user: UUID = typer.Option(..., "--user"),
+    tenant: UUID = typer.Option(
+        ..., "--tenant", "--user", help="The tenant: a user's id, or an organisation's (TENANT_CLAIM)."
+    ),
     max_running: int = typer.Option(
         None, "--max-running", min=1, max=PG_INT_MAX, help="The most of its jobs running at once."
     ),
     default: bool = typer.Option(False, "--default", help="Use the deployment's MAX_RUNNING_PER_TENANT."),
 ) -> None:
-    """Set how many of the user's jobs may run at once across all workers (a plan tier), or
-    go back to the deployment's default. Jobs over it wait; other users' jobs run meanwhile."""
+    """Set how many of a tenant's jobs may run at once across all workers (a plan tier), or
+    go back to the deployment's default. Jobs over it wait; other tenants' jobs run meanwhile."""
     if (max_running is not None) == default:
         typer.echo("error: give exactly one of --max-running N and --default", err=True)
         raise typer.Exit(2)
@@ -92,8 +96,8 @@ def limit(
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            stored = await session.accounts.set_max_running(user, max_running)
-        echo_json({"user_id": user, "max_running": stored})
+            stored = await session.accounts.set_max_running(tenant, max_running)
+        echo_json({"tenant": tenant, "max_running": stored})
 
     run_async(go)
 

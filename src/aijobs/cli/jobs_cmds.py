@@ -48,6 +48,9 @@ def enqueue(
     idempotency_key: str = typer.Option(
         None, "--idempotency-key", callback=_check_key, help="1-255 characters; a repeat returns the job."
     ),
+    tenant: UUID = typer.Option(
+        None, "--tenant", help="Whose fair share and running limit the jobs count in (default: the user)."
+    ),
 ) -> None:
     """Create a job, consuming the type's credits atomically."""
     settings = settings_or_exit()
@@ -63,6 +66,7 @@ def enqueue(
                 priority=priority,
                 max_attempts=max_attempts or max_attempts_for(job_type, settings.max_attempts),
                 idempotency_key=idempotency_key,
+                tenant=tenant,
             )
         echo_json(asdict(created))
 
@@ -80,6 +84,9 @@ def enqueue_batch(
     file: str = typer.Argument(..., help='JSON Lines, one job per line ("-" reads standard input).'),
     user: UUID = typer.Option(..., "--user", help="The account to charge."),
     ids: bool = typer.Option(False, "--ids", help="Also print the id of every job created."),
+    tenant: UUID = typer.Option(
+        None, "--tenant", help="Whose fair share and running limit the jobs count in (default: the user)."
+    ),
 ) -> None:
     """Create every job in FILE or none, charged together: one statement, one transaction.
 
@@ -107,7 +114,7 @@ def enqueue_batch(
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            created = await enqueue_many(session, user_id=user, jobs=specs)
+            created = await enqueue_many(session, user_id=user, jobs=specs, tenant=tenant)
         summary: dict[str, object] = {
             "created": len(created),
             "cost": sum(c.cost for c in created),

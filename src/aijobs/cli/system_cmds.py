@@ -60,6 +60,7 @@ def migrate_or_exit(url: str, settings: Settings) -> list[str]:
             settings=DeploymentSettings(
                 max_jobs_in_flight_per_user=settings.in_flight_quota,
                 max_running_per_tenant=settings.running_limit,
+                tenant_claim=settings.tenant_claim,
             ),
         )
     except MigrationError as exc:

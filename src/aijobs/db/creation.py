@@ -15,8 +15,11 @@ from aijobs.db.jsonb import jsonb
 from aijobs.db.rows import GroupedCreation, JobSpec
 
 
-def statement(*, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool) -> tuple[str, dict[str, Any]]:
-    """The named query that creates `jobs` and its parameters: a single job takes scalars."""
+def statement(
+    *, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool, tenant: UUID | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The named query that creates `jobs` and its parameters: a single job takes scalars.
+    `tenant` None: the user's own (a user's own session: the one its JWT names)."""
     if len(jobs) == 1:
         job = jobs[0]
         return "job_create_one", {
@@ -29,6 +32,7 @@ def statement(*, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool) -> 
             "idempotency_key": job.idempotency_key,
             "retry_of": job.retry_of,
             "quota": quota,
+            "tenant": tenant,
         }
     return "job_create", {
         "user_id": user_id,
@@ -40,11 +44,13 @@ def statement(*, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool) -> 
         "idempotency_keys": _array_or_null([job.idempotency_key for job in jobs]),
         "retry_ofs": _array_or_null([job.retry_of for job in jobs]),
         "quota": quota,
+        "tenant": tenant,
     }
 
 
 def grouped_params(requests: Sequence[GroupedCreation]) -> dict[str, Any]:
-    """Several users' single creations: element i of each array is request i."""
+    """Several users' single creations: element i of each array is request i (a tenant of
+    None: that user's own)."""
     return {
         "user_ids": [r.user_id for r in requests],
         "types": [r.job.type for r in requests],
@@ -53,6 +59,7 @@ def grouped_params(requests: Sequence[GroupedCreation]) -> dict[str, Any]:
         "run_ats": _array_or_null([r.job.run_at for r in requests]),
         "max_attempts": [r.job.max_attempts for r in requests],
         "retry_ofs": _array_or_null([r.job.retry_of for r in requests]),
+        "tenants": _array_or_null([r.tenant for r in requests]),
     }
 
 

@@ -65,11 +65,13 @@ def schema_fingerprint() -> str:
 @dataclass(frozen=True)
 class DeploymentSettings:
     """What the database enforces for every caller, copied from the deployment's configuration
-    (`aijobs.settings`): the in-flight quota per user (None: no quota) and the limit on one
-    tenant's running jobs (None: no limit)."""
+    (`aijobs.settings`): the in-flight quota per user (None: no quota), the limit on one
+    tenant's running jobs (None: no limit) and the JWT claim naming a user's tenant (None: the
+    user is the tenant)."""
 
     max_jobs_in_flight_per_user: int | None
     max_running_per_tenant: int | None = None
+    tenant_claim: str | None = None
 
 
 def migrate(
@@ -117,6 +119,7 @@ def migrate(
             if settings is not None:
                 conn.execute(query("settings_sync"), {"max_in_flight": settings.max_jobs_in_flight_per_user})
                 conn.execute(query("settings_sync_running"), {"max_running": settings.max_running_per_tenant})
+                conn.execute(query("settings_sync_tenant_claim"), {"tenant_claim": settings.tenant_claim})
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now

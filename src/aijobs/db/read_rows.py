@@ -15,6 +15,7 @@ class JobRow(TypedDict):
 
     id: UUID
     user_id: UUID
+    tenant: UUID
     type: str
     payload: dict[str, Any]
     status: str

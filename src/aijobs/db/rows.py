@@ -57,10 +57,11 @@ class CreatedJob:
 class GroupedCreation:
     """One API request's single creation for its verified user, sent with others
     (`JobsRepo.create_grouped`); the in-flight quota applies. No idempotency key: keyed
-    requests are created in a transaction of their own."""
+    requests are created in a transaction of their own. `tenant` None: the user's own."""
 
     user_id: UUID
     job: JobSpec
+    tenant: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

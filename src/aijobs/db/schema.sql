@@ -170,7 +170,11 @@ create table aijobs.settings (
     updated_at                   aijobs.instant not null default now(),
     -- The most jobs of one tenant running at once, unless the tenant has a limit of its own
     -- (`tenants.max_running`); null: no limit.
-    max_running_per_tenant       integer check (max_running_per_tenant > 0)
+    max_running_per_tenant       integer check (max_running_per_tenant > 0),
+    -- Where a user's own call (a Supabase RPC) finds its tenant: a dot-separated path into its
+    -- JWT's claims (`org_id`, `app_metadata.org_id`); null: the tenant is the user.
+    tenant_claim                 text check (
+        tenant_claim ~ '^[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}$')
 );
 insert into aijobs.settings (max_jobs_in_flight_per_user) values (100);
 
@@ -282,6 +286,10 @@ create table aijobs.jobs (
     -- The job's place in its tenant's own order after priority: its first turn, kept when
     -- the claim gives its turn to a job of higher priority (fair_tag changes then).
     tenant_seq            bigint not null default 0,
+    -- Whose turns the job takes in the fair share and whose limit on running jobs holds it:
+    -- the user's own id, or the organisation (say) its creation named. The user stays the
+    -- owner (credits, the in-flight quota, who may read it).
+    tenant                uuid not null,
     constraint jobs_lease_when_processing check (
         status <> 'processing' or (lease_token is not null and lease_expires_at is not null)
     ),
@@ -293,13 +301,13 @@ create table aijobs.jobs (
 -- gives each tenant's turns to its own jobs by priority. run_at is a key column so that jobs
 -- not due yet are passed over in the index, without a visit to the table.
 create index jobs_fair_claim_idx on aijobs.jobs (fair_tag, run_at, id) where status = 'pending';
-create index jobs_tenant_claim_idx on aijobs.jobs (user_id, priority desc, tenant_seq, run_at)
+create index jobs_tenant_claim_idx on aijobs.jobs (tenant, priority desc, tenant_seq, run_at)
     where status = 'pending';
 -- The rescuer finds expired leases without touching finished history.
 create index jobs_lease_expiry_idx on aijobs.jobs (lease_expires_at) where status = 'processing';
 create index jobs_user_created_idx on aijobs.jobs (user_id, created_at desc, id desc);
 -- A limited tenant's running jobs are counted from these entries alone (never its backlog).
-create index jobs_tenant_running_idx on aijobs.jobs (user_id) where status = 'processing';
+create index jobs_tenant_running_idx on aijobs.jobs (tenant) where status = 'processing';
 -- The in-flight quota counts exactly these rows.
 create index jobs_user_active_idx on aijobs.jobs (user_id) where status in ('pending', 'processing');
 create index jobs_retry_of_idx on aijobs.jobs (retry_of) where retry_of is not null;
@@ -316,7 +324,8 @@ create index jobs_active_idx on aijobs.jobs (status, created_at) include (type)
 -- "Latest failures" walks this backwards and stops after LIMIT rows.
 create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where status = 'failed';
 
--- Fair share between tenants (a tenant is a user): its weight, and the tag after its last
+-- Fair share between tenants (a tenant is a user, or what its creation named as
+-- `jobs.tenant`, such as an organisation): its weight, and the tag after its last
 -- job's turn. Written by create_jobs; the weight and the limit by the owner or service_role.
 create table aijobs.tenants (
     tenant       uuid primary key,
@@ -577,6 +586,47 @@ begin
 end
 $$;
 
+-- The tenant a user's own call creates for (a trusted caller names it instead): the value at
+-- `settings.tenant_claim` in its JWT's claims (a uuid, like `sub`) when that is set and the
+-- claim present, else the user. It may not choose another, as it may not act for another user.
+create function aijobs.acting_tenant(p_tenant uuid, p_user uuid) returns uuid
+language plpgsql stable
+set search_path = aijobs, pg_temp
+as $$
+declare
+    v_path    text;
+    v_claims  jsonb;
+    v_value   text;
+    v_tenant  uuid := p_user;
+begin
+    select s.tenant_claim into v_path from settings s;
+    if v_path is not null then
+        begin
+            v_claims := nullif(current_setting('request.jwt.claims', true), '')::jsonb;
+        exception when invalid_text_representation then
+            raise exception 'the JWT claims are not JSON, so the tenant (claim %) cannot be read', v_path
+                using errcode = 'AJ005',
+                      detail = json_build_object(
+                          'field', 'tenant', 'reason', 'the JWT claims are not JSON (claim ' || v_path || ')')::text;
+        end;
+        v_value := v_claims #>> string_to_array(v_path, '.');
+        if v_value is not null then
+            -- Only the canonical spelling, as the API accepts it: PostgreSQL reads more forms.
+            if v_value !~ '^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$' then
+                raise exception 'the JWT claim % (the tenant) must be a uuid', v_path using errcode = 'AJ005',
+                    detail = json_build_object(
+                        'field', 'tenant', 'reason', 'the JWT claim ' || v_path || ' must be a uuid')::text;
+            end if;
+            v_tenant := v_value::uuid;
+        end if;
+    end if;
+    if p_tenant is not null and p_tenant <> v_tenant then
+        raise exception 'cannot choose a tenant' using errcode = 'AJ004';
+    end if;
+    return v_tenant;
+end
+$$;
+
 -- Creating jobs: the one way ----------------------------------------------------------------
 
 -- Why element values may not be stored as a job, as {field, reason}, or null when they may:
@@ -629,6 +679,10 @@ $$;
 -- user), and the balance for the sum (AJ003). Users' own calls are always held to the
 -- deployment's in-flight quota; a trusted caller (the API acting for a user) asks for it
 -- with p_quota.
+--
+-- The jobs take their tenant's turns and count against its limit on running jobs: a trusted
+-- caller's p_tenant (the API reads it from the verified token), else the user; a user's own
+-- call gets its tenant from its JWT (aijobs.acting_tenant) and may not choose another.
 create function aijobs.create_jobs(
     p_user_id           uuid,
     p_types             text[],
@@ -638,7 +692,8 @@ create function aijobs.create_jobs(
     p_max_attempts      integer[] default null,
     p_idempotency_keys  text[] default null,
     p_retry_ofs         uuid[] default null,
-    p_quota             boolean default false
+    p_quota             boolean default false,
+    p_tenant            uuid default null
 )
 returns table (
     id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
@@ -654,6 +709,9 @@ as $$
 declare
     v_trusted  boolean := aijobs.caller_is_trusted();
     v_user     uuid := aijobs.acting_user(p_user_id, v_trusted);
+    -- The trusted case inline: the API's creations pay for no call and no settings read.
+    v_tenant   uuid := case when v_trusted then coalesce(p_tenant, v_user)
+                            else aijobs.acting_tenant(p_tenant, v_user) end;
     v_n        integer := coalesce(cardinality(p_types), 0);
     -- A batch of one, the common call, takes scalar statements: the set-shaped ones below
     -- cost about twice as much for a single row.
@@ -824,11 +882,11 @@ begin
         update aijobs.tenants t
             set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
                 updated_at = now()
-        where t.tenant = v_user
+        where t.tenant = v_tenant
         returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
         if not found then
             insert into aijobs.tenants as t (tenant, last_tag)
-            values (v_user, coalesce(v_clock, 0) + v_new::bigint * 1000000)
+            values (v_tenant, coalesce(v_clock, 0) + v_new::bigint * 1000000)
             on conflict (tenant) do update
                 set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
                     updated_at = now()
@@ -845,10 +903,10 @@ begin
             return;
         end if;
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of, fair_tag, tenant_seq)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq, tenant)
         values (aijobs.uuid_v7(), v_user, p_types[1], p_payloads[1], coalesce(p_priorities[1], 0),
                 coalesce(p_run_ats[1], now()), coalesce(p_max_attempts[1], 4), v_cost,
-                p_idempotency_keys[1], p_retry_ofs[1], v_tag, v_tag)
+                p_idempotency_keys[1], p_retry_ofs[1], v_tag, v_tag, v_tenant)
         returning aijobs.jobs.id, aijobs.jobs.status, aijobs.jobs.created_at, aijobs.jobs.run_at into v_job;
         insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
         values (v_user, v_job.id, 'debit', -v_cost, p_types[1]);
@@ -874,10 +932,10 @@ begin
         from input where input.existing is null
     ), inserted as (
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
-                                 idempotency_key, retry_of, fair_tag, tenant_seq)
+                                 idempotency_key, retry_of, fair_tag, tenant_seq, tenant)
         select f.id, v_user, f.type, f.payload, coalesce(f.priority, 0), coalesce(f.run_at, now()),
                coalesce(f.max_attempts, 4), f.cost, f.key, f.retry_of, v_tag + f.turn * v_step,
-               v_tag + f.turn * v_step
+               v_tag + f.turn * v_step, v_tenant
         from fresh f order by f.i
     ), debited as (
         insert into aijobs.credit_ledger (user_id, job_id, kind, amount, note)
@@ -907,7 +965,10 @@ $$;
 -- Several API requests' creations in one statement and one commit (group commit): element i
 -- is request i, made for its own user with the quota, in a subtransaction of its own, so one
 -- refusal undoes only its own job and debit and comes back as its row's err_* columns.
--- Users are taken in order so two concurrent groups cannot deadlock on their account locks.
+-- Element i's tenant is p_tenants[i], else its user. Every account is locked first, in user
+-- order, then the creations run in tenant order: so each group, like a lone creation (its
+-- account, then its tenant's row), takes every account before any tenant's row, and neither
+-- two groups nor a group and a lone creation can deadlock, even where users share a tenant.
 -- At most 32 elements: more than 64 subtransactions that wrote would overflow the backend's
 -- cache of them and slow every snapshot on the server. Owner only: it acts for anyone.
 create function aijobs.create_jobs_grouped(
@@ -917,7 +978,8 @@ create function aijobs.create_jobs_grouped(
     p_priorities    smallint[],
     p_run_ats       timestamptz[],
     p_max_attempts  integer[],
-    p_retry_ofs     uuid[]
+    p_retry_ofs     uuid[],
+    p_tenants       uuid[] default null
 )
 returns table (
     ord integer, id uuid, status aijobs.job_status, cost integer, balance bigint, created boolean,
@@ -934,8 +996,10 @@ begin
         raise exception 'at most 32 creations in one group, not %', cardinality(p_user_ids)
             using errcode = 'AJ005';
     end if;
+    perform from aijobs.accounts a where a.user_id = any(p_user_ids) order by a.user_id for update;
     for v_i in
-        select u.ord from unnest(p_user_ids) with ordinality as u(user_id, ord) order by u.user_id, u.ord
+        select u.ord from unnest(p_user_ids) with ordinality as u(user_id, ord)
+        order by coalesce(p_tenants[u.ord], u.user_id), u.user_id, u.ord
     loop
         ord := v_i;
         err_state := null;
@@ -944,7 +1008,8 @@ begin
         begin
             select * into v_job from aijobs.create_jobs(
                 p_user_ids[v_i], array[p_types[v_i]], array[p_payloads[v_i]], array[p_priorities[v_i]],
-                array[p_run_ats[v_i]], array[p_max_attempts[v_i]], null, array[p_retry_ofs[v_i]], true
+                array[p_run_ats[v_i]], array[p_max_attempts[v_i]], null, array[p_retry_ofs[v_i]], true,
+                p_tenants[v_i]
             );
             id := v_job.id;
             status := v_job.status;
@@ -1195,10 +1260,10 @@ begin
         select coalesce((select t.max_running from tenants t where t.tenant = w.tenant), v_default) as lim
     ) l
     left join (
-        select j.user_id, count(*) as running from jobs j
-        where j.status = 'processing' and j.user_id = any(v_limited)
-        group by j.user_id
-    ) r on r.user_id = w.tenant;
+        select j.tenant, count(*) as running from jobs j
+        where j.status = 'processing' and j.tenant = any(v_limited)
+        group by j.tenant
+    ) r on r.tenant = w.tenant;
 end
 $$;
 
@@ -1215,9 +1280,9 @@ security definer
 set search_path = aijobs, pg_temp
 as $$
 declare
-    v_head  bigint;
-    v_seq   bigint;
-    v_user  uuid;
+    v_head    bigint;
+    v_seq     bigint;
+    v_tenant  uuid;
 begin
     if not aijobs.caller_is_trusted() then
         raise exception 'only the service role may move a job ahead of other tenants' using errcode = 'AJ004';
@@ -1226,14 +1291,14 @@ begin
         raise exception 'job id is required' using errcode = 'AJ005',
             detail = json_build_object('field', 'id', 'reason', 'is required')::text;
     end if;
-    select j.user_id into v_user from jobs j where j.id = p_job_id and j.status = 'pending' for update;
+    select j.tenant into v_tenant from jobs j where j.id = p_job_id and j.status = 'pending' for update;
     if not found then
         return;
     end if;
     select j.fair_tag into v_head from jobs j
     where j.status = 'pending' and j.run_at <= now()
     order by j.fair_tag, j.run_at, j.id limit 1;
-    select min(j.tenant_seq) into v_seq from jobs j where j.user_id = v_user and j.status = 'pending';
+    select min(j.tenant_seq) into v_seq from jobs j where j.tenant = v_tenant and j.status = 'pending';
     return query
     update jobs j
     set fair_tag = least(j.fair_tag, coalesce(v_head - 1, j.fair_tag)),
@@ -1306,11 +1371,11 @@ begin
         ), full_tenants as (
             -- At their limit by this statement's snapshot: enough to pass their jobs over; claim_room
             -- decides exactly.
-            select r.user_id
-            from (select j.user_id, count(*) as running from aijobs.jobs j
+            select r.tenant
+            from (select j.tenant, count(*) as running from aijobs.jobs j
                   where j.status = 'processing' and (select l.any_limit from limits l)
-                  group by j.user_id) r
-            where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.user_id),
+                  group by j.tenant) r
+            where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.tenant),
                                         (select l.per_tenant from limits l))
         ), turns as (
             -- Two arms, of which only one runs (each opens with a test of the statement's own, done
@@ -1319,7 +1384,7 @@ begin
             -- tenant or one type in the statistics it took `<> all(...)` to pass nothing and sorted
             -- every pending job); otherwise the same walk, passing those jobs over.
             select * from (
-                select id, user_id, fair_tag from aijobs.jobs
+                select id, tenant, fair_tag from aijobs.jobs
                 where status = 'pending' and run_at <= now()
                   and (select cardinality(p.types) = 0 from paused p)
                   and not exists (select from full_tenants)
@@ -1329,11 +1394,11 @@ begin
             ) plain
             union all
             select * from (
-                select id, user_id, fair_tag from aijobs.jobs
+                select id, tenant, fair_tag from aijobs.jobs
                 where status = 'pending' and run_at <= now()
                   and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants))
                   and coalesce(type <> all((select types from paused)::text[]), true)
-                  and coalesce(user_id <> all(array(select f.user_id from full_tenants f)), true)
+                  and coalesce(tenant <> all(array(select f.tenant from full_tenants f)), true)
                 order by fair_tag, run_at, id
                 limit p_limit
                 for update skip locked
@@ -1342,21 +1407,21 @@ begin
             -- Through arrays, so the planner counts a few tenants rather than its default of 200
             -- groups: its estimate of the whole claim then stays small, and with it the claim's cost
             -- under the threshold where PostgreSQL would compile it (JIT) at every execution.
-            select array_agg(g.user_id) as users, array_agg(g.n)::integer[] as ns
-            from (select user_id, count(*) as n from turns group by user_id) g
+            select array_agg(g.tenant) as tenants, array_agg(g.n)::integer[] as ns
+            from (select tenant, count(*) as n from turns group by tenant) g
         ), tenants as (
-            select u.user_id, u.n
-            from turn_counts a cross join lateral unnest(a.users, a.ns) as u(user_id, n)
+            select u.tenant, u.n
+            from turn_counts a cross join lateral unnest(a.tenants, a.ns) as u(tenant, n)
             where not coalesce((select l.any_limit from limits l), false)
             union all
             select r.tenant, r.n
-            from aijobs.claim_room((select a.users from turn_counts a), (select a.ns from turn_counts a)) r
+            from aijobs.claim_room((select a.tenants from turn_counts a), (select a.ns from turn_counts a)) r
             where coalesce((select l.any_limit from limits l), false)
         ), picked as (
-            select b.id, b.user_id, b.fair_tag from tenants t
+            select b.id, b.tenant, b.fair_tag from tenants t
             cross join lateral (
-                select j.id, j.user_id, j.fair_tag from aijobs.jobs j
-                where j.user_id = t.user_id and j.status = 'pending' and j.run_at <= now()
+                select j.id, j.tenant, j.fair_tag from aijobs.jobs j
+                where j.tenant = t.tenant and j.status = 'pending' and j.run_at <= now()
                   and coalesce(j.type <> all((select types from paused)::text[]), true)
                 order by j.priority desc, j.tenant_seq, j.run_at
                 limit t.n
@@ -1367,11 +1432,11 @@ begin
             -- job's later tag, so the tenant keeps exactly one turn per pending job; tenant_seq
             -- keeps the job's place in its tenant's own order.
             select x.id, y.fair_tag
-            from (select t.id, t.user_id, row_number() over (partition by t.user_id order by t.fair_tag, t.id) as r
+            from (select t.id, t.tenant, row_number() over (partition by t.tenant order by t.fair_tag, t.id) as r
                   from turns t where not exists (select from picked p where p.id = t.id)) x
-            join (select p.user_id, p.fair_tag, row_number() over (partition by p.user_id order by p.fair_tag, p.id) as r
+            join (select p.tenant, p.fair_tag, row_number() over (partition by p.tenant order by p.fair_tag, p.id) as r
                   from picked p where not exists (select from turns t where t.id = p.id)) y
-              on y.user_id = x.user_id and y.r = x.r
+              on y.tenant = x.tenant and y.r = x.r
         ), moved as (
             update aijobs.jobs j set fair_tag = d.fair_tag
             from displaced d
@@ -1469,7 +1534,7 @@ begin
                       j.attempts + (case when coalesce(d.give_back, false) then 1 else 0 end) as attempt,
                       j.attempt_started_at, d.outcome, d.error, d.provider, d.model, d.request_id,
                       d.latency_ms, d.input_tokens, d.output_tokens, d.reasoning_tokens, d.cost_usd, j.type,
-                      j.user_id
+                      j.tenant
         ), closed as (
             insert into aijobs.job_attempts as a (
                 lease_token, job_id, attempt, worker_id, started_at, finished_at, outcome, error,
@@ -1502,11 +1567,11 @@ begin
             -- the same way). Never without a limit: the drain of an unlimited queue sends nothing more.
             select pg_notify('aijobs_jobs', t.type)
             from (select distinct g.type
-                  from (select f.user_id, min(f.type) as type from finished f group by f.user_id) g
-                  where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.user_id),
+                  from (select f.tenant, min(f.type) as type from finished f group by f.tenant) g
+                  where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.tenant),
                                  (select s.max_running_per_tenant from aijobs.settings s)) is not null
                     and exists (select from aijobs.jobs p
-                                where p.user_id = g.user_id and p.status = 'pending' and p.run_at <= now())) t
+                                where p.tenant = g.tenant and p.status = 'pending' and p.run_at <= now())) t
             where exists (select from aijobs.settings s where s.max_running_per_tenant is not null)
                or exists (select from aijobs.tenants x where x.max_running is not null)
         )
@@ -1566,7 +1631,7 @@ grant select on aijobs.accounts, aijobs.account_settings, aijobs.credit_ledger, 
     to authenticated;
 grant select on aijobs.job_types to anon;
 grant execute on function
-    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean, uuid),
     aijobs.cancel_job(uuid, uuid)
     to authenticated;
 
@@ -1574,7 +1639,7 @@ grant execute on function
 grant select, insert, update, delete on all tables in schema aijobs to service_role;
 grant usage on all sequences in schema aijobs to service_role;
 grant execute on function
-    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean),
+    aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean, uuid),
     aijobs.cancel_job(uuid, uuid),
     aijobs.grant_credits(uuid, bigint, text),
     aijobs.provider_budget_reserve(text, integer, integer, integer, real),

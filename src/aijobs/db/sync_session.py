@@ -50,9 +50,15 @@ class SyncSession:
         return self.conn.info.transaction_status == TransactionStatus.IDLE
 
     def create(
-        self, *, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool = False
+        self,
+        *,
+        user_id: UUID | None,
+        jobs: Sequence[JobSpec],
+        quota: bool = False,
+        tenant: UUID | None = None,
     ) -> list[CreatedJob]:
-        """Charge and insert jobs for one user, all or nothing; rows in input order."""
+        """Charge and insert jobs for one user, all or nothing; rows in input order. The jobs
+        take `tenant`'s turns (None: the user's)."""
         if self._creator is None or self._creator.closed:
             self._creator = self.conn.cursor(row_factory=args_row(CreatedJob))
         cur = self._creator
@@ -60,7 +66,7 @@ class SyncSession:
             with refusals():
                 # psycopg prepares nothing on a connection made with prepare_threshold=None
                 # (PgBouncer in transaction mode), whatever `prepare` says.
-                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota)
+                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota, tenant=tenant)
                 cur.execute(query(name), params, prepare=True)
                 return cur.fetchall()
         except AijobsError:

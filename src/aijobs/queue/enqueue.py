@@ -60,15 +60,24 @@ def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
 
 
 async def enqueue_many(
-    session: Session, *, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool = False
+    session: Session,
+    *,
+    user_id: UUID | None,
+    jobs: Sequence[JobSpec],
+    quota: bool = False,
+    tenant: UUID | None = None,
 ) -> list[CreatedJob]:
     """Create jobs for one user in one statement: every job or none, charged the sum; rows
     in input order. `user_id` None: the user a session as `authenticated` is signed in as.
-    `quota`: hold this trusted call to the user's in-flight quota (the API does). The batch
-    is one transaction holding the user's account lock, so keep it to a request's size."""
+    `quota`: hold this trusted call to the user's in-flight quota (the API does). `tenant`:
+    whose fair share and limit on running jobs the jobs count in (an organisation, say);
+    None: the user's own. The batch is one transaction holding the user's account lock, so
+    keep it to a request's size."""
     if not jobs:
         return []
-    created = await session.jobs.create(user_id=user_id, jobs=validate_batch(jobs), quota=quota)
+    created = await session.jobs.create(
+        user_id=user_id, jobs=validate_batch(jobs), quota=quota, tenant=tenant
+    )
     return _counted(jobs, created)
 
 
@@ -84,16 +93,19 @@ async def enqueue(
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
     quota: bool = False,
+    tenant: UUID | None = None,
 ) -> CreatedJob:
     """One job: `enqueue_many` of one. With an `idempotency_key` that already names a job of
     the user, that job is returned (`created` False) and nothing is charged."""
     spec = JobSpec(job_type, payload, priority, run_at, max_attempts, idempotency_key, retry_of)
     with _single():
-        (created,) = await enqueue_many(session, user_id=user_id, jobs=[spec], quota=quota)
+        (created,) = await enqueue_many(session, user_id=user_id, jobs=[spec], quota=quota, tenant=tenant)
     return created
 
 
-def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec]) -> list[CreatedJob]:
+def enqueue_many_sync(
+    session: SyncSession, *, user_id: UUID, jobs: Sequence[JobSpec], tenant: UUID | None = None
+) -> list[CreatedJob]:
     """`enqueue_many` for synchronous code, on the caller's own connection and transaction.
 
     This process's counters move only for a creation committed when this returns
@@ -101,7 +113,7 @@ def enqueue_many_sync(session: SyncSession, *, user_id: UUID, jobs: Sequence[Job
     database's own figures (`aijobs stats`, the dashboard) count every committed job."""
     if not jobs:
         return []
-    created = session.create(user_id=user_id, jobs=validate_batch(jobs))
+    created = session.create(user_id=user_id, jobs=validate_batch(jobs), tenant=tenant)
     return _counted(jobs, created) if session.committed else created
 
 
@@ -116,11 +128,12 @@ def enqueue_sync(
     max_attempts: int = 4,
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
+    tenant: UUID | None = None,
 ) -> CreatedJob:
     """`enqueue` for synchronous code (`enqueue_many_sync` of one)."""
     spec = JobSpec(job_type, payload, priority, run_at, max_attempts, idempotency_key, retry_of)
     with _single():
-        (created,) = enqueue_many_sync(session, user_id=user_id, jobs=[spec])
+        (created,) = enqueue_many_sync(session, user_id=user_id, jobs=[spec], tenant=tenant)
     return created
 
 
@@ -152,8 +165,9 @@ def check_retryable(job_id: UUID, status: str) -> None:
 
 
 async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJob:
-    """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set; the
-    old job keeps its refund, so every job keeps one debit and at most one refund."""
+    """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set, in the
+    same tenant; the old job keeps its refund, so every job keeps one debit and at most one
+    refund."""
     check_retryable(job["id"], str(job["status"]))
     return await enqueue(
         session,
@@ -163,4 +177,5 @@ async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJ
         priority=job["priority"],
         max_attempts=job["max_attempts"],
         retry_of=job["id"],
+        tenant=job.get("tenant"),
     )

@@ -126,16 +126,17 @@ async def top_tenants(
 
 
 @router.put(
-    "/tenants/{user_id}",
+    "/tenants/{tenant}",
     response_model=TenantSettings,
     summary="Set a tenant's fair-share weight and its limit on running jobs",
     responses=responses(401, 403, 422),
 )
-async def put_tenant(user_id: UUID, body: TenantSettings, _admin: Admin, store: StoreDep) -> TenantSettings:
+async def put_tenant(tenant: UUID, body: TenantSettings, _admin: Admin, store: StoreDep) -> TenantSettings:
     """Both at once (a field left out takes its default: weight 1, the deployment's limit). The
-    weight applies to jobs created from now on, the limit to the next claims."""
+    tenant is a user's id, or an organisation's where TENANT_CLAIM names one. The weight
+    applies to jobs created from now on, the limit to the next claims."""
     async with store.session() as session:
-        weight, max_running = await session.accounts.set_tenant(user_id, body.weight, body.max_running)
+        weight, max_running = await session.accounts.set_tenant(tenant, body.weight, body.max_running)
     return TenantSettings(weight=weight, max_running=max_running)
 
 

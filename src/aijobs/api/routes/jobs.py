@@ -107,6 +107,7 @@ async def _create(
         principal,
         new,
         key=key,
+        tenant=principal.tenant(state.settings.tenant_claim),
     )
     return _created_response(created.status, created.body, created.replayed)
 
@@ -191,6 +192,7 @@ async def create_jobs(
         news,
         request={"method": "POST", "path": "/api/jobs/batch", "body": body.model_dump(mode="json")},
         key=key,
+        tenant=principal.tenant(state.settings.tenant_claim),
     )
     # Through the model both times, so a replay is byte for byte the first response.
     content = JobBatch.model_validate(created.body).model_dump(mode="json")
@@ -252,6 +254,7 @@ async def import_jobs(
             news,
             request={"method": "POST", "path": "/api/jobs/import", "sha256": hashlib.sha256(raw).hexdigest()},
             key=key,
+            tenant=principal.tenant(state.settings.tenant_claim),
             where=lambda i: f"body.line.{lines[i]}",
             payloads=payloads,
         )

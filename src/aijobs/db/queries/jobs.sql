@@ -101,7 +101,7 @@ order by lease_token;
 -- name: job_list
 -- Newest first, keyset-paginated on (created_at, id): a page is an index range scan. Used by
 -- the API (as the user, under RLS; or as admin) and the CLI; user_id narrows, RLS enforces.
-select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
+select id, user_id, tenant, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
        result, error, cost, idempotency_key, retry_of, cancel_requested,
        created_at, started_at, finished_at, updated_at
 from aijobs.jobs
@@ -115,13 +115,13 @@ limit %(limit)s;
 
 -- name: job_create
 -- The one way to create jobs (aijobs.create_jobs): one user's jobs, charged all or nothing,
--- rows in input order. Element i of every array is job i. The arrays travel in PostgreSQL's
+-- rows in input order, taking the turns of `tenant` (null: the user's own). Element i of every array is job i. The arrays travel in PostgreSQL's
 -- binary format (the `b` placeholders): in text format psycopg quotes and escapes every
 -- element with a regular expression, about a third of the client's CPU per job of a batch.
 select * from aijobs.create_jobs(
     %(user_id)s::uuid, %(types)b::text[], %(payloads)b::jsonb[], %(priorities)b::smallint[],
     %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(idempotency_keys)b::text[],
-    %(retry_ofs)b::uuid[], %(quota)s::boolean
+    %(retry_ofs)b::uuid[], %(quota)s::boolean, %(tenant)s::uuid
 );
 
 -- name: job_create_one
@@ -130,16 +130,16 @@ select * from aijobs.create_jobs(
 select * from aijobs.create_jobs(
     %(user_id)s::uuid, array[%(type)s::text], array[%(payload)s::jsonb], array[%(priority)s::smallint],
     array[%(run_at)s::timestamptz], array[%(max_attempts)s::integer], array[%(idempotency_key)s::text],
-    array[%(retry_of)s::uuid], %(quota)s::boolean
+    array[%(retry_of)s::uuid], %(quota)s::boolean, %(tenant)s::uuid
 );
 
 -- name: job_create_grouped
--- Several API requests' creations, each for its own user with the quota, in one statement
--- and one commit (aijobs.create_jobs_grouped): each row says what became of request `ord`
+-- Several API requests' creations, each for its own user (and tenant) with the quota, in one
+-- statement and one commit (aijobs.create_jobs_grouped): each row says what became of request `ord`
 -- (1-based), a job or the refusal's SQLSTATE, message and detail. Autocommit only.
 select * from aijobs.create_jobs_grouped(
     %(user_ids)b::uuid[], %(types)b::text[], %(payloads)b::jsonb[], %(priorities)b::smallint[],
-    %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(retry_ofs)b::uuid[]
+    %(run_ats)b::timestamptz[], %(max_attempts)b::integer[], %(retry_ofs)b::uuid[], %(tenants)b::uuid[]
 );
 
 -- name: job_cancel
@@ -155,7 +155,7 @@ group by status
 order by status;
 
 -- name: api_job_get
-select id, user_id, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
+select id, user_id, tenant, type, payload, status::text as status, priority, run_at, attempts, max_attempts,
        result, error, cost, idempotency_key, retry_of, cancel_requested,
        created_at, started_at, finished_at, updated_at
 from aijobs.jobs where id = %(id)s;

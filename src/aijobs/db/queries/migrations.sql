@@ -31,6 +31,12 @@ update aijobs.settings
 set max_running_per_tenant = %(max_running)s, updated_at = now()
 where max_running_per_tenant is distinct from %(max_running)s;
 
+-- name: settings_sync_tenant_claim
+-- Where a user's own creation (a Supabase RPC) finds its tenant in its JWT (null: the user).
+update aijobs.settings
+set tenant_claim = %(tenant_claim)s, updated_at = now()
+where tenant_claim is distinct from %(tenant_claim)s;
+
 -- name: api_applied_migrations
 -- /readyz asks on a pooled connection: a probe must not open a connection of its own per call.
 select version from aijobs.schema_migrations;

@@ -11,19 +11,19 @@ group by type, status
 order by type, status;
 
 -- name: mon_top_tenants
--- The tenants (users) with the most jobs waiting, then running: who is queueing what while
--- they take turns, with each one's weight and limit on running jobs (its own, else the
--- deployment's; null: none). Reads the live queue only. For stats, the admin API and the
--- dashboard; metrics carry no per-user label.
+-- The tenants (`jobs.tenant`: users, or organisations) with the most jobs waiting, then
+-- running: who is queueing what while they take turns, with each one's weight and limit on
+-- running jobs (its own, else the deployment's; null: none). Reads the live queue only. For
+-- stats, the admin API and the dashboard; metrics carry no per-user label.
 select d.tenant, d.pending, d.processing, coalesce(t.weight, 1) as weight,
        coalesce(t.max_running, (select s.max_running_per_tenant from aijobs.settings s)) as max_running
 from (
-    select user_id as tenant,
+    select tenant,
            count(*) filter (where status = 'pending') as pending,
            count(*) filter (where status = 'processing') as processing
     from aijobs.jobs
     where status in ('pending', 'processing')
-    group by user_id
+    group by tenant
     order by 2 desc, 3 desc, 1
     limit %(limit)s
 ) d

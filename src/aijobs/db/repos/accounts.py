@@ -32,26 +32,26 @@ class AccountsRepo:
         assert row is not None
         return int(row[0])
 
-    async def set_weight(self, user_id: UUID, weight: int) -> int:
-        """The user's share of the workers when several users have work waiting (1-1000)."""
-        cur = await self.conn.execute(query("tenant_set_weight"), {"tenant": user_id, "weight": weight})
+    async def set_weight(self, tenant: UUID, weight: int) -> int:
+        """A tenant's share of the workers when several tenants have work waiting (1-1000)."""
+        cur = await self.conn.execute(query("tenant_set_weight"), {"tenant": tenant, "weight": weight})
         row = await cur.fetchone()
         assert row is not None
         return int(row[0])
 
-    async def set_max_running(self, user_id: UUID, max_running: int | None) -> int | None:
-        """The most of the user's jobs running at once (None: the deployment's default)."""
+    async def set_max_running(self, tenant: UUID, max_running: int | None) -> int | None:
+        """The most of a tenant's jobs running at once (None: the deployment's default)."""
         cur = await self.conn.execute(
-            query("tenant_set_max_running"), {"tenant": user_id, "max_running": max_running}
+            query("tenant_set_max_running"), {"tenant": tenant, "max_running": max_running}
         )
         row = await cur.fetchone()
         assert row is not None
         return None if row[0] is None else int(row[0])
 
-    async def set_tenant(self, user_id: UUID, weight: int, max_running: int | None) -> tuple[int, int | None]:
-        """The user's weight and own limit on running jobs together (what the admin API puts)."""
+    async def set_tenant(self, tenant: UUID, weight: int, max_running: int | None) -> tuple[int, int | None]:
+        """A tenant's weight and own limit on running jobs together (what the admin API puts)."""
         cur = await self.conn.execute(
-            query("tenant_set"), {"tenant": user_id, "weight": weight, "max_running": max_running}
+            query("tenant_set"), {"tenant": tenant, "weight": weight, "max_running": max_running}
         )
         row = await cur.fetchone()
         assert row is not None

@@ -42,12 +42,19 @@ class JobsRepo:
         self._creator: psycopg.AsyncCursor[CreatedJob] | None = None
 
     async def create(
-        self, *, user_id: UUID | None, jobs: Sequence[JobSpec], quota: bool = False
+        self,
+        *,
+        user_id: UUID | None,
+        jobs: Sequence[JobSpec],
+        quota: bool = False,
+        tenant: UUID | None = None,
     ) -> list[CreatedJob]:
         """Charge and insert jobs for one user (aijobs.create_jobs), all or nothing, rows in
         input order, or raise the typed refusal. `user_id` None: the signed-in user of a
         session as `authenticated`. With `quota` a trusted caller (the API acting for a user)
-        is held to the deployment's in-flight quota, as a user's own call always is.
+        is held to the deployment's in-flight quota, as a user's own call always is. The jobs
+        take `tenant`'s turns (None: the user's; a session as `authenticated` gets the one its
+        JWT names and may name no other).
 
         The cursor is kept for the session: a new psycopg cursor looks up every parameter's
         dumper and every column's loader again, a noticeable part of a creation's client CPU.
@@ -58,7 +65,7 @@ class JobsRepo:
         cur = self._creator
         try:
             with refusals():
-                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota)
+                name, params = creation.statement(user_id=user_id, jobs=jobs, quota=quota, tenant=tenant)
                 await cur.execute(query(name), params, prepare=True)
                 return await cur.fetchall()
         except errors.AijobsError:
