@@ -272,8 +272,10 @@ begin
 end
 $$;
 
--- The worker's statements: its own role (the owner) and service_role, never a user.
-revoke all on function aijobs.claim_jobs(text, integer, double precision) from public;
-revoke all on function aijobs.finish_attempts(text, jsonb) from public;
+-- The worker's statements: its own role (the owner) and service_role, never a user, whatever
+-- default privileges the database adds (Supabase grants new functions to its roles).
+revoke all on function aijobs.claim_jobs(text, integer, double precision)
+    from public, anon, authenticated, service_role;
+revoke all on function aijobs.finish_attempts(text, jsonb) from public, anon, authenticated, service_role;
 grant execute on function aijobs.claim_jobs(text, integer, double precision),
     aijobs.finish_attempts(text, jsonb) to service_role;
