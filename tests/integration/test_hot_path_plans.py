@@ -178,6 +178,21 @@ def test_claim_walks_the_fair_index_when_one_tenant_holds_the_queue(db_url: str)
     assert "jobs_fair_claim_idx" in turns and "Seq Scan on jobs" not in turns, plan
 
 
+def test_claim_walks_the_indexes_beside_a_long_history(db_url: str) -> None:
+    """W6's shape: one tenant's backlog beside 400,000 finished jobs. The claim's plan is made
+    for an unknown limit (a tenth of the backlog, PostgreSQL assumes); it read every pending job
+    and sorted them here, where the indexes give both orders, until sorts were turned off in it."""
+    fill_history(db_url, jobs=400_000, days=7, pending=0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        one_tenants_backlog(conn)
+        conn.execute("analyze")
+    plan = "\n".join(inner_plans(db_url, "job_claim", {"worker_id": "w", "limit": 1000, "lease_seconds": 30}))
+    turns = plan.split("CTE turns", 1)[1].split("CTE turn_counts", 1)[0]
+    picked = plan.split("CTE picked", 1)[1].split("CTE displaced", 1)[0]
+    assert "Index Scan using jobs_fair_claim_idx" in turns and "Sort" not in turns, plan
+    assert "Index Scan using jobs_tenant_claim_idx" in picked and "Sort" not in picked, plan
+
+
 def test_finish_heartbeat_and_rescue_are_key_lookups(history_db: str, limits: str) -> None:
     held = claimed(history_db, 100)
     rows = [
@@ -214,8 +229,8 @@ def test_the_claim_and_the_finish_are_planned_once_and_never_compiled(db_url: st
     both functions keep one generic plan per connection and run without JIT."""
     with psycopg.connect(db_url) as conn:
         rows = conn.execute(
-            "select p.proname, p.proconfig from pg_proc p"
-            " where p.pronamespace = 'aijobs'::regnamespace and p.proname in ('claim_jobs', 'finish_attempts')"
+            "select p.proname, p.proconfig from pg_proc p where p.pronamespace = 'aijobs'::regnamespace"
+            " and p.proname in ('claim_jobs', 'finish_attempts')"
         ).fetchall()
     assert sorted(name for name, _ in rows) == ["claim_jobs", "finish_attempts"]
     for name, config in rows:

@@ -514,6 +514,7 @@ returns table (
 language plpgsql
 set plan_cache_mode = force_generic_plan
 set jit = off
+set enable_sort = off
 as $$
 #variable_conflict use_column
 begin
