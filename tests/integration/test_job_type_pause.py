@@ -20,7 +20,12 @@ async def test_a_paused_types_jobs_wait_and_run_after_resume(
     slow_poll = settings.model_copy(update={"polling_interval": 60_000})
     async with store.session() as s:
         state = await s.job_types.switch("sentiment_analysis", paused=True)
-    assert state == {"name": "sentiment_analysis", "enabled": True, "paused": True}
+    assert state == {
+        "name": "sentiment_analysis",
+        "enabled": True,
+        "paused": True,
+        "max_running_per_tenant": None,
+    }
 
     async with running_worker(slow_poll, store):
         # Created while paused (accepted and charged), and ahead of the other type's job in
@@ -61,7 +66,16 @@ async def test_switching_an_unknown_type_finds_nothing(store: Store) -> None:
 def test_the_cli_pauses_and_resumes_a_type(db_url: str) -> None:
     paused = aijobs(db_url, "types-pause", "sentiment_analysis")
     assert paused.returncode == 0, paused.stderr
-    assert paused.stdout.strip() == "sentiment_analysis: enabled, paused"
+    assert paused.stdout.strip() == "sentiment_analysis: enabled, paused, no limit per tenant"
     resumed = aijobs(db_url, "types-resume", "sentiment_analysis")
-    assert resumed.stdout.strip() == "sentiment_analysis: enabled, not paused"
+    assert resumed.stdout.strip() == "sentiment_analysis: enabled, not paused, no limit per tenant"
     refused(aijobs(db_url, "types-pause", "no_such_type"), 1, "no job type 'no_such_type'")
+    limited = aijobs(db_url, "types-limit", "sentiment_analysis", "--max-running-per-tenant", "2")
+    assert limited.stdout.strip() == "sentiment_analysis: enabled, not paused, at most 2 running per tenant"
+    unlimited = aijobs(db_url, "types-limit", "sentiment_analysis", "--max-running-per-tenant", "0")
+    assert unlimited.stdout.strip().endswith("no limit per tenant")
+    refused(
+        aijobs(db_url, "types-limit", "sentiment_analysis", "--max-running-per-tenant", "-1"),
+        2,
+        "--max-running-per-tenant",
+    )

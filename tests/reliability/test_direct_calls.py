@@ -260,6 +260,11 @@ def test_users_may_write_no_table_and_call_no_owner_function(
         ("select aijobs.acting_user(%s, true)", (OTHER,)),
         ("select * from aijobs.claim_jobs('w', 10, 30)", None),
         ("select * from aijobs.finish_attempts('w', '[]')", None),
+        ("select * from aijobs.claim_room(array[%s]::uuid[], array[1])", (USER,)),
+        (
+            "select * from aijobs.claim_type_room(array[%s]::uuid[], array['sentiment_analysis'], array[1])",
+            (USER,),
+        ),
         ("select aijobs.acting_tenant(%s, %s)", (OTHER, USER)),
         ("update aijobs.settings set tenant_claim = 'org_id'", None),
     ]

@@ -890,6 +890,11 @@ export interface components {
         JobTypeState: {
             /** Enabled */
             enabled: boolean;
+            /**
+             * Max Running Per Tenant
+             * @description the type's own limit on running jobs per tenant; null: none
+             */
+            max_running_per_tenant: number | null;
             /** Name */
             name: string;
             /** Paused */
@@ -905,6 +910,11 @@ export interface components {
              * @description false refuses new jobs of the type (409); its pending jobs still run
              */
             enabled?: boolean | null;
+            /**
+             * Max Running Per Tenant
+             * @description the most jobs of this type one tenant may have running at once, across all workers (the tenant's own limit applies too); 0 removes the type's limit
+             */
+            max_running_per_tenant?: number | null;
             /**
              * Paused
              * @description true stops workers claiming its pending jobs (they wait, kept and charged); new jobs are still accepted and wait too; false resumes them

@@ -62,16 +62,42 @@ def resume(name: str = typer.Argument(..., help="The job type to resume.")) -> N
     _switch(name, paused=False)
 
 
-def _switch(name: str, *, enabled: bool | None = None, paused: bool | None = None) -> None:
+@app.command("types-limit")
+def limit(
+    name: str = typer.Argument(..., help="The job type to limit."),
+    max_running_per_tenant: int = typer.Option(
+        ...,
+        "--max-running-per-tenant",
+        min=0,
+        max=2_147_483_647,
+        help="The most jobs of this type one tenant may run at once (0: no limit of the type's own).",
+    ),
+) -> None:
+    """Limit how many jobs of a type each tenant may have running at once, across all workers;
+    the tenant's other jobs run meanwhile."""
+    _switch(name, max_running_per_tenant=max_running_per_tenant)
+
+
+def _switch(
+    name: str,
+    *,
+    enabled: bool | None = None,
+    paused: bool | None = None,
+    max_running_per_tenant: int | None = None,
+) -> None:
     settings = settings_or_exit()
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            row = await session.job_types.switch(name, enabled=enabled, paused=paused)
+            row = await session.job_types.switch(
+                name, enabled=enabled, paused=paused, max_running_per_tenant=max_running_per_tenant
+            )
         if row is None:
             typer.echo(f"error: the database has no job type {name!r} (run `aijobs migrate`?)", err=True)
             raise typer.Exit(1)
         state = "enabled" if row["enabled"] else "disabled"
-        typer.echo(f"{name}: {state}, {'paused' if row['paused'] else 'not paused'}")
+        cap = row["max_running_per_tenant"]
+        running = f"at most {cap} running per tenant" if cap is not None else "no limit per tenant"
+        typer.echo(f"{name}: {state}, {'paused' if row['paused'] else 'not paused'}, {running}")
 
     run_async(go)

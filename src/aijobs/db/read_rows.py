@@ -269,6 +269,7 @@ class JobTypeSwitchRow(TypedDict):
     name: str
     enabled: bool
     paused: bool
+    max_running_per_tenant: int | None
 
 
 class AccountSettingsRow(TypedDict):

@@ -246,7 +246,10 @@ create table aijobs.job_types (
     updated_at       aijobs.instant not null default now(),
     -- A paused type's pending jobs are not claimed (they wait, kept); creations still are
     -- accepted. `enabled` is the other switch: it refuses creations and lets pending jobs run.
-    paused           boolean not null default false
+    paused           boolean not null default false,
+    -- The most jobs of this type one tenant may have running at once, across all workers
+    -- (null: no limit of the type's own; the tenant's limit applies in any case).
+    max_running_per_tenant  integer check (max_running_per_tenant > 0)
 );
 
 -- Every claim takes a fresh token; every write that ends an attempt must present it (fencing).
@@ -1241,11 +1244,16 @@ as $$
 declare
     v_default  integer;
     v_limited  uuid[];
+    v_types    boolean;
 begin
     select s.max_running_per_tenant into v_default from settings s;
+    -- With a type's own limit per tenant, every tenant of the claim is locked: claim_type_room
+    -- counts its running jobs of that type under the same lock, later in the claim.
+    v_types := exists (select from job_types k where k.max_running_per_tenant is not null);
     select coalesce(array_agg(w.tenant order by w.tenant), '{}') into v_limited
     from unnest(p_tenants) as w(tenant)
-    where coalesce((select t.max_running from tenants t where t.tenant = w.tenant), v_default) is not null;
+    where v_types
+       or coalesce((select t.max_running from tenants t where t.tenant = w.tenant), v_default) is not null;
     if cardinality(v_limited) > 0 then
         insert into tenant_claims (tenant) select u from unnest(v_limited) as u order by u
         on conflict on constraint tenant_claims_pkey do nothing;
@@ -1264,6 +1272,31 @@ begin
         where j.status = 'processing' and j.tenant = any(v_limited)
         group by j.tenant
     ) r on r.tenant = w.tenant;
+end
+$$;
+
+-- How many of the jobs a claim picked of each (tenant, type) it may start: for a type with its
+-- own limit on running jobs per tenant (`job_types.max_running_per_tenant`), what the limit
+-- leaves the tenant; for any other type, all. Called by the claim after claim_room, which has
+-- locked every tenant of the claim's rows of tenant_claims (so claims of a tenant follow one
+-- another); a function, so the count reads a fresh snapshot taken after that lock.
+create function aijobs.claim_type_room(p_tenants uuid[], p_types text[], p_wanted integer[])
+returns table (tenant uuid, type text, n integer)
+language plpgsql
+rows 10
+set search_path = aijobs, pg_temp
+as $$
+begin
+    return query
+    select w.tenant, w.type,
+           case when k.max_running_per_tenant is null then w.n
+                else greatest(0, least(w.n, k.max_running_per_tenant - coalesce(r.running, 0)))::integer end
+    from unnest(p_tenants, p_types, p_wanted) as w(tenant, type, n)
+    left join job_types k on k.name = w.type
+    left join lateral (
+        select count(*) as running from jobs j
+        where j.status = 'processing' and j.tenant = w.tenant and j.type = w.type
+    ) r on k.max_running_per_tenant is not null;
 end
 $$;
 
@@ -1370,7 +1403,10 @@ begin
             -- are all the claim reads beyond the jobs: the steps below that need a limit are skipped.
             select s.max_running_per_tenant as per_tenant,
                    s.max_running_per_tenant is not null
-                   or exists (select from aijobs.tenants t where t.max_running is not null) as any_limit
+                   or exists (select from aijobs.tenants t where t.max_running is not null)
+                   or exists (select from aijobs.job_types k where k.max_running_per_tenant is not null) as any_limit,
+                   exists (select from aijobs.job_types k where k.max_running_per_tenant is not null)
+                       as any_type_limit
             from aijobs.settings s
         ), full_tenants as (
             -- At their limit by this statement's snapshot: enough to pass their jobs over; claim_room
@@ -1381,6 +1417,15 @@ begin
                   group by j.tenant) r
             where r.running >= coalesce((select t.max_running from aijobs.tenants t where t.tenant = r.tenant),
                                         (select l.per_tenant from limits l))
+        ), full_pairs as (
+            -- Tenants at a type's own limit on running jobs per tenant, by this snapshot: their
+            -- jobs of that type are passed over; claim_type_room decides exactly.
+            select j.tenant, j.type
+            from aijobs.jobs j join aijobs.job_types k on k.name = j.type
+            where j.status = 'processing' and k.max_running_per_tenant is not null
+              and (select l.any_type_limit from limits l)
+            group by j.tenant, j.type, k.max_running_per_tenant
+            having count(*) >= k.max_running_per_tenant
         ), turns as (
             -- Two arms, of which only one runs (each opens with a test of the statement's own, done
             -- once): with nothing paused and no tenant at its limit, the usual case, the fair-share
@@ -1392,6 +1437,7 @@ begin
                 where status = 'pending' and run_at <= now()
                   and (select cardinality(p.types) = 0 from paused p)
                   and not exists (select from full_tenants)
+                  and not exists (select from full_pairs)
                 order by fair_tag, run_at, id
                 limit p_limit
                 for update skip locked
@@ -1400,9 +1446,11 @@ begin
             select * from (
                 select id, tenant, fair_tag from aijobs.jobs
                 where status = 'pending' and run_at <= now()
-                  and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants))
+                  and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants)
+                           and not exists (select from full_pairs))
                   and coalesce(type <> all((select types from paused)::text[]), true)
                   and coalesce(tenant <> all(array(select f.tenant from full_tenants f)), true)
+                  and not exists (select from full_pairs f where f.tenant = jobs.tenant and f.type = jobs.type)
                 order by fair_tag, run_at, id
                 limit p_limit
                 for update skip locked
@@ -1422,24 +1470,44 @@ begin
             from aijobs.claim_room((select a.tenants from turn_counts a), (select a.ns from turn_counts a)) r
             where coalesce((select l.any_limit from limits l), false)
         ), picked as (
-            select b.id, b.tenant, b.fair_tag from tenants t
+            select b.id, b.tenant, b.fair_tag, b.type, b.priority, b.tenant_seq from tenants t
             cross join lateral (
-                select j.id, j.tenant, j.fair_tag from aijobs.jobs j
+                select j.id, j.tenant, j.fair_tag, j.type, j.priority, j.tenant_seq from aijobs.jobs j
                 where j.tenant = t.tenant and j.status = 'pending' and j.run_at <= now()
                   and coalesce(j.type <> all((select types from paused)::text[]), true)
+                  and not exists (select from full_pairs f where f.tenant = j.tenant and f.type = j.type)
                 order by j.priority desc, j.tenant_seq, j.run_at
                 limit t.n
                 for update skip locked
             ) b
+        ), kept as (
+            -- With a type's own limit per tenant somewhere: what claim_type_room leaves of each
+            -- tenant's picks of a limited type, its best first; the rest stay pending. Without,
+            -- every pick.
+            select p.id, p.tenant, p.fair_tag from picked p
+            where not coalesce((select l.any_type_limit from limits l), false)
+            union all
+            select p.id, p.tenant, p.fair_tag
+            from (select p.*, row_number() over (partition by p.tenant, p.type
+                                                 order by p.priority desc, p.tenant_seq, p.id) as k
+                  from picked p) p
+            left join (
+                select r.tenant, r.type, r.n
+                from (select array_agg(g.tenant) as tenants, array_agg(g.type) as types,
+                             array_agg(g.n)::integer[] as ns
+                      from (select tenant, type, count(*) as n from picked group by tenant, type) g) a
+                cross join lateral aijobs.claim_type_room(a.tenants, a.types, a.ns) r
+            ) r on r.tenant = p.tenant and r.type = p.type
+            where coalesce((select l.any_type_limit from limits l), false) and (r.n is null or p.k <= r.n)
         ), displaced as (
             -- A turn whose own job stays (one of higher priority ran in its place) takes over that
             -- job's later tag, so the tenant keeps exactly one turn per pending job; tenant_seq
             -- keeps the job's place in its tenant's own order.
             select x.id, y.fair_tag
             from (select t.id, t.tenant, row_number() over (partition by t.tenant order by t.fair_tag, t.id) as r
-                  from turns t where not exists (select from picked p where p.id = t.id)) x
+                  from turns t where not exists (select from kept p where p.id = t.id)) x
             join (select p.tenant, p.fair_tag, row_number() over (partition by p.tenant order by p.fair_tag, p.id) as r
-                  from picked p where not exists (select from turns t where t.id = p.id)) y
+                  from kept p where not exists (select from turns t where t.id = p.id)) y
               on y.tenant = x.tenant and y.r = x.r
         ), moved as (
             update aijobs.jobs j set fair_tag = d.fair_tag
@@ -1457,7 +1525,7 @@ begin
                 updated_at = now()
             -- `= any(array(...))` keeps this a primary-key lookup per claimed row; a join here
             -- lets the planner hash the whole table once history grows.
-            where j.id = any(array(select id from picked))
+            where j.id = any(array(select id from kept))
             returning j.id, j.type, j.payload, j.attempts, j.max_attempts, j.lease_token, j.run_at, j.cost,
                       j.fair_tag
         )
@@ -1571,13 +1639,19 @@ begin
             -- the same way). Never without a limit: the drain of an unlimited queue sends nothing more.
             select pg_notify('aijobs_jobs', t.type)
             from (select distinct g.type
-                  from (select f.tenant, min(f.type) as type from finished f group by f.tenant) g
-                  where coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.tenant),
-                                 (select s.max_running_per_tenant from aijobs.settings s)) is not null
+                  from (select f.tenant, min(f.type) as type,
+                               bool_or(exists (select from aijobs.job_types k
+                                               where k.name = f.type and k.max_running_per_tenant is not null))
+                                   as type_limited
+                        from finished f group by f.tenant) g
+                  where (g.type_limited
+                         or coalesce((select x.max_running from aijobs.tenants x where x.tenant = g.tenant),
+                                     (select s.max_running_per_tenant from aijobs.settings s)) is not null)
                     and exists (select from aijobs.jobs p
                                 where p.tenant = g.tenant and p.status = 'pending' and p.run_at <= now())) t
             where exists (select from aijobs.settings s where s.max_running_per_tenant is not null)
                or exists (select from aijobs.tenants x where x.max_running is not null)
+               or exists (select from aijobs.job_types k where k.max_running_per_tenant is not null)
         )
         -- `wake` is a plain query, run only if read: the count reads it.
         select id, lease_token, status::text from finished
@@ -1649,7 +1723,9 @@ grant execute on function
     aijobs.provider_budget_reserve(text, integer, integer, integer, real),
     aijobs.expedite_job(uuid),
     aijobs.claim_jobs(text, integer, double precision),
-    aijobs.finish_attempts(text, jsonb)
+    aijobs.finish_attempts(text, jsonb),
+    aijobs.claim_room(uuid[], integer[]),
+    aijobs.claim_type_room(uuid[], text[], integer[])
     to service_role;
 -- What service_role's own writes to jobs evaluate (the payload's check, the id's default).
 -- The functions granted to users run as their owner and need no more.

@@ -103,7 +103,12 @@ async def test_a_disabled_type_refuses_creations_and_keeps_its_pending_jobs(
             "/api/admin/job-types/sentiment_analysis", json={"enabled": False}, headers=SERVICE
         )
         assert off.status_code == 200
-        assert off.json() == {"name": "sentiment_analysis", "enabled": False, "paused": False}
+        assert off.json() == {
+            "name": "sentiment_analysis",
+            "enabled": False,
+            "paused": False,
+            "max_running_per_tenant": None,
+        }
         refused = await client.post("/api/jobs", json=job_body, headers=api.auth(funded_user))
         assert refused.status_code == 409, refused.text
         problem = refused.json()
@@ -126,6 +131,25 @@ async def test_a_disabled_type_refuses_creations_and_keeps_its_pending_jobs(
             "/api/admin/job-types/sentiment_analysis", json={"enabled": True}, headers=SERVICE
         )
         assert on.status_code == 200
+
+        # A type's own limit on running jobs per tenant: set, then removed with 0; bad values
+        # are refused naming the field.
+        limited = await client.put(
+            "/api/admin/job-types/sentiment_analysis", json={"max_running_per_tenant": 3}, headers=SERVICE
+        )
+        assert limited.status_code == 200 and limited.json()["max_running_per_tenant"] == 3
+        for bad in (-1, 1.5, "2", True):
+            refused_limit = await client.put(
+                "/api/admin/job-types/sentiment_analysis",
+                json={"max_running_per_tenant": bad},
+                headers=SERVICE,
+            )
+            assert refused_limit.status_code == 422, refused_limit.text
+            assert "max_running_per_tenant" in refused_limit.text
+        unlimited = await client.put(
+            "/api/admin/job-types/sentiment_analysis", json={"max_running_per_tenant": 0}, headers=SERVICE
+        )
+        assert unlimited.status_code == 200 and unlimited.json()["max_running_per_tenant"] is None
         again = await client.post("/api/jobs", json=job_body, headers=api.auth(funded_user))
         assert again.status_code == 201
     rows = await fetch_all(db_url, "select enabled from aijobs.job_types where name = 'sentiment_analysis'")

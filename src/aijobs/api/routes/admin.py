@@ -12,7 +12,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from aijobs.api.auth import Admin
 from aijobs.api.models import (
@@ -177,12 +177,22 @@ class JobTypeSwitch(BaseModel):
         description="true stops workers claiming its pending jobs (they wait, kept and charged); "
         "new jobs are still accepted and wait too; false resumes them",
     )
+    max_running_per_tenant: StrictInt | None = Field(
+        default=None,
+        ge=0,
+        le=2_147_483_647,
+        description="the most jobs of this type one tenant may have running at once, across all "
+        "workers (the tenant's own limit applies too); 0 removes the type's limit",
+    )
 
 
 class JobTypeState(BaseModel):
     name: str
     enabled: bool
     paused: bool
+    max_running_per_tenant: int | None = Field(
+        description="the type's own limit on running jobs per tenant; null: none"
+    )
 
 
 @router.put(
@@ -197,15 +207,28 @@ async def switch_job_type(
     _admin: Admin,
     store: StoreDep,
 ) -> JobTypeState:
-    return await set_job_type_switches(store, name, enabled=body.enabled, paused=body.paused)
+    return await set_job_type_switches(
+        store,
+        name,
+        enabled=body.enabled,
+        paused=body.paused,
+        max_running_per_tenant=body.max_running_per_tenant,
+    )
 
 
 async def set_job_type_switches(
-    store: Store, name: str, *, enabled: bool | None = None, paused: bool | None = None
+    store: Store,
+    name: str,
+    *,
+    enabled: bool | None = None,
+    paused: bool | None = None,
+    max_running_per_tenant: int | None = None,
 ) -> JobTypeState:
     """Shared with the dashboard's Pause/Resume buttons."""
     async with store.session() as session:
-        row = await session.job_types.switch(name, enabled=enabled, paused=paused)
+        row = await session.job_types.switch(
+            name, enabled=enabled, paused=paused, max_running_per_tenant=max_running_per_tenant
+        )
     if row is None:
         raise not_found("job type")
     return JobTypeState.model_validate(row)

@@ -18,18 +18,21 @@ order by t.name;
 -- name: job_types_switches
 -- The deployment's switches of every type, without counting jobs: the dashboard reads it at
 -- every refresh and takes the pending counts from the queue depth it reads anyway.
-select name, enabled, paused from aijobs.job_types order by name;
+select name, enabled, paused, max_running_per_tenant from aijobs.job_types order by name;
 
 -- name: job_type_switch
 -- A disabled type's creations are refused (AJ007) and its pending jobs still run; a paused
 -- type's creations are accepted and its pending jobs wait, unclaimed, until it is resumed.
--- A switch given as null stays as it is.
+-- A type's own limit on running jobs per tenant: 0 removes it. A switch given as null stays as
+-- it is.
 update aijobs.job_types
 set enabled = coalesce(%(enabled)s::boolean, enabled),
     paused = coalesce(%(paused)s::boolean, paused),
+    max_running_per_tenant = case when %(max_running)s::integer is null then max_running_per_tenant
+                                  else nullif(%(max_running)s::integer, 0) end,
     updated_at = now()
 where name = %(name)s
-returning name, enabled, paused;
+returning name, enabled, paused, max_running_per_tenant;
 
 -- name: job_type_wake
 -- Sent on resume: idle workers claim the jobs that waited now rather than at their next poll.

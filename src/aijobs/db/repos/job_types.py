@@ -29,13 +29,20 @@ class JobTypesRepo:
             return cast("builtins.list[JobTypeSwitchRow]", await cur.fetchall())
 
     async def switch(
-        self, name: str, *, enabled: bool | None = None, paused: bool | None = None
+        self,
+        name: str,
+        *,
+        enabled: bool | None = None,
+        paused: bool | None = None,
+        max_running_per_tenant: int | None = None,
     ) -> JobTypeSwitchRow | None:
-        """Set the switches given (None leaves one as it is); None when the database has no
-        such type. A resume wakes idle workers, so the jobs that waited start at once."""
+        """Set the switches given (None leaves one as it is; a limit of 0 removes the type's
+        own limit on running jobs per tenant); None when the database has no such type. A
+        resume, or a limit raised or removed, wakes idle workers, so jobs that waited start."""
+        params = {"name": name, "enabled": enabled, "paused": paused, "max_running": max_running_per_tenant}
         async with self.conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query("job_type_switch"), {"name": name, "enabled": enabled, "paused": paused})
+            await cur.execute(query("job_type_switch"), params)
             row = await cur.fetchone()
-        if row is not None and paused is False:
+        if row is not None and (paused is False or max_running_per_tenant is not None):
             await self.conn.execute(query("job_type_wake"), {"name": name})
         return cast("JobTypeSwitchRow | None", row)
