@@ -32,6 +32,8 @@ async def test_pause_and_resume_a_job_type_with_its_button(
     from playwright.async_api import async_playwright
 
     await enqueue(store, funded_user, ["waits 1", "waits 2"])
+    async with store.session() as s:  # shown in the table, beside the switches
+        await s.job_types.switch("sentiment_analysis", max_running_per_tenant=2)
     api = ApiServer(api_settings(settings)).start()
     try:
         async with async_playwright() as p:
@@ -43,6 +45,7 @@ async def test_pause_and_resume_a_job_type_with_its_button(
             row = page.locator('[data-testid="job-types"] tr[data-type="sentiment_analysis"]')
             await row.wait_for()
             assert "active" in await row.inner_text()
+            assert (await row.locator("td").all_inner_texts())[3] == "2"
 
             await row.locator("button.pause-type").click()
             await page.wait_for_selector("#toast:not([hidden])")

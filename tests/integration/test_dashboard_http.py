@@ -117,7 +117,12 @@ async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
         assert (await c.post(pause)).status_code == 401
         pressed = await c.post(pause, headers={**admin, "X-Dashboard": "1"})
         assert pressed.status_code == 200, pressed.text
-        assert pressed.json() == {"name": "sentiment_analysis", "enabled": True, "paused": True}
+        assert pressed.json() == {
+            "name": "sentiment_analysis",
+            "enabled": True,
+            "paused": True,
+            "max_running_per_tenant": None,
+        }
         live = await c.get("/dashboard/live", headers=admin)
         row = live.text.split('data-type="sentiment_analysis"')[1]
         assert '<span class="badge paused">paused</span>' in row
@@ -147,7 +152,12 @@ async def test_pause_and_resume_a_job_type_from_the_dashboard_and_the_api(
         resumed = await c.put(
             "/api/admin/job-types/sentiment_analysis", json={"paused": False}, headers=admin
         )
-        assert resumed.json() == {"name": "sentiment_analysis", "enabled": True, "paused": False}
+        assert resumed.json() == {
+            "name": "sentiment_analysis",
+            "enabled": True,
+            "paused": False,
+            "max_running_per_tenant": None,
+        }
         live = await c.get("/dashboard/live", headers=admin)
         assert 'data-testid="types-paused"' not in live.text
         inspector = await c.get(f"/dashboard/jobs/{waiting.id}", headers=admin)
