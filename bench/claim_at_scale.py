@@ -19,7 +19,6 @@ import re
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -27,7 +26,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.test_hot_path_plans import inner_plans  # noqa: E402
+from tests.integration.test_hot_path_plans import inner_plans, one_tenants_backlog  # noqa: E402
 from tests.support.database import create_test_database, drop_database, ensure_template  # noqa: E402
 from tests.support.history import fill_history  # noqa: E402
 
@@ -45,7 +44,6 @@ def main() -> None:
     try:
         started = time.perf_counter()
         fill_history(url, jobs=args.jobs, days=7, pending=0)
-        bulk = uuid.uuid4()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(
                 "select aijobs.grant_credits(u, 5), aijobs.create_jobs(u, array['sentiment_analysis'],"
@@ -53,13 +51,7 @@ def main() -> None:
                 " from (select gen_random_uuid() as u from generate_series(1, %s)) t",
                 (args.tenants,),
             )
-            conn.execute("select aijobs.grant_credits(%s, 20000)", (bulk,))
-            for _ in range(2):
-                conn.execute(
-                    "select count(*) from aijobs.create_jobs(%s, array_fill('sentiment_analysis'::text,"
-                    ' array[10000]), array_fill(\'{"text": "x"}\'::jsonb, array[10000]))',
-                    (bulk,),
-                )
+            one_tenants_backlog(conn)
             conn.execute("vacuum (analyze) aijobs.jobs")
         seconds = time.perf_counter() - started
         print(f"seeded {args.jobs:,} finished jobs and {args.tenants:,} + 1 tenants in {seconds:.0f} s")

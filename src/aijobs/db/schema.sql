@@ -1404,10 +1404,11 @@ begin
             select s.max_running_per_tenant as per_tenant,
                    s.max_running_per_tenant is not null
                    or exists (select from aijobs.tenants t where t.max_running is not null)
-                   or exists (select from aijobs.job_types k where k.max_running_per_tenant is not null) as any_limit,
-                   exists (select from aijobs.job_types k where k.max_running_per_tenant is not null)
-                       as any_type_limit
+                   or k.any_type_limit as any_limit,
+                   k.any_type_limit
             from aijobs.settings s
+            cross join (select exists (select from aijobs.job_types x where x.max_running_per_tenant is not null)
+                               as any_type_limit) k
         ), full_tenants as (
             -- At their limit by this statement's snapshot: enough to pass their jobs over; claim_room
             -- decides exactly.
