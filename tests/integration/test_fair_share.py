@@ -230,6 +230,72 @@ async def test_a_job_taken_back_from_a_dead_worker_keeps_its_turn(db_url: str, s
     assert claim(db_url) == [a_first]
 
 
+def turns(db_url: str, ids: list[uuid.UUID]) -> list[int | None]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("select id, fair_tag from aijobs.jobs where id = any(%s)", (ids,)).fetchall()
+    tag = dict(rows)
+    return [tag[i] for i in ids]
+
+
+def come_due(db_url: str, ids: list[uuid.UUID]) -> None:
+    """What time does to jobs created for later: their run_at is past."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("update aijobs.jobs set run_at = now() - interval '1 second' where id = any(%s)", (ids,))
+
+
+async def test_jobs_for_later_take_their_turns_when_due(db_url: str, store: Store) -> None:
+    """A job created for later has no turn until it is due, so it never stands ahead of due
+    jobs in the claim's order; once due, its tenant takes turns with the others from there."""
+    users = await tenants(store, "A", "B")
+    later = await create(store, users["A"], 5, run_at=datetime.now(UTC) + timedelta(hours=1))
+    assert turns(db_url, later) == [None] * 5
+    await create(store, users["B"], 10)
+    assert len(claim(db_url, limit=4)) == 4  # B's alone: A's jobs are not due
+    come_due(db_url, later)
+    claim_one_by_one(db_url, 6)
+    # From the claim after they came due, A's jobs take turns with B's remaining six.
+    assert labelled(db_url, users, "lease_token")[4:] == "ABABAB"
+    assert all(tag is not None for tag in turns(db_url, later))
+
+
+async def test_a_retry_set_to_wait_gives_up_its_turn_and_takes_one_when_due(
+    db_url: str, store: Store
+) -> None:
+    users = await tenants(store, "A", "B")
+    (a_first, *_) = await create(store, users["A"], 2)
+    await create(store, users["B"], 3)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        token = conn.execute("select lease_token from aijobs.claim_jobs('w', 1, 60)").fetchone()
+        assert token is not None
+        retry = {
+            "id": str(a_first),
+            "lease_token": token[0],
+            "status": "pending",
+            "outcome": "retry",
+            "error": "upstream 503",
+            "retry_in": 3600,
+        }
+        conn.execute(
+            "select * from aijobs.finish_attempts('w', %s::jsonb)", (psycopg.types.json.Jsonb([retry]),)
+        )
+    assert turns(db_url, [a_first]) == [None]
+    assert a_first not in claim(db_url, limit=10)  # waiting: passed over, the rest claimed
+    come_due(db_url, [a_first])
+    assert claim(db_url) == [a_first]
+
+
+async def test_a_pending_row_written_directly_is_given_a_turn(db_url: str, store: Store) -> None:
+    users = await tenants(store, "A")
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (job,) = conn.execute(
+            "insert into aijobs.jobs (user_id, tenant, type, payload, cost)"
+            " values (%s, %s, 'sentiment_analysis', '{}', 0) returning id",
+            (users["A"], users["A"]),
+        ).fetchone() or (None,)
+    assert turns(db_url, [job]) == [None]
+    assert claim(db_url) == [job]
+
+
 @pytest.mark.parametrize("weight", [0, 1001])
 async def test_weight_is_bounded(store: Store, weight: int) -> None:
     async with store.session() as s:

@@ -283,12 +283,14 @@ create table aijobs.jobs (
     started_at            aijobs.instant,
     finished_at           aijobs.instant,
     updated_at            aijobs.instant not null default now(),
-    -- The job's turn in the fair share between tenants (start-time fair queuing, assigned
-    -- by create_jobs): the claim serves the earliest. 0 for rows written directly.
-    fair_tag              bigint not null default 0,
+    -- The job's turn in the fair share between tenants (start-time fair queuing): the claim
+    -- serves the earliest. Null until the job is due: create_jobs gives a due job its turn, and
+    -- the claim gives one to each job that has come due since (created for later, retrying
+    -- after a delay, or written directly), so jobs not due yet never sit ahead in the order.
+    fair_tag              bigint,
     -- The job's place in its tenant's own order after priority: its first turn, kept when
     -- the claim gives its turn to a job of higher priority (fair_tag changes then).
-    tenant_seq            bigint not null default 0,
+    tenant_seq            bigint,
     -- Whose turns the job takes in the fair share and whose limit on running jobs holds it:
     -- the user's own id, or the organisation (say) its creation named. The user stays the
     -- owner (credits, the in-flight quota, who may read it).
@@ -298,11 +300,12 @@ create table aijobs.jobs (
     ),
     constraint jobs_finished_when_terminal check (
         (status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)
-    )
+    ),
+    constraint jobs_turn_whole check ((fair_tag is null) = (tenant_seq is null))
 );
 -- The claim walks this index in fair-share order and stops after LIMIT rows; the tenant index
--- gives each tenant's turns to its own jobs by priority. run_at is a key column so that jobs
--- not due yet are passed over in the index, without a visit to the table.
+-- gives each tenant's turns to its own jobs by priority. Jobs without a turn sort last, by
+-- run_at: the claim finds those that have come due there, and stops at the first that has not.
 create index jobs_fair_claim_idx on aijobs.jobs (fair_tag, run_at, id) where status = 'pending';
 create index jobs_tenant_claim_idx on aijobs.jobs (tenant, priority desc, tenant_seq, run_at)
     where status = 'pending';
@@ -671,6 +674,49 @@ begin
 end
 $$;
 
+-- The next `p_n` turns of a tenant in the fair share (start-time fair queuing): the first
+-- tag and the step between them. A tenant goes on from where it left off or, if it fell
+-- behind or was idle, from the turn the queue is serving now (its earliest turn still due;
+-- when none is, the latest turn handed out), so idle time earns no credit and a backlog earns
+-- no head start. Locks the tenant's row until the transaction ends: the turns of one tenant
+-- are handed out one caller at a time.
+create function aijobs.take_turns(p_tenant uuid, p_n integer, out first_tag bigint, out step bigint)
+language plpgsql
+as $$
+declare
+    v_clock bigint;
+begin
+    if p_tenant is null or p_n is null or p_n < 1 then
+        raise exception 'take_turns needs a tenant and a count of at least 1' using errcode = 'AJ005',
+            detail = pg_catalog.json_build_object('field', 'p_n', 'reason', 'must be at least 1, with a tenant')::text;
+    end if;
+    -- No SET search_path (a cost at every call): called from functions that pin it, and
+    -- every name is qualified all the same.
+    select j.fair_tag into v_clock from aijobs.jobs j
+    where j.status = 'pending' and j.fair_tag is not null and j.run_at <= now()
+    order by j.fair_tag, j.run_at, j.id limit 1;
+    if v_clock is null then
+        select max(t.last_tag) into v_clock from aijobs.tenants t;
+    end if;
+    -- An update first: the tenant's row exists but for its first turn, and an
+    -- INSERT ... ON CONFLICT costs more than an UPDATE when it does.
+    update aijobs.tenants t
+        set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + p_n::bigint * (1000000 / t.weight),
+            updated_at = now()
+    where t.tenant = p_tenant
+    returning t.last_tag, 1000000 / t.weight into first_tag, step;
+    if not found then
+        insert into aijobs.tenants as t (tenant, last_tag)
+        values (p_tenant, coalesce(v_clock, 0) + p_n::bigint * 1000000)
+        on conflict (tenant) do update
+            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + p_n::bigint * (1000000 / t.weight),
+                updated_at = now()
+        returning t.last_tag, 1000000 / t.weight into first_tag, step;
+    end if;
+    first_tag := first_tag - p_n * step;
+end
+$$;
+
 -- Create jobs for one user, charged all or nothing: a single job is a batch of one. Element
 -- i of every array is job i; null arrays (or elements) take the defaults. Rows come back in
 -- input order; `created` is false for an element whose idempotency key already named a job
@@ -729,9 +775,9 @@ declare
     v_balance  bigint;
     v_limit    integer;
     v_new      integer;
+    v_due      integer;
     v_total    bigint;
     v_active   bigint;
-    v_clock    bigint;
     v_step     bigint;
     v_tag      bigint;
 begin
@@ -814,10 +860,12 @@ begin
             where e.user_id = v_user and e.idempotency_key = p_idempotency_keys[1];
         end if;
         v_new := case when v_existing is null then 1 else 0 end;
+        v_due := case when coalesce(p_run_ats[1] <= now(), true) then v_new else 0 end;
         v_total := v_new * v_cost;
     else
-        select count(*), coalesce(sum(k.cost), 0) into v_new, v_total
-        from unnest(p_types, p_idempotency_keys) as t(type, key)
+        select count(*), count(*) filter (where coalesce(t.run_at <= now(), true)), coalesce(sum(k.cost), 0)
+        into v_new, v_due, v_total
+        from unnest(p_types, p_idempotency_keys, p_run_ats) as t(type, key, run_at)
         join aijobs.job_types k on k.name = t.type
         where t.key is null
            or not exists (select from aijobs.jobs e where e.user_id = v_user and e.idempotency_key = t.key);
@@ -838,7 +886,7 @@ begin
     end if;
 
     -- The same refusal whether the id is absent or another user's, so it does not tell which.
-    if p_retry_ofs is not null then
+    if p_retry_ofs is not null and (not v_one or p_retry_ofs[1] is not null) then
         if v_one then
             select 1 into v_bad_i
             where p_retry_ofs[1] is not null and v_new = 1
@@ -869,33 +917,10 @@ begin
         update aijobs.accounts a set balance = a.balance - v_total, updated_at = now()
         where a.user_id = v_user
         returning a.balance into v_balance;
-
-        -- Fair share (start-time fair queuing): the new jobs take the tenant's next turns,
-        -- from where it left off or, if it fell behind or was idle, from the turn the queue
-        -- is serving now (its earliest runnable tag; when nothing is queued, the latest turn
-        -- handed out), so idle time earns no credit and a backlog earns no head start.
-        select j.fair_tag into v_clock from aijobs.jobs j
-        where j.status = 'pending' and j.run_at <= now()
-        order by j.fair_tag, j.run_at, j.id limit 1;
-        if v_clock is null then
-            select max(t.last_tag) into v_clock from aijobs.tenants t;
-        end if;
-        -- An update first: the tenant's row exists but for its first creation, and an
-        -- INSERT ... ON CONFLICT costs more than an UPDATE when it does.
-        update aijobs.tenants t
-            set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
-                updated_at = now()
-        where t.tenant = v_tenant
-        returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
-        if not found then
-            insert into aijobs.tenants as t (tenant, last_tag)
-            values (v_tenant, coalesce(v_clock, 0) + v_new::bigint * 1000000)
-            on conflict (tenant) do update
-                set last_tag = greatest(t.last_tag, coalesce(v_clock, 0)) + v_new::bigint * (1000000 / t.weight),
-                    updated_at = now()
-            returning t.last_tag, 1000000 / t.weight into v_tag, v_step;
-        end if;
-        v_tag := v_tag - v_new * v_step;
+    end if;
+    -- The due ones take the tenant's next turns; one for later takes its turn when it is due.
+    if v_due > 0 then
+        select t.first_tag, t.step into v_tag, v_step from aijobs.take_turns(v_tenant, v_due) t;
     end if;
 
     if v_one then
@@ -931,7 +956,11 @@ begin
              with ordinality as t(type, payload, priority, run_at, max_attempts, key, retry_of, i)
         join aijobs.job_types k on k.name = t.type
     ), fresh as materialized (
-        select aijobs.uuid_v7() as id, row_number() over (order by input.i) - 1 as turn, input.*
+        select aijobs.uuid_v7() as id,
+               case when coalesce(input.run_at <= now(), true)
+                    then row_number() over (partition by coalesce(input.run_at <= now(), true) order by input.i) - 1
+               end as turn,
+               input.*
         from input where input.existing is null
     ), inserted as (
         insert into aijobs.jobs (id, user_id, type, payload, priority, run_at, max_attempts, cost,
@@ -1329,13 +1358,16 @@ begin
         return;
     end if;
     select j.fair_tag into v_head from jobs j
-    where j.status = 'pending' and j.run_at <= now()
+    where j.status = 'pending' and j.fair_tag is not null and j.run_at <= now()
     order by j.fair_tag, j.run_at, j.id limit 1;
     select min(j.tenant_seq) into v_seq from jobs j where j.tenant = v_tenant and j.status = 'pending';
     return query
     update jobs j
-    set fair_tag = least(j.fair_tag, coalesce(v_head - 1, j.fair_tag)),
-        tenant_seq = least(j.tenant_seq, coalesce(v_seq - 1, j.tenant_seq)),
+    -- A job without a turn yet takes the head's; with nothing due to stand before, it keeps
+    -- none, and the next claim gives it one (it is due now).
+    set fair_tag = least(j.fair_tag, v_head - 1),
+        tenant_seq = case when least(j.fair_tag, v_head - 1) is not null
+                          then coalesce(least(j.tenant_seq, v_seq - 1), v_head - 1) end,
         priority = 100,
         run_at = least(j.run_at, now()),
         updated_at = now()
@@ -1345,6 +1377,42 @@ end
 $$;
 
 -- The worker's claim and finish ----------------------------------------------------------
+
+-- Give a turn to each job that has come due without one (created for later, retrying after
+-- a delay, or written directly): each tenant's in the order they came due, from its next
+-- turns (take_turns). The claim calls this first; at most `p_limit` jobs a call, so a large
+-- batch coming due at once is turned over the next claims. Tenants' rows are locked in
+-- tenant order, so two claims doing this cannot deadlock.
+create function aijobs.turn_due_jobs(p_limit integer)
+returns integer
+language plpgsql
+as $$
+declare
+    v_group  record;
+    v_turn   record;
+    v_n      integer := 0;
+begin
+    for v_group in
+        select d.tenant, array_agg(d.id order by d.run_at, d.id) as ids
+        from (select j.id, j.tenant, j.run_at from aijobs.jobs j
+              where j.status = 'pending' and j.fair_tag is null and j.run_at <= now()
+              order by j.fair_tag, j.run_at, j.id
+              limit p_limit
+              for update skip locked) d
+        group by d.tenant
+        order by d.tenant
+    loop
+        select t.first_tag, t.step into v_turn from aijobs.take_turns(v_group.tenant, cardinality(v_group.ids)) t;
+        update aijobs.jobs j
+        set fair_tag = v_turn.first_tag + (u.k - 1) * v_turn.step,
+            tenant_seq = v_turn.first_tag + (u.k - 1) * v_turn.step
+        from unnest(v_group.ids) with ordinality as u(id, k)
+        where j.id = u.id;
+        v_n := v_n + cardinality(v_group.ids);
+    end loop;
+    return v_n;
+end
+$$;
 
 -- Claim up to `limit` runnable jobs for one worker in one statement, fairly between tenants:
 -- the turns are the runnable jobs with the earliest fair-share tags (create_jobs gives each
@@ -1389,6 +1457,7 @@ begin
             detail = json_build_object('field', 'lease_seconds',
                                        'reason', 'must be more than 0 and at most 86400')::text;
     end if;
+    perform aijobs.turn_due_jobs(p_limit);
     return query
         with paused as (
             -- Read once per claim (a handful of rows), then an array test per candidate row: nothing
@@ -1435,7 +1504,7 @@ begin
             -- every pending job); otherwise the same walk, passing those jobs over.
             select * from (
                 select id, tenant, fair_tag from aijobs.jobs
-                where status = 'pending' and run_at <= now()
+                where status = 'pending' and fair_tag is not null and run_at <= now()
                   and (select cardinality(p.types) = 0 from paused p)
                   and not exists (select from full_tenants)
                   and not exists (select from full_pairs)
@@ -1446,7 +1515,7 @@ begin
             union all
             select * from (
                 select id, tenant, fair_tag from aijobs.jobs
-                where status = 'pending' and run_at <= now()
+                where status = 'pending' and fair_tag is not null and run_at <= now()
                   and not ((select cardinality(p.types) = 0 from paused p) and not exists (select from full_tenants)
                            and not exists (select from full_pairs))
                   and coalesce(type <> all((select types from paused)::text[]), true)
@@ -1474,7 +1543,8 @@ begin
             select b.id, b.tenant, b.fair_tag, b.type, b.priority, b.tenant_seq from tenants t
             cross join lateral (
                 select j.id, j.tenant, j.fair_tag, j.type, j.priority, j.tenant_seq from aijobs.jobs j
-                where j.tenant = t.tenant and j.status = 'pending' and j.run_at <= now()
+                where j.tenant = t.tenant and j.status = 'pending' and j.tenant_seq is not null
+                  and j.run_at <= now()
                   and coalesce(j.type <> all((select types from paused)::text[]), true)
                   and not exists (select from full_pairs f where f.tenant = j.tenant and f.type = j.type)
                 order by j.priority desc, j.tenant_seq, j.run_at
@@ -1591,6 +1661,11 @@ begin
                 run_at = case when d.status = 'pending' and not j.cancel_requested
                               then now() + make_interval(secs => coalesce(d.retry_in, 0))
                               else j.run_at end,
+                -- A retry after a delay is not due: it takes a new turn when it is.
+                fair_tag = case when d.status = 'pending' and coalesce(d.retry_in, 0) > 0 then null
+                                else j.fair_tag end,
+                tenant_seq = case when d.status = 'pending' and coalesce(d.retry_in, 0) > 0 then null
+                                  else j.tenant_seq end,
                 finished_at = case when d.status in ('completed', 'failed', 'cancelled')
                                      or (d.status = 'pending' and j.cancel_requested) then now() end,
                 lease_owner = null,
@@ -1726,7 +1801,9 @@ grant execute on function
     aijobs.claim_jobs(text, integer, double precision),
     aijobs.finish_attempts(text, jsonb),
     aijobs.claim_room(uuid[], integer[]),
-    aijobs.claim_type_room(uuid[], text[], integer[])
+    aijobs.claim_type_room(uuid[], text[], integer[]),
+    aijobs.take_turns(uuid, integer),
+    aijobs.turn_due_jobs(integer)
     to service_role;
 -- What service_role's own writes to jobs evaluate (the payload's check, the id's default).
 -- The functions granted to users run as their owner and need no more.
