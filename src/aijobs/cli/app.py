@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
@@ -64,8 +66,16 @@ def database(settings: Settings) -> Iterator[str]:
         yield url
 
 
+class Terminated(SystemExit):
+    """SystemExit for a terminating signal (exit status 128 + its number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+
 def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+    raise Terminated(signum)
 
 
 @contextmanager
@@ -76,11 +86,28 @@ def exit_on_terminate() -> Iterator[None]:
     of the embedded server, which then runs on for nobody. A handler that raises unwinds
     instead. It also catches uvicorn's re-raise of SIGTERM after a graceful shutdown, and
     the worker's own handlers (installed on its event loop) take precedence while it runs.
+
+    A handler that runs inside a callback Python calls itself (a weakref's, say, which
+    imports use) raises where nothing can catch it: Python reports the exception and drops
+    it. The signal is then sent again, from another thread a moment later (sent from here,
+    it would be handled here again), to be raised where it unwinds.
     """
+    previous_hook = sys.unraisablehook
+
+    def send_again(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            again = threading.Timer(0.05, os.kill, (os.getpid(), unraisable.exc_value.signum))
+            again.daemon = True
+            again.start()
+            return
+        previous_hook(unraisable)
+
     previous = {sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    sys.unraisablehook = send_again
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
