@@ -166,17 +166,18 @@ def test_claim_walks_the_claim_index(history_db: str, limits: str) -> None:
     plain = plan.split("Subquery Scan on plain", 1)[1].split("Subquery Scan on passing_over", 1)[0]
     assert "Index Scan using jobs_fair_claim_idx" in plain and "Sort" not in plain, plan
     # Jobs not due yet (2,000 of them here) have no turn: the walk of the turns stops before
-    # them in the index, and the claim's first step, giving turns to the jobs that have come
-    # due, reads only the due ones among them (both bounds are index conditions).
+    # them in the index, and the claim's first step, looking for jobs that have come due
+    # without a turn, reads only the due ones among them (both bounds are index conditions).
     fair_scan = plain[plain.index("jobs_fair_claim_idx") :].split("->")[0]
     assert (
         "Index Cond: ((fair_tag IS NOT NULL) AND ((run_at)::timestamp with time zone <= now()))" in fair_scan
     ), plan
-    due = plan.split("select d.tenant, array_agg(d.id", 1)[1]
+    due = plan.split("j.fair_tag is null and j.run_at <= now()\n        order by", 1)[1]
     due_scan = due[due.index("jobs_fair_claim_idx") :].split("->")[0]
-    assert "Index Cond: ((fair_tag IS NULL) AND ((run_at)::timestamp with time zone <= now()))" in due_scan, (
-        plan
-    )
+    assert re.search(
+        r"Index Cond: \(\(fair_tag IS NULL\) AND \(\(?run_at\)?(::timestamp with time zone)? <= now\(\)\)",
+        due_scan,
+    ), plan
 
 
 def test_claim_walks_the_fair_index_when_one_tenant_holds_the_queue(db_url: str) -> None:

@@ -78,7 +78,7 @@ async def test_healthy_queue_has_no_violations(
         (
             "balance",
             [
-                "alter table aijobs.accounts drop constraint accounts_balance_check",
+                "alter domain aijobs.credit_balance drop constraint credit_balance_check",
                 "update aijobs.accounts set balance = -1",
             ],
         ),

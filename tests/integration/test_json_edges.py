@@ -74,3 +74,27 @@ async def test_results_orjson_refuses_are_written_with_the_standard_encoder(
     assert won == {(created.id, job.lease_token): "completed"}
     row = await fetch_one(db_url, "select result from aijobs.jobs where id = %s", created.id)
     assert row["result"] == {"count": HUGE, "by_rank": {"1": "first"}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "refused"),
+    [
+        ('{"a": 12345678901234567890123456789012}', False),
+        ('{"a": 123456789012345678901234567890123}', True),
+        ('{"a": -1234567890123456789012345678901}', False),
+        ('{"a": -12345678901234567890123456789012}', True),
+        ('{"a": [1, 2, {"b": 1.234567890123456789012345678901}]}', False),
+        ('{"a": [1, 2, {"b": 1.2345678901234567890123456789012}]}', True),
+        ('{"a": [12345678901234567890, 12345678901234567890]}', False),
+        ('{"a": "123456789012345678901234567890123456789"}', False),
+        ('{"123456789012345678901234567890123456789": true}', False),
+        ('{"a": 1e40}', True),
+    ],
+)
+def test_the_number_rule_counts_each_numbers_own_characters(db_url: str, payload: str, refused: bool) -> None:
+    """More than 32 characters in one number (sign and point included) is refused; numbers side
+    by side, and digits in strings or keys, are not numbers that long."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("select aijobs.json_problem(%s::jsonb)", (payload,)).fetchone()
+    assert row is not None
+    assert (row[0] == "holds a number longer than 32 characters") is refused, row

@@ -115,10 +115,11 @@ begin
         return 'is ' || pg_catalog.octet_length(p_value::text) || ' bytes as JSON; the limit is 65536';
     elsif pg_catalog.jsonb_path_exists(p_value, 'strict $.**{33 to last}') then
         return 'nests deeper than 32 levels';
-    elsif exists (
-        select from pg_catalog.jsonb_path_query(p_value, 'strict $.** ? (@.type() == "number")') n
-        where pg_catalog.length(n::text) > 32
-    ) then
+    -- The numbers as one JSON array's text, "[1, 2.5, ...]": a number longer than 32
+    -- characters is a run of 33 characters none of which is a bracket, a comma or a space.
+    -- An expression, not a query over the numbers: a query costs a plan's start at every call.
+    elsif pg_catalog.jsonb_path_query_array(p_value, 'strict $.** ? (@.type() == "number")')::text
+          operator(pg_catalog.~) '[^], []{33}' then
         return 'holds a number longer than 32 characters';
     end if;
     return null;
@@ -139,6 +140,12 @@ create domain aijobs.job_wait_seconds as real check (value >= 0 and value < 'inf
 -- every worker, and a time Python cannot hold fails every reader that loads its row.
 create domain aijobs.instant as timestamptz
     check (value >= '1970-01-01 00:00:00+00' and value < '9999-01-01 00:00:00+00');
+-- Domains rather than table CHECKs where one column is checked on a hot path: PostgreSQL
+-- reads a table's CHECK constraints from their stored text at every statement that writes
+-- the table, where a domain's check is kept ready (a creation writes an account and a tenant).
+create domain aijobs.credit_balance as bigint check (value >= 0);
+create domain aijobs.tenant_weight as integer check (value between 1 and 1000);
+create domain aijobs.running_limit as integer check (value > 0);
 
 create type aijobs.job_status as enum ('pending', 'processing', 'completed', 'failed', 'cancelled');
 
@@ -183,7 +190,7 @@ insert into aijobs.settings (max_jobs_in_flight_per_user) values (100);
 -- Invariant: balance = sum(credit_ledger.amount) of the account, and >= 0.
 create table aijobs.accounts (
     user_id     uuid primary key,
-    balance     bigint not null default 0 check (balance >= 0),
+    balance     aijobs.credit_balance not null default 0,
     created_at  aijobs.instant not null default now(),
     updated_at  aijobs.instant not null default now()
 );
@@ -335,12 +342,12 @@ create index jobs_failed_recent_idx on aijobs.jobs (finished_at desc) where stat
 -- job's turn. Written by create_jobs; the weight and the limit by the owner or service_role.
 create table aijobs.tenants (
     tenant       uuid primary key,
-    weight       integer not null default 1 check (weight between 1 and 1000),
+    weight       aijobs.tenant_weight not null default 1,
     last_tag     bigint not null default 0,
     updated_at   aijobs.instant not null default now(),
     -- The most of its jobs running at once, instead of the deployment's default
     -- (`settings.max_running_per_tenant`); null: the default.
-    max_running  integer check (max_running > 0)
+    max_running  aijobs.running_limit
 );
 -- When the queue is empty, a creation starts from the latest turn handed out.
 create index tenants_last_tag_idx on aijobs.tenants (last_tag);
@@ -543,10 +550,12 @@ create table aijobs.webhook_delivery_attempts (
 -- Who may act for whom ----------------------------------------------------------------------
 
 -- Whether the role calling in may act for any user: a member of `service_role` or of the
--- schema's owner (the role that migrates, which the worker, CLI and API use). Decided by
--- membership: a custom role that merely inherits `authenticated` acts only for itself.
--- Inside a SECURITY DEFINER function current_user is the owner, so the caller is read from
--- the `role` setting (SET ROLE, as PostgREST and the API use), else the session's user.
+-- role that owns aijobs (the role that migrates, which the worker, CLI and API use). Decided
+-- by membership: a custom role that merely inherits `authenticated` acts only for itself.
+-- Called only from SECURITY DEFINER functions (and executable by the owner alone), where
+-- current_user is that owner: so the caller is read from the `role` setting (SET ROLE, as
+-- PostgREST and the API use), else the session's user, and compared with current_user (a
+-- query of the schema's owner would cost a plan's start at every call).
 create function aijobs.caller_is_trusted() returns boolean
 language plpgsql stable
 as $$
@@ -556,8 +565,7 @@ declare
 begin
     -- Called only from functions that pin search_path; calls are qualified all the same.
     return pg_catalog.pg_has_role(v_caller, 'service_role', 'MEMBER')
-        or pg_catalog.pg_has_role(
-            v_caller, (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'aijobs'), 'MEMBER');
+        or pg_catalog.pg_has_role(v_caller, current_user, 'MEMBER');
 end
 $$;
 
@@ -757,8 +765,9 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_trusted  boolean := aijobs.caller_is_trusted();
-    v_user     uuid := aijobs.acting_user(p_user_id, v_trusted);
-    -- The trusted case inline: the API's creations pay for no call and no settings read.
+    -- The trusted cases inline: the API's creations pay for no call and no settings read.
+    v_user     uuid := case when v_trusted and p_user_id is not null then p_user_id
+                            else aijobs.acting_user(p_user_id, v_trusted) end;
     v_tenant   uuid := case when v_trusted then coalesce(p_tenant, v_user)
                             else aijobs.acting_tenant(p_tenant, v_user) end;
     v_n        integer := coalesce(cardinality(p_types), 0);
@@ -1457,7 +1466,13 @@ begin
             detail = json_build_object('field', 'lease_seconds',
                                        'reason', 'must be more than 0 and at most 86400')::text;
     end if;
-    perform aijobs.turn_due_jobs(p_limit);
+    -- Most claims find no job come due without a turn: one probe of the index, then nothing.
+    -- (Ordered, so that it is that index: as an EXISTS it may walk another, job by job.)
+    if (select j.id from aijobs.jobs j
+        where j.status = 'pending' and j.fair_tag is null and j.run_at <= now()
+        order by j.fair_tag, j.run_at, j.id limit 1) is not null then
+        perform aijobs.turn_due_jobs(p_limit);
+    end if;
     return query
         with paused as (
             -- Read once per claim (a handful of rows), then an array test per candidate row: nothing

@@ -1,5 +1,5 @@
--- Migration 006: jobs not due yet wait outside the fair-share order. ../schema.sql shows the
--- result.
+-- Migration 006: jobs not due yet wait outside the fair-share order, and a creation does
+-- less work in the database. ../schema.sql shows the result.
 --
 -- A job created for later (run_at in the future) took its fair-share turn at creation, so
 -- it sat near the head of the claim's index until it came due: every claim, and every
@@ -16,7 +16,27 @@
 --   only jobs with a turn, so they stop at the first job without one; `finish_attempts`
 --   takes the turn away from a retry set to wait (it takes a new one when due);
 --   `expedite_job` gives a job without a turn the head's.
--- - `create_jobs` skips the retry_of check of a single job that names none.
+--
+-- A single creation did about half as much work again as the release before (counted in
+-- instructions, see docs/benchmarks.md). Of that:
+-- - PostgreSQL reads a table's CHECK constraints from their stored text at every statement
+--   that writes the table, and a creation writes an account and a tenant: `accounts.balance`,
+--   `tenants.weight` and `tenants.max_running` are checked by domains instead
+--   (`credit_balance`, `tenant_weight`, `running_limit`), whose checks are kept ready.
+-- - `json_problem` finds a long number with an expression instead of a query (a query costs
+--   a plan's start at every call, and the payload is checked twice per job).
+-- - `caller_is_trusted` compares the caller with current_user (its callers' owner) instead of
+--   querying the schema's owner.
+-- - `create_jobs` does not call `acting_user` for a trusted caller that names the user, and
+--   skips the retry_of check of a single job that names none.
+
+create domain aijobs.credit_balance as bigint check (value >= 0);
+create domain aijobs.tenant_weight as integer check (value between 1 and 1000);
+create domain aijobs.running_limit as integer check (value > 0);
+alter table aijobs.accounts drop constraint accounts_balance_check,
+    alter column balance type aijobs.credit_balance;
+alter table aijobs.tenants drop constraint tenants_weight_check, drop constraint tenants_max_running_check,
+    alter column weight type aijobs.tenant_weight, alter column max_running type aijobs.running_limit;
 
 alter table aijobs.jobs alter column fair_tag drop not null, alter column fair_tag drop default,
     alter column tenant_seq drop not null, alter column tenant_seq drop default;
@@ -103,6 +123,57 @@ begin
 end
 $$;
 
+-- Why a JSON value may not be stored as a payload or result, or null when it may. A
+-- payload is read back by every worker that claims it and every reader that lists it, so
+-- what Python, JavaScript and the claim statement cannot read must never be stored:
+-- at most 65536 bytes as text, nested at most 32 levels below the top object, and every
+-- number at most 32 characters as PostgreSQL writes it (1e400 is 401 digits).
+create or replace function aijobs.json_problem(p_value jsonb) returns text
+language plpgsql immutable parallel safe
+as $$
+begin
+    -- PL/pgSQL rather than SQL: its plans are kept for the session, where a SQL function that
+    -- cannot be inlined is planned again at every call. No SET search_path (that costs every
+    -- call too): the calls are qualified with pg_catalog instead.
+    if p_value is null then
+        return 'is required';
+    elsif pg_catalog.jsonb_typeof(p_value) <> 'object' then
+        return 'must be a JSON object';
+    elsif pg_catalog.octet_length(p_value::text) > 65536 then
+        return 'is ' || pg_catalog.octet_length(p_value::text) || ' bytes as JSON; the limit is 65536';
+    elsif pg_catalog.jsonb_path_exists(p_value, 'strict $.**{33 to last}') then
+        return 'nests deeper than 32 levels';
+    -- The numbers as one JSON array's text, "[1, 2.5, ...]": a number longer than 32
+    -- characters is a run of 33 characters none of which is a bracket, a comma or a space.
+    -- An expression, not a query over the numbers: a query costs a plan's start at every call.
+    elsif pg_catalog.jsonb_path_query_array(p_value, 'strict $.** ? (@.type() == "number")')::text
+          operator(pg_catalog.~) '[^], []{33}' then
+        return 'holds a number longer than 32 characters';
+    end if;
+    return null;
+end
+$$;
+
+-- Whether the role calling in may act for any user: a member of `service_role` or of the
+-- role that owns aijobs (the role that migrates, which the worker, CLI and API use). Decided
+-- by membership: a custom role that merely inherits `authenticated` acts only for itself.
+-- Called only from SECURITY DEFINER functions (and executable by the owner alone), where
+-- current_user is that owner: so the caller is read from the `role` setting (SET ROLE, as
+-- PostgREST and the API use), else the session's user, and compared with current_user (a
+-- query of the schema's owner would cost a plan's start at every call).
+create or replace function aijobs.caller_is_trusted() returns boolean
+language plpgsql stable
+as $$
+declare
+    v_caller name := coalesce(
+        nullif(nullif(pg_catalog.current_setting('role', true), 'none'), ''), session_user::text);
+begin
+    -- Called only from functions that pin search_path; calls are qualified all the same.
+    return pg_catalog.pg_has_role(v_caller, 'service_role', 'MEMBER')
+        or pg_catalog.pg_has_role(v_caller, current_user, 'MEMBER');
+end
+$$;
+
 -- Create jobs for one user, charged all or nothing: a single job is a batch of one. Element
 -- i of every array is job i; null arrays (or elements) take the defaults. Rows come back in
 -- input order; `created` is false for an element whose idempotency key already named a job
@@ -143,8 +214,9 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_trusted  boolean := aijobs.caller_is_trusted();
-    v_user     uuid := aijobs.acting_user(p_user_id, v_trusted);
-    -- The trusted case inline: the API's creations pay for no call and no settings read.
+    -- The trusted cases inline: the API's creations pay for no call and no settings read.
+    v_user     uuid := case when v_trusted and p_user_id is not null then p_user_id
+                            else aijobs.acting_user(p_user_id, v_trusted) end;
     v_tenant   uuid := case when v_trusted then coalesce(p_tenant, v_user)
                             else aijobs.acting_tenant(p_tenant, v_user) end;
     v_n        integer := coalesce(cardinality(p_types), 0);
@@ -470,7 +542,13 @@ begin
             detail = json_build_object('field', 'lease_seconds',
                                        'reason', 'must be more than 0 and at most 86400')::text;
     end if;
-    perform aijobs.turn_due_jobs(p_limit);
+    -- Most claims find no job come due without a turn: one probe of the index, then nothing.
+    -- (Ordered, so that it is that index: as an EXISTS it may walk another, job by job.)
+    if (select j.id from aijobs.jobs j
+        where j.status = 'pending' and j.fair_tag is null and j.run_at <= now()
+        order by j.fair_tag, j.run_at, j.id limit 1) is not null then
+        perform aijobs.turn_due_jobs(p_limit);
+    end if;
     return query
         with paused as (
             -- Read once per claim (a handful of rows), then an array test per candidate row: nothing
