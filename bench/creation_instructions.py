@@ -33,6 +33,18 @@ NEW = (
     ' array[\'{"text":"noop"}\'::jsonb], array[0::smallint], array[null::timestamptz],'
     " array[4::integer], array[null::text], array[null::uuid], false, null::uuid)"
 )
+NEW_BATCH = (
+    f"select count(*) from aijobs.create_jobs('{USER}'::uuid,"
+    " array_fill('sentiment_analysis'::text, array[{n}]),"
+    ' array_fill(\'{{"text":"noop"}}\'::jsonb, array[{n}]), array_fill(0::smallint, array[{n}]), null,'
+    " array_fill(4, array[{n}]), null, null, false, null::uuid)"
+)
+OLD_BATCH = (
+    f"select count(*) from create_credit_consuming_jobs('{USER}',"
+    " array_fill('sentiment_analysis'::text, array[{n}]),"
+    ' array_fill(\'{{"text":"noop"}}\'::jsonb, array[{n}]), array_fill(0::smallint, array[{n}]), null,'
+    " array_fill(4, array[{n}]))"
+)
 OLD = (
     f"select * from create_credit_consuming_job('{USER}', 'sentiment_analysis',"
     ' \'{"text":"noop"}\'::jsonb, 0::smallint, null, 4, null, null)'
@@ -65,6 +77,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--aijobs", default=str(Path(sys.executable).parent / "aijobs"))
     parser.add_argument("--old-schema", action="store_true")
+    parser.add_argument(
+        "--batch", type=int, default=0, help="jobs per creation (one statement); 0: a single job"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("valgrind") is None:
         sys.exit("needs root (to run PostgreSQL as the postgres user) and valgrind")
@@ -97,11 +112,14 @@ def main() -> None:
         finally:
             as_postgres(str(PG_BIN / "pg_ctl"), f"-D {data} -w stop", stdout=subprocess.DEVNULL)
         statement = OLD if args.old_schema else NEW
+        if args.batch:
+            statement = (OLD_BATCH if args.old_schema else NEW_BATCH).format(n=args.batch)
         started = time.perf_counter()
         few, many = count(data, statement, 50, work / "run"), count(data, statement, 250, work / "run")
         print(f"schema migrated by {args.aijobs}")
         seconds = time.perf_counter() - started
-        print(f"one creation: {(many - few) / 200:,.0f} instructions (valgrind, {seconds:.0f} s)")
+        what = f"one batch of {args.batch}" if args.batch else "one creation"
+        print(f"{what}: {(many - few) / 200:,.0f} instructions (valgrind, {seconds:.0f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
