@@ -10,7 +10,9 @@ the one `--aijobs` names), gives one user credits, then runs the backend in sing
 under `valgrind --tool=callgrind`, executing one prepared creation per statement (each its
 own transaction, as W1 does) 50 times and then 250 times. The difference over 200 is what one
 creation costs once every cache is warm: parsing, planning and connection setup cancel out.
-`--old-schema` calls the release before this one's function (`create_credit_consuming_job`).
+`--old-schema` calls the release before this one's function (`create_credit_consuming_job`);
+`--drain` counts a claim of 100 and the finish of what it claimed instead, beside 10,000
+pending jobs (5 and then 30 of them; this schema's functions only).
 Needs valgrind (Debian's `valgrind` package).
 """
 
@@ -44,6 +46,17 @@ OLD_BATCH = (
     " array_fill('sentiment_analysis'::text, array[{n}]),"
     ' array_fill(\'{{"text":"noop"}}\'::jsonb, array[{n}]), array_fill(0::smallint, array[{n}]), null,'
     " array_fill(4, array[{n}]))"
+)
+# A claim of 100 and the finish of what it claimed, in one statement (migration 005's functions).
+DRAIN = (
+    "select count(*) from aijobs.finish_attempts('w', (select jsonb_agg(jsonb_build_object("
+    "'id', c.id, 'lease_token', c.lease_token, 'status', 'completed', 'outcome', 'completed',"
+    " 'result', '{\"label\": \"positive\"}'::jsonb)) from aijobs.claim_jobs('w', 100, 30) c))"
+)
+SEED = (
+    f"select count(*) from aijobs.create_jobs('{USER}'::uuid,"
+    " array_fill('sentiment_analysis'::text, array[10000]),"
+    ' array_fill(\'{"text":"noop"}\'::jsonb, array[10000]))'
 )
 OLD = (
     f"select * from create_credit_consuming_job('{USER}', 'sentiment_analysis',"
@@ -80,6 +93,9 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, default=0, help="jobs per creation (one statement); 0: a single job"
     )
+    parser.add_argument(
+        "--drain", action="store_true", help="a claim of 100 and its finish instead (this schema's functions)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("valgrind") is None:
         sys.exit("needs root (to run PostgreSQL as the postgres user) and valgrind")
@@ -109,17 +125,29 @@ def main() -> None:
                 else f"select aijobs.grant_credits('{USER}', 100000000)"
             )
             subprocess.run(["psql", url, "-qAtc", grant], check=True, stdout=subprocess.DEVNULL)
+            if args.drain:
+                for sql in (SEED, "vacuum analyze"):
+                    subprocess.run(["psql", url, "-qAtc", sql], check=True, stdout=subprocess.DEVNULL)
         finally:
             as_postgres(str(PG_BIN / "pg_ctl"), f"-D {data} -w stop", stdout=subprocess.DEVNULL)
         statement = OLD if args.old_schema else NEW
         if args.batch:
             statement = (OLD_BATCH if args.old_schema else NEW_BATCH).format(n=args.batch)
+        runs = (50, 250)
+        if args.drain:
+            statement, runs = DRAIN, (5, 30)
         started = time.perf_counter()
-        few, many = count(data, statement, 50, work / "run"), count(data, statement, 250, work / "run")
+        few, many = (
+            count(data, statement, runs[0], work / "run"),
+            count(data, statement, runs[1], work / "run"),
+        )
         print(f"schema migrated by {args.aijobs}")
         seconds = time.perf_counter() - started
         what = f"one batch of {args.batch}" if args.batch else "one creation"
-        print(f"{what}: {(many - few) / 200:,.0f} instructions (valgrind, {seconds:.0f} s)")
+        if args.drain:
+            what = "a claim of 100 and its finish"
+        per = (many - few) / (runs[1] - runs[0])
+        print(f"{what}: {per:,.0f} instructions (valgrind, {seconds:.0f} s)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
