@@ -61,3 +61,24 @@ def test_the_finish_refuses_what_no_worker_sends(
     with psycopg.connect(db_url, autocommit=True) as conn:
         detail = refusal(conn, "select * from aijobs.finish_attempts(%s, %s::jsonb)", (worker_id, rows))
     assert detail["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("statement", "params", "field"),
+    [
+        ("select * from aijobs.take_turns(%s, 1)", (None,), "tenant"),
+        ("select * from aijobs.take_turns(gen_random_uuid(), %s)", (None,), "n"),
+        ("select * from aijobs.take_turns(gen_random_uuid(), %s)", (0,), "n"),
+        ("select * from aijobs.take_turns(gen_random_uuid(), %s)", (10_001,), "n"),
+        ("select aijobs.turn_due_jobs(%s)", (None,), "limit"),
+        ("select aijobs.turn_due_jobs(%s)", (0,), "limit"),
+        ("select aijobs.turn_due_jobs(%s)", (10_001,), "limit"),
+    ],
+)
+def test_the_claims_turn_keeping_refuses_what_the_claim_never_passes(
+    db_url: str, statement: str, params: tuple[Any, ...], field: str
+) -> None:
+    """take_turns and turn_due_jobs (service_role may call them too) check their arguments."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        detail = refusal(conn, statement, params)
+    assert detail["field"] == field

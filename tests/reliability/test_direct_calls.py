@@ -267,6 +267,8 @@ def test_users_may_write_no_table_and_call_no_owner_function(
         ),
         ("select aijobs.acting_tenant(%s, %s)", (OTHER, USER)),
         ("update aijobs.settings set tenant_claim = 'org_id'", None),
+        ("select * from aijobs.take_turns(%s, 1)", (USER,)),
+        ("select aijobs.turn_due_jobs(10)", None),
     ]
     for statement, params in statements:
         with psycopg.connect(db_url) as conn, conn.transaction():

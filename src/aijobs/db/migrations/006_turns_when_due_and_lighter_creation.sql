@@ -56,9 +56,12 @@ as $$
 declare
     v_clock bigint;
 begin
-    if p_tenant is null or p_n is null or p_n < 1 then
-        raise exception 'take_turns needs a tenant and a count of at least 1' using errcode = 'AJ005',
-            detail = pg_catalog.json_build_object('field', 'p_n', 'reason', 'must be at least 1, with a tenant')::text;
+    if p_tenant is null then
+        raise exception 'tenant is required' using errcode = 'AJ005',
+            detail = pg_catalog.json_build_object('field', 'tenant', 'reason', 'is required')::text;
+    elsif p_n is null or p_n not between 1 and 10000 then
+        raise exception 'n must be between 1 and 10000' using errcode = 'AJ005',
+            detail = pg_catalog.json_build_object('field', 'n', 'reason', 'must be between 1 and 10000')::text;
     end if;
     -- No SET search_path (a cost at every call): called from functions that pin it, and
     -- every name is qualified all the same.
@@ -101,6 +104,10 @@ declare
     v_turn   record;
     v_n      integer := 0;
 begin
+    if p_limit is null or p_limit not between 1 and 10000 then
+        raise exception 'limit must be between 1 and 10000' using errcode = 'AJ005',
+            detail = pg_catalog.json_build_object('field', 'limit', 'reason', 'must be between 1 and 10000')::text;
+    end if;
     for v_group in
         select d.tenant, array_agg(d.id order by d.run_at, d.id) as ids
         from (select j.id, j.tenant, j.run_at from aijobs.jobs j
