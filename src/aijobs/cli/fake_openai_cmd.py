@@ -15,6 +15,9 @@ def fake_openai(
     window_seconds: float = typer.Option(60.0, "--window-seconds", min=0.01, help="The --rpm window."),
     fail_rate: float = typer.Option(0.0, "--fail-rate", min=0, max=1, help="Fraction answered 500."),
     api_key: str = typer.Option(None, "--api-key", help="Require this bearer key (401 otherwise)."),
+    stream_interval_ms: float = typer.Option(
+        0.0, "--stream-interval-ms", min=0, help="Between the words of a streamed answer."
+    ),
     models: str = typer.Option(
         None, "--models", help="Comma-separated models it serves (404 model_not_found for others)."
     ),
@@ -29,6 +32,7 @@ def fake_openai(
         fail_rate=fail_rate,
         api_key=api_key,
         port=port,
+        stream_interval_ms=stream_interval_ms,
         models=set(models.split(",")) if models else None,
     )
     typer.echo(
