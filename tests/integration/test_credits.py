@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import uuid
 
 import psycopg
@@ -20,6 +21,7 @@ from aijobs.errors import (
     UnknownUser,
 )
 from aijobs.queue.enqueue import enqueue
+from aijobs.queue.requests import MAX_CREDIT_GRANT
 from tests.support.jobs import create_job
 
 SENTIMENT = {"text": "Lovely staff, quick service."}
@@ -254,3 +256,33 @@ async def test_retry_of_names_only_the_callers_own_jobs(
         ).fetchone()
     assert row == (funded_user, mine.id)
     assert await ledger_state(db_url, funded_user) == (before[0] - 1, before[1] - 1, before[2] + 1)
+
+
+@pytest.mark.parametrize(
+    ("amount", "note", "field"),
+    [
+        (0, "grant", "amount"),
+        (1_000_000_001, "grant", "amount"),
+        (None, "grant", "amount"),
+        (5, "", "note"),
+        (5, "n" * 201, "note"),
+        (5, None, "note"),
+    ],
+)
+def test_a_direct_grant_is_held_to_the_apis_bounds(
+    db_url: str, amount: int | None, note: str | None, field: str
+) -> None:
+    """service_role may call grant_credits directly (a Supabase RPC): the same bounds as
+    `POST /api/admin/credits` and `aijobs accounts grant`, and nothing is granted."""
+    user = uuid.uuid4()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute("select aijobs.grant_credits(%s, %s, %s)", (user, amount, note))
+        assert caught.value.sqlstate == "AJ005"
+        assert json.loads(caught.value.diag.message_detail or "{}")["field"] == field
+        assert conn.execute(
+            "select count(*) from aijobs.credit_ledger where user_id = %s", (user,)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "select aijobs.grant_credits(%s, %s, %s)", (user, MAX_CREDIT_GRANT, "n" * 200)
+        ).fetchone() == (MAX_CREDIT_GRANT,)

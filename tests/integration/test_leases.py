@@ -200,3 +200,43 @@ async def test_claim_takes_only_as_many_as_asked_and_skips_locked_rows(
     assert not {j.id for j in first} & {j.id for j in second}
     async with store.session() as s:
         assert len(await s.jobs.claim("c", 10, 30)) == 2
+
+
+@pytest.mark.parametrize("way_back", ["retry", "rescue"])
+async def test_a_cancel_racing_a_way_back_to_pending_is_not_lost(
+    store: Store, db_url: str, funded_user: uuid.UUID, way_back: str
+) -> None:
+    """The job goes from processing back to pending in a transaction that the cancel has to
+    wait for: the cancel, read after that commit, cancels the pending job instead of finding
+    it in neither state."""
+    job_id = await one_job(store, funded_user)
+    async with store.session() as s:
+        [claimed] = await s.jobs.claim("worker-a", 1, lease_seconds=0.2 if way_back == "rescue" else 30)
+    if way_back == "rescue":
+        await asyncio.sleep(0.3)
+    async with store.session() as moving, store.session() as user:
+        async with moving.conn.transaction():
+            if way_back == "retry":
+                ending = from_error(claimed, RetryableProviderError("503"), RetryPolicy(0.01, 0.01))
+                assert await moving.jobs.finish([ending], "worker-a") == {
+                    (job_id, claimed.lease_token): "pending"
+                }
+            else:
+                assert [r.status for r in await moving.jobs.rescue_expired()] == ["pending"]
+            cancel = asyncio.create_task(user.jobs.cancel(job_id))
+            for _ in range(500):  # until the cancel waits on the row this transaction holds
+                waiting = await fetch_all(
+                    db_url,
+                    "select 1 from pg_stat_activity where wait_event_type = 'Lock'"
+                    " and datname = current_database()",
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting, "the cancel did not wait for the row"
+        answered = await cancel
+    assert answered is not None and answered["status"] == "cancelled"
+    row = await job(db_url, job_id)
+    assert row["status"] == "cancelled"
+    async with store.session() as s:
+        assert await s.jobs.claim("worker-b", 1, lease_seconds=30) == [], "the cancelled job ran"

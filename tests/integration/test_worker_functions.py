@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from typing import Any
 
 import psycopg
@@ -82,3 +83,105 @@ def test_the_claims_turn_keeping_refuses_what_the_claim_never_passes(
     with psycopg.connect(db_url, autocommit=True) as conn:
         detail = refusal(conn, statement, params)
     assert detail["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((None, 1, 1, 1, 60.0), "provider"),
+        (("", 1, 1, 1, 60.0), "provider"),
+        (("openai", 0, None, 1, 60.0), "rpm"),
+        (("openai", None, -1, 1, 60.0), "tpm"),
+        (("openai", 1, 1, None, 60.0), "tokens"),
+        (("openai", 1, 1, -5, 60.0), "tokens"),
+        (("openai", 1, 1, 1, 0.0), "window_seconds"),
+        (("openai", 1, 1, 1, math.nan), "window_seconds"),
+        (("openai", 1, 1, 1, 1e30), "window_seconds"),
+        (("openai", 1, 1, 1, None), "window_seconds"),
+    ],
+)
+def test_the_provider_budget_refuses_what_the_settings_never_allow(
+    db_url: str, args: tuple[Any, ...], field: str
+) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        detail = refusal(
+            conn,
+            "select * from aijobs.provider_budget_reserve(%s, %s, %s, %s, %s::real)",
+            args,
+        )
+        assert detail["field"] == field
+        assert conn.execute("select count(*) from aijobs.provider_calls").fetchone() == (0,)
+
+
+USER = "00000000-0000-4000-8000-00000000c0de"
+
+
+def claimed_job(conn: psycopg.Connection[Any]) -> tuple[str, int]:
+    conn.execute("select aijobs.grant_credits(%s, 10, 'test')", (USER,))
+    conn.execute(
+        "select * from aijobs.create_jobs(%s, array['sentiment_analysis'], array[%s::jsonb])",
+        (USER, '{"text": "x"}'),
+    )
+    row = conn.execute("select id::text, lease_token from aijobs.claim_jobs('w', 1, 30)").fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+DEEP = {"a": 1}
+for _ in range(40):
+    DEEP = {"a": DEEP}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"status": "processing"}, "rows[0].status"),
+        ({"status": None}, "rows[0].status"),
+        ({"status": "weird"}, "rows[0].status"),
+        ({"outcome": "weird"}, "rows[0].outcome"),
+        ({"status": "pending", "outcome": "retry", "retry_in": 1e30}, "rows[0].retry_in"),
+        ({"status": "pending", "outcome": "retry", "retry_in": "NaN"}, "rows[0].retry_in"),
+        ({"result": DEEP}, "rows[0].result"),
+        ({"input_tokens": 10_000_000_000}, "rows[0].input_tokens"),
+        ({"output_tokens": 1.5}, "rows[0].output_tokens"),
+        ({"latency_ms": 1e300}, "rows[0].latency_ms"),
+        ({"cost_usd": 1e7}, "rows[0].cost_usd"),
+        ({"give_back": "maybe"}, "rows[0].give_back"),
+        ({"lease_token": "x"}, "rows[0].lease_token"),
+        ({"id": "not-a-uuid"}, "rows[0].id"),
+        (None, "rows[0]"),
+    ],
+)
+def test_the_finish_names_the_row_and_field_it_cannot_store(
+    db_url: str, change: dict[str, Any] | None, field: str
+) -> None:
+    """A worker never sends these; a direct caller (service_role) is told which row and field,
+    and nothing is written: the job is still running under its lease."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        job_id, token = claimed_job(conn)
+        row: Any = {"id": job_id, "lease_token": token, "status": "completed", "outcome": "completed"}
+        rows = json.dumps([1] if change is None else [{**row, "result": {"label": "ok"}, **change}])
+        detail = refusal(conn, "select * from aijobs.finish_attempts('w', %s::jsonb)", (rows,))
+        assert detail["field"] == field, detail
+        assert detail["index"] == 0
+        state = conn.execute("select status::text, lease_token from aijobs.jobs where id = %s", (job_id,))
+        assert state.fetchone() == ("processing", token)
+        attempts = conn.execute("select count(*) from aijobs.job_attempts where job_id = %s", (job_id,))
+        assert attempts.fetchone() == (0,)
+
+
+def test_the_finish_still_ends_good_rows(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        job_id, token = claimed_job(conn)
+        row = {
+            "id": job_id,
+            "lease_token": token,
+            "status": "completed",
+            "outcome": "completed",
+            "result": {"label": "ok"},
+            "input_tokens": 3,
+            "cost_usd": 0.5,
+            "retry_in": None,
+        }
+        ended = conn.execute("select * from aijobs.finish_attempts('w', %s::jsonb)", (json.dumps([row]),))
+        assert ended.fetchall() == [(uuid.UUID(job_id), token, "completed")]

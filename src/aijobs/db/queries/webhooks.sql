@@ -2,6 +2,10 @@
 -- `user_id` null names the deployment's own endpoints; every read and write of an endpoint is
 -- scoped to one owner with `is not distinct from`, so an account never reaches another's.
 
+-- name: webhook_endpoint_lock_owner
+-- Held until the transaction ends: one owner's endpoint creations are counted one at a time.
+select pg_advisory_xact_lock(hashtext('aijobs.webhook_endpoints'), hashtext(coalesce(%(user_id)s::text, '')));
+
 -- name: webhook_endpoint_create
 -- Refused (no row) past `max` endpoints for the owner: each one multiplies every job end.
 insert into aijobs.webhook_endpoints (user_id, url, secret, events, description)

@@ -48,7 +48,9 @@ class WebhooksRepo:
         description: str | None,
         max_endpoints: int,
     ) -> WebhookEndpointRow | None:
-        """The new endpoint, or None when the owner already has `max_endpoints`."""
+        """The new endpoint, or None when the owner already has `max_endpoints`. One owner's
+        creations take turns (a lock held to the end of the transaction), so two at once cannot
+        both pass the count."""
         params = {
             "user_id": user_id,
             "url": url,
@@ -57,7 +59,9 @@ class WebhooksRepo:
             "description": description,
             "max": max_endpoints,
         }
-        async with self.conn.cursor(row_factory=dict_row) as cur:
+        async with self.conn.transaction(), self.conn.cursor(row_factory=dict_row) as cur:
+            # Its own statement: the count below must read with a snapshot taken after the wait.
+            await cur.execute(query("webhook_endpoint_lock_owner"), {"user_id": user_id})
             await cur.execute(query("webhook_endpoint_create"), params)
             return cast("WebhookEndpointRow | None", await cur.fetchone())
 
