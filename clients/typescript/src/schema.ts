@@ -104,7 +104,12 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Run a failed or cancelled job again as a new job, charged to its owner */
+        /**
+         * Run a failed or cancelled job again as a new job, charged to its owner
+         * @description With an Idempotency-Key, sending the request again (a client's retry after a timeout)
+         *     answers the job the first one made and charges nothing. The key is stored on the new job
+         *     among its owner's keys, so a key the owner used for another job is refused (409).
+         */
         post: operations["requeue"];
         delete?: never;
         options?: never;
@@ -2124,7 +2129,10 @@ export interface operations {
     requeue: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Replays the first response for the same request; 1-255 printable ASCII characters. */
+                "Idempotency-Key"?: string | null;
+            };
             path: {
                 job_id: string;
             };
@@ -2614,6 +2622,28 @@ export interface operations {
                      *       "status": 422,
                      *       "title": "Unprocessable Content",
                      *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "transient_conflict",
+                     *       "detail": "the database rolled this request back to resolve a conflict with another; nothing was written or charged, try again",
+                     *       "instance": "/api/jobs",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "https://aijobs.dev/problems/transient_conflict"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];
@@ -4457,6 +4487,28 @@ export interface operations {
                      *       "status": 422,
                      *       "title": "Unprocessable Content",
                      *       "type": "https://aijobs.dev/problems/invalid_payload"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before sending the request again. */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "transient_conflict",
+                     *       "detail": "the database rolled this request back to resolve a conflict with another; nothing was written or charged, try again",
+                     *       "instance": "/api/jobs",
+                     *       "status": 503,
+                     *       "title": "Service Unavailable",
+                     *       "type": "https://aijobs.dev/problems/transient_conflict"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];

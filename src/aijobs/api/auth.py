@@ -4,7 +4,9 @@ Tokens are checked with an explicit algorithm list chosen by the key that verifi
 HS256 only against JWT_SECRET, ES256/RS256 only against a key from JWT_JWKS_URL. So `alg:
 none`, an RS256 header on an HS256 deployment, or an HS256 token "signed" with a public key
 (algorithm confusion) all fail. `exp`, `aud` and `sub` are required. Every failure is a 401
-raised before any database work, so a bad token writes nothing.
+raised before any database work, so a bad token writes nothing. A JWKS that cannot be fetched
+says nothing about the token: that is a 503 with Retry-After, not a 401 telling a user with a
+good token to sign in again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -23,6 +26,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from aijobs.api.problems import ProblemError, invalid, unauthorized
 from aijobs.config import Settings
+
+log = logging.getLogger("aijobs.api")
 
 # What /openapi.json declares (securitySchemes, and each operation's `security`), so client
 # generators and Swagger UI's Authorize button know what to send. They never refuse anything
@@ -88,6 +93,9 @@ class Principal:
         return UUID(value)
 
 
+#: What a client is told to wait when the JWKS cannot be fetched (each fetch waits up to 10 s).
+JWKS_RETRY_AFTER_SECONDS = 5
+
 #: How long a verified token is trusted without checking it again (bounded further by `exp`),
 #: and how many are remembered; a JWKS key withdrawn upstream stops working within the TTL.
 VERIFIED_TTL = 60.0
@@ -144,6 +152,14 @@ class TokenVerifier:
             try:
                 # PyJWKClient fetches over blocking HTTP (cached afterwards): keep it off the loop.
                 signing_key = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
+            except jwt.PyJWKClientConnectionError as exc:
+                log.warning("JWKS unreachable, answering 503: %s", exc)
+                raise ProblemError(
+                    503,
+                    "the keys that verify this token cannot be fetched right now; try again",
+                    code="auth_unavailable",
+                    headers={"Retry-After": str(JWKS_RETRY_AFTER_SECONDS)},
+                ) from None
             except jwt.PyJWTError as exc:
                 raise unauthorized(f"no signing key for this token: {exc}") from None
             # The key decides the algorithm, not the token: an ES256 header naming an RSA key's

@@ -156,7 +156,7 @@ async def _create_with_key(
             if not _same_job(row, new, payload):
                 # The key's stored response was purged (after 24 hours) but its job remains:
                 # a different request must not be answered with that old job as if created.
-                raise _key_reused()
+                raise key_reused()
             body = Job.model_validate(row).model_dump(mode="json")
         await session.idempotency.save(user, key, status=201, body=body, job_id=created.id)
     # created=False: the jobs table already held this key (set outside the API): same job.
@@ -324,11 +324,11 @@ async def _replay(session: Session, user: UUID, key: str, digest: str) -> Create
     if row is None or row["response_status"] is None:
         raise ProblemError(409, "a request with this Idempotency-Key is in progress", code="idempotency_busy")
     if row["request_hash"] != digest:
-        raise _key_reused()
+        raise key_reused()
     return Created(int(row["response_status"]), dict(row["response_body"]), replayed=True)
 
 
-def _key_reused() -> ProblemError:
+def key_reused() -> ProblemError:
     reason = "this Idempotency-Key was used with a different request; use a new key"
     return ProblemError(409, reason, code="idempotency_key_reused")
 

@@ -1,12 +1,13 @@
 """The database out of reach is a 503 with Retry-After, never a 500; a request that is safe to
 run again is run again once first.
 
-Safe to run again: a read (GET, HEAD), and a creation sent with an Idempotency-Key, whose key
-is claimed in the same transaction as the job and its debit, so a second run either creates
-(the first was rolled back) or replays what the first committed. A creation without a key
-whose statement may have reached the database cannot be told apart from one that was made,
-so it is answered 503 saying so (and the client may resend it with a key); one that never got
-a connection (the pool's wait ran out) was provably not made, and says that instead.
+Safe to run again: a read (GET, HEAD), and a POST with an Idempotency-Key to a route marked
+`replays_with_idempotency_key`, one that claims its key in the same transaction as its write
+(the creations), so a second run either writes (the first was rolled back) or replays what the
+first committed. Any other POST ignores the key, so it is never run again. A write that is not
+run again and whose statement may have reached the database cannot be told apart from one that
+took effect, so it is answered 503 saying so (a creation may be resent with a key); one that
+never got a connection (the pool's wait ran out) provably wrote nothing, and says that instead.
 
 It sits inside the body limit, so a body it keeps to replay is already bounded.
 """
@@ -14,6 +15,8 @@ It sits inside the body limit, so a body it keeps to replay is already bounded.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import PoolTimeout
@@ -32,6 +35,29 @@ MAYBE_WRITTEN = (
     "the connection to the database was lost while this job was being created, so it may or may"
     " not have been created; send creations with an Idempotency-Key to resend them safely"
 )
+MAYBE_WRITTEN_KEYED = (
+    "the connection to the database was lost while this job was being created, so it may or may"
+    " not have been created; send it again with the same Idempotency-Key, which creates it once"
+)
+MAYBE_TOOK_EFFECT = (
+    "the connection to the database was lost during this request, so it may or may not have"
+    " taken effect; check before sending it again"
+)
+
+_REPLAYS = "_aijobs_replays_with_idempotency_key"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def replays_with_idempotency_key(endpoint: Endpoint) -> Endpoint:
+    """Mark a route that claims its Idempotency-Key in the same transaction as its write, so a
+    keyed request to it may be run again after a lost connection. Put it under the route's
+    decorator: Starlette's router puts the marked function in `scope["endpoint"]`."""
+    setattr(endpoint, _REPLAYS, True)
+    return endpoint
+
+
+def honours_idempotency_key(endpoint: object) -> bool:
+    return getattr(endpoint, _REPLAYS, False) is True
 
 
 class DatabaseUnavailableMiddleware:
@@ -44,15 +70,18 @@ class DatabaseUnavailableMiddleware:
             return
         method = scope["method"]
         keyed = method == "POST" and "idempotency-key" in Headers(scope=scope)
-        replayable = method in ("GET", "HEAD") or keyed
         body = b""
         if keyed:
+            # Kept before the first run: only routing tells whether the route honours the key.
             read = await _read_body(receive)
             if read is None:
                 return  # the client left
             body = read
             receive = _replay(body, receive)
         started = False
+        # Whether any run's statements may have reached the database: a second run that never
+        # got a connection does not undo what the first may have written.
+        reached = False
 
         async def tracking(message: Message) -> None:
             nonlocal started
@@ -67,6 +96,10 @@ class DatabaseUnavailableMiddleware:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 if started:
                     raise
+                reached = reached or not _never_sent(exc)
+                # Set by the router: a request that never matched a route has none.
+                creation = honours_idempotency_key(scope.get("endpoint"))
+                replayable = method in ("GET", "HEAD") or (keyed and creation)
                 if attempt == 1 and replayable and _connection_lost(exc):
                     log.info(
                         "%s %s: database connection lost (%s); running it again", method, scope["path"], exc
@@ -75,20 +108,26 @@ class DatabaseUnavailableMiddleware:
                         receive = _replay(body, receive)
                     continue
                 log.warning("%s %s: database unavailable: %s", method, scope["path"], _first_line(exc))
-                detail = (
-                    MAYBE_WRITTEN if method == "POST" and not keyed and not _never_sent(exc) else NOT_WRITTEN
-                )
-                if method in ("GET", "HEAD"):
-                    detail = "the database is out of reach; try again"
                 response = problem_response(
                     503,
-                    detail,
+                    _detail(method, keyed=keyed, creation=creation, reached=reached),
                     instance=scope["path"],
                     code="database_unavailable",
                     headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
                 )
                 await response(scope, receive, send)
                 return
+
+
+def _detail(method: str, *, keyed: bool, creation: bool, reached: bool) -> str:
+    """What the client is told of a request the database failed under."""
+    if method in ("GET", "HEAD"):
+        return "the database is out of reach; try again"
+    if not reached:
+        return NOT_WRITTEN
+    if not creation:
+        return MAYBE_TOOK_EFFECT
+    return MAYBE_WRITTEN_KEYED if keyed else MAYBE_WRITTEN
 
 
 def _connection_lost(exc: BaseException) -> bool:

@@ -164,10 +164,13 @@ def check_retryable(job_id: UUID, status: str) -> None:
         raise NotRetryable(f"job {job_id} is {status}; only failed or cancelled jobs are run again")
 
 
-async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJob:
+async def retry_as_new_job(
+    session: Session, job: Mapping[str, Any], *, idempotency_key: str | None = None
+) -> CreatedJob:
     """Charge the owner for a copy of `job` (failed or cancelled) with `retry_of` set, in the
     same tenant; the old job keeps its refund, so every job keeps one debit and at most one
-    refund."""
+    refund. With `idempotency_key` (one of the owner's keys) a repeat returns the job the
+    first made (`created` False) and charges nothing; the caller checks it is this job's copy."""
     check_retryable(job["id"], str(job["status"]))
     return await enqueue(
         session,
@@ -177,5 +180,6 @@ async def retry_as_new_job(session: Session, job: Mapping[str, Any]) -> CreatedJ
         priority=job["priority"],
         max_attempts=job["max_attempts"],
         retry_of=job["id"],
+        idempotency_key=idempotency_key,
         tenant=job.get("tenant"),
     )

@@ -5,7 +5,9 @@ private, link-local or otherwise not public), and every delivery checks the addr
 when it connects, then connects to the checked address itself: a name that resolves to a
 public address at registration and to an internal one later (DNS rebinding) is refused too.
 `WEBHOOK_ALLOW_PRIVATE=true` lifts the address rule (tests, receivers on the deployment's
-own network); the rules on a URL's form always hold.
+own network); the rules on a URL's form always hold. A name the resolver says does not exist
+is refused; one it could not look up just now (a timeout, a temporary failure) raises
+`ResolverUnavailable`, since that says nothing about the URL.
 """
 
 from __future__ import annotations
@@ -24,6 +26,25 @@ from aijobs import __version__
 MAX_URL_LENGTH = 2048
 #: How long a name may take to resolve, at registration and per connection.
 RESOLVE_SECONDS = 5.0
+#: getaddrinfo's answers that the name has no address, as opposed to the lookup failing
+#: (EAI_AGAIN, EAI_FAIL, ...). EAI_NODATA and EAI_ADDRFAMILY are glibc's, not everywhere.
+_NO_SUCH_NAME = frozenset(
+    code
+    for code in (
+        socket.EAI_NONAME,
+        getattr(socket, "EAI_NODATA", None),
+        getattr(socket, "EAI_ADDRFAMILY", None),
+    )
+    if code is not None
+)
+
+
+class ResolverUnavailable(Exception):
+    """The host could not be looked up now; trying again later may work."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(f"{host} could not be looked up")
+        self.host = host
 
 
 def url_problem(url: str) -> str | None:
@@ -86,8 +107,15 @@ async def target_problem(url: str, *, allow_private: bool) -> str | None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         addresses = await resolve(host, port)
-    except (OSError, TimeoutError):
-        return f"has a host that does not resolve ({host})"
+    except UnicodeError:
+        # The idna codec refuses an empty label or one over 63 characters (`a..b`).
+        return f"has a host that is not a valid name ({host})"
+    except socket.gaierror as exc:
+        if exc.errno in _NO_SUCH_NAME:
+            return f"has a host that does not resolve ({host})"
+        raise ResolverUnavailable(host) from exc
+    except (OSError, TimeoutError) as exc:
+        raise ResolverUnavailable(host) from exc
     for address in addresses:
         problem = address_problem(address)
         if problem is not None:

@@ -51,6 +51,42 @@ async def test_admin_lists_all_jobs_and_requeues_as_a_new_charged_job(
     assert grant.status_code == 422 and grant.json()["errors"][0]["field"] == "body.note"
 
 
+async def test_an_admin_requeue_sent_again_with_its_key_charges_once(
+    client, api, funded_user, db_url
+) -> None:
+    """A client that times out and sends the requeue again with the same Idempotency-Key gets
+    the job the first one made; the owner is charged once. A key the owner already used for
+    another job is refused, not answered with that job."""
+    own = await client.post(
+        "/api/jobs", json=SENTIMENT, headers={**api.auth(funded_user), "Idempotency-Key": "mine"}
+    )
+    failed = (await client.post("/api/jobs", json=SENTIMENT, headers=api.auth(funded_user))).json()
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "update aijobs.jobs set status = 'failed', error = 'boom', finished_at = now() where id = %s",
+            (failed["id"],),
+        )
+    before = await snapshot(db_url, funded_user)
+    keyed = {**SERVICE, "Idempotency-Key": "requeue-1"}
+    first = await client.post(f"/api/admin/jobs/{failed['id']}/requeue", headers=keyed)
+    again = await client.post(f"/api/admin/jobs/{failed['id']}/requeue", headers=keyed)
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json()["id"] == first.json()["id"] and first.json()["retry_of"] == failed["id"]
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
+    after = await snapshot(db_url, funded_user)
+    assert (after.balance, after.jobs) == (before.balance - 1, before.jobs + 1)
+    reused = await client.post(
+        f"/api/admin/jobs/{failed['id']}/requeue", headers={**SERVICE, "Idempotency-Key": "mine"}
+    )
+    assert own.status_code == 201 and reused.status_code == 409, reused.text
+    assert reused.json()["code"] == "idempotency_key_reused"
+    bad = await client.post(
+        f"/api/admin/jobs/{failed['id']}/requeue", headers={**SERVICE, "Idempotency-Key": ""}
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "header.Idempotency-Key"
+    assert (await snapshot(db_url, funded_user)).balance == before.balance - 1
+
+
 async def test_health_and_readiness(client) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")

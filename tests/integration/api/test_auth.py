@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.conftest import ROOT
 from tests.integration.api.conftest import StartApi
 from tests.support.api_server import JWT_SECRET, SERVICE_KEY
+from tests.support.net import free_port
 from tests.support.snapshots import total_rows
 
 SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
@@ -164,6 +165,39 @@ async def test_bad_tokens_are_401_and_write_nothing(
             response = await client.get("/api/me", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200, response.text
     assert await total_rows(db_url) == before
+
+
+async def test_a_jwks_out_of_reach_is_a_503_to_retry_not_a_401(
+    start_api: StartApi, funded_user: uuid.UUID, db_url: str, jwks_keys
+) -> None:
+    """A JWKS that cannot be fetched says nothing of the token: 503 with Retry-After and no
+    WWW-Authenticate (a 401 tells clients to sign their user out). A JWKS that answers without
+    the token's key still makes it a 401."""
+    jwks_url, _, rsa_key = jwks_keys
+    token = jwt.encode(claims(funded_user), rsa_key, "RS256", headers={"kid": "rsa-1"})
+    bearer = {"Authorization": f"Bearer {token}"}
+    down = start_api(jwt_jwks_url=f"http://127.0.0.1:{free_port()}/auth/v1/.well-known/jwks.json")
+    before = await total_rows(db_url)
+    async with httpx.AsyncClient(base_url=down.url, timeout=30) as http:
+        for response in (
+            await http.get("/api/me", headers=bearer),
+            await http.post("/api/jobs", json=SENTIMENT, headers=bearer),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert int(response.headers["retry-after"]) > 0
+            assert "www-authenticate" not in response.headers
+            assert response.json()["code"] == "auth_unavailable"
+    assert await total_rows(db_url) == before
+
+    up = start_api(jwt_jwks_url=jwks_url)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    unknown = jwt.encode(claims(funded_user), other, "RS256", headers={"kid": "rsa-2"})
+    async with httpx.AsyncClient(base_url=up.url, timeout=30) as http:
+        refused = await http.get("/api/me", headers={"Authorization": f"Bearer {unknown}"})
+        assert refused.status_code == 401, refused.text
+        assert refused.headers["www-authenticate"] == "Bearer"
+        assert (await http.get("/api/me", headers=bearer)).status_code == 200
 
 
 async def test_rs256_is_refused_without_a_jwks(client, api, funded_user) -> None:

@@ -1,15 +1,22 @@
 """A request whose database connection breaks under it: run once more when that is safe (a
-keyed creation), otherwise a 503 problem, never a 500."""
+read, or a keyed request to a route that claims its key with its write), otherwise a 503
+problem, never a 500."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
+from aijobs.api import creation
+from aijobs.db.repos.accounts import AccountsRepo
+from aijobs.db.store import Store
 from tests.integration.api.conftest import StartApi
+from tests.support.api_server import SERVICE_KEY
 from tests.support.workers import fetch_one, wait_until
 
 SENTIMENT = {"type": "sentiment_analysis", "payload": {"text": "Lovely staff."}}
@@ -70,3 +77,81 @@ async def test_a_read_whose_connection_is_terminated_runs_again(
             answered = await read
     assert answered.status_code == 200, answered.text
     assert answered.json()["balance"] == 1000
+
+
+async def lose_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """End this connection's own backend: a real lost connection, after what it committed."""
+    await conn.execute("select pg_terminate_backend(pg_backend_pid())")
+
+
+async def test_a_keyed_grant_whose_connection_is_lost_after_its_commit_is_not_run_again(
+    start_api: StartApi, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POST /api/admin/credits` ignores an Idempotency-Key, so running it again would grant
+    twice. Its grant commits, then its connection is lost: a 503 that does not say nothing
+    was written (nor call it a job), and one grant."""
+    user = uuid.uuid4()
+    grant = AccountsRepo.grant_credits
+    calls = 0
+
+    async def grant_then_lose(
+        self: AccountsRepo, user_id: uuid.UUID, amount: int, note: str = "grant"
+    ) -> int:
+        nonlocal calls
+        calls += 1
+        balance = await grant(self, user_id, amount, note)
+        if calls == 1:
+            await lose_connection(self.conn)
+        return balance
+
+    monkeypatch.setattr(AccountsRepo, "grant_credits", grant_then_lose)
+    api = start_api()
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        answer = await http.post(
+            "/api/admin/credits",
+            json={"user_id": str(user), "amount": 10},
+            headers={"Authorization": f"Bearer {SERVICE_KEY}", "Idempotency-Key": "grant-1"},
+        )
+    assert answer.status_code == 503, answer.text
+    assert int(answer.headers["retry-after"]) > 0
+    problem = answer.json()
+    assert problem["code"] == "database_unavailable"
+    assert "may or may not have taken effect" in problem["detail"]
+    assert "job" not in problem["detail"]
+    grants = await fetch_one(
+        db_url, "select count(*) as n from aijobs.credit_ledger where user_id = %s and kind = 'grant'", user
+    )
+    assert (calls, grants["n"]) == (1, 1)
+
+
+async def test_a_keyed_creation_whose_connection_is_lost_after_its_commit_replays_it(
+    start_api: StartApi, funded_user: uuid.UUID, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The creation commits its job with its key, then its connection is lost: the API runs it
+    again, which finds the key and answers the first job (one job, one debit)."""
+    create = creation._create_with_key
+    calls = 0
+
+    async def create_then_lose(store: Store, *args: Any, **kwargs: Any) -> creation.Created:
+        nonlocal calls
+        calls += 1
+        created = await create(store, *args, **kwargs)
+        if calls == 1:
+            async with store.session() as session:
+                await lose_connection(session.conn)
+        return created
+
+    monkeypatch.setattr(creation, "_create_with_key", create_then_lose)
+    api = start_api()
+    headers = {**api.auth(funded_user), "Idempotency-Key": str(uuid.uuid4())}
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        created = await http.post("/api/jobs", json=SENTIMENT, headers=headers)
+    assert created.status_code == 201, created.text
+    assert created.headers["idempotent-replayed"] == "true"
+    jobs = await fetch_one(db_url, "select count(*) as n from aijobs.jobs where user_id = %s", funded_user)
+    debits = await fetch_one(
+        db_url,
+        "select count(*) as n from aijobs.credit_ledger where user_id = %s and kind = 'debit'",
+        funded_user,
+    )
+    assert (calls, jobs["n"], debits["n"]) == (2, 1, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from aijobs.config import Settings
 from aijobs.db.repos.webhooks import ClaimedDelivery
 from aijobs.db.store import Store
 from aijobs.queue.enqueue import enqueue
+from aijobs.worker import webhook_targets
 from aijobs.worker.webhooks import MAX_ERROR_CHARS, Deliverer
 from tests.integration.api.conftest import StartApi
 from tests.support.api_server import SERVICE_KEY
@@ -283,6 +285,7 @@ async def test_the_deployment_endpoints_are_for_admins(
         ("https://93.184.215.14:99999/hook", "is not a valid URL"),
         ("https://93.184.215.14/a b", "holds spaces or control characters"),
         ("https://bücher.example/hook", "must be ASCII"),
+        ("https://a..example/hook", "has a host that is not a valid name (a..example)"),
     ],
 )
 async def test_a_bad_endpoint_url_is_refused_at_registration_with_the_reason(
@@ -302,6 +305,49 @@ async def test_a_bad_endpoint_url_is_refused_at_registration_with_the_reason(
         assert good.status_code == 201, good.text
 
 
+async def test_a_lookup_that_fails_for_now_is_a_503_and_a_name_that_does_not_exist_a_422(
+    user: uuid.UUID, start_api: StartApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resolver timing out or failing for now (EAI_AGAIN) says nothing of the URL: 503
+    with Retry-After, nothing stored. A name it says does not exist is the client's: 422.
+    DNS is off this machine, so the resolver's answers are faked by host."""
+    real = webhook_targets.resolve
+    answers: dict[str, BaseException] = {
+        "timeout.example": TimeoutError(),
+        "again.example": socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+        "absent.example": socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        "nodata.example": socket.gaierror(socket.EAI_NODATA, "No address associated with hostname"),
+    }
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host in answers:
+            raise answers[host]
+        return await real(host, port)
+
+    monkeypatch.setattr(webhook_targets, "resolve", resolve)
+    api = start_api()
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        for host in ("timeout.example", "again.example"):
+            for path, headers in (
+                ("/api/me/webhooks", api.auth(user)),
+                ("/api/admin/webhooks", {"apikey": SERVICE_KEY}),
+            ):
+                answer = await client.post(path, json={"url": f"https://{host}/hook"}, headers=headers)
+                assert answer.status_code == 503, (host, answer.text)
+                assert int(answer.headers["retry-after"]) > 0
+                assert answer.json()["code"] == "dns_unavailable"
+                assert host in answer.json()["detail"]
+        for host in ("absent.example", "nodata.example"):
+            answer = await client.post(
+                "/api/me/webhooks", json={"url": f"https://{host}/hook"}, headers=api.auth(user)
+            )
+            assert answer.status_code == 422, (host, answer.text)
+            assert answer.json()["errors"] == [
+                {"field": "body.url", "reason": f"has a host that does not resolve ({host})"}
+            ]
+        assert (await client.get("/api/me/webhooks", headers=api.auth(user))).json() == []
+
+
 async def test_endpoints_per_account_are_capped(user: uuid.UUID, start_api: StartApi) -> None:
     api = start_api(webhook_allow_private=True, max_webhooks_per_user=2)
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
@@ -314,6 +360,38 @@ async def test_endpoints_per_account_are_capped(user: uuid.UUID, start_api: Star
             for i in range(3)
         ]
     assert codes == [201, 201, 409]
+
+
+@pytest.mark.parametrize("owner", ["user", "deployment"])
+async def test_two_creations_at_once_cannot_both_pass_the_cap(
+    store: Store, db_url: str, user: uuid.UUID, owner: str
+) -> None:
+    """The second creation waits for the first's transaction and then counts its endpoint."""
+    owner_id = user if owner == "user" else None
+    new = {"secret": SECRET, "events": ["job.completed"], "description": None, "max_endpoints": 1}
+    async with store.session() as first, store.session() as second:
+        async with first.conn.transaction():
+            made = await first.webhooks.create_endpoint(owner_id, url="http://127.0.0.1:9/a", **new)
+            assert made is not None
+            racing = asyncio.create_task(
+                second.webhooks.create_endpoint(owner_id, url="http://127.0.0.1:9/b", **new)
+            )
+
+            async def waiting() -> bool:
+                return bool(
+                    await fetch_all(
+                        db_url,
+                        "select 1 from pg_stat_activity where wait_event_type = 'Lock'"
+                        " and datname = current_database()",
+                    )
+                )
+
+            await wait_until(waiting, timeout=10, what="the second creation to wait for the first")
+        assert await racing is None
+    rows = await fetch_all(
+        db_url, "select url from aijobs.webhook_endpoints where user_id is not distinct from %s", owner_id
+    )
+    assert [r["url"] for r in rows] == ["http://127.0.0.1:9/a"]
 
 
 def _delivery(url: str) -> ClaimedDelivery:

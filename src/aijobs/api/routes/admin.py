@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from aijobs.api.auth import Admin
+from aijobs.api.creation import check_idempotency_key, key_reused
 from aijobs.api.models import (
     Balance,
     CreditGrant,
@@ -27,9 +28,10 @@ from aijobs.api.models import (
 )
 from aijobs.api.pagination import parse_job_cursor
 from aijobs.api.problems import ProblemError, not_found, responses
-from aijobs.api.routes.jobs import page_of
+from aijobs.api.routes.jobs import KeyHeader, page_of
 from aijobs.api.routes.me import store_settings
 from aijobs.api.state import get_store
+from aijobs.api.unavailable import replays_with_idempotency_key
 from aijobs.db.store import Store
 from aijobs.jobs import AccountSettings
 from aijobs.queue.enqueue import retry_as_new_job
@@ -75,16 +77,28 @@ async def list_all_jobs(
     summary="Run a failed or cancelled job again as a new job, charged to its owner",
     responses=responses(401, 402, 403, 404, 409, 422),
 )
-async def requeue(job_id: UUID, _admin: Admin, store: StoreDep) -> JSONResponse:
+@replays_with_idempotency_key
+async def requeue(
+    job_id: UUID, _admin: Admin, store: StoreDep, idempotency_key: KeyHeader = None
+) -> JSONResponse:
+    """With an Idempotency-Key, sending the request again (a client's retry after a timeout)
+    answers the job the first one made and charges nothing. The key is stored on the new job
+    among its owner's keys, so a key the owner used for another job is refused (409)."""
+    key = check_idempotency_key(idempotency_key)
     async with store.transaction() as session:
         row = await session.jobs.get_for_api(job_id)
         if row is None:
             raise not_found()
-        created = await retry_as_new_job(session, row)
+        created = await retry_as_new_job(session, row, idempotency_key=key)
         new_row = await session.jobs.get_for_api(created.id)
     assert new_row is not None
+    if not created.created and new_row["retry_of"] != job_id:
+        raise key_reused()
     body = Job.model_validate(new_row).model_dump(mode="json")
-    return JSONResponse(body, status_code=201, headers={"Location": f"/api/jobs/{created.id}"})
+    headers = {"Location": f"/api/jobs/{created.id}"}
+    if not created.created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body, status_code=201, headers=headers)
 
 
 @router.post(

@@ -52,6 +52,7 @@ from aijobs.api.pagination import job_cursor, parse_job_cursor
 from aijobs.api.problems import ProblemError, from_domain, invalid, not_found, responses
 from aijobs.api.state import ApiState, get_hub, get_state, get_store
 from aijobs.api.streams import SlotEventSourceResponse
+from aijobs.api.unavailable import replays_with_idempotency_key
 from aijobs.db.store import Store
 from aijobs.errors import AijobsError
 from aijobs.jobs import max_attempts_for, registry
@@ -151,6 +152,7 @@ async def job_types() -> list[JobTypeInfo]:
     summary="Create a job (charges its credits)",
     responses=responses(401, 402, 409, 413, 422, 429, 503),
 )
+@replays_with_idempotency_key
 async def create_job(
     body: JobCreate,
     principal: CurrentUser,
@@ -171,6 +173,7 @@ async def create_job(
     summary="Create several jobs, all or nothing (charges their credits together)",
     responses=responses(401, 402, 409, 413, 422, 429, 503),
 )
+@replays_with_idempotency_key
 async def create_jobs(
     body: JobBatchCreate,
     principal: CurrentUser,
@@ -226,6 +229,7 @@ _IMPORT_BODY: dict[str, Any] = {
     responses=responses(401, 402, 409, 413, 415, 422, 429, 503),
     openapi_extra=_IMPORT_BODY,
 )
+@replays_with_idempotency_key
 async def import_jobs(
     request: Request,
     principal: CurrentUser,
@@ -453,6 +457,7 @@ async def cancel_job(job_id: UUID, principal: CurrentUser, store: StoreDep) -> J
     summary="Run a failed or cancelled job again as a new job (charged again)",
     responses=responses(401, 402, 404, 409, 422, 429, 503),
 )
+@replays_with_idempotency_key
 async def retry_job(
     job_id: UUID, principal: CurrentUser, store: StoreDep, state: StateDep, idempotency_key: KeyHeader = None
 ) -> JSONResponse:

@@ -23,7 +23,7 @@ from aijobs.api.state import ApiState, get_state, get_store
 from aijobs.db.read_rows import WebhookEndpointRow
 from aijobs.db.store import Store
 from aijobs.providers.base import UNSTORABLE
-from aijobs.worker.webhook_targets import MAX_URL_LENGTH, target_problem
+from aijobs.worker.webhook_targets import MAX_URL_LENGTH, ResolverUnavailable, target_problem
 
 Event = Literal["job.completed", "job.failed", "job.cancelled"]
 ALL_EVENTS: list[Event] = ["job.completed", "job.failed", "job.cancelled"]
@@ -32,6 +32,8 @@ me_router = APIRouter(prefix="/api/me/webhooks", tags=["webhooks"])
 admin_router = APIRouter(prefix="/api/admin/webhooks", tags=["admin"])
 StoreDep = Annotated[Store, Depends(get_store)]
 StateDep = Annotated[ApiState, Depends(get_state)]
+#: What a client is told to wait when the URL's host could not be looked up just now.
+RESOLVE_RETRY_AFTER_SECONDS = 5
 
 
 class WebhookEndpointCreate(BaseModel):
@@ -112,7 +114,16 @@ async def _create(
     owner: UUID | None, body: WebhookEndpointCreate, store: Store, state: ApiState
 ) -> WebhookEndpointCreated:
     settings = state.settings
-    problem = await target_problem(body.url, allow_private=settings.webhook_allow_private)
+    try:
+        problem = await target_problem(body.url, allow_private=settings.webhook_allow_private)
+    except ResolverUnavailable as exc:
+        # The resolver failing says nothing of the URL: not a 422 naming it.
+        raise ProblemError(
+            503,
+            f"the URL's host ({exc.host}) could not be looked up just now; try again",
+            code="dns_unavailable",
+            headers={"Retry-After": str(RESOLVE_RETRY_AFTER_SECONDS)},
+        ) from None
     if problem is not None:
         raise invalid("body.url", problem)
     secret = new_secret()
@@ -174,7 +185,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
     status_code=201,
     response_model=WebhookEndpointCreated,
     summary="Register a webhook endpoint for my jobs' ends",
-    responses=responses(401, 409, 422),
+    responses=responses(401, 409, 422, 503),
 )
 async def create_my_webhook(
     body: WebhookEndpointCreate, principal: CurrentUser, store: StoreDep, state: StateDep
@@ -229,7 +240,7 @@ async def replay_my_webhook_delivery(
     status_code=201,
     response_model=WebhookEndpointCreated,
     summary="Register a deployment webhook endpoint (every account's jobs)",
-    responses=responses(401, 403, 409, 422),
+    responses=responses(401, 403, 409, 422, 503),
 )
 async def create_deployment_webhook(
     body: WebhookEndpointCreate, _admin: Admin, store: StoreDep, state: StateDep
