@@ -152,8 +152,10 @@ class TokenVerifier:
             try:
                 # PyJWKClient fetches over blocking HTTP (cached afterwards): keep it off the loop.
                 signing_key = await asyncio.to_thread(self.jwks.get_signing_key_from_jwt, token)
-            except jwt.PyJWKClientConnectionError as exc:
-                log.warning("JWKS unreachable, answering 503: %s", exc)
+            except (jwt.PyJWKClientConnectionError, ValueError) as exc:
+                # Out of reach, or answering what is not JSON (a proxy's error page): PyJWT
+                # lets the JSON error through as a bare ValueError.
+                log.warning("JWKS unreachable or unreadable, answering 503: %s", exc)
                 raise ProblemError(
                     503,
                     "the keys that verify this token cannot be fetched right now; try again",

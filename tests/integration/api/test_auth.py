@@ -61,6 +61,30 @@ def hs512(body: dict[str, object]) -> str:
     return f"{head}.{payload}.{b64(signature)}"
 
 
+class Serving:
+    """A little HTTP server on loopback answering every GET with one body."""
+
+    def __init__(self, body: bytes, content_type: str) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/auth/v1/.well-known/jwks.json"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
 def jwks_keys() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]]:
     """A JWKS endpoint (its own little HTTP server) publishing one EC and one RSA key."""
@@ -76,26 +100,11 @@ def jwks_keys() -> Iterator[tuple[str, ec.EllipticCurvePrivateKey, rsa.RSAPrivat
             ]
         }
     ).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = Serving(body, "application/json")
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json", ec_key, rsa_key
+        yield server.url, ec_key, rsa_key
     finally:
-        server.shutdown()
-        server.server_close()
+        server.close()
 
 
 async def test_bad_tokens_are_401_and_write_nothing(
@@ -189,6 +198,17 @@ async def test_a_jwks_out_of_reach_is_a_503_to_retry_not_a_401(
             assert "www-authenticate" not in response.headers
             assert response.json()["code"] == "auth_unavailable"
     assert await total_rows(db_url) == before
+
+    # A proxy's error page where the keys should be: not the token's fault either.
+    garbled = Serving(b"<html>502 Bad Gateway</html>", "text/html")
+    try:
+        page = start_api(jwt_jwks_url=garbled.url)
+        async with httpx.AsyncClient(base_url=page.url, timeout=30) as http:
+            response = await http.get("/api/me", headers=bearer)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "auth_unavailable"
+    finally:
+        garbled.close()
 
     up = start_api(jwt_jwks_url=jwks_url)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
