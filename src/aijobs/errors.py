@@ -81,6 +81,12 @@ class InvalidArgument(AijobsError):
     code = "invalid_argument"
 
 
+class IdempotencyKeyReused(AijobsError):
+    """The key already stands for another request (a grant of another amount, say)."""
+
+    code = "idempotency_key_reused"
+
+
 class MissingExtra(ImportError):
     """A feature's optional dependencies are not installed; the message names the extra."""
 

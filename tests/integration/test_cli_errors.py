@@ -117,3 +117,20 @@ def test_stats_json_lists_the_top_tenants_and_accounts_limit_sets_one(db_url: st
     refused(aijobs(db_url, "accounts", "limit", "--user", USER), 2, "--max-running", "--default")
     refused(aijobs(db_url, "accounts", "limit", "--user", USER, "--max-running", "0"), 2, "--max-running")
     refused(aijobs(db_url, "stats", "--tenants", "501"), 2, "--tenants")
+
+
+def test_a_grant_with_a_key_is_made_once_and_a_bad_note_is_named(db_url: str) -> None:
+    user = str(uuid.uuid4())
+    grant = ["accounts", "grant", "--user", user, "--amount", "30", "--key", "order-17"]
+    for _ in range(2):
+        done = aijobs(db_url, *grant)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["balance"] == 30
+    refused(
+        aijobs(db_url, "accounts", "grant", "--user", user, "--amount", "31", "--key", "order-17"),
+        1,
+        "order-17",
+    )
+    refused(
+        aijobs(db_url, "accounts", "grant", "--user", user, "--amount", "1", "--note", "n" * 201), 1, "note"
+    )

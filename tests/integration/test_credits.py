@@ -286,3 +286,50 @@ def test_a_direct_grant_is_held_to_the_apis_bounds(
         assert conn.execute(
             "select aijobs.grant_credits(%s, %s, %s)", (user, MAX_CREDIT_GRANT, "n" * 200)
         ).fetchone() == (MAX_CREDIT_GRANT,)
+
+
+def test_a_grant_with_a_key_is_made_once(db_url: str) -> None:
+    """A payment webhook delivered twice: the second grant with the same key grants nothing
+    and answers the balance the first left; the key with another amount is refused (AJ008)
+    and another user's key is that user's own."""
+    user, other = uuid.uuid4(), uuid.uuid4()
+    grant = "select aijobs.grant_credits(%s, %s, %s, %s)"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute(grant, (user, 100, "evt_1", "evt_1")).fetchone() == (100,)
+        assert conn.execute(grant, (user, 5, "plain", None)).fetchone() == (105,)
+        assert conn.execute(grant, (user, 100, "evt_1", "evt_1")).fetchone() == (100,)
+        with pytest.raises(psycopg.Error) as reused:
+            conn.execute(grant, (user, 200, "evt_1", "evt_1"))
+        assert reused.value.sqlstate == "AJ008"
+        assert json.loads(reused.value.diag.message_detail or "{}")["field"] == "key"
+        with pytest.raises(psycopg.Error) as bad:
+            conn.execute(grant, (user, 1, "x", "\t"))
+        assert bad.value.sqlstate == "AJ005"
+        assert conn.execute(grant, (other, 7, "evt_1", "evt_1")).fetchone() == (7,)
+        ledger = conn.execute(
+            "select user_id, amount from aijobs.credit_ledger where user_id in (%s, %s) order by id",
+            (user, other),
+        ).fetchall()
+        assert ledger == [(user, 100), (user, 5), (other, 7)]
+        assert conn.execute("select balance from aijobs.accounts where user_id = %s", (user,)).fetchone() == (
+            105,
+        )
+
+
+async def test_concurrent_grants_with_one_key_grant_once(db_url: str) -> None:
+    user = uuid.uuid4()
+
+    async def grant() -> int:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            row = await (
+                await conn.execute("select aijobs.grant_credits(%s, 10, 'evt', 'evt_9')", (user,))
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    assert await asyncio.gather(*(grant() for _ in range(8))) == [10] * 8
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        row = await (
+            await conn.execute("select count(*) from aijobs.credit_ledger where user_id = %s", (user,))
+        ).fetchone()
+    assert row == (1,)

@@ -429,7 +429,7 @@ async def test_catalog_api_role_rls_and_definer_functions(db_url: str) -> None:
                 " integer[], uuid[], uuid[])",
                 "'anon', 'authenticated', 'service_role'",
             ),
-            ("aijobs.grant_credits(uuid, bigint, text)", "'anon', 'authenticated'"),
+            ("aijobs.grant_credits(uuid, bigint, text, text)", "'anon', 'authenticated'"),
         ):
             impersonators = await rows(
                 f"""select r from unnest(array[{callers}]) r

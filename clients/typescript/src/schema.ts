@@ -31,7 +31,11 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Grant credits (creates the account) */
+        /**
+         * Grant credits (creates the account)
+         * @description With an Idempotency-Key (a payment's event id, say) the grant is made once: sent again
+         *     it answers the balance the first left; the key with another amount or note is a 409.
+         */
         post: operations["grant_credits"];
         delete?: never;
         options?: never;
@@ -1707,7 +1711,10 @@ export interface operations {
     grant_credits: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Replays the first response for the same request; 1-255 printable ASCII characters. */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -1761,6 +1768,26 @@ export interface operations {
                      *       "status": 403,
                      *       "title": "Forbidden",
                      *       "type": "https://aijobs.dev/problems/forbidden"
+                     *     }
+                     */
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                    /**
+                     * @example {
+                     *       "code": "idempotency_key_reused",
+                     *       "detail": "this Idempotency-Key was used with a different request; use a new key",
+                     *       "instance": "/api/jobs",
+                     *       "status": 409,
+                     *       "title": "Conflict",
+                     *       "type": "https://aijobs.dev/problems/idempotency_key_reused"
                      *     }
                      */
                     "application/problem+json": components["schemas"]["Problem"];

@@ -153,7 +153,7 @@ def from_domain(exc: errors.AijobsError) -> ProblemError:
         return ProblemError(402, "this user has no credit account yet", code="no_account", balance=0)
     if isinstance(exc, errors.Forbidden):
         return unauthorized(exc.message)
-    if isinstance(exc, errors.NotRetryable):
+    if isinstance(exc, errors.NotRetryable | errors.IdempotencyKeyReused):
         return ProblemError(409, exc.message, code=exc.code)
     if isinstance(exc, errors.InvalidArgument) and isinstance(exc.details.get("field"), str):
         # A value SQL refused by name: `jobs[2].run_at` is the body's `jobs.2.run_at`.

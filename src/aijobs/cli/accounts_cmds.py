@@ -45,14 +45,17 @@ def create(
 def grant(
     user: UUID = typer.Option(..., "--user"),
     amount: int = typer.Option(..., "--amount", min=1, max=MAX_GRANT),
-    note: str = typer.Option("grant", "--note"),
+    note: str = typer.Option("grant", "--note", help="1-200 characters, kept in the ledger."),
+    key: str = typer.Option(
+        None, "--key", help="Grant once per key (a payment's id): run again, it grants nothing more."
+    ),
 ) -> None:
     """Add credits (a ledger row; the account is created if missing)."""
     settings = settings_or_exit()
 
     async def go() -> None:
         async with owner_session(settings) as session:
-            balance = await session.accounts.grant_credits(user, amount, note)
+            balance = await session.accounts.grant_credits(user, amount, note, key=key)
         echo_json({"user_id": user, "balance": balance})
 
     run_async(go)

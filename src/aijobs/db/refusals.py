@@ -19,6 +19,7 @@ _SQLSTATE_ERRORS: dict[str, type[errors.AijobsError]] = {
     "AJ005": errors.InvalidArgument,
     "AJ006": errors.TooManyInFlight,
     "AJ007": errors.JobTypeDisabled,
+    "AJ008": errors.IdempotencyKeyReused,
     "42501": errors.Forbidden,  # insufficient_privilege: e.g. `anon` calling a function
 }
 

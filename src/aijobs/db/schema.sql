@@ -19,6 +19,7 @@
 --   AJ001 unknown job type              AJ002 unknown user  AJ003 insufficient credits
 --   AJ004 forbidden                     AJ005 invalid argument ({"field", "reason"})
 --   AJ006 too many jobs in flight       AJ007 job type disabled in this deployment
+--   AJ008 an idempotency key already used for another request
 
 -- Supabase's roles and auth.uid() ----------------------------------------------------------
 
@@ -226,6 +227,20 @@ $$;
 create trigger credit_ledger_append_only
     before update or delete on aijobs.credit_ledger
     for each row execute function aijobs.credit_ledger_append_only();
+
+-- Grants made with a key (a payment provider's event id, say): one key grants once to its
+-- user, so a payment webhook delivered twice does not pay twice. Sent again, the grant answers
+-- the balance it left; with another amount or note, it is refused. Kept as long as the ledger.
+create table aijobs.credit_grant_keys (
+    user_id     uuid not null references aijobs.accounts (user_id),
+    key         aijobs.job_idempotency_key not null,
+    ledger_id   bigint not null unique references aijobs.credit_ledger (id),
+    amount      bigint not null,
+    note        text not null,
+    balance     bigint not null,
+    created_at  aijobs.instant not null default now(),
+    primary key (user_id, key)
+);
 
 -- An account's own voice for LLM job types (brand voice, business name, signature, default
 -- language and tone), read by the worker for the types that use them and sent to the model
@@ -1080,14 +1095,21 @@ $$;
 
 -- Credits, refunds, cancellation, status events ---------------------------------------------
 
--- Grants are ledger rows too; the account is created on first grant.
-create function aijobs.grant_credits(p_user_id uuid, p_amount bigint, p_note text default 'grant')
+-- Grants are ledger rows too; the account is created on first grant. The answer is the balance
+-- the grant left. With `p_key` (1-255 printable ASCII characters, one of the user's grant keys)
+-- a repeat grants nothing and answers what the first did; the same key with another amount or
+-- note is refused (AJ008).
+create function aijobs.grant_credits(
+    p_user_id uuid, p_amount bigint, p_note text default 'grant', p_key text default null
+)
 returns bigint
 language plpgsql
 set search_path = aijobs, pg_temp
 as $$
 declare
     v_balance bigint;
+    v_ledger  bigint;
+    v_first   aijobs.credit_grant_keys;
 begin
     if p_user_id is null then
         raise exception 'user_id is required' using errcode = 'AJ005',
@@ -1100,12 +1122,33 @@ begin
     elsif p_note is null or length(p_note) not between 1 and 200 then
         raise exception 'note must be 1-200 characters' using errcode = 'AJ005',
             detail = json_build_object('field', 'note', 'reason', 'must be 1-200 characters')::text;
+    elsif p_key !~ '^[ -~]{1,255}$' then
+        raise exception 'key must be 1-255 printable ASCII characters' using errcode = 'AJ005',
+            detail = json_build_object('field', 'key', 'reason', 'must be 1-255 printable ASCII characters')::text;
     end if;
     insert into aijobs.accounts (user_id) values (p_user_id) on conflict (user_id) do nothing;
+    -- Grants to one user (and so two deliveries of one key) take turns here.
     perform 1 from aijobs.accounts where user_id = p_user_id for update;
-    insert into aijobs.credit_ledger (user_id, kind, amount, note) values (p_user_id, 'grant', p_amount, p_note);
+    if p_key is not null then
+        select * into v_first from aijobs.credit_grant_keys g where g.user_id = p_user_id and g.key = p_key;
+        if found then
+            if v_first.amount <> p_amount or v_first.note <> p_note then
+                raise exception 'grant key % was used for a grant of % (%)', p_key, v_first.amount, v_first.note
+                    using errcode = 'AJ008',
+                          detail = json_build_object('field', 'key', 'reason',
+                              'was used for another grant (' || v_first.amount || ' credits)')::text;
+            end if;
+            return v_first.balance;
+        end if;
+    end if;
+    insert into aijobs.credit_ledger (user_id, kind, amount, note) values (p_user_id, 'grant', p_amount, p_note)
+    returning id into v_ledger;
     update aijobs.accounts set balance = balance + p_amount, updated_at = now()
     where user_id = p_user_id returning balance into v_balance;
+    if p_key is not null then
+        insert into aijobs.credit_grant_keys (user_id, key, ledger_id, amount, note, balance)
+        values (p_user_id, p_key, v_ledger, p_amount, p_note, v_balance);
+    end if;
     return v_balance;
 end
 $$;
@@ -1863,7 +1906,7 @@ declare
     r text;
 begin
     foreach t in array array[
-        'settings', 'accounts', 'account_settings', 'credit_ledger', 'job_types', 'jobs', 'tenants', 'tenant_claims', 'job_attempts', 'workers',
+        'settings', 'accounts', 'account_settings', 'credit_ledger', 'credit_grant_keys', 'job_types', 'jobs', 'tenants', 'tenant_claims', 'job_attempts', 'workers',
         'provider_limits', 'provider_calls', 'api_idempotency_keys', 'queue_samples', 'maintenance_leader',
         'job_stream_chunks', 'webhook_endpoints', 'webhook_deliveries', 'webhook_delivery_attempts'
     ] loop
@@ -1913,7 +1956,7 @@ grant usage on all sequences in schema aijobs to service_role;
 grant execute on function
     aijobs.create_jobs(uuid, text[], jsonb[], smallint[], timestamptz[], integer[], text[], uuid[], boolean, uuid),
     aijobs.cancel_job(uuid, uuid),
-    aijobs.grant_credits(uuid, bigint, text),
+    aijobs.grant_credits(uuid, bigint, text, text),
     aijobs.provider_budget_reserve(text, integer, integer, integer, real),
     aijobs.expedite_job(uuid),
     aijobs.claim_jobs(text, integer, double precision),

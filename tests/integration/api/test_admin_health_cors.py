@@ -87,6 +87,27 @@ async def test_an_admin_requeue_sent_again_with_its_key_charges_once(
     assert (await snapshot(db_url, funded_user)).balance == before.balance - 1
 
 
+async def test_a_grant_sent_again_with_its_key_is_made_once(client, db_url) -> None:
+    """A payment webhook delivered twice grants once; the key with another amount is a 409."""
+    user = str(uuid.uuid4())
+    keyed = {**SERVICE, "Idempotency-Key": "evt_3MtwBwLkdIwHu7ix28a3tqPa"}
+    first = await client.post("/api/admin/credits", json={"user_id": user, "amount": 50}, headers=keyed)
+    again = await client.post("/api/admin/credits", json={"user_id": user, "amount": 50}, headers=keyed)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json() == again.json() == {"user_id": user, "balance": 50}
+    other = await client.post("/api/admin/credits", json={"user_id": user, "amount": 60}, headers=keyed)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused", other.text
+    plain = await client.post("/api/admin/credits", json={"user_id": user, "amount": 5}, headers=SERVICE)
+    assert plain.json()["balance"] == 55
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "select amount from aijobs.credit_ledger where user_id = %s order by id", (user,)
+            )
+        ).fetchall()
+    assert rows == [(50,), (5,)]
+
+
 async def test_health_and_readiness(client) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")

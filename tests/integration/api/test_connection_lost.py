@@ -14,6 +14,7 @@ import pytest
 
 from aijobs.api import creation
 from aijobs.db.repos.accounts import AccountsRepo
+from aijobs.db.repos.webhooks import WebhooksRepo
 from aijobs.db.store import Store
 from tests.integration.api.conftest import StartApi
 from tests.support.api_server import SERVICE_KEY
@@ -84,22 +85,21 @@ async def lose_connection(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute("select pg_terminate_backend(pg_backend_pid())")
 
 
-async def test_a_keyed_grant_whose_connection_is_lost_after_its_commit_is_not_run_again(
+async def test_a_keyed_grant_whose_connection_is_lost_after_its_commit_grants_once(
     start_api: StartApi, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`POST /api/admin/credits` ignores an Idempotency-Key, so running it again would grant
-    twice. Its grant commits, then its connection is lost: a 503 that does not say nothing
-    was written (nor call it a job), and one grant."""
+    """`POST /api/admin/credits` claims its Idempotency-Key with the grant: its grant commits,
+    its connection is lost, the API runs it again, and the second run finds the key."""
     user = uuid.uuid4()
     grant = AccountsRepo.grant_credits
     calls = 0
 
     async def grant_then_lose(
-        self: AccountsRepo, user_id: uuid.UUID, amount: int, note: str = "grant"
+        self: AccountsRepo, user_id: uuid.UUID, amount: int, note: str = "grant", *, key: str | None = None
     ) -> int:
         nonlocal calls
         calls += 1
-        balance = await grant(self, user_id, amount, note)
+        balance = await grant(self, user_id, amount, note, key=key)
         if calls == 1:
             await lose_connection(self.conn)
         return balance
@@ -112,16 +112,47 @@ async def test_a_keyed_grant_whose_connection_is_lost_after_its_commit_is_not_ru
             json={"user_id": str(user), "amount": 10},
             headers={"Authorization": f"Bearer {SERVICE_KEY}", "Idempotency-Key": "grant-1"},
         )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["balance"] == 10
+    grants = await fetch_one(
+        db_url, "select count(*) as n from aijobs.credit_ledger where user_id = %s and kind = 'grant'", user
+    )
+    assert (calls, grants["n"]) == (2, 1)
+
+
+async def test_a_keyed_write_to_a_route_that_ignores_the_key_is_not_run_again(
+    start_api: StartApi, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registering a webhook endpoint ignores an Idempotency-Key, so running it again would
+    register two. Its row commits, then its connection is lost: a 503 that does not say
+    nothing was written (nor call it a job), and one endpoint."""
+    create = WebhooksRepo.create_endpoint
+    calls = 0
+
+    async def create_then_lose(self: WebhooksRepo, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        row = await create(self, *args, **kwargs)
+        if calls == 1:
+            await lose_connection(self.conn)
+        return row
+
+    monkeypatch.setattr(WebhooksRepo, "create_endpoint", create_then_lose)
+    api = start_api(webhook_allow_private=True)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        answer = await http.post(
+            "/api/admin/webhooks",
+            json={"url": "http://127.0.0.1:9/hook"},
+            headers={"Authorization": f"Bearer {SERVICE_KEY}", "Idempotency-Key": "hook-1"},
+        )
     assert answer.status_code == 503, answer.text
     assert int(answer.headers["retry-after"]) > 0
     problem = answer.json()
     assert problem["code"] == "database_unavailable"
     assert "may or may not have taken effect" in problem["detail"]
     assert "job" not in problem["detail"]
-    grants = await fetch_one(
-        db_url, "select count(*) as n from aijobs.credit_ledger where user_id = %s and kind = 'grant'", user
-    )
-    assert (calls, grants["n"]) == (1, 1)
+    endpoints = await fetch_one(db_url, "select count(*) as n from aijobs.webhook_endpoints")
+    assert (calls, endpoints["n"]) == (1, 1)
 
 
 async def test_a_keyed_creation_whose_connection_is_lost_after_its_commit_replays_it(

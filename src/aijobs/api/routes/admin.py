@@ -44,11 +44,17 @@ StoreDep = Annotated[Store, Depends(get_store)]
     "/credits",
     response_model=Balance,
     summary="Grant credits (creates the account)",
-    responses=responses(401, 403, 422),
+    responses=responses(401, 403, 409, 422),
 )
-async def grant_credits(body: CreditGrant, _admin: Admin, store: StoreDep) -> Balance:
+@replays_with_idempotency_key
+async def grant_credits(
+    body: CreditGrant, _admin: Admin, store: StoreDep, idempotency_key: KeyHeader = None
+) -> Balance:
+    """With an Idempotency-Key (a payment's event id, say) the grant is made once: sent again
+    it answers the balance the first left; the key with another amount or note is a 409."""
+    key = check_idempotency_key(idempotency_key)
     async with store.session() as session:
-        balance = await session.accounts.grant_credits(body.user_id, body.amount, body.note)
+        balance = await session.accounts.grant_credits(body.user_id, body.amount, body.note, key=key)
     return Balance(user_id=body.user_id, balance=balance)
 
 

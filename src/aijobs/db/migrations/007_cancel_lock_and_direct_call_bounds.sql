@@ -6,7 +6,9 @@
 --   between the two states while the cancel ran (a retry going back to pending, the rescuer
 --   taking a job back) matched neither, and the accepted cancel was lost.
 -- - `grant_credits` holds service_role's direct calls to the API's bounds: an amount from 1
---   to 1,000,000,000 (it allowed 1,000,000,000,000) and a note of 1-200 characters.
+--   to 1,000,000,000 (it allowed 1,000,000,000,000) and a note of 1-200 characters. It takes
+--   a key (`p_key`, new table `credit_grant_keys`): one key grants once to its user, so a
+--   payment webhook delivered twice pays once; another amount or note under the key is AJ008.
 -- - `provider_budget_reserve` refuses a missing provider, a limit below 1 (which answered
 --   "wait" forever), negative tokens and a window that is not more than 0 and at most 3600
 --   seconds (which failed with a range error), naming the argument.
@@ -60,14 +62,50 @@ begin
 end
 $$;
 
--- Grants are ledger rows too; the account is created on first grant.
-create or replace function aijobs.grant_credits(p_user_id uuid, p_amount bigint, p_note text default 'grant')
+-- Grants made with a key (a payment provider's event id, say): one key grants once to its
+-- user, so a payment webhook delivered twice does not pay twice. Sent again, the grant answers
+-- the balance it left; with another amount or note, it is refused. Kept as long as the ledger.
+create table aijobs.credit_grant_keys (
+    user_id     uuid not null references aijobs.accounts (user_id),
+    key         aijobs.job_idempotency_key not null,
+    ledger_id   bigint not null unique references aijobs.credit_ledger (id),
+    amount      bigint not null,
+    note        text not null,
+    balance     bigint not null,
+    created_at  aijobs.instant not null default now(),
+    primary key (user_id, key)
+);
+alter table aijobs.credit_grant_keys enable row level security;
+alter table aijobs.credit_grant_keys force row level security;
+create policy credit_grant_keys_all_service_role on aijobs.credit_grant_keys
+    for all to service_role using (true) with check (true);
+do $$
+begin
+    execute format(
+        'create policy %I on aijobs.credit_grant_keys for all to %I using (true) with check (true)',
+        'credit_grant_keys_all_' || current_user, current_user);
+end
+$$;
+revoke all on aijobs.credit_grant_keys from public, anon, authenticated, service_role;
+grant select, insert, update, delete on aijobs.credit_grant_keys to service_role;
+
+-- A new argument (the key), so a new function: the old one goes, with its grant.
+drop function aijobs.grant_credits(uuid, bigint, text);
+-- Grants are ledger rows too; the account is created on first grant. The answer is the balance
+-- the grant left. With `p_key` (1-255 printable ASCII characters, one of the user's grant keys)
+-- a repeat grants nothing and answers what the first did; the same key with another amount or
+-- note is refused (AJ008).
+create function aijobs.grant_credits(
+    p_user_id uuid, p_amount bigint, p_note text default 'grant', p_key text default null
+)
 returns bigint
 language plpgsql
 set search_path = aijobs, pg_temp
 as $$
 declare
     v_balance bigint;
+    v_ledger  bigint;
+    v_first   aijobs.credit_grant_keys;
 begin
     if p_user_id is null then
         raise exception 'user_id is required' using errcode = 'AJ005',
@@ -80,15 +118,38 @@ begin
     elsif p_note is null or length(p_note) not between 1 and 200 then
         raise exception 'note must be 1-200 characters' using errcode = 'AJ005',
             detail = json_build_object('field', 'note', 'reason', 'must be 1-200 characters')::text;
+    elsif p_key !~ '^[ -~]{1,255}$' then
+        raise exception 'key must be 1-255 printable ASCII characters' using errcode = 'AJ005',
+            detail = json_build_object('field', 'key', 'reason', 'must be 1-255 printable ASCII characters')::text;
     end if;
     insert into aijobs.accounts (user_id) values (p_user_id) on conflict (user_id) do nothing;
+    -- Grants to one user (and so two deliveries of one key) take turns here.
     perform 1 from aijobs.accounts where user_id = p_user_id for update;
-    insert into aijobs.credit_ledger (user_id, kind, amount, note) values (p_user_id, 'grant', p_amount, p_note);
+    if p_key is not null then
+        select * into v_first from aijobs.credit_grant_keys g where g.user_id = p_user_id and g.key = p_key;
+        if found then
+            if v_first.amount <> p_amount or v_first.note <> p_note then
+                raise exception 'grant key % was used for a grant of % (%)', p_key, v_first.amount, v_first.note
+                    using errcode = 'AJ008',
+                          detail = json_build_object('field', 'key', 'reason',
+                              'was used for another grant (' || v_first.amount || ' credits)')::text;
+            end if;
+            return v_first.balance;
+        end if;
+    end if;
+    insert into aijobs.credit_ledger (user_id, kind, amount, note) values (p_user_id, 'grant', p_amount, p_note)
+    returning id into v_ledger;
     update aijobs.accounts set balance = balance + p_amount, updated_at = now()
     where user_id = p_user_id returning balance into v_balance;
+    if p_key is not null then
+        insert into aijobs.credit_grant_keys (user_id, key, ledger_id, amount, note, balance)
+        values (p_user_id, p_key, v_ledger, p_amount, p_note, v_balance);
+    end if;
     return v_balance;
 end
 $$;
+revoke all on function aijobs.grant_credits(uuid, bigint, text, text) from public, anon, authenticated, service_role;
+grant execute on function aijobs.grant_credits(uuid, bigint, text, text) to service_role;
 
 -- Reserve one call against a provider's budget, or say how long until one frees up. A
 -- function: after the row lock is taken the count must be read with a fresh snapshot (one

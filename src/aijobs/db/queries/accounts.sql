@@ -8,7 +8,7 @@ insert into aijobs.accounts (user_id) values (%(user_id)s) on conflict (user_id)
 select user_id, balance, created_at, updated_at from aijobs.accounts where user_id = %(user_id)s;
 
 -- name: credit_grant
-select aijobs.grant_credits(%(user_id)s, %(amount)s, %(note)s) as balance;
+select aijobs.grant_credits(%(user_id)s, %(amount)s, %(note)s, %(key)s) as balance;
 
 -- name: ledger_for_user
 select id, user_id, job_id, kind, amount, note, created_at from aijobs.credit_ledger

@@ -23,10 +23,14 @@ class AccountsRepo:
         cur = await self.conn.execute(query("account_create"), {"user_id": user_id})
         return await cur.fetchone() is not None
 
-    async def grant_credits(self, user_id: UUID, amount: int, note: str = "grant") -> int:
+    async def grant_credits(
+        self, user_id: UUID, amount: int, note: str = "grant", *, key: str | None = None
+    ) -> int:
+        """The balance the grant left. With `key`, a repeat grants nothing and answers the
+        first's; the key with another amount or note raises IdempotencyKeyReused."""
         with refusals():
             cur = await self.conn.execute(
-                query("credit_grant"), {"user_id": user_id, "amount": amount, "note": note}
+                query("credit_grant"), {"user_id": user_id, "amount": amount, "note": note, "key": key}
             )
         row = await cur.fetchone()
         assert row is not None
