@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     Field,
@@ -210,6 +211,22 @@ class Settings(BaseSettings):
         if value in ("auto", "openai", "offline") or ":" in value:
             return value
         raise ValueError("must be auto, openai, offline, or an import path 'package.module:Factory'")
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        # Caught at start: the SDK refuses such a URL only at each call, which failed every
+        # job of the queue one attempt after another.
+        if value is None:
+            return None
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 (reading it checks it)
+        except ValueError as exc:
+            raise ValueError(f"is not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, such as https://api.openai.com/v1")
+        return value
 
     @field_validator("openai_prices")
     @classmethod

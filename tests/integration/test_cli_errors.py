@@ -8,7 +8,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import ROOT, worker_env
@@ -134,3 +136,58 @@ def test_a_grant_with_a_key_is_made_once_and_a_bad_note_is_named(db_url: str) ->
     refused(
         aijobs(db_url, "accounts", "grant", "--user", user, "--amount", "1", "--note", "n" * 201), 1, "note"
     )
+
+
+@pytest.mark.parametrize(
+    ("provider", "words"),
+    [
+        ("nosuchmod_for_aijobs:Factory", ["LLM_PROVIDER=nosuchmod_for_aijobs:Factory", "cannot import"]),
+        ("os:nosuch", ["LLM_PROVIDER=os:nosuch", "no callable 'nosuch'"]),
+        ("json:loads", ["LLM_PROVIDER=json:loads", "loads(settings) failed"]),
+        ("builtins:dict", ["LLM_PROVIDER=builtins:dict", "not a provider"]),
+        ("openai", ["OPENAI_API_KEY"]),
+    ],
+)
+def test_a_provider_that_cannot_be_made_is_one_line_at_start(
+    db_url: str, provider: str, words: list[str]
+) -> None:
+    env = worker_env(
+        db_url,
+        PYTHONPATH=f"{ROOT / 'src'}:{ROOT}",
+        LOG_LEVEL="WARNING",
+        LLM_PROVIDER=provider,
+        OPENAI_API_KEY="",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "aijobs", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
+    refused(done, 2, *words)
+
+
+def test_text_the_database_cannot_store_is_named_by_field_and_line(db_url: str, tmp_path: Path) -> None:
+    user = str(uuid.uuid4())
+    assert aijobs(db_url, "accounts", "grant", "--user", user, "--amount", "5").returncode == 0
+    nul = json.dumps({"text": "a\u0000b"})
+    refused(
+        aijobs(db_url, "enqueue", "sentiment_analysis", "--user", user, "--payload", nul), 1, "text", "NUL"
+    )
+    lines = tmp_path / "jobs.jsonl"
+    good = json.dumps({"type": "sentiment_analysis", "payload": {"text": "fine"}})
+    lines.write_text(
+        good + "\n" + json.dumps({"type": "sentiment_analysis", "payload": json.loads(nul)}) + "\n"
+    )
+    refused(aijobs(db_url, "enqueue-batch", str(lines), "--user", user), 2, "line 2", "text", "NUL")
+
+
+def test_cancelling_a_finished_job_is_refused_as_the_api_refuses_it(db_url: str) -> None:
+    user = str(uuid.uuid4())
+    assert aijobs(db_url, "accounts", "grant", "--user", user, "--amount", "5").returncode == 0
+    made = aijobs(db_url, "enqueue", "sentiment_analysis", "--user", user, "--payload", '{"text": "ok"}')
+    assert made.returncode == 0, made.stderr
+    job_id = json.loads(made.stdout)["id"]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "update aijobs.jobs set status = 'completed', finished_at = now(), result = '{}' where id = %s",
+            (job_id,),
+        )
+    refused(aijobs(db_url, "jobs", "cancel", job_id), 1, "already completed", "nothing to cancel")

@@ -46,6 +46,11 @@ def test_env_local_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("RATE_LIMIT_MAX_WAIT_SECONDS", "nan", "finite number"),
         ("MAX_STREAMS_PER_USER", "0", "greater than or equal to 1"),
         ("MAX_STREAMS_PER_USER", "10001", "less than or equal to 10000"),
+        # The SDK would refuse these only at each call: every job failing, one after another.
+        ("OPENAI_BASE_URL", "api.openai.com/v1", "http(s) URL with a host"),
+        ("OPENAI_BASE_URL", "ftp://models.internal/v1", "http(s) URL with a host"),
+        ("OPENAI_BASE_URL", "http://[::1/v1", "is not a URL"),
+        ("OPENAI_BASE_URL", "http://localhost:99999/v1", "is not a URL"),
     ],
 )
 def test_bad_values_are_refused_naming_the_variable(

@@ -76,22 +76,7 @@ def request_hash(request: dict[str, Any]) -> str:
 
 def clean_payload(job_type: str, payload: object) -> dict[str, Any]:
     """The validated payload (422 naming each field otherwise), checked before any DB work."""
-    clean = validate_payload(job_type, payload)
-    reason = unstorable(json.dumps(clean, ensure_ascii=False))
-    if reason:
-        raise invalid("body.payload", reason)
-    return clean
-
-
-def unstorable(text: str) -> str | None:
-    """Why PostgreSQL would refuse this text (NUL, unpaired surrogate), or None."""
-    if "\x00" in text or "\\u0000" in text:
-        return "text may not contain NUL (\\u0000) characters"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "text contains an unpaired UTF-16 surrogate"
-    return None
+    return validate_payload(job_type, payload)
 
 
 async def create_for_user(

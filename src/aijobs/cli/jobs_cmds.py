@@ -214,7 +214,8 @@ def show(job_id: UUID) -> None:
 
 @jobs_app.command("cancel")
 def cancel(job_id: UUID) -> None:
-    """Cancel a pending job (refunded at once) or ask a running one to stop."""
+    """Cancel a pending job (refunded at once) or ask a running one to stop. A job that has
+    completed or failed is refused (exit 1), as the API refuses it (409)."""
     settings = settings_or_exit()
 
     async def go() -> None:
@@ -222,6 +223,9 @@ def cancel(job_id: UUID) -> None:
             row = await session.jobs.cancel(job_id)
         if row is None:
             typer.echo(f"error: no job {job_id}", err=True)
+            raise typer.Exit(1)
+        if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
+            typer.echo(f"error: job {job_id} is already {row['status']}; nothing to cancel", err=True)
             raise typer.Exit(1)
         echo_json(row)
 

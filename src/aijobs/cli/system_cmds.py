@@ -22,7 +22,7 @@ from aijobs.cli.app import (
     run_async,
     settings_or_exit,
 )
-from aijobs.config import Settings
+from aijobs.config import ConfigError, Settings
 from aijobs.db.migrate import DeploymentSettings, MigrationError
 from aijobs.db.migrate import migrate as apply_migrations
 from aijobs.db.reachable import wait_until_reachable
@@ -79,7 +79,11 @@ def migrate() -> None:
 
 async def run_worker(settings: Settings, url: str) -> None:
     # The provider first: a missing extra or a bad setting is one line before anything opens.
-    provider = build_provider(settings)
+    try:
+        provider = build_provider(settings)
+    except ConfigError as exc:
+        typer.echo(f"aijobs: {exc}", err=True)
+        raise typer.Exit(2) from None
     # Not waiting for the first connection: the worker's start retries until the database answers.
     store = await Store.open(
         url,

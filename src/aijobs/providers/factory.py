@@ -69,9 +69,31 @@ def shown_url(url: str) -> str:
 
 
 def _import_provider(settings: Settings) -> Provider:
-    """LLM_PROVIDER=package.module:Factory: a provider of your own (the factory gets Settings)."""
-    module_name, _, attr = settings.llm_provider.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    provider: Provider = factory(settings)
-    log.info("🤖 Using provider %s from %s", provider.name, settings.llm_provider)
+    """LLM_PROVIDER=package.module:Factory: a provider of your own (the factory gets Settings).
+    Whatever goes wrong on the way is a ConfigError naming the setting, said at start."""
+    path = settings.llm_provider
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # an import runs the module's own code
+        raise ConfigError(f"LLM_PROVIDER={path}: cannot import {module_name!r}: {_said(exc)}") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"LLM_PROVIDER={path}: {module_name!r} has no callable {attr!r}")
+    try:
+        provider: Provider = factory(settings)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the factory is the deployment's own code
+        raise ConfigError(f"LLM_PROVIDER={path}: {attr}(settings) failed: {_said(exc)}") from None
+    if not callable(getattr(provider, "run", None)) or not isinstance(getattr(provider, "name", None), str):
+        raise ConfigError(
+            f"LLM_PROVIDER={path}: {attr}(settings) returned {type(provider).__name__}, not a provider "
+            "(an object with a `name` and an async `run(task)`)"
+        )
+    log.info("🤖 Using provider %s from %s", provider.name, path)
     return provider
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -26,11 +26,14 @@ from aijobs.db.sync_session import SyncSession
 from aijobs.errors import InvalidArgument, InvalidPayload, NotRetryable
 from aijobs.jobs import get_job_type
 from aijobs.monitoring.metrics import metrics
+from aijobs.providers.base import first_unstorable
 from aijobs.states import RETRYABLE_STATUSES
 
 
 def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
-    """The payload as the job type will read it, or InvalidPayload naming each field."""
+    """The payload as the job type will read it, or InvalidPayload naming each field. Text
+    PostgreSQL cannot store (NUL, a lone surrogate) is refused here for every job type, so
+    no caller meets the database's own error instead."""
     kind = get_job_type(job_type)
     try:
         model = kind.parse(payload)
@@ -39,9 +42,23 @@ def validate_payload(job_type: str, payload: object) -> dict[str, Any]:
             {"field": ".".join(str(p) for p in e["loc"]) or "payload", "reason": e["msg"]}
             for e in exc.errors()
         ]
-        summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
-        raise InvalidPayload(f"invalid payload for {job_type}: {summary}", errors=problems) from None
-    return model.model_dump(mode="json", exclude_none=True)
+        raise _invalid(job_type, problems) from None
+    clean: dict[str, Any] = model.model_dump(mode="json", exclude_none=True)
+    found = first_unstorable(clean, "")
+    if found is not None:
+        char, where = found
+        reason = (
+            "may not contain NUL (\\u0000) characters"
+            if char == "\x00"
+            else "contains an unpaired UTF-16 surrogate"
+        )
+        raise _invalid(job_type, [{"field": where.removeprefix(".") or "payload", "reason": reason}])
+    return clean
+
+
+def _invalid(job_type: str, problems: list[dict[str, str]]) -> InvalidPayload:
+    summary = "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
+    return InvalidPayload(f"invalid payload for {job_type}: {summary}", errors=problems)
 
 
 def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:

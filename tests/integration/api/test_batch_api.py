@@ -59,7 +59,7 @@ async def test_one_bad_element_refuses_the_batch_and_names_it(client, api, funde
         ([{**sentiment(0), "priority": 1000}], {"body.jobs.0.priority"}),
         (
             [sentiment(0), {"type": "sentiment_analysis", "payload": {"text": "nul \u0000"}}],
-            {"body.jobs.1.payload"},
+            {"body.jobs.1.payload.text"},
         ),
         ([], {"body.jobs"}),
         ([sentiment(i) for i in range(10_001)], {"body.jobs"}),
@@ -176,7 +176,7 @@ async def test_a_batch_names_every_invalid_element(client, api, funded_user, db_
     assert [e["field"] for e in problem["errors"]] == [
         "body.jobs.1.payload.text",
         "body.jobs.4.type",
-        "body.jobs.7.payload",
+        "body.jobs.7.payload.text",
     ]
     assert problem["detail"].startswith("3 of 10 jobs are invalid")
     assert await snapshot(db_url, funded_user) == before

@@ -147,7 +147,7 @@ async def test_invalid_input_names_each_field(client, api, funded_user, db_url) 
         ({**SENTIMENT, "run_at": "2030-01-01T00:00:00"}, {"body.run_at"}),  # no UTC offset
         ({**SENTIMENT, "run_at": "0"}, {"body.run_at"}),  # digits: pydantic took them as 1970
         ({**SENTIMENT, "surprise": True}, {"body.surprise"}),
-        ({"type": "sentiment_analysis", "payload": {"text": "nul \u0000 byte"}}, {"body.payload"}),
+        ({"type": "sentiment_analysis", "payload": {"text": "nul \u0000 byte"}}, {"body.payload.text"}),
     ]
     for body, fields in cases:
         response = await client.post("/api/jobs", json=body, headers=api.auth(funded_user))
