@@ -2,8 +2,10 @@
 
 While a write is in flight, finishes queue up and go together in the next statement, so the
 batch size follows the load with no added wait. A write that fails (database restarting) is
-retried with backoff, never dropped: until it lands the job's lease keeps it safe, and the
-fence refuses it if another worker took the job meanwhile.
+retried with backoff, never dropped. No other worker runs the job while its lease lasts; if
+the database stays out of reach longer than that, the rescuer takes the job back (to run
+again, or failed and refunded on its last attempt) and the fence refuses the late write,
+whose call is still recorded on the lost attempt.
 
 A row refused for what it holds (text PostgreSQL cannot store, a value the client cannot
 encode) would fail every retry and hold up every finish queued behind it. Such a refusal is
