@@ -104,7 +104,8 @@ export class RateLimitedError extends AijobsError {
 /** 503: nothing was written or charged; the same request may be sent again after `retryAfter` s. */
 export class ServiceUnavailableError extends AijobsError {}
 
-/** The request never got an HTTP answer: offline, DNS, refused, or blocked by CORS. */
+/** The request never got an HTTP answer: offline, DNS, refused, or blocked by CORS; or an
+ * event stream kept closing before its first event. */
 export class NetworkError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -222,7 +223,11 @@ export interface EventsOptions extends RequestOptions {
 /** The longest long poll the API holds (GET /api/jobs/{id}?wait=, at most 60 s). */
 const MAX_WAIT_SECONDS = 30;
 const RECONNECT_DELAY_MS = 1000;
+/** Failed connections in a row (no answer, a refusal, a stream that closed before its first
+ * event) before events() gives up. */
 const MAX_RECONNECTS = 5;
+/** The longest Retry-After a reconnect waits, whatever the server asks. */
+const MAX_RETRY_AFTER_MS = MAX_WAIT_SECONDS * 1000;
 
 export class AijobsClient {
   readonly baseUrl: string;
@@ -241,7 +246,7 @@ export class AijobsClient {
     return this.send<Job>("POST", "/api/jobs", { body: job, ...options });
   }
 
-  /** Create 1-100 jobs, all or nothing; they come back in the order asked. */
+  /** Create 1-10,000 jobs, all or nothing; they come back in the order asked. */
   async createBatch(jobs: JobCreate[], options: CreateOptions = {}): Promise<Job[]> {
     const batch = await this.send<Schemas["JobBatch"]>("POST", "/api/jobs/batch", { body: { jobs }, ...options });
     return batch.items;
@@ -307,29 +312,54 @@ export class AijobsClient {
    * (EventSource cannot send an Authorization header). The first event is the status it has
    * now; the iteration ends after a terminal one. Break out of the loop, or abort the signal,
    * to close the stream. A dropped connection is reopened (the API answers a new stream with
-   * the current status, and a repeat is skipped).
+   * the current status, and a repeat is skipped); a reopening answered 503, or 429
+   * `too_many_streams` (the server has not yet seen the old stream close), is tried again
+   * after its Retry-After. A 200 that is not an event stream (an app's fallback page) throws
+   * an `AijobsError` at once; no answer, a refusal on reopening, or a stream that closes
+   * before its first event count as failures, and `MAX_RECONNECTS` in a row end it.
    */
   async *events(id: string, options: EventsOptions = {}): AsyncGenerator<JobEvent> {
     const reconnect = options.reconnect ?? true;
+    const path = `/api/jobs/${encodeURIComponent(id)}/events`;
     let last: JobStatus | null = null;
     let failures = 0;
+    let opened = false;
     for (;;) {
       let response: Response;
       try {
-        response = await this.request("GET", `/api/jobs/${encodeURIComponent(id)}/events`, {
-          ...options,
-          accept: "text/event-stream",
-        });
+        response = await this.request("GET", path, { ...options, accept: "text/event-stream" });
       } catch (error) {
-        if (!(error instanceof NetworkError) || !reconnect || ++failures > MAX_RECONNECTS) throw error;
-        await sleep(RECONNECT_DELAY_MS, options.signal);
+        // A first refusal is the caller's to handle, as for every other call; a refusal of a
+        // reopening the client chose to make is waited out as the server asks.
+        const busy =
+          opened &&
+          (error instanceof ServiceUnavailableError ||
+            (error instanceof RateLimitedError && error.code === "too_many_streams"));
+        if (!(busy || error instanceof NetworkError) || !reconnect || ++failures > MAX_RECONNECTS) throw error;
+        const asked = (error instanceof AijobsError ? (error.retryAfter ?? 0) : 0) * 1000;
+        await sleep(Math.min(MAX_RETRY_AFTER_MS, Math.max(RECONNECT_DELAY_MS, asked)), options.signal);
         continue;
       }
+      opened = true;
+      const type = response.headers.get("Content-Type");
+      if (type?.split(";")[0]?.trim().toLowerCase() !== "text/event-stream") {
+        // A proxy's or an app's fallback page: reading it as a stream would find no event,
+        // and reopening it would answer the same.
+        await response.body?.cancel().catch(() => undefined);
+        throw new AijobsError({
+          type: "about:blank",
+          title: "Not an event stream",
+          status: response.status,
+          detail: `GET ${path} answered ${type ?? "no Content-Type"}, not text/event-stream: is ${this.baseUrl} the API?`,
+        });
+      }
+      let delivered = false;
       try {
         for await (const message of readServerSentEvents(response, options.signal)) {
           if (message.event !== "status" || !message.data) continue;
           const event = JSON.parse(message.data) as JobEvent;
           failures = 0;
+          delivered = true;
           if (event.status === last) continue;
           last = event.status;
           yield event;
@@ -337,8 +367,15 @@ export class AijobsClient {
         }
       } catch (error) {
         if (isAbort(error, options.signal) || !reconnect || ++failures > MAX_RECONNECTS) throw error;
+        await sleep(RECONNECT_DELAY_MS, options.signal);
+        continue;
       }
       if (!reconnect) return;
+      // Closed cleanly but empty (a proxy cutting streams short): a failure too, or a server
+      // that does so every time would be reopened forever.
+      if (!delivered && ++failures > MAX_RECONNECTS) {
+        throw new NetworkError(`GET ${path}: the event stream closed ${failures} times in a row before its first event`);
+      }
       await sleep(RECONNECT_DELAY_MS, options.signal);
     }
   }

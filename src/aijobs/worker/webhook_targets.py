@@ -1,9 +1,10 @@
 """Where a webhook may be sent.
 
-A URL is refused at registration with the reason (its form, or an address that is loopback,
-private, link-local or otherwise not public), and every delivery checks the addresses again
-when it connects, then connects to the checked address itself: a name that resolves to a
-public address at registration and to an internal one later (DNS rebinding) is refused too.
+A URL is refused at registration with the reason (its form, read both by urllib and by the
+httpx that sends deliveries, or an address that is loopback, private, link-local or otherwise
+not public), and every delivery checks the addresses again when it connects, then connects
+to the checked address itself: a name that resolves to a public address at registration and
+to an internal one later (DNS rebinding) is refused too.
 `WEBHOOK_ALLOW_PRIVATE=true` lifts the address rule (tests, receivers on the deployment's
 own network); the rules on a URL's form always hold. A name the resolver says does not exist
 is refused; one it could not look up just now (a timeout, a temporary failure) raises
@@ -68,7 +69,24 @@ def url_problem(url: str) -> str | None:
         return "may not carry a user name or password (the signature authenticates deliveries)"
     if parts.fragment:
         return "may not have a #fragment"
+    # Deliveries are sent by httpx, whose parser is not urllib's: `[::1]abc` passes urlsplit
+    # and fails only when a request is built, so one is built here the way a delivery is.
+    try:
+        sent = httpx.Request("POST", url).url
+    except (httpx.InvalidURL, ValueError) as exc:  # a bad xn-- label raises IDNAError
+        return f"is not a valid URL ({exc})"
+    if not sent.raw_host:
+        return "has no host"
+    if sent.port == 0:
+        return "has port 0, which nothing can be reached on"
     return None
+
+
+def destination(url: str) -> tuple[str, int]:
+    """The host and port a delivery to `url` (which `url_problem` accepts) connects to."""
+    sent = httpx.URL(url)
+    # raw_host: the ASCII form the connection resolves (`host` decodes xn-- labels).
+    return sent.raw_host.decode("ascii"), sent.port or (443 if sent.scheme == "https" else 80)
 
 
 def address_problem(address: str) -> str | None:
@@ -102,9 +120,8 @@ async def target_problem(url: str, *, allow_private: bool) -> str | None:
     problem = url_problem(url)
     if problem is not None or allow_private:
         return problem
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    # What the deliverer will connect to, checked as it will be: not urllib's reading of it.
+    host, port = destination(url)
     try:
         addresses = await resolve(host, port)
     except UnicodeError:

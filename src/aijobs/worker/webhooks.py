@@ -6,10 +6,10 @@ when the job's transaction commits) or by its poll, it claims due deliveries wit
 Standard Webhooks way (`webhook-id`, `webhook-timestamp`, `webhook-signature`: HMAC-SHA256
 of id, timestamp and body). The id is the delivery's, the same on every attempt and replay,
 so a receiver drops repeats. A 2xx answer delivers it; anything else (an error status, a
-redirect, which is never followed, a timeout, a refused address) is retried with backoff
-until the retry window closes, then the delivery is failed. Each attempt is bounded: one
-deadline for the whole exchange and at most `MAX_ANSWER_BYTES` of the answer read, kept as
-a hint of why it failed.
+redirect, which is never followed, a timeout, a refused address, any error the attempt
+raises) is retried with backoff until the retry window closes, then the delivery is failed.
+Each attempt is bounded: one deadline for the whole exchange and at most `MAX_ANSWER_BYTES`
+of the answer read, kept as a hint of why it failed.
 """
 
 from __future__ import annotations
@@ -115,7 +115,13 @@ class Deliverer:
 
     async def _attempt(self, delivery: ClaimedDelivery) -> None:
         started = time.perf_counter()
-        status_code, error = await self.send(delivery)
+        try:
+            status_code, error = await self.send(delivery)
+        except Exception as exc:
+            # Anything one attempt raises (an unsendable URL, a bad secret) is a failed attempt:
+            # unrecorded, the retry window would never end the delivery and it is claimed forever.
+            log.warning("📮 Webhook %s attempt raised", delivery.id, exc_info=True)
+            status_code, error = None, _clip(f"{type(exc).__name__}: {exc}")
         ok = error is None
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
         retry_in = 0.0 if ok else retry_delay(delivery.attempt, self.retry_base)

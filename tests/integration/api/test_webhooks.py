@@ -286,6 +286,8 @@ async def test_the_deployment_endpoints_are_for_admins(
         ("https://93.184.215.14/a b", "holds spaces or control characters"),
         ("https://bücher.example/hook", "must be ASCII"),
         ("https://a..example/hook", "has a host that is not a valid name (a..example)"),
+        # urlsplit reads the public address; the HTTP client cannot send to it at all.
+        ("https://[2606:4700:4700::1111]abc/hook", "is not a valid URL (Invalid port: 'abc')"),
     ],
 )
 async def test_a_bad_endpoint_url_is_refused_at_registration_with_the_reason(
@@ -303,6 +305,30 @@ async def test_a_bad_endpoint_url_is_refused_at_registration_with_the_reason(
             "/api/me/webhooks", json={"url": "https://93.184.215.14/hook"}, headers=api.auth(user)
         )
         assert good.status_code == 201, good.text
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://[2606:4700:4700::1111]abc/hook", "is not a valid URL (Invalid port: 'abc')"),
+        ("http://[v1.x]/", "is not a valid URL (Invalid IPv6 address: '[v1.x]')"),
+        ("https://xn--zz.example/hook", "is not a valid URL (Invalid A-label)"),
+        ("http://127.0.0.1:0/hook", "has port 0"),
+    ],
+)
+async def test_a_url_the_deliverer_cannot_send_to_is_refused_even_where_any_address_is_allowed(
+    user: uuid.UUID, start_api: StartApi, url: str, reason: str
+) -> None:
+    """WEBHOOK_ALLOW_PRIVATE lifts the address rule only: a URL the deliverer's HTTP client
+    would refuse to send to is refused at registration, not stored to fail at every attempt."""
+    api = start_api(webhook_allow_private=True)
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        answer = await client.post("/api/me/webhooks", json={"url": url}, headers=api.auth(user))
+        assert answer.status_code == 422, answer.text
+        [error] = answer.json()["errors"]
+        assert error["field"] == "body.url"
+        assert reason in error["reason"]
+        assert (await client.get("/api/me/webhooks", headers=api.auth(user))).json() == []
 
 
 async def test_a_lookup_that_fails_for_now_is_a_503_and_a_name_that_does_not_exist_a_422(
@@ -419,6 +445,38 @@ async def test_a_private_target_is_refused_at_delivery_too(settings: Settings, s
     assert status_by_name is None
     assert error_by_name is not None
     assert "refused: localhost resolves to" in error_by_name
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("https://[2606:4700:4700::1111]abc/hook", "InvalidURL: Invalid port: 'abc'"),
+        ("https://xn--zz.example/hook", "IDNAError: Invalid A-label"),
+    ],
+)
+async def test_an_unsendable_url_that_got_in_is_a_failed_attempt_and_the_window_still_ends_it(
+    hook_settings: Settings, store: Store, db_url: str, user: uuid.UUID, url: str, error: str
+) -> None:
+    """The HTTP client raising something other than its transport errors still records the
+    attempt: the retry window ends the delivery instead of it being claimed again forever."""
+    tuned = hook_settings.model_copy(update={"webhook_retry_window_seconds": 0.3})
+    await add_endpoint(db_url, url, user_id=user)
+    await create_job(store, user)
+    async with running_worker(tuned, store):
+
+        async def failed() -> bool:
+            rows = await deliveries(db_url)
+            return bool(rows) and rows[0]["status"] == "failed"
+
+        await wait_until(failed, timeout=30, what="the delivery to fail for good")
+    [row] = await deliveries(db_url)
+    assert row["attempts"] >= 1
+    assert row["codes"] == [None] * row["attempts"]
+    assert row["last_error"] == error
+    attempts = await fetch_all(
+        db_url, "select error from aijobs.webhook_delivery_attempts where delivery_id = %s", row["id"]
+    )
+    assert [a["error"] for a in attempts] == [error] * row["attempts"]
 
 
 async def test_receivers_that_hang_redirect_or_answer_hugely_cost_bounded_time_and_memory(
