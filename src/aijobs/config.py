@@ -145,7 +145,9 @@ class Settings(BaseSettings):
 
     # Maintenance.
     # At most a century: "keep everything", while now() minus it stays a valid timestamp.
-    retention_days: float = Field(default=7.0, gt=0, le=36_500)
+    # At least a day: a finished job's idempotency key lasts as long as the job (Stripe keeps
+    # keys 24 hours), and a repeat after the job is pruned creates and charges a new one.
+    retention_days: float = Field(default=7.0, ge=1, le=36_500)
     retention_batch_size: int = Field(default=1000, ge=1, le=100_000)
     maintenance_interval_seconds: float = Field(default=10.0, gt=0, le=3600)
     # When set, the API's /metrics asks for `Authorization: Bearer <METRICS_TOKEN>` (401 without).

@@ -593,3 +593,19 @@ async def test_a_job_is_one_info_line_and_its_steps_are_debug(
         info = [r.getMessage() for r in about if r.levelno >= logging.INFO]
         assert len(info) == 1 and info[0].startswith("✅"), info
         assert len([r for r in about if r.levelno == logging.DEBUG]) >= 4
+
+
+async def test_a_worker_forgotten_by_retention_registers_again_at_its_next_beat(
+    settings: Settings, store: Store, db_url: str
+) -> None:
+    """Retention forgets workers that have not beaten for a day (one cut off from the database
+    that long, say): when it beats again it is back in the registry, as stats and the
+    dashboard read it."""
+    async with running_worker(settings, store, OfflineProvider()) as worker:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await conn.execute("delete from aijobs.workers where id = %s", (worker.id,))
+        await worker.heartbeat.beat()
+        [row] = await fetch_all(
+            db_url, "select host, pid, concurrency from aijobs.workers where id = %s", worker.id
+        )
+        assert row["pid"] > 0 and row["concurrency"] == worker.concurrency

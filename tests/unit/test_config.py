@@ -42,6 +42,8 @@ def test_env_local_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("OPENAI_TPM", "2147483648", "less than or equal to 2147483647"),
         ("RETENTION_DAYS", "1e9", "less than or equal to 36500"),
         ("RETENTION_DAYS", "inf", "finite number"),
+        # A job's idempotency key lasts as long as the job: a repeat within a day must not charge.
+        ("RETENTION_DAYS", "0.5", "greater than or equal to 1"),
         ("RATE_LIMIT_MAX_WAIT_SECONDS", "inf", "finite number"),
         ("RATE_LIMIT_MAX_WAIT_SECONDS", "nan", "finite number"),
         ("MAX_STREAMS_PER_USER", "0", "greater than or equal to 1"),

@@ -57,8 +57,12 @@ class Session:
         self.streams = StreamsRepo(conn)
 
     async def applied_migrations(self) -> set[int]:
-        """Versions applied (/readyz asks on a pooled connection, not one of its own)."""
-        cur = await self.conn.execute(query("api_applied_migrations"))
+        """Versions applied (/readyz asks on a pooled connection, not one of its own); none on
+        a database no migration has run on yet."""
+        try:
+            cur = await self.conn.execute(query("api_applied_migrations"))
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            return set()
         return {row[0] for row in await cur.fetchall()}
 
     async def sync_settings(self, *, max_jobs_in_flight_per_user: int | None) -> None:

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from uuid import UUID
 
 import psycopg
 
-from aijobs.db.store import Store
+from aijobs.db.store import Session, Store
 from aijobs.monitoring.metrics import metrics
 
 log = logging.getLogger("aijobs.worker")
@@ -36,6 +36,7 @@ class Heartbeat:
         on_lost: Callable[[UUID, int], None],
         on_renewed: Callable[[Mapping[UUID, int], float], None],
         on_rescued: Callable[[int], None],
+        register: Callable[[Session], Awaitable[None]],
     ) -> None:
         self.store = store
         self.worker_id = worker_id
@@ -46,12 +47,17 @@ class Heartbeat:
         self.on_lost = on_lost
         self.on_renewed = on_renewed
         self.on_rescued = on_rescued
+        self.register = register
         self.beats = 0
 
     async def beat(self) -> None:
         held = dict(self.running())
         async with self.store.session() as session:
-            await session.workers.beat(self.worker_id, len(held))
+            if not await session.workers.beat(self.worker_id, len(held)):
+                log.warning(
+                    "Worker %s was forgotten (no heartbeat for a day): registering again", self.worker_id
+                )
+                await self.register(session)
             if held:
                 # The leases now end no earlier than this: the statement's now() is later.
                 leased_until = time.monotonic() + self.lease_seconds

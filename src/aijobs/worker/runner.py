@@ -34,7 +34,7 @@ from aijobs.config import Settings
 from aijobs.db.listener import Listener
 from aijobs.db.reachable import retry_while_unreachable
 from aijobs.db.rows import ClaimedJob, Finish
-from aijobs.db.store import Store
+from aijobs.db.store import Session, Store
 from aijobs.jobs import registry
 from aijobs.jobs.catalog import JobTypeCatalog, Mismatch, compare
 from aijobs.monitoring import maintenance
@@ -153,6 +153,7 @@ class Worker:
             on_lost=lambda job_id, token: self._stop_job(job_id, "lease_lost", token),
             on_renewed=self._renewed,
             on_rescued=self._count_rescued,
+            register=self._register_in,
         )
         # A lease this worker can no longer renew (its heartbeats fail: the database is out
         # of reach, or its pool is stuck) is given up this long before it would end, so that
@@ -213,14 +214,17 @@ class Worker:
 
     async def _register(self) -> bool:
         async with self.store.session() as session:
-            await session.workers.register(
-                worker_id=self.id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                version=__version__,
-                concurrency=self.concurrency,
-            )
+            await self._register_in(session)
         return True
+
+    async def _register_in(self, session: Session) -> None:
+        await session.workers.register(
+            worker_id=self.id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            concurrency=self.concurrency,
+        )
 
     async def check_job_types(self) -> list[Mismatch]:
         """Say at start which job types disagree with the database's, and how to fix it. A

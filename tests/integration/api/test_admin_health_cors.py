@@ -6,7 +6,10 @@ import uuid
 
 import psycopg
 
+from aijobs.db.migrate import not_applied
+from aijobs.db.store import Store
 from tests.support.api_server import SERVICE_KEY
+from tests.support.database import create_test_database, drop_database
 from tests.support.snapshots import snapshot
 
 SERVICE = {"Authorization": f"Bearer {SERVICE_KEY}"}
@@ -122,6 +125,24 @@ async def test_readiness_reports_pending_migrations(client, db_url) -> None:
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["pending"] == ["001_baseline"]
+
+
+async def test_readiness_reads_a_database_never_migrated_as_every_migration_pending(admin_url) -> None:
+    """Reachable but empty (a database restored from before aijobs, say): /readyz's reading is
+    every migration pending, not "unreachable". (The API itself will not start on it.)"""
+    url = create_test_database(admin_url, "template0", prefix="aj_unmigrated")
+    try:
+        store = await Store.open(url, min_size=1, max_size=1, name="readiness-test")
+        try:
+            async with store.session() as session:
+                assert await session.applied_migrations() == set()
+                # The same connection is fine afterwards (autocommit: nothing left aborted).
+                assert await session.applied_migrations() == set()
+        finally:
+            await store.close()
+    finally:
+        drop_database(admin_url, url)
+    assert not_applied(set())
 
 
 async def test_cors_allows_the_configured_chrome_extension(client, api, funded_user) -> None:

@@ -528,3 +528,38 @@ async def test_a_description_postgresql_cannot_store_is_a_422_not_a_500(
             )
             assert answer.status_code == 422, answer.text
             assert answer.json()["errors"][0]["field"] == "body.description"
+
+
+async def test_retention_never_deletes_a_delivery_being_replayed(store: Store, db_url: str) -> None:
+    """A month-old failed delivery is replayed (set pending again) while retention prunes: the
+    prune passes over the row the replay holds, and the replayed delivery is kept."""
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as owner:
+        endpoint = await (
+            await owner.execute(
+                "insert into aijobs.webhook_endpoints (url, secret, events)"
+                " values ('http://127.0.0.1:9/hook', %s, array['job.completed']) returning id",
+                (SECRET,),
+            )
+        ).fetchone()
+        assert endpoint is not None
+        delivery = await (
+            await owner.execute(
+                "insert into aijobs.webhook_deliveries (endpoint_id, job_id, user_id, event, payload, status,"
+                " updated_at) values (%s, gen_random_uuid(), gen_random_uuid(), 'job.completed', '{}',"
+                " 'failed', now() - interval '30 days') returning id",
+                (endpoint[0],),
+            )
+        ).fetchone()
+        assert delivery is not None
+        async with owner.transaction():
+            await owner.execute(
+                "update aijobs.webhook_deliveries set status = 'pending', updated_at = now() where id = %s",
+                (delivery[0],),
+            )
+            async with store.session() as session:
+                pruned = await asyncio.wait_for(session.webhooks.prune(7 * 86400.0, 100), timeout=5)
+        assert pruned == 0
+        kept = await (
+            await owner.execute("select status from aijobs.webhook_deliveries where id = %s", (delivery[0],))
+        ).fetchone()
+    assert kept == ("pending",)

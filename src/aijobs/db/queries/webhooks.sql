@@ -100,11 +100,14 @@ select status from done;
 
 -- name: webhook_delivery_prune
 -- Finished deliveries older than the retention, one batch (their attempts go with them).
+-- Locked as they are read: a delivery being replayed (set pending again) at that moment is
+-- skipped, or read again as pending after the replay commits, never deleted under it.
 with gone as (
     delete from aijobs.webhook_deliveries where id in (
         select id from aijobs.webhook_deliveries
         where status <> 'pending' and updated_at < now() - make_interval(secs => %(age_seconds)s)
         limit %(batch)s
+        for update skip locked
     )
     returning 1
 )
