@@ -45,6 +45,19 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
     """A migrated embedded data directory and the environment that uses it; any server left
     running at the end (the failure this file tests for) is stopped."""
     pgdata = tmp_path / "pgdata"
+    env = embedded_env(pgdata)
+    try:
+        aijobs(env, "migrate")
+        assert postmaster_pid(pgdata) is None, "a lone clean run stops the server"
+        yield pgdata, env
+    finally:
+        pid = postmaster_pid(pgdata)
+        if pid is not None:
+            os.kill(pid, signal.SIGQUIT)
+
+
+def embedded_env(pgdata: Path) -> dict[str, str]:
+    """The environment of an `aijobs` on the embedded server in `pgdata`."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -55,14 +68,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
         PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
         LOG_LEVEL="WARNING",
     )
-    try:
-        aijobs(env, "migrate")
-        assert postmaster_pid(pgdata) is None, "a lone clean run stops the server"
-        yield pgdata, env
-    finally:
-        pid = postmaster_pid(pgdata)
-        if pid is not None:
-            os.kill(pid, signal.SIGQUIT)
+    return env
 
 
 def aijobs(env: dict[str, str], *args: str) -> None:
@@ -118,6 +124,105 @@ def test_a_clean_run_after_a_killed_holder_stops_the_server(embedded: tuple[Path
     assert postmaster_pid(pgdata) is not None, "SIGKILL leaves no chance to stop it"
     aijobs(env, "stats")
     assert postmaster_pid(pgdata) is None, "the next clean run forgot the dead holder and stopped the server"
+
+
+def wait_until_stopped(pgdata: Path, seconds: float = 10) -> bool:
+    """Whether the server in `pgdata` is stopped within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while postmaster_pid(pgdata) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_the_last_live_holder_stops_the_server_after_another_was_killed(
+    embedded: tuple[Path, dict[str, str]],
+) -> None:
+    """A holder killed outright while another runs stays in the package's list: the last live
+    holder must forget it when it exits, or the server runs on for nobody."""
+    pgdata, env = embedded
+    killed = start_holder(env, pgdata, ["stats", "--watch", "5"], "queue:")
+    last = start_holder(env, pgdata, ["stats", "--watch", "5"], "queue:")
+    killed.kill()
+    killed.communicate(timeout=60)
+    assert postmaster_pid(pgdata) is not None, "a holder still runs"
+    last.send_signal(signal.SIGTERM)
+    last.communicate(timeout=60)
+    assert wait_until_stopped(pgdata), "the last live holder exited and left the server running"
+
+
+@pytest.mark.parametrize("kill", ["sigterm", "sigkill-group"])
+def test_a_first_start_stopped_during_initdb_does_not_break_later_runs(tmp_path: Path, kill: str) -> None:
+    """SIGTERM to `aijobs` kills its initdb midway (the signal is raised as an exception inside
+    subprocess.run); SIGKILL to the group kills both. Either way the next run must start on a
+    whole cluster, not on the half-made one."""
+    pgdata = tmp_path / "pgdata"
+    env = embedded_env(pgdata)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "aijobs", "migrate"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # initdb has begun once a PG_VERSION exists, wherever it runs; it writes that early and
+        # takes a good part of a second more.
+        deadline = time.monotonic() + 60
+        while not any(tmp_path.rglob("PG_VERSION")):
+            assert first.poll() is None, "migrate ended before initdb began"
+            assert time.monotonic() < deadline, "initdb did not begin"
+            time.sleep(0.005)
+        if kill == "sigterm":
+            first.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+        assert first.returncode != 0, "migrate finished before it was stopped"
+        aijobs(env, "migrate")
+        assert wait_until_stopped(pgdata)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        pid = postmaster_pid(pgdata)
+        if pid is not None:
+            os.kill(pid, signal.SIGQUIT)
+
+
+def test_a_data_directory_that_does_not_start_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A data directory that is no whole cluster (one left by an older aijobs stopped during
+    its first initdb), or is not empty and holds no cluster: one line naming it, no traceback."""
+    half_made = tmp_path / "half-made"
+    half_made.mkdir()
+    (half_made / "PG_VERSION").write_text("18\n")
+    (half_made / "base").mkdir()
+    no_cluster = tmp_path / "no-cluster"
+    no_cluster.mkdir()
+    (no_cluster / "base").mkdir()
+    for pgdata, says in (
+        (half_made, f"the embedded PostgreSQL in {half_made} did not start"),
+        (no_cluster, f"data directory {no_cluster} is not empty but holds no database"),
+    ):
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "aijobs", "migrate"],
+                env=embedded_env(pgdata),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+        finally:
+            pid = postmaster_pid(pgdata)
+            if pid is not None:
+                os.kill(pid, signal.SIGQUIT)
+        assert done.returncode == 1, done.stdout + done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ") and says in lines[0], done.stderr
+        assert "move" in lines[0] and "aside" in lines[0], "it says what to do"
+        assert (pgdata / "base").is_dir(), "nothing was removed"
 
 
 # The holder lists on disk: the package's ids, and aijobs' start time of each holder.

