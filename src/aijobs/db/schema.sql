@@ -231,8 +231,10 @@ create trigger credit_ledger_append_only
 -- Grants made with a key (a payment provider's event id, say): one key grants once to its
 -- user, so a payment webhook delivered twice does not pay twice. Sent again, the grant answers
 -- the balance it left; with another amount or note, it is refused. Kept as long as the ledger.
+-- No foreign key to accounts: the ledger row's own holds the user, and one would add a check
+-- to every update of an account's balance, every creation's included.
 create table aijobs.credit_grant_keys (
-    user_id     uuid not null references aijobs.accounts (user_id),
+    user_id     uuid not null,
     key         aijobs.job_idempotency_key not null,
     ledger_id   bigint not null unique references aijobs.credit_ledger (id),
     amount      bigint not null,
