@@ -3892,7 +3892,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `event: status` with a JobEvent as data, one per transition; the stream ends after a terminal status (completed, failed, cancelled). For a type that streams (ai_generation), `event: delta` (JobDelta: the next piece of the reply, id `<attempt token>:<seq>`) while it runs, from the start of the running attempt for a late subscriber, or after the piece named by `Last-Event-ID`; `event: reset` (JobReset) when a new attempt starts writing: drop the text received so far. */
+            /** @description `event: status` with a JobEvent as data, one per transition, without an id (so a client's Last-Event-ID stays on the last piece); the stream ends after a terminal status (completed, failed, cancelled). For a type that streams (ai_generation), `event: delta` (JobDelta: the next piece of the reply, id `<attempt token>:<seq>`) while it runs, from the start of the running attempt for a late subscriber, or after the piece named by `Last-Event-ID`; `event: reset` (JobReset) when a new attempt starts writing: drop the text received so far. */
             200: {
                 headers: {
                     [name: string]: unknown;

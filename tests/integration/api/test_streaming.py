@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from aijobs.config import Settings
@@ -275,3 +276,57 @@ async def test_a_provider_that_cannot_stream_answers_whole_and_nothing_is_stream
     assert [e["data"]["status"] for e in events] == ["pending", "processing", "completed"]
     assert await chunks(db_url, job_id) == []
     assert await stored_reply(db_url, job_id)
+
+
+async def first_events(
+    api: ApiServer, user: uuid.UUID, job_id: uuid.UUID, n: int, **headers: str
+) -> list[dict[str, Any]]:
+    """The stream's first `n` events (the job goes on running)."""
+    events: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(base_url=api.url, timeout=30) as client,
+        client.stream("GET", f"/api/jobs/{job_id}/events", headers={**api.auth(user), **headers}) as response,
+    ):
+        assert response.status_code == 200
+        async for event in sse_events(response.aiter_lines()):
+            events.append(event)
+            if len(events) == n:
+                break
+    return events
+
+
+async def test_status_events_leave_a_clients_last_event_id_on_the_last_piece(
+    store: Store, db_url: str, user: uuid.UUID, start_api: StartApi
+) -> None:
+    """An EventSource resumes from the id of the last event of any kind: a status event with an
+    id of its own would make the next reconnect send that id, and get the reply again."""
+    api = start_api()
+    job_id = await create_reply_job(store, user)
+    async with store.session() as session:
+        [claimed] = await session.jobs.claim("worker-s", 1, lease_seconds=60)
+    token = claimed.lease_token
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        for seq, text in ((1, "Thank "), (2, "you")):
+            await conn.execute(
+                "insert into aijobs.job_stream_chunks (job_id, lease_token, seq, text)"
+                " values (%s, %s, %s, %s)",
+                (job_id, token, seq, text),
+            )
+    fresh = await first_events(api, user, job_id, 3)
+    assert [(e["event"], e["id"]) for e in fresh] == [
+        ("status", None),
+        ("delta", f"{token}:1"),
+        ("delta", f"{token}:2"),
+    ]
+    # Reconnected after the last piece: the status event alone, which leaves the id as it was,
+    # so a second reconnect resumes from the same piece and nothing is sent twice.
+    for _ in range(2):
+        [again] = await first_events(api, user, job_id, 1, **{"Last-Event-ID": f"{token}:2"})
+        assert (again["event"], again["id"]) == ("status", None)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(
+            "insert into aijobs.job_stream_chunks (job_id, lease_token, seq, text) values (%s, %s, 3, '!')",
+            (job_id, token),
+        )
+    resumed = await first_events(api, user, job_id, 2, **{"Last-Event-ID": f"{token}:2"})
+    assert [(e["event"], e["id"]) for e in resumed] == [("status", None), ("delta", f"{token}:3")]

@@ -482,7 +482,8 @@ async def retry_job(
     summary="Server-Sent Events: the job's status changes, and its reply as it is written",
     responses={
         200: {
-            "description": "`event: status` with a JobEvent as data, one per transition; the stream "
+            "description": "`event: status` with a JobEvent as data, one per transition, without an "
+            "id (so a client's Last-Event-ID stays on the last piece); the stream "
             "ends after a terminal status (completed, failed, cancelled). For a type that streams "
             "(ai_generation), `event: delta` (JobDelta: the next piece of the reply, id "
             "`<attempt token>:<seq>`) while it runs, from the start of the running attempt for a "
@@ -519,8 +520,7 @@ async def job_events(
             async with hub.subscribe(job_id) as events:
                 job = await read_job(store, principal, job_id)
                 last: str = job.status
-                sequence = 1
-                yield _event(sequence, last, job)
+                yield _event(last, job)
                 if last not in TERMINAL_STATUSES:
                     for event in await _pieces(store, job_id, sent):
                         yield event
@@ -546,8 +546,7 @@ async def job_events(
                         for event in await _pieces(store, job_id, sent):
                             yield event
                     last = status
-                    sequence += 1
-                    yield _event(sequence, last, job)
+                    yield _event(last, job)
         finally:
             slot.release()  # the stream ended: finished job, client gone, shutdown, error
 
@@ -599,6 +598,8 @@ async def _pieces(store: Store, job_id: UUID, sent: Position) -> list[dict[str, 
     return events
 
 
-def _event(sequence: int, status: str, job: Job) -> dict[str, str]:
+def _event(status: str, job: Job) -> dict[str, str]:
+    # No id: an EventSource resumes from the id of the last event of any kind, and only the
+    # pieces' ids ("<lease token>:<seq>") say where a reply stands.
     data = JobEvent.model_validate({"job_id": job.id, "status": status, "job": job})
-    return {"event": "status", "id": str(sequence), "data": data.model_dump_json()}
+    return {"event": "status", "data": data.model_dump_json()}
