@@ -78,6 +78,31 @@ async def test_open_without_auth_only_on_loopback_and_loudly(settings: Settings)
         server.stop()
 
 
+async def test_without_auth_a_page_under_another_name_cannot_drive_the_dashboard(settings: Settings) -> None:
+    """DNS rebinding: a site re-points its own name at 127.0.0.1, so its requests come from a
+    loopback address and are same-origin for it. They name its host: refused, read or write."""
+    server = ApiServer(settings).start()  # no JWT secret, no service key
+    port = server.url.rsplit(":", 1)[1]
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as c:
+            for host in (
+                f"attacker.example:{port}",
+                "attacker.example",
+                f"127.0.0.1.attacker.example:{port}",
+            ):
+                read = await c.get("/dashboard/live", headers={"Host": host})
+                assert read.status_code == 403, (host, read.text)
+                pause = await c.post(
+                    "/dashboard/job-types/sentiment_analysis/pause",
+                    headers={"Host": host, "X-Dashboard": "1"},
+                )
+                assert pause.status_code == 403, (host, pause.text)
+            for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+                assert (await c.get("/dashboard/live", headers={"Host": host})).status_code == 200, host
+    finally:
+        server.stop()
+
+
 async def test_metrics_serve_the_last_snapshot_when_the_database_is_gone(
     api: ApiServer, store: Store, funded_user: uuid.UUID, admin_url: str, db_url: str
 ) -> None:

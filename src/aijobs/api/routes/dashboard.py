@@ -94,15 +94,27 @@ async def viewer(request: Request, state: StateDep) -> Viewer:
         return Viewer(await check_token(state, token))
     if not auth_configured(state):
         client = request.client.host if request.client else ""
-        if client in LOOPBACK:
+        # The Host too: a web page whose name an attacker re-points at 127.0.0.1 (DNS
+        # rebinding) reaches a loopback client address, but names its own host.
+        if client in LOOPBACK and _host_name(request.headers.get("host", "")) in LOOPBACK:
             return Viewer(Principal(user_id=None, service=True), open_dev=True)
         raise ProblemError(
-            403, "no auth is configured: set SERVICE_ROLE_KEY to open the dashboard", code="forbidden"
+            403,
+            "no auth is configured: the dashboard opens only from this machine, as http://localhost:<port>;"
+            " set SERVICE_ROLE_KEY to open it from elsewhere",
+            code="forbidden",
         )
     raise unauthorized("the dashboard needs the service key or an admin's token")
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
+
+
+def _host_name(host: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8000` is `::1`."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 def refresher(request: Request, store: Store) -> GaugeRefresher:
