@@ -26,6 +26,14 @@ export function signedOut(): Response {
   );
 }
 
+/** 422 for a request body this app cannot read, naming the field, as aijobs words its own. */
+export function invalidRequest(field: string, reason: string): Response {
+  return Response.json(
+    { type: "about:blank", title: "Unprocessable Content", status: 422, detail: `${field}: ${reason}`, errors: [{ field, reason }] },
+    { status: 422, headers: { "Content-Type": PROBLEM } },
+  );
+}
+
 /** The answer for an error thrown by the client: aijobs' own problem, or a 502 when there was none. */
 export function problemResponse(error: unknown): Response {
   if (error instanceof AijobsError) {

@@ -1,7 +1,7 @@
 // POST /api/jobs {review_text, tone?}: an ai_generation job for the signed-in user, created
 // with their own token, so aijobs charges their credits and row-level security applies.
 import { newIdempotencyKey, type JobCreate, type PayloadOf } from "@aijobs/client";
-import { aijobsFor, problemResponse, signedOut } from "@/lib/aijobs";
+import { aijobsFor, invalidRequest, problemResponse, signedOut } from "@/lib/aijobs";
 
 interface DraftRequest {
   review_text: string;
@@ -13,7 +13,18 @@ interface DraftRequest {
 export async function POST(request: Request): Promise<Response> {
   const aijobs = await aijobsFor(request);
   if (!aijobs) return signedOut();
-  const body = (await request.json()) as DraftRequest;
+  let body: DraftRequest;
+  try {
+    body = (await request.json()) as DraftRequest;
+  } catch {
+    return invalidRequest("body", "must be JSON");
+  }
+  // aijobs checks the review itself (and names what is wrong); only the shape is ours to check.
+  if (typeof body !== "object" || body === null) return invalidRequest("body", "must be a JSON object");
+  if (typeof body.review_text !== "string") return invalidRequest("body.review_text", "must be a string");
+  if (body.idempotency_key !== undefined && typeof body.idempotency_key !== "string") {
+    return invalidRequest("body.idempotency_key", "must be a string");
+  }
   const job: JobCreate = {
     type: "ai_generation",
     payload: { review_text: body.review_text, tone: body.tone ?? "friendly" },
