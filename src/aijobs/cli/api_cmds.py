@@ -39,7 +39,9 @@ def api(
                 "warning: neither JWT_SECRET nor JWT_JWKS_URL is set: no user token will be accepted",
                 err=True,
             )
-        typer.echo(f"aijobs API on http://{settings.api_host}:{settings.api_port}  (try /api-test, /docs)")
+        # The port bound, not the one asked for: `--port 0` takes any free one.
+        bound = sock.getsockname()[1]
+        typer.echo(f"aijobs API on http://{settings.api_host}:{bound}  (try /api-test, /docs)")
         if workers == 1:
             config = server_config(
                 create_app(settings.model_copy(update={"database_url": url})),
@@ -66,7 +68,7 @@ def api(
                 factory=True,
                 loop=settings.event_loop,
                 host=settings.api_host,
-                port=settings.api_port,
+                port=bound,
                 workers=workers,
                 log_level=settings.log_level.lower(),
                 timeout_graceful_shutdown=5,
