@@ -57,8 +57,10 @@ async def create_reply_job(store: Store, user: uuid.UUID) -> uuid.UUID:
     return created.id
 
 
-async def follow(api: ApiServer, user: uuid.UUID, job_id: uuid.UUID, **headers: str) -> list[dict[str, Any]]:
-    """Every event of the job's stream, until its terminal status."""
+async def follow(
+    api: ApiServer, user: uuid.UUID, job_id: uuid.UUID, *, first: int | None = None, **headers: str
+) -> list[dict[str, Any]]:
+    """Every event of the job's stream until its terminal status, or only its `first` ones."""
     events: list[dict[str, Any]] = []
     async with (
         httpx.AsyncClient(base_url=api.url, timeout=60) as client,
@@ -67,7 +69,7 @@ async def follow(api: ApiServer, user: uuid.UUID, job_id: uuid.UUID, **headers: 
         assert response.status_code == 200
         async for event in sse_events(response.aiter_lines()):
             events.append(event)
-            if event["event"] == "status" and event["data"]["status"] in TERMINAL:
+            if len(events) == first or (event["event"] == "status" and event["data"]["status"] in TERMINAL):
                 break
     return events
 
@@ -278,23 +280,6 @@ async def test_a_provider_that_cannot_stream_answers_whole_and_nothing_is_stream
     assert await stored_reply(db_url, job_id)
 
 
-async def first_events(
-    api: ApiServer, user: uuid.UUID, job_id: uuid.UUID, n: int, **headers: str
-) -> list[dict[str, Any]]:
-    """The stream's first `n` events (the job goes on running)."""
-    events: list[dict[str, Any]] = []
-    async with (
-        httpx.AsyncClient(base_url=api.url, timeout=30) as client,
-        client.stream("GET", f"/api/jobs/{job_id}/events", headers={**api.auth(user), **headers}) as response,
-    ):
-        assert response.status_code == 200
-        async for event in sse_events(response.aiter_lines()):
-            events.append(event)
-            if len(events) == n:
-                break
-    return events
-
-
 async def test_status_events_leave_a_clients_last_event_id_on_the_last_piece(
     store: Store, db_url: str, user: uuid.UUID, start_api: StartApi
 ) -> None:
@@ -312,7 +297,7 @@ async def test_status_events_leave_a_clients_last_event_id_on_the_last_piece(
                 " values (%s, %s, %s, %s)",
                 (job_id, token, seq, text),
             )
-    fresh = await first_events(api, user, job_id, 3)
+    fresh = await follow(api, user, job_id, first=3)
     assert [(e["event"], e["id"]) for e in fresh] == [
         ("status", None),
         ("delta", f"{token}:1"),
@@ -321,12 +306,12 @@ async def test_status_events_leave_a_clients_last_event_id_on_the_last_piece(
     # Reconnected after the last piece: the status event alone, which leaves the id as it was,
     # so a second reconnect resumes from the same piece and nothing is sent twice.
     for _ in range(2):
-        [again] = await first_events(api, user, job_id, 1, **{"Last-Event-ID": f"{token}:2"})
+        [again] = await follow(api, user, job_id, first=1, **{"Last-Event-ID": f"{token}:2"})
         assert (again["event"], again["id"]) == ("status", None)
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         await conn.execute(
             "insert into aijobs.job_stream_chunks (job_id, lease_token, seq, text) values (%s, %s, 3, '!')",
             (job_id, token),
         )
-    resumed = await first_events(api, user, job_id, 2, **{"Last-Event-ID": f"{token}:2"})
+    resumed = await follow(api, user, job_id, first=2, **{"Last-Event-ID": f"{token}:2"})
     assert [(e["event"], e["id"]) for e in resumed] == [("status", None), ("delta", f"{token}:3")]

@@ -209,6 +209,16 @@ async def _delivered_with(db_url: str, attempts: int) -> bool:
     return rows[0]["status"] == "delivered" and rows[0]["attempts"] == attempts
 
 
+async def failed_for_good(db_url: str) -> None:
+    """Wait for the (one) delivery to end failed."""
+
+    async def failed() -> bool:
+        rows = await deliveries(db_url)
+        return bool(rows) and rows[0]["status"] == "failed"
+
+    await wait_until(failed, timeout=30, what="the delivery to fail for good")
+
+
 async def test_retries_stop_when_the_window_closes_and_the_delivery_fails(
     hook_settings: Settings, store: Store, db_url: str, user: uuid.UUID, start_api: StartApi
 ) -> None:
@@ -217,12 +227,7 @@ async def test_retries_stop_when_the_window_closes_and_the_delivery_fails(
         await add_endpoint(db_url, receiver.url, user_id=None)
         await create_job(store, user)
         async with running_worker(tuned, store):
-
-            async def failed() -> bool:
-                rows = await deliveries(db_url)
-                return bool(rows) and rows[0]["status"] == "failed"
-
-            await wait_until(failed, timeout=30, what="the delivery to fail for good")
+            await failed_for_good(db_url)
     [row] = await deliveries(db_url)
     assert row["attempts"] == len(receiver.requests) >= 1
     assert row["codes"] == [503] * row["attempts"]
@@ -463,12 +468,7 @@ async def test_an_unsendable_url_that_got_in_is_a_failed_attempt_and_the_window_
     await add_endpoint(db_url, url, user_id=user)
     await create_job(store, user)
     async with running_worker(tuned, store):
-
-        async def failed() -> bool:
-            rows = await deliveries(db_url)
-            return bool(rows) and rows[0]["status"] == "failed"
-
-        await wait_until(failed, timeout=30, what="the delivery to fail for good")
+        await failed_for_good(db_url)
     [row] = await deliveries(db_url)
     assert row["attempts"] >= 1
     assert row["codes"] == [None] * row["attempts"]
