@@ -15,12 +15,19 @@ from aijobs.worker.completer import Completer
 from tests.support.jobs import create_job
 from tests.support.workers import fetch_all, job
 
+DEEP: dict[str, Any] = {"a": 1}
+for _ in range(40):
+    DEEP = {"a": DEEP}
+
 #: Results no retry can store: refused by PostgreSQL (NUL, a lone surrogate in jsonb) or by
 #: the client before sending (a set has no JSON form).
 REFUSED: dict[str, dict[str, Any]] = {
     "nul": {"output": {"summary": "bad\x00byte"}},
     "lone-surrogate": {"output": {"summary": "bad\ud800"}},
     "not-json": {"output": {"tags": {"a", "b"}}},
+    # Refused by the result's bounds inside aijobs.finish_attempts, which names the field.
+    "too-big": {"output": "x" * 70_000},
+    "too-deep": {"output": DEEP},
 }
 
 
@@ -63,6 +70,7 @@ async def test_a_refused_row_fails_its_attempt_and_every_other_row_is_written(
         if claimed is bad:
             assert row["status"] == "failed" and row["result"] is None
             assert row["error"].startswith("the outcome of this attempt could not be stored: ")
+            assert "rows[" not in row["error"], "the batch's row number means nothing in a job's error"
         else:
             assert row["status"] == "completed" and row["result"] == {"output": "fine"}
     refunds = await fetch_all(db_url, "select job_id from aijobs.credit_ledger where kind = 'refund'")

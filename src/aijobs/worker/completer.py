@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from uuid import UUID
@@ -41,6 +42,14 @@ Entry = tuple[Finish, Written]
 #: class 22), a broken constraint (class 23), a value the client cannot encode (a lone
 #: surrogate: ValueError; something JSON has no form for: TypeError).
 REFUSED: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError, ValueError, TypeError)
+#: aijobs.finish_attempts' own name for those, once it has found the row and field (AJ005).
+NAMED_REFUSAL = "AJ005"
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` refuses what a row holds (no retry can store it), rather than the
+    database being out of reach or failing for now."""
+    return isinstance(exc, REFUSED) or (isinstance(exc, psycopg.Error) and exc.sqlstate == NAMED_REFUSAL)
 
 
 class Completer:
@@ -98,7 +107,10 @@ class Completer:
         try:
             async with self.store.session() as session:
                 won = await session.jobs.finish([finish for finish, _ in batch], self.worker_id)
-        except REFUSED as exc:
+        except (psycopg.Error, OSError, ValueError, TypeError) as exc:
+            if not refused(exc):
+                log.warning("💾 Could not write %d job results (%s); retrying", len(batch), exc)
+                return batch
             if len(batch) == 1:
                 return await self._write_refused(batch[0], exc)
             # Halving finds one bad row among n in about 2 log2(n) statements.
@@ -107,9 +119,6 @@ class Completer:
             if unwritten:
                 return unwritten + batch[half:]
             return await self._write(batch[half:])
-        except (psycopg.Error, OSError) as exc:
-            log.warning("💾 Could not write %d job results (%s); retrying", len(batch), exc)
-            return batch
         _written(batch, won)
         return []
 
@@ -127,7 +136,10 @@ class Completer:
         try:
             async with self.store.session() as session:
                 won = await session.jobs.finish([failure], self.worker_id)
-        except REFUSED as again:
+        except (psycopg.Error, OSError, ValueError, TypeError) as again:
+            if not refused(again):
+                log.warning("💾 Could not write 1 job result (%s); retrying", again)
+                return [(failure, written)]
             # Not even the failure can be written (so nothing of this row is at fault): give
             # up on it rather than hold up every finish. Its lease is no longer extended, so
             # the rescuer takes the job back within about LEASE_SECONDS.
@@ -138,9 +150,6 @@ class Completer:
                 extra={"job_id": str(finish.id)},
             )
             return []
-        except (psycopg.Error, OSError) as transient:
-            log.warning("💾 Could not write 1 job result (%s); retrying", transient)
-            return [(failure, written)]
         _written([(failure, written)], won)
         return []
 
@@ -158,5 +167,6 @@ def _written(batch: list[Entry], won: Mapping[tuple[UUID, int], str]) -> None:
 
 def _primary_message(exc: Exception) -> str:
     if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
-        return exc.diag.message_primary
+        # The finish names `rows[i].<field>`: i is the row's place in a batch of one here.
+        return re.sub(r"^rows\[\d+\]\.", "", exc.diag.message_primary)
     return str(exc).split("\n", 1)[0]
