@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import uuid
 from collections.abc import Iterator
 from typing import Literal
@@ -44,7 +45,7 @@ from tests.support.workers import fetch_all, job, running_worker, wait_until
 
 class Order(Payload):
     order_id: int = Field(ge=1)
-    mode: Literal["ok", "raise_once", "bad_output", "hang"] = "ok"
+    mode: Literal["ok", "raise_once", "bad_output", "hang", "exit"] = "ok"
 
 
 class Receipt(Output):
@@ -66,6 +67,8 @@ async def ship_order(payload: Order, ctx: JobContext) -> Receipt:
         await asyncio.sleep(3600)
     if payload.mode == "raise_once" and ctx.attempt == 1:
         raise ConnectionError("warehouse API unreachable")
+    if payload.mode == "exit":
+        sys.exit(2)  # a handler's own code may do this; it must end its attempt, not the worker
     if payload.mode == "bad_output":
         return {"order_id": "not a number"}  # type: ignore[return-value]
     return Receipt(order_id=payload.order_id, attempt=ctx.attempt)
@@ -122,6 +125,22 @@ async def ledger(db_url: str, job_id: uuid.UUID) -> list[tuple[str, int]]:
         db_url, "select kind, amount from aijobs.credit_ledger where job_id = %s order by id", job_id
     )
     return [(r["kind"], r["amount"]) for r in rows]
+
+
+@pytest.mark.usefixtures("custom_types")
+async def test_a_handler_that_exits_fails_its_job_and_the_worker_goes_on(
+    settings: Settings, store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    exiting = await create(store, funded_user, "ship_order", {"order_id": 8, "mode": "exit"})
+    async with running_worker(settings, store, OfflineProvider()):
+        await finished(db_url, [exiting])
+        # The same worker runs the next job: it did not end with the handler.
+        after = await create(store, funded_user, "ship_order", {"order_id": 9})
+        await finished(db_url, [after])
+    failed, ok = await job(db_url, exiting), await job(db_url, after)
+    assert failed["status"] == "failed" and "SystemExit" in failed["error"], failed["error"]
+    assert ok["status"] == "completed"
+    assert await ledger(db_url, exiting) == [("debit", -2), ("refund", 2)]
 
 
 @pytest.mark.usefixtures("custom_types")
@@ -284,3 +303,20 @@ async def test_a_job_of_a_type_this_worker_lacks_waits_instead_of_failing(
     )
     assert await ledger(db_url, job_id) == [("debit", -2)]  # still paid for, not refunded
     assert any("AIJOBS_JOB_TYPES" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.usefixtures("custom_types")
+async def test_code_that_names_no_max_attempts_gets_its_types(
+    store: Store, db_url: str, funded_user: uuid.UUID
+) -> None:
+    """`enqueue` as the API and the CLI do: the type's Retry(max_attempts=2) for a job that
+    names none (a job meant to run at most twice must not run four times), the caller's own
+    when it names one, and 4 for a type that sets none."""
+    async with store.session() as s:
+        typed = await enqueue(s, user_id=funded_user, job_type="ship_order", payload={"order_id": 1})
+        named = await enqueue(
+            s, user_id=funded_user, job_type="ship_order", payload={"order_id": 2}, max_attempts=5
+        )
+        plain = await enqueue(s, user_id=funded_user, job_type="sentiment_analysis", payload={"text": "ok"})
+    got = [(await job(db_url, c.id))["max_attempts"] for c in (typed, named, plain)]
+    assert got == [2, 5, 4]

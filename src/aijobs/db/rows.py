@@ -20,7 +20,8 @@ class JobSpec:
     payload: Any
     priority: int = 0
     run_at: datetime | None = None
-    max_attempts: int = 4
+    #: None: its type's `Retry(max_attempts=...)`, else 4 (MAX_RETRIES' default, plus one).
+    max_attempts: int | None = None
     idempotency_key: str | None = None
     retry_of: UUID | None = None
 

@@ -24,7 +24,7 @@ from aijobs.db.rows import JobSpec as JobSpec  # re-exported: what enqueue_many 
 from aijobs.db.store import Session
 from aijobs.db.sync_session import SyncSession
 from aijobs.errors import InvalidArgument, InvalidPayload, NotRetryable
-from aijobs.jobs import get_job_type
+from aijobs.jobs import get_job_type, max_attempts_for
 from aijobs.monitoring.metrics import metrics
 from aijobs.providers.base import first_unstorable
 from aijobs.states import RETRYABLE_STATUSES
@@ -65,15 +65,30 @@ def validate_batch(jobs: Sequence[JobSpec]) -> list[JobSpec]:
     """Each job with its payload as its type reads it, or InvalidPayload whose fields start
     with `jobs[i].` for the first bad one (a single job's fields are not prefixed)."""
     if len(jobs) == 1:
-        return [replace(jobs[0], payload=validate_payload(jobs[0].type, jobs[0].payload))]
+        job = jobs[0]
+        return [replace(job, payload=validate_payload(job.type, job.payload), max_attempts=_attempts(job))]
     cleaned = []
     for i, job in enumerate(jobs):
         try:
-            cleaned.append(replace(job, payload=validate_payload(job.type, job.payload)))
+            cleaned.append(
+                replace(job, payload=validate_payload(job.type, job.payload), max_attempts=_attempts(job))
+            )
         except InvalidPayload as exc:
             problems = [{**p, "field": f"jobs[{i}].{p['field']}"} for p in exc.errors]
             raise InvalidPayload(f"jobs[{i}]: {exc}", errors=problems) from None
     return cleaned
+
+
+#: Attempts of a job whose caller and type name none: MAX_RETRIES' default (3) plus one. The
+#: API and the CLI pass the deployment's own (MAX_RETRIES + 1) when the type names none.
+DEFAULT_MAX_ATTEMPTS = 4
+
+
+def _attempts(job: JobSpec) -> int:
+    """The job's own max_attempts, else its type's `Retry(max_attempts=...)`, else the default."""
+    if job.max_attempts is not None:
+        return job.max_attempts
+    return max_attempts_for(job.type, DEFAULT_MAX_ATTEMPTS)
 
 
 async def enqueue_many(
@@ -106,7 +121,7 @@ async def enqueue(
     payload: object,
     priority: int = 0,
     run_at: datetime | None = None,
-    max_attempts: int = 4,
+    max_attempts: int | None = None,
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
     quota: bool = False,
@@ -142,7 +157,7 @@ def enqueue_sync(
     payload: object,
     priority: int = 0,
     run_at: datetime | None = None,
-    max_attempts: int = 4,
+    max_attempts: int | None = None,
     idempotency_key: str | None = None,
     retry_of: UUID | None = None,
     tenant: UUID | None = None,

@@ -116,6 +116,12 @@ class Executor:
             if stream is not None:
                 stream.abort()
             return self.failed(job, exc)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # From the handler's own code (sys.exit in a library, say): out of the task,
+            # asyncio would end the whole worker with it. Only this attempt fails.
+            if stream is not None:
+                stream.abort()
+            return self.failed(job, exc)
         found = first_unstorable(answer.result)
         if found is not None:
             char, where = found
