@@ -356,3 +356,32 @@ async def test_triage_drafts_in_the_accounts_tone_unless_urgent() -> None:
     assert happy.result["output"]["draft_reply"].startswith("Hi there!")  # enthusiastic
     urgent = await jt.run(jt.parse({"review_text": "I got food poisoning.", "rating": 1}), c)
     assert urgent.result["output"]["draft_reply"].startswith("Hello,")  # apologetic
+
+
+@pytest.mark.parametrize("option", ["text_field", "stream_field"])
+def test_an_llm_job_naming_a_field_its_output_lacks_is_refused_at_registration(option: str) -> None:
+    """Otherwise every job of the type fails, after one paid call per attempt."""
+
+    class Reply(Output):
+        reply: str
+
+    with pytest.raises(JobTypeError) as info:
+        llm_job(
+            "typo_type",
+            cost=1,
+            payload=Numbers,
+            output=Reply,
+            instructions="Answer.",
+            render_input=str,
+            **{option: "replyy"},
+        )
+    assert f"{option}='replyy'" in info.value.reason and "reply" in info.value.reason
+    assert llm_job(
+        "fine_type",
+        cost=1,
+        payload=Numbers,
+        output=Reply,
+        instructions="Answer.",
+        render_input=str,
+        **{option: "reply"},
+    ).streams

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from aijobs.jobs.account import ACCOUNT_SETTINGS_RULES, AccountSettings, account_block
-from aijobs.jobs.base import HandlerResult, JobContext, JobType, Retry, preview, run_task
+from aijobs.jobs.base import HandlerResult, JobContext, JobType, JobTypeError, Retry, preview, run_task
 from aijobs.providers.base import LLMTask
 
 P = TypeVar("P", bound=BaseModel)
@@ -94,6 +94,14 @@ def llm_job(
     With `account_settings=True` the owner's brand voice and signature go first in the user
     message, as data, and fixed rules about them are added to the instructions.
     """
+    for option, field in (("text_field", text_field), ("stream_field", stream_field)):
+        # Caught at registration: a field the output lacks failed every job, one paid call
+        # per attempt, with "Field required".
+        if field is not None and field not in output.model_fields:
+            raise JobTypeError(
+                name,
+                f"{option}={field!r} is not a field of {output.__name__} ({', '.join(output.model_fields)})",
+            )
     full_instructions = instructions
     if account_settings:
         full_instructions = f"{instructions.rstrip()}\n{ACCOUNT_SETTINGS_RULES}"
