@@ -19,6 +19,9 @@ class JobStatus(StrEnum):
 TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 #: Pending or processing: what the in-flight quota counts.
 ACTIVE_STATUSES = frozenset({JobStatus.PENDING, JobStatus.PROCESSING})
+#: A cancel of a job in one of these is refused: it has ended and kept its outcome (a
+#: cancelled one answers as it is).
+UNCANCELLABLE_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 #: A job in one of these may be run again, as a new job charged to its owner.
 RETRYABLE_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 

@@ -74,11 +74,6 @@ def request_hash(request: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def clean_payload(job_type: str, payload: object) -> dict[str, Any]:
-    """The validated payload (422 naming each field otherwise), checked before any DB work."""
-    return validate_payload(job_type, payload)
-
-
 async def create_for_user(
     store: Store,
     creations: CreationGroups,
@@ -89,7 +84,7 @@ async def create_for_user(
     tenant: UUID,
 ) -> Created:
     assert principal.user_id is not None
-    payload = clean_payload(new.type, new.payload)
+    payload = validate_payload(new.type, new.payload)
     if key is None:
         # Step 2 only, grouped with the other requests waiting (grouped_creation.py).
         with _in_flight_cap():
@@ -204,7 +199,7 @@ def clean_element(new: NewJob, where: str) -> tuple[dict[str, Any] | None, Probl
     """One element's validated payload, or its refusal with every field under `where`
     (`body.jobs.3`, `body.line.4`)."""
     try:
-        return clean_payload(new.type, new.payload), None
+        return validate_payload(new.type, new.payload), None
     except (AijobsError, ProblemError) as exc:
         problem = from_domain(exc) if isinstance(exc, AijobsError) else exc
     errors = problem.extra.get("errors") or [{"field": "body", "reason": problem.detail}]

@@ -26,7 +26,7 @@ from aijobs.jobs import max_attempts_for
 from aijobs.queue.enqueue import JobSpec, enqueue_many, retry_as_new_job, validate_payload
 from aijobs.queue.enqueue import enqueue as enqueue_job
 from aijobs.queue.requests import JobRequest
-from aijobs.states import JobStatus
+from aijobs.states import UNCANCELLABLE_STATUSES, JobStatus
 
 
 def _check_key(key: str | None) -> str | None:
@@ -224,7 +224,7 @@ def cancel(job_id: UUID) -> None:
         if row is None:
             typer.echo(f"error: no job {job_id}", err=True)
             raise typer.Exit(1)
-        if row["status"] in (JobStatus.COMPLETED, JobStatus.FAILED):
+        if row["status"] in UNCANCELLABLE_STATUSES:
             typer.echo(f"error: job {job_id} is already {row['status']}; nothing to cancel", err=True)
             raise typer.Exit(1)
         echo_json(row)

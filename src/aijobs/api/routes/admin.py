@@ -28,7 +28,7 @@ from aijobs.api.models import (
 )
 from aijobs.api.pagination import parse_job_cursor
 from aijobs.api.problems import ProblemError, not_found, responses
-from aijobs.api.routes.jobs import KeyHeader, page_of
+from aijobs.api.routes.jobs import KeyHeader, created_response, page_of
 from aijobs.api.routes.me import store_settings
 from aijobs.api.state import get_store
 from aijobs.api.unavailable import replays_with_idempotency_key
@@ -100,11 +100,7 @@ async def requeue(
     assert new_row is not None
     if not created.created and new_row["retry_of"] != job_id:
         raise key_reused()
-    body = Job.model_validate(new_row).model_dump(mode="json")
-    headers = {"Location": f"/api/jobs/{created.id}"}
-    if not created.created:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(body, status_code=201, headers=headers)
+    return created_response(201, new_row, replayed=not created.created)
 
 
 @router.post(

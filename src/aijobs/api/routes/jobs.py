@@ -57,7 +57,7 @@ from aijobs.db.store import Store
 from aijobs.errors import AijobsError
 from aijobs.jobs import max_attempts_for, registry
 from aijobs.queue.enqueue import check_retryable
-from aijobs.states import TERMINAL_STATUSES
+from aijobs.states import TERMINAL_STATUSES, UNCANCELLABLE_STATUSES
 
 router = APIRouter(tags=["jobs"])
 
@@ -88,7 +88,7 @@ async def read_job(store: Store, principal: Principal, job_id: UUID) -> Job:
     return Job.model_validate(row)
 
 
-def _created_response(status: int, body: dict[str, Any], replayed: bool) -> JSONResponse:
+def created_response(status: int, body: Mapping[str, Any], replayed: bool) -> JSONResponse:
     # Through the model both times, so a replay is byte for byte the first response (the
     # stored jsonb does not keep key order).
     body = Job.model_validate(body).model_dump(mode="json")
@@ -110,7 +110,7 @@ async def _create(
         key=key,
         tenant=principal.tenant(state.settings.tenant_claim),
     )
-    return _created_response(created.status, created.body, created.replayed)
+    return created_response(created.status, created.body, created.replayed)
 
 
 def _new_job(body: JobCreate, state: ApiState, request: dict[str, Any]) -> NewJob:
@@ -445,7 +445,7 @@ async def cancel_job(job_id: UUID, principal: CurrentUser, store: StoreDep) -> J
         row = await session.jobs.get_for_api(job_id)
     assert row is not None
     job = Job.model_validate(row)
-    if job.status in ("completed", "failed"):
+    if job.status in UNCANCELLABLE_STATUSES:
         raise ProblemError(409, f"job is already {job.status}; nothing to cancel", code="job_finished")
     return job
 
